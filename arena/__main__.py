@@ -1,0 +1,102 @@
+"""Command line: ``python -m arena [serve flags]`` starts the app; subcommands do the rest.
+
+    python -m arena                       start the arena page (see --help)
+    python -m arena models prepare        assemble and verify the embedded model files
+    python -m arena leaderboard           print the Bradley-Terry leaderboard
+    python -m arena export --format csv   write votes (csv) or battles (jsonl)
+    python -m arena import FILE.jsonl     merge battles from another arena or a FastChat log
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .app import add_common_flags, serve
+from .config import ConfigError, load_models
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .sources import SourceError, resolve
+
+    failed = 0
+    for model in load_models(args.models):
+        try:
+            path = resolve(model, Path(args.data_dir))
+            print(f"ok      {model.id}: {path}")
+        except SourceError as exc:
+            failed += 1
+            print(f"FAILED  {model.id}: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from . import leaderboard
+    from .store import Store
+
+    names = {m.id: m.name for m in load_models(args.models)}
+    table, _, named = leaderboard.from_store(Store(Path(args.data_dir) / "arena.db"), names, args.bootstrap, args.seed)
+    if table.empty:
+        print("No rated (blind) battles yet.")
+    else:
+        print(table.drop(columns=["ci_low", "ci_high"]).to_string(index=False))
+    if not named.empty:
+        print("\nNamed votes (not rated):")
+        print(named.to_string(index=False))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from . import exports
+    from .store import Store
+
+    records = Store(Path(args.data_dir) / "arena.db").voted_rounds()
+    out = args.output or Path(f"arena-{'votes' if args.format == 'csv' else 'battles'}.{args.format}")
+    (exports.write_csv if args.format == "csv" else exports.write_jsonl)(records, out)
+    print(f"wrote {len(records)} vote(s) to {out}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from . import exports
+    from .store import Store
+
+    try:
+        added, skipped = exports.import_battles(Store(Path(args.data_dir) / "arena.db"), args.file)
+    except exports.ImportError_ as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"imported {added} battle(s); {skipped} already stored")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"models": _prepare, "leaderboard": _leaderboard, "export": _export, "import": _import}
+    if not argv or argv[0] not in commands:
+        serve(argv)
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m arena")
+    sub = parser.add_subparsers(dest="command", required=True)
+    models = sub.add_parser("models", help="model files")
+    models.add_argument("action", choices=["prepare"])
+    board = sub.add_parser("leaderboard", help="print the leaderboard")
+    board.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the CIs")
+    board.add_argument("--seed", type=int, default=42)
+    export = sub.add_parser("export", help="export votes or battles")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument("-o", "--output", type=Path)
+    imp = sub.add_parser("import", help="import battles (JSONL)")
+    imp.add_argument("file", type=Path)
+    for p in (models, board, export, imp):
+        add_common_flags(p)
+    args = parser.parse_args(argv)
+    try:
+        return commands[args.command](args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Start-up: parse flags, load config, start the model workers, launch the page."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, PROJECT_DIR, ConfigError, load_models, load_prompts
+from .rounds import Arena, Limits
+from .store import Store
+from .supervisor import Supervisor
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("ARENA_DATA_DIR", PROJECT_DIR / "data"))
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODELS_FILE, help="model catalog (default: models.yaml)")
+    parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS_FILE,
+                        help="preset questions (default: prompts.yaml)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
+                        help="votes database, assembled model files and worker logs "
+                             "(default: $ARENA_DATA_DIR or ./data)")
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m arena", description="Local LLM arena: two local models, "
+                                     "one question, timed side by side, with votes and a leaderboard.")
+    add_common_flags(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port for the page (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per model worker (default: all cores; see BENCHMARKS.md)")
+    parser.add_argument("--schedule", choices=("concurrent", "sequential"), default="concurrent",
+                        help="answer both models at once (default) or one after the other")
+    parser.add_argument("--max-question-chars", type=int, default=8000, help="longest question accepted")
+    parser.add_argument("--votes-per-minute", type=int, default=30, help="vote rate limit per session")
+    parser.add_argument("--questions-per-minute", type=int, default=30, help="question rate limit per session")
+    return parser
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"error: port {port} on {host} is in use ({exc.strerror}). "
+                             f"Start with --port {port + 1} (or another free port), or stop the program using it.")
+
+
+def build_arena(args: argparse.Namespace) -> Arena:
+    models = load_models(args.models)
+    prompts = load_prompts(args.prompts)
+    data_dir = Path(args.data_dir)
+    supervisor = Supervisor(models, args.models, data_dir, threads=getattr(args, "threads", None))
+    limits = Limits(max_question_chars=args.max_question_chars, votes_per_minute=args.votes_per_minute,
+                    questions_per_minute=args.questions_per_minute)
+    return Arena(supervisor, Store(data_dir / "arena.db"), prompts, limits, schedule=args.schedule)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(argv: list[str] | None = None) -> None:
+    args = serve_parser().parse_args(argv)
+    try:
+        arena = build_arena(args)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}")
+    check_port_free(args.host, args.port)
+    from .ui import CSS, build_ui
+
+    # SIGTERM (systemd, docker, kill) takes the same clean path as Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    arena.supervisor.start()
+    demo = build_ui(arena, export_dir=Path(args.data_dir) / "exports")
+    print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)
+    try:
+        demo.queue(default_concurrency_limit=8).launch(
+            server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
+            allowed_paths=[str(Path(args.data_dir) / "exports")])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("Stopping model workers…", file=sys.stderr, flush=True)
+        arena.supervisor.stop()
+        arena.store.close()

@@ -1,0 +1,77 @@
+"""Talk to any OpenAI-compatible chat endpoint: our workers, vLLM, Ollama, llama.cpp's server.
+
+``stream_chat`` yields answer text pieces and finally a ``Usage``; every failure
+becomes an ``EndpointError`` whose message a user can act on.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+
+import httpx
+
+from .engines import GenerationParams, Usage
+
+
+class EndpointError(RuntimeError):
+    """The endpoint refused, failed or vanished; the message is shown in the pane."""
+
+
+def request_body(model: str, messages: list[dict], params: GenerationParams) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True},
+        "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens}
+    for key in ("top_k", "min_p", "repeat_penalty", "seed"):
+        if (value := getattr(params, key)) is not None:
+            body[key] = value
+    return body
+
+
+async def stream_chat(base_url: str, model: str, messages: list[dict], params: GenerationParams, *,
+                      api_key: str | None = None, connect_timeout: float = 5.0,
+                      read_timeout: float = 300.0) -> AsyncIterator[str | Usage]:
+    """Stream one answer from ``{base_url}/chat/completions`` (base_url ends in /v1)."""
+    url = base_url.rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+    usage: Usage | None = None
+    pieces = 0
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            async with http.stream("POST", url, json=request_body(model, messages, params), headers=headers) as resp:
+                if resp.status_code != 200:
+                    detail = (await resp.aread()).decode("utf-8", "replace")[:300]
+                    hint = " Check the API key environment variable." if resp.status_code in (401, 403) else ""
+                    raise EndpointError(f"{url} answered HTTP {resp.status_code}: {detail}{hint}")
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    event = json.loads(data)
+                    if "error" in event:
+                        error = event["error"]
+                        raise EndpointError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
+                    for choice in event.get("choices") or []:
+                        if text := (choice.get("delta") or {}).get("content"):
+                            pieces += 1
+                            yield text
+                        if choice.get("finish_reason"):
+                            usage = Usage(0, 0, choice["finish_reason"])
+                    if event.get("usage"):
+                        u = event["usage"]
+                        usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0),
+                                      usage.finish_reason if usage else "stop")
+                else:
+                    raise EndpointError(f"{url} closed the stream before it finished (no [DONE]); "
+                                        f"the model server may have crashed")
+    except httpx.ConnectError as exc:
+        raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
+    except httpx.TimeoutException:
+        raise EndpointError(f"{url} timed out (connect {connect_timeout:.0f}s, read {read_timeout:.0f}s)") from None
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise EndpointError(f"connection to {url} lost mid-answer ({type(exc).__name__}); "
+                            f"the model server may have crashed") from None
+    # Servers that send no usage: fall back to counting streamed pieces (about one per token).
+    yield usage if usage and usage.completion_tokens else Usage(0, pieces, usage.finish_reason if usage else "stop")

@@ -1,0 +1,228 @@
+"""Load and validate ``models.yaml`` and ``prompts.yaml``.
+
+Every problem is reported as ``ConfigError`` naming the file, the line, the entry
+and what to do, because a user editing YAML by hand needs to find the mistake
+without reading a traceback.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS_FILE = PROJECT_DIR / "models.yaml"
+DEFAULT_PROMPTS_FILE = PROJECT_DIR / "prompts.yaml"
+
+ENGINES = ("llamacpp",)
+GENERATION_KEYS = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_new_tokens", "seed"}
+
+
+class ConfigError(ValueError):
+    """A config file is unusable; the message says where and how to fix it."""
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that records each mapping's line and refuses duplicate keys."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+        seen.add(key)
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _load_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found. Pass the right path or restore it from git.")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: invalid YAML at {where}: {problem}") from None
+
+
+def _entries(path: Path, data: Any, key: str) -> list[dict]:
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise ConfigError(f"{path}: expected a top-level '{key}:' list of entries")
+    for index, entry in enumerate(data[key]):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: {key}[{index}] must be a mapping with keys, got {entry!r}")
+    return data[key]
+
+
+class _Entry:
+    """Reads typed keys from one YAML entry; every error names file, line and entry."""
+
+    def __init__(self, path: Path, raw: dict, kind: str, index: int):
+        self.path, self.raw, self.line = path, raw, raw.get("__line__", "?")
+        self.label = f"{kind} {raw.get('id', f'#{index + 1}')!r}"
+
+    def fail(self, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}:{self.line}: {self.label}: {problem}")
+
+    def get(self, key: str, kind: type | tuple, required: bool = True, default: Any = None) -> Any:
+        if key not in self.raw:
+            if required:
+                raise self.fail(f"missing required key '{key}'")
+            return default
+        value = self.raw[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.fail(f"'{key}' must be {names}, got {value!r}")
+        if isinstance(value, str) and not value.strip() and required:
+            raise self.fail(f"'{key}' must not be empty")
+        return value
+
+    def reject_unknown(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.raw) - allowed - {"__line__"})
+        if unknown:
+            raise self.fail(f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights come from. Exactly one of file / package / parts is set."""
+
+    file: str | None = None
+    package: str | None = None
+    path: str | None = None
+    parts: tuple[str, ...] = ()
+    filename: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: str
+    name: str
+    engine: str
+    source: ModelSource
+    quantization: str
+    license: str
+    generation: dict[str, Any] = field(default_factory=dict)
+    identity_words: tuple[str, ...] = ()
+    threads: int | None = None
+    context_length: int = 4096
+    line: int = 0
+
+    @property
+    def family(self) -> str:
+        return self.id.split("-")[0]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    category: str
+    question: str
+    reference: str
+    source: str
+    language: str
+
+
+def _parse_source(entry: _Entry, base_dir: Path) -> ModelSource:
+    raw = entry.get("source", dict)
+    src = _Entry(entry.path, raw, entry.label + " source", 0)
+    src.label = entry.label + " source"
+    src.reject_unknown({"file", "package", "path", "parts", "filename", "sha256"})
+    kinds = [k for k in ("file", "package", "parts") if k in raw]
+    if len(kinds) != 1:
+        raise src.fail("set exactly one of 'file' (a GGUF path), 'package' + 'path' "
+                       "(a file inside an installed Python package) or 'parts' (package files to concatenate)")
+    sha = src.get("sha256", str, required=False)
+    if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+        raise src.fail(f"'sha256' must be 64 hex digits, got {sha!r}")
+    if "file" in raw:
+        file = os.path.expanduser(src.get("file", str))
+        if not os.path.isabs(file):
+            file = str(base_dir / file)
+        return ModelSource(file=file, sha256=sha)
+    if "package" in raw:
+        return ModelSource(package=src.get("package", str), path=src.get("path", str), sha256=sha)
+    parts = src.get("parts", list)
+    if not parts or not all(isinstance(p, str) and "/" in p for p in parts):
+        raise src.fail("'parts' must list files as 'package_name/path/inside/package'")
+    return ModelSource(parts=tuple(parts), filename=src.get("filename", str), sha256=sha)
+
+
+def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
+    """Parse the model catalog; the first two entries are the default pair."""
+    path = Path(path)
+    models: list[ModelConfig] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(_entries(path, _load_yaml(path), "models")):
+        entry = _Entry(path, raw, "model", index)
+        entry.reject_unknown({"id", "name", "engine", "source", "quantization", "license",
+                              "generation", "identity_words", "threads", "context_length"})
+        model_id = entry.get("id", str)
+        if model_id in seen:
+            raise entry.fail(f"duplicate id (first defined at line {seen[model_id]}); ids must be unique")
+        seen[model_id] = entry.line
+        engine = entry.get("engine", str)
+        if engine not in ENGINES:
+            raise entry.fail(f"unknown engine {engine!r}; supported engines: {', '.join(ENGINES)}")
+        generation = entry.get("generation", dict, required=False, default={})
+        generation = {k: v for k, v in generation.items() if k != "__line__"}
+        bad = sorted(set(generation) - GENERATION_KEYS)
+        if bad:
+            raise entry.fail(f"unknown generation key(s) {bad}; allowed: {sorted(GENERATION_KEYS)}")
+        words = entry.get("identity_words", list, required=False, default=[])
+        threads = entry.get("threads", int, required=False)
+        if threads is not None and threads < 1:
+            raise entry.fail("'threads' must be at least 1 (or leave it out to let the app decide)")
+        models.append(ModelConfig(
+            id=model_id,
+            name=entry.get("name", str),
+            engine=engine,
+            source=_parse_source(entry, path.parent),
+            quantization=entry.get("quantization", str),
+            license=entry.get("license", str),
+            generation=generation,
+            identity_words=tuple(str(w) for w in words),
+            threads=threads,
+            context_length=entry.get("context_length", int, required=False, default=4096),
+            line=entry.line,
+        ))
+    if not models:
+        raise ConfigError(f"{path}: the 'models:' list is empty; add at least two models")
+    return models
+
+
+def load_prompts(path: Path | str = DEFAULT_PROMPTS_FILE) -> list[Prompt]:
+    """Parse the preset questions, in file order."""
+    path = Path(path)
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(_entries(path, _load_yaml(path), "prompts")):
+        entry = _Entry(path, raw, "prompt", index)
+        entry.reject_unknown({"id", "category", "question", "reference", "source", "language"})
+        prompt_id = entry.get("id", str)
+        if prompt_id in seen:
+            raise entry.fail(f"duplicate id (first defined at line {seen[prompt_id]}); ids must be unique")
+        seen[prompt_id] = entry.line
+        prompts.append(Prompt(
+            id=prompt_id,
+            category=entry.get("category", str),
+            question=entry.get("question", str).strip(),
+            reference=entry.get("reference", str).strip(),
+            source=entry.get("source", str),
+            language=entry.get("language", str, required=False, default="en"),
+        ))
+    return prompts

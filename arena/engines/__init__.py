@@ -1,0 +1,43 @@
+"""Engines turn a model entry into a streaming chat generator.
+
+Every engine implements the same tiny protocol, ``ChatEngine.stream_chat``,
+which yields text pieces and ends with one ``Usage``. The worker wraps any engine
+in the OpenAI-compatible HTTP protocol, so nothing above the worker knows engines.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+from ..config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 512
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+
+
+class ChatEngine(Protocol):
+    def stream_chat(self, messages: list[dict], params: GenerationParams) -> Iterator[str | Usage]:
+        """Yield answer text pieces as they are generated, then exactly one Usage."""
+
+
+def load_engine(model: ModelConfig, weights: Path, threads: int) -> ChatEngine:
+    if model.engine == "llamacpp":
+        from .llamacpp import LlamaCppEngine
+        return LlamaCppEngine(weights, threads=threads, context_length=model.context_length)
+    raise ValueError(f"engine {model.engine!r} has no loader")

@@ -1,0 +1,198 @@
+"""Votes out (CSV for people, FastChat JSONL for tools) and battles in (JSONL import).
+
+CSV is what a user opens in Excel: UTF-8 with a BOM so Chinese shows correctly,
+and text cells that a spreadsheet would run as a formula are neutralised.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .rounds import VOTE_CHOICES
+from .store import RoundRecord, Store
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+VOTE_LABELS = {v: k for k, v in VOTE_CHOICES.items()}
+TURN_SEPARATOR = "\n\n---\n\n"
+
+# Column -> meaning; the README's CSV table is generated from the same words.
+CSV_COLUMNS = {
+    "round_id": "server-side id of the round",
+    "voted_at": "when the vote was stored (UTC, ISO 8601)",
+    "started_at": "when the round's first question was sent (UTC)",
+    "session": "browser or API session that voted",
+    "mode": "named (side by side) or blind (battle)",
+    "rated": "1 if the vote feeds the leaderboard (blind, not flagged)",
+    "flag": "why a blind vote is not rated, e.g. an answer named its model",
+    "vote": "A better, B better, Tie or Both bad",
+    "winner": "the same in FastChat's words: model_a, model_b, tie, tie (bothbad)",
+    "model_a": "model id of side A (models.yaml)", "model_b": "model id of side B",
+    "name_a": "display name of A", "name_b": "display name of B",
+    "engine_a": "engine of A", "engine_b": "engine of B",
+    "quantization_a": "quantization of A", "quantization_b": "quantization of B",
+    "preset_id": "prompts.yaml id if the first question was a preset",
+    "turns": "number of questions in the round",
+    "question": "the questions, separated by a line of ---",
+    "answer_a": "A's answers, separated by a line of ---", "answer_b": "B's answers",
+    "ttft_a_s": "A's time to first token in the first turn, seconds", "ttft_b_s": "same for B",
+    "total_a_s": "A's total answer time summed over turns, seconds", "total_b_s": "same for B",
+    "tokens_a": "A's output tokens summed over turns", "tokens_b": "same for B",
+    "tokens_per_s_a": "A's decode speed: tokens after the first / time after the first token",
+    "tokens_per_s_b": "same for B",
+    "temperature": "sampling temperature (both models)", "top_p": "nucleus sampling top-p",
+    "max_new_tokens": "answer length limit", "system_prompt": "system prompt, empty if none",
+}
+
+
+def neutralise(value: Any) -> Any:
+    """Prefix a quote to text a spreadsheet would evaluate (CSV/formula injection)."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def _iso(tstamp: float | None) -> str | None:
+    return datetime.fromtimestamp(tstamp, timezone.utc).isoformat(timespec="seconds") if tstamp else None
+
+
+def _sum(record: RoundRecord, side: str, key: str) -> float | None:
+    values = [t[side].get(key) for t in record.turns if t[side].get(key) is not None]
+    return round(sum(values), 3) if values else None
+
+
+def votes_frame(records: list[RoundRecord]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        settings = r.settings
+        row = {
+            "round_id": r.id, "voted_at": _iso(r.vote_tstamp), "started_at": _iso(r.tstamp), "session": r.session,
+            "mode": r.mode, "rated": int(r.rated), "flag": r.flag or "", "vote": VOTE_LABELS.get(r.winner, ""),
+            "winner": r.winner, "model_a": r.model_a, "model_b": r.model_b,
+            "preset_id": r.preset_id or "", "turns": len(r.turns),
+            "question": TURN_SEPARATOR.join(t["question"] for t in r.turns),
+            "temperature": settings.get("temperature"), "top_p": settings.get("top_p"),
+            "max_new_tokens": settings.get("max_new_tokens"), "system_prompt": settings.get("system_prompt", ""),
+        }
+        for side in "ab":
+            info = getattr(r, f"model_{side}_info")
+            row.update({f"name_{side}": info.get("name", ""), f"engine_{side}": info.get("engine", ""),
+                        f"quantization_{side}": info.get("quantization", ""),
+                        f"answer_{side}": TURN_SEPARATOR.join(t[side]["text"] for t in r.turns),
+                        f"ttft_{side}_s": getattr(r, f"ttft_{side}"), f"total_{side}_s": _sum(r, side, "total_s"),
+                        f"tokens_{side}": _sum(r, side, "output_tokens"),
+                        f"tokens_per_s_{side}": getattr(r, f"tps_{side}")})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def write_csv(records: list[RoundRecord], path: Path) -> Path:
+    frame = votes_frame(records)
+    frame = frame.apply(lambda col: col.map(neutralise) if col.dtype == object else col)
+    frame.to_csv(path, index=False, encoding="utf-8-sig")
+    return path
+
+
+def battle_json(record: RoundRecord) -> dict:
+    """One battle in FastChat's clean-battle format, plus our timings under 'arena'."""
+    return {
+        "id": record.id, "model_a": record.model_a, "model_b": record.model_b, "winner": record.winner,
+        "judge": f"arena_user_{record.session}", "turn": len(record.turns), "anony": record.mode == "blind",
+        "tstamp": record.vote_tstamp, "conversation_a": record.conversation("a"),
+        "conversation_b": record.conversation("b"), "question_id": record.preset_id,
+        "arena": {"mode": record.mode, "rated": bool(record.rated), "flag": record.flag, "started": record.tstamp,
+                  "settings": record.settings, "model_a_info": record.model_a_info,
+                  "model_b_info": record.model_b_info, "turns": record.turns,
+                  "ttft_a": record.ttft_a, "ttft_b": record.ttft_b, "tps_a": record.tps_a, "tps_b": record.tps_b},
+    }
+
+
+def write_jsonl(records: list[RoundRecord], path: Path) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(battle_json(record), ensure_ascii=False) + "\n")
+    return path
+
+
+class ImportError_(ValueError):
+    """A battle file cannot be imported; names the line. Nothing was stored."""
+
+
+def _turns_from_conversations(conv_a: list[dict], conv_b: list[dict]) -> list[dict]:
+    def pairs(conv: list[dict]) -> list[tuple[str, str]]:
+        out, question = [], None
+        for message in conv:
+            if message.get("role") == "user":
+                question = message.get("content") or ""
+            elif message.get("role") == "assistant" and question is not None:
+                out.append((question, message.get("content") or ""))
+                question = None
+        return out
+
+    turns = []
+    for (question, text_a), (_, text_b) in zip(pairs(conv_a), pairs(conv_b)):
+        empty = {"error": None, "stopped": False, "ttft_s": None, "total_s": None, "output_tokens": 0,
+                 "tokens_per_s": None}
+        turns.append({"question": question, "a": {**empty, "text": text_a}, "b": {**empty, "text": text_b}})
+    return turns
+
+
+def parse_battle(line: str, origin: str) -> RoundRecord:
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    missing = [k for k in ("model_a", "model_b", "winner") if k not in data]
+    if missing:
+        raise ValueError(f"missing field(s) {missing}")
+    if data["winner"] not in VOTE_LABELS:
+        raise ValueError(f"winner must be one of {list(VOTE_LABELS)}, got {data['winner']!r}")
+    conv_a, conv_b = data.get("conversation_a") or [], data.get("conversation_b") or []
+    if not isinstance(conv_a, list) or not isinstance(conv_b, list):
+        raise ValueError("conversation_a and conversation_b must be lists of {role, content}")
+    ours = data.get("arena") or {}
+    tstamp = float(data.get("tstamp") or 0)
+    # FastChat logs carry no id: derive a stable one so re-importing the same file adds nothing.
+    battle_id = str(data.get("id") or hashlib.sha256(json.dumps(
+        [data["model_a"], data["model_b"], data["winner"], tstamp, conv_a, conv_b], ensure_ascii=False
+    ).encode()).hexdigest()[:32])
+    anony = bool(data.get("anony", False))
+    settings = ours.get("settings") or {}
+    if not settings and conv_a and conv_a[0].get("role") == "system":
+        settings = {"system_prompt": conv_a[0].get("content", "")}
+    return RoundRecord(
+        id=battle_id, tstamp=float(ours.get("started") or tstamp), session=str(data.get("judge", "imported")),
+        mode="blind" if anony else "named", model_a=str(data["model_a"]), model_b=str(data["model_b"]),
+        model_a_info=ours.get("model_a_info") or {"name": data["model_a"]},
+        model_b_info=ours.get("model_b_info") or {"name": data["model_b"]},
+        settings=settings, preset_id=data.get("question_id"),
+        turns=ours.get("turns") or _turns_from_conversations(conv_a, conv_b),
+        ttft_a=ours.get("ttft_a"), ttft_b=ours.get("ttft_b"), tps_a=ours.get("tps_a"), tps_b=ours.get("tps_b"),
+        winner=data["winner"], vote_tstamp=tstamp, flag=ours.get("flag"),
+        rated=int(ours.get("rated", anony) and not ours.get("flag")), origin=origin)
+
+
+def import_battles(store: Store, path: Path) -> tuple[int, int]:
+    """Merge a JSONL battle file; returns (added, skipped as already present).
+
+    All lines are parsed before anything is written, so one bad line stores nothing.
+    """
+    path = Path(path)
+    records: dict[str, RoundRecord] = {}
+    with open(path, encoding="utf-8-sig") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = parse_battle(line, origin=path.name)
+            except (ValueError, TypeError) as exc:
+                raise ImportError_(f"{path.name} line {number}: {exc}. Nothing was imported; "
+                                   f"fix or delete that line and import again.") from None
+            records.setdefault(record.id, record)
+    existing = store.existing_ids(list(records))
+    new = [r for r in records.values() if r.id not in existing]
+    added = store.insert_voted_rounds(new) if new else 0
+    return added, len(records) - added

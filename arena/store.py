@@ -1,0 +1,174 @@
+"""The one module that owns the SQLite database (WAL mode).
+
+A round is one row: who fought, with which settings, every turn's answers and
+timings, any error, and the vote. Votes are an atomic ``UPDATE ... WHERE winner
+IS NULL`` so two clicks (or two API calls) can never record two votes.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rounds (
+    id            TEXT PRIMARY KEY,
+    tstamp        REAL NOT NULL,             -- unix time the round started
+    session       TEXT NOT NULL,
+    mode          TEXT NOT NULL CHECK (mode IN ('named', 'blind')),
+    model_a       TEXT NOT NULL,
+    model_b       TEXT NOT NULL,
+    model_a_info  TEXT NOT NULL DEFAULT '{}', -- JSON: name, engine, quantization
+    model_b_info  TEXT NOT NULL DEFAULT '{}',
+    settings      TEXT NOT NULL DEFAULT '{}', -- JSON: temperature, top_p, max_new_tokens, system_prompt
+    preset_id     TEXT,
+    turns         TEXT NOT NULL DEFAULT '[]', -- JSON list: question, settings, a/b answer with metrics and error
+    error         TEXT,                       -- first failed answer of the round, if any
+    ttft_a REAL, ttft_b REAL, tps_a REAL, tps_b REAL, -- first-turn TTFT, overall decode tokens/s
+    winner        TEXT CHECK (winner IN ('model_a', 'model_b', 'tie', 'tie (bothbad)')),
+    vote_tstamp   REAL,
+    rated         INTEGER NOT NULL DEFAULT 0, -- 1 = feeds the Bradley-Terry leaderboard
+    flag          TEXT,                       -- why a blind vote is not rated (e.g. a model named itself)
+    origin        TEXT NOT NULL DEFAULT 'local' -- 'local', or the file a battle was imported from
+);
+CREATE INDEX IF NOT EXISTS rounds_rating ON rounds (rated, model_a, model_b, winner, ttft_a, ttft_b, tps_a, tps_b);
+CREATE INDEX IF NOT EXISTS rounds_votes ON rounds (vote_tstamp) WHERE winner IS NOT NULL;
+"""
+
+JSON_COLUMNS = ("model_a_info", "model_b_info", "settings", "turns")
+
+
+@dataclass
+class RoundRecord:
+    id: str
+    tstamp: float
+    session: str
+    mode: str
+    model_a: str
+    model_b: str
+    model_a_info: dict = field(default_factory=dict)
+    model_b_info: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    preset_id: str | None = None
+    turns: list[dict] = field(default_factory=list)
+    error: str | None = None
+    ttft_a: float | None = None
+    ttft_b: float | None = None
+    tps_a: float | None = None
+    tps_b: float | None = None
+    winner: str | None = None
+    vote_tstamp: float | None = None
+    rated: int = 0
+    flag: str | None = None
+    origin: str = "local"
+
+    def conversation(self, side: str) -> list[dict]:
+        """FastChat-style message list for side 'a' or 'b' (system prompt first, if any)."""
+        messages = []
+        if system := self.settings.get("system_prompt"):
+            messages.append({"role": "system", "content": system})
+        for turn in self.turns:
+            messages.append({"role": "user", "content": turn["question"]})
+            messages.append({"role": "assistant", "content": turn[side]["text"]})
+        return messages
+
+
+COLUMNS = tuple(RoundRecord.__dataclass_fields__)
+
+
+class Store:
+    """Thread-safe access to the arena database; one connection guarded by a lock."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _to_row(record: RoundRecord) -> tuple:
+        return tuple(json.dumps(getattr(record, c), ensure_ascii=False) if c in JSON_COLUMNS else getattr(record, c)
+                     for c in COLUMNS)
+
+    @staticmethod
+    def _from_row(row: tuple) -> RoundRecord:
+        values = {c: (json.loads(v) if c in JSON_COLUMNS else v) for c, v in zip(COLUMNS, row)}
+        return RoundRecord(**values)
+
+    def save_round(self, record: RoundRecord) -> None:
+        """Insert or update everything about a round except its vote."""
+        vote_free = [c for c in COLUMNS if c not in ("winner", "vote_tstamp", "rated", "flag")]
+        updates = ", ".join(f"{c}=excluded.{c}" for c in vote_free if c != "id")
+        with self._transaction() as db:
+            db.execute(f"INSERT INTO rounds ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+                       f"ON CONFLICT(id) DO UPDATE SET {updates}", self._to_row(record))
+
+    def get_round(self, round_id: str) -> RoundRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM rounds WHERE id=?", (round_id,)).fetchone()
+        return self._from_row(row) if row else None
+
+    def record_vote(self, round_id: str, winner: str, tstamp: float, rated: bool, flag: str | None) -> bool:
+        """Store the vote unless one exists already; returns whether this call stored it."""
+        with self._transaction() as db:
+            cur = db.execute("UPDATE rounds SET winner=?, vote_tstamp=?, rated=?, flag=? "
+                             "WHERE id=? AND winner IS NULL", (winner, tstamp, int(rated), flag, round_id))
+            return cur.rowcount == 1
+
+    def voted_rounds(self) -> list[RoundRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM rounds WHERE winner IS NOT NULL "
+                                    f"ORDER BY vote_tstamp").fetchall()
+        return [self._from_row(r) for r in rows]
+
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        with self._lock:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                found.update(r[0] for r in self._db.execute(
+                    f"SELECT id FROM rounds WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
+
+    def insert_voted_rounds(self, records: list[RoundRecord]) -> int:
+        """Add imported battles in one transaction; ids already present are skipped."""
+        with self._transaction() as db:
+            cur = db.executemany(f"INSERT OR IGNORE INTO rounds ({', '.join(COLUMNS)}) "
+                                 f"VALUES ({', '.join('?' * len(COLUMNS))})", [self._to_row(r) for r in records])
+            return cur.rowcount
+
+    def rating_aggregates(self, kind: str = "rated") -> list[tuple[Any, ...]]:
+        """Voted battles grouped by (model_a, model_b, winner) with counts and metric sums.
+
+        ``kind`` is "rated" (blind, not flagged: the leaderboard) or "named". Grouping
+        in SQL over a covering index keeps a million battles well under a second.
+        """
+        where = {"rated": "rated=1", "named": "rated=0 AND mode='named'"}[kind]
+        with self._lock:
+            return self._db.execute(
+                "SELECT model_a, model_b, winner, COUNT(*), "
+                "SUM(ttft_a), COUNT(ttft_a), SUM(ttft_b), COUNT(ttft_b), "
+                "SUM(tps_a), COUNT(tps_a), SUM(tps_b), COUNT(tps_b) "
+                f"FROM rounds WHERE {where} AND winner IS NOT NULL GROUP BY model_a, model_b, winner").fetchall()

@@ -1,0 +1,222 @@
+"""Start, watch, restart and stop one worker process per model.
+
+The page must be usable while models load, name a model that failed and why,
+and bring a crashed worker back for the next round; all of that lives here.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+
+from .config import ModelConfig
+from .sources import SourceError, resolve
+from .worker import ERROR_PREFIX
+
+STATES = ("preparing", "loading", "ready", "restarting", "failed", "stopped")
+
+
+class ModelUnavailable(RuntimeError):
+    """The model is not ready; the message says its state and what to do."""
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    id: str
+    name: str
+    state: str
+    detail: str = ""
+    load_seconds: float | None = None
+    since: float = 0.0
+    restarts: int = 0
+
+    def describe(self) -> str:
+        elapsed = time.time() - self.since
+        if self.state == "ready":
+            return f"ready (loaded in {self.load_seconds:.1f} s)" + (f", restarted {self.restarts}×" if self.restarts else "")
+        if self.state == "failed":
+            return f"failed: {self.detail}"
+        return f"{self.state} ({elapsed:.0f} s)" + (f": {self.detail}" if self.detail else "")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class _Worker:
+    def __init__(self, model: ModelConfig):
+        self.model = model
+        self.status = ModelStatus(model.id, model.name, "preparing", since=time.time())
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.weights: Path | None = None
+        self.log_path: Path | None = None
+
+
+class Supervisor:
+    """Owns the worker processes. Thread-safe; all public methods return quickly."""
+
+    def __init__(self, models: list[ModelConfig], models_file: Path, data_dir: Path,
+                 threads: int | None = None, health_timeout: float = 300.0):
+        self.models_file, self.data_dir = Path(models_file), Path(data_dir)
+        self.threads = threads
+        self.health_timeout = health_timeout
+        self._workers = {m.id: _Worker(m) for m in models}
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> None:
+        """Prepare and spawn every worker in the background, then keep watching them."""
+        for worker in self._workers.values():
+            threading.Thread(target=self._prepare_and_spawn, args=(worker,), daemon=True,
+                             name=f"prepare-{worker.model.id}").start()
+        self._monitor = threading.Thread(target=self._watch, daemon=True, name="supervisor")
+        self._monitor.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            procs = [w.process for w in self._workers.values() if w.process and w.process.poll() is None]
+            for worker in self._workers.values():
+                self._set(worker, "stopped")
+        for proc in procs:
+            proc.terminate()
+        deadline = time.time() + 5
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def wait_until_settled(self, timeout: float) -> list[ModelStatus]:
+        """Block until no model is still preparing or loading (for the CLI and tests)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            statuses = self.statuses()
+            if all(s.state in ("ready", "failed", "stopped") for s in statuses):
+                return statuses
+            time.sleep(0.2)
+        return self.statuses()
+
+    # -- queries ---------------------------------------------------------------------
+    def statuses(self) -> list[ModelStatus]:
+        with self._lock:
+            return [w.status for w in self._workers.values()]
+
+    def model(self, model_id: str) -> ModelConfig:
+        try:
+            return self._workers[model_id].model
+        except KeyError:
+            raise ModelUnavailable(f"unknown model {model_id!r}; known: {', '.join(self._workers)}") from None
+
+    def ready_ids(self) -> list[str]:
+        return [s.id for s in self.statuses() if s.state == "ready"]
+
+    def endpoint(self, model_id: str, wait: float = 0.0) -> str:
+        """Base URL (``.../v1``) of a ready model, waiting up to ``wait`` s for a restart."""
+        self.model(model_id)
+        deadline = time.time() + wait
+        while True:
+            with self._lock:
+                worker = self._workers[model_id]
+                if worker.status.state == "ready" and worker.process and worker.process.poll() is None:
+                    return f"http://127.0.0.1:{worker.port}/v1"
+                status = worker.status
+            if status.state in ("failed", "stopped") or time.time() >= deadline:
+                raise ModelUnavailable(f"{status.name} is not ready: {status.describe()}")
+            time.sleep(0.1)
+
+    def pid(self, model_id: str) -> int | None:
+        with self._lock:
+            proc = self._workers[model_id].process
+            return proc.pid if proc and proc.poll() is None else None
+
+    # -- internals -------------------------------------------------------------------
+    def _set(self, worker: _Worker, state: str, detail: str = "", **changes) -> None:
+        with self._lock:
+            if worker.status.state == "stopped":
+                return
+            since = worker.status.since if worker.status.state == state else time.time()
+            worker.status = replace(worker.status, state=state, detail=detail, since=since, **changes)
+
+    def _prepare_and_spawn(self, worker: _Worker) -> None:
+        try:
+            worker.weights = resolve(worker.model, self.data_dir)
+        except SourceError as exc:
+            self._set(worker, "failed", str(exc))
+            return
+        except Exception as exc:
+            self._set(worker, "failed", f"could not prepare weights: {type(exc).__name__}: {exc}")
+            return
+        self._spawn(worker, "loading")
+
+    def _spawn(self, worker: _Worker, state: str) -> None:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        worker.log_path = logs / f"{worker.model.id}.log"
+        threads = worker.model.threads or self.threads or os.cpu_count() or 1
+        port = free_port()
+        cmd = [sys.executable, "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
+               "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads), "--exit-with-parent"]
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            with open(worker.log_path, "ab") as log:
+                worker.process = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=str(Path(__file__).resolve().parent.parent))
+            worker.port = port
+            self._set(worker, state, f"pid {worker.process.pid}, {threads} thread(s)")
+
+    def _failure_reason(self, worker: _Worker, code: int) -> str:
+        lines: list[str] = []
+        try:
+            lines = worker.log_path.read_text(errors="replace").splitlines()[-40:] if worker.log_path else []
+        except OSError:
+            pass
+        for line in reversed(lines):
+            if line.startswith(ERROR_PREFIX):
+                return line[len(ERROR_PREFIX):]
+        tail = next((l for l in reversed(lines) if l.strip()), "")
+        return f"worker exited with code {code}" + (f": {tail.strip()}" if tail else "") + f" (log: {worker.log_path})"
+
+    def _watch(self) -> None:
+        with httpx.Client(timeout=2.0) as http:
+            while not self._stopping.wait(0.25):
+                for worker in list(self._workers.values()):
+                    self._check(worker, http)
+
+    def _check(self, worker: _Worker, http: httpx.Client) -> None:
+        state, proc = worker.status.state, worker.process
+        if proc is None or state in ("failed", "stopped", "preparing"):
+            return
+        code = proc.poll()
+        if code is not None:
+            if state == "ready":  # crashed after serving: bring it back for the next round
+                self._set(worker, "restarting", f"worker exited with code {code}; restarting",
+                          restarts=worker.status.restarts + 1)
+                self._spawn(worker, "restarting")
+            else:
+                self._set(worker, "failed", self._failure_reason(worker, code))
+            return
+        if state in ("loading", "restarting"):
+            try:
+                health = http.get(f"http://127.0.0.1:{worker.port}/health").json()
+            except (httpx.HTTPError, ValueError):
+                if time.time() - worker.status.since > self.health_timeout:
+                    proc.kill()
+                    self._set(worker, "failed", f"not healthy after {self.health_timeout:.0f} s")
+                return
+            self._set(worker, "ready", load_seconds=health.get("load_seconds"))

@@ -1,0 +1,180 @@
+"""Serve ONE model as an OpenAI-compatible streaming chat endpoint.
+
+Run as its own process (``python -m arena.worker``) so a crash or OOM in an
+engine cannot take down the page or the other model. Endpoints:
+``GET /health``, ``GET /v1/models`` and ``POST /v1/chat/completions``
+(``stream: true`` sends server-sent events, the last chunk carrying ``usage``).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from .engines import ChatEngine, GenerationParams, Usage
+
+ERROR_PREFIX = "ARENA_WORKER_ERROR: "  # the supervisor shows the text after this as the failure reason
+
+
+def _params(body: dict[str, Any]) -> GenerationParams:
+    defaults = GenerationParams()
+    return GenerationParams(
+        temperature=float(body.get("temperature", defaults.temperature)),
+        top_p=float(body.get("top_p", defaults.top_p)),
+        max_new_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or defaults.max_new_tokens),
+        top_k=body.get("top_k"), min_p=body.get("min_p"),
+        repeat_penalty=body.get("repeat_penalty"), seed=body.get("seed"))
+
+
+def create_app(engine: ChatEngine, model_id: str, load_seconds: float) -> FastAPI:
+    """Wrap ``engine`` in the OpenAI chat protocol. One answer is generated at a time."""
+    app = FastAPI(title=f"arena worker: {model_id}")
+    generation_lock = threading.Lock()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": model_id, "load_seconds": round(load_seconds, 3), "pid": os.getpid()}
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": model_id, "object": "model", "owned_by": "arena"}]}
+
+    async def generate(messages: list[dict], params: GenerationParams) -> AsyncIterator[str | Usage | Exception]:
+        """Run the blocking engine in a thread; stop it as soon as the consumer goes away."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            with generation_lock:
+                try:
+                    for item in engine.stream_chat(messages, params):
+                        if cancelled.is_set():
+                            break
+                        loop.call_soon_threadsafe(queue.put_nowait, item)
+                except Exception as exc:  # surfaced to the client as an error event
+                    loop.call_soon_threadsafe(queue.put_nowait, exc)
+                finally:
+                    loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        threading.Thread(target=produce, daemon=True, name="generate").start()
+        try:
+            while (item := await queue.get()) is not done:
+                yield item
+        finally:
+            cancelled.set()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        try:
+            body = await request.json()
+            messages = body["messages"]
+            params = _params(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": {"message": f"bad request: {exc!r}", "type": "invalid_request_error"}},
+                                status_code=400)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+
+        def chunk(delta: dict, finish: str | None = None, usage: Usage | None = None) -> str:
+            payload: dict[str, Any] = {
+                "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_id,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if usage is not None:
+                payload["usage"] = {"prompt_tokens": usage.prompt_tokens,
+                                    "completion_tokens": usage.completion_tokens,
+                                    "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+            return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+        if not body.get("stream"):
+            text, usage = [], None
+            async for item in generate(messages, params):
+                if isinstance(item, Exception):
+                    return JSONResponse({"error": {"message": str(item), "type": "engine_error"}}, status_code=500)
+                if isinstance(item, Usage):
+                    usage = item
+                else:
+                    text.append(item)
+            return {"id": completion_id, "object": "chat.completion", "created": created, "model": model_id,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+                                 "finish_reason": usage.finish_reason if usage else "stop"}],
+                    "usage": {"prompt_tokens": usage.prompt_tokens if usage else 0,
+                              "completion_tokens": usage.completion_tokens if usage else 0}}
+
+        async def events() -> AsyncIterator[str]:
+            yield chunk({"role": "assistant", "content": ""})
+            async for item in generate(messages, params):
+                if isinstance(item, Exception):
+                    error = {"error": {"message": f"{type(item).__name__}: {item}", "type": "engine_error"}}
+                    yield f"data: {json.dumps(error, ensure_ascii=False)}\n\n"
+                    break
+                if isinstance(item, Usage):
+                    yield chunk({}, finish=item.finish_reason, usage=item)
+                else:
+                    yield chunk({"content": item})
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def _exit_with_parent() -> None:
+    """No orphans: if the app dies (even by SIGKILL) the worker follows within a second."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve one model from models.yaml over OpenAI-compatible HTTP.")
+    parser.add_argument("--models", required=True, help="path to models.yaml")
+    parser.add_argument("--model", required=True, help="model id in models.yaml")
+    parser.add_argument("--weights", required=True, help="resolved local weights file")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--exit-with-parent", action="store_true")
+    args = parser.parse_args(argv)
+    if args.exit_with_parent:
+        _exit_with_parent()
+
+    import uvicorn
+    from pathlib import Path
+
+    from .config import load_models
+    from .engines import load_engine
+
+    try:
+        model = next(m for m in load_models(args.models) if m.id == args.model)
+        started = time.perf_counter()
+        engine = load_engine(model, Path(args.weights), threads=args.threads)
+        load_seconds = time.perf_counter() - started
+    except StopIteration:
+        print(f"{ERROR_PREFIX}model {args.model!r} is not in {args.models}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except Exception as exc:
+        print(f"{ERROR_PREFIX}could not load {args.weights}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(3)
+    uvicorn.run(create_app(engine, model.id, load_seconds), host=args.host, port=args.port,
+                log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
