@@ -146,7 +146,9 @@ def _parse_source(entry: _Entry, base_dir: Path) -> ModelSource:
     if len(kinds) != 1:
         raise src.fail("set exactly one of 'file' (a GGUF path), 'package' + 'path' "
                        "(a file inside an installed Python package) or 'parts' (package files to concatenate)")
-    sha = src.get("sha256", str, required=False)
+    sha = raw.get("sha256")
+    if sha is not None and not isinstance(sha, str):
+        raise src.fail(f"'sha256' must be 64 hex digits in quotes, got {sha!r}")
     if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
         raise src.fail(f"'sha256' must be 64 hex digits, got {sha!r}")
     if "file" in raw:

@@ -92,7 +92,7 @@ def votes_frame(records: list[RoundRecord]) -> pd.DataFrame:
 
 def write_csv(records: list[RoundRecord], path: Path) -> Path:
     frame = votes_frame(records)
-    frame = frame.apply(lambda col: col.map(neutralise) if col.dtype == object else col)
+    frame = frame.map(neutralise)
     frame.to_csv(path, index=False, encoding="utf-8-sig")
     return path
 
@@ -176,12 +176,13 @@ def parse_battle(line: str, origin: str) -> RoundRecord:
 
 
 def import_battles(store: Store, path: Path) -> tuple[int, int]:
-    """Merge a JSONL battle file; returns (added, skipped as already present).
+    """Merge a JSONL battle file; returns (added, skipped as duplicates of stored or earlier lines).
 
     All lines are parsed before anything is written, so one bad line stores nothing.
     """
     path = Path(path)
     records: dict[str, RoundRecord] = {}
+    lines = 0
     with open(path, encoding="utf-8-sig") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -192,7 +193,8 @@ def import_battles(store: Store, path: Path) -> tuple[int, int]:
                 raise ImportError_(f"{path.name} line {number}: {exc}. Nothing was imported; "
                                    f"fix or delete that line and import again.") from None
             records.setdefault(record.id, record)
+            lines += 1
     existing = store.existing_ids(list(records))
     new = [r for r in records.values() if r.id not in existing]
     added = store.insert_voted_rounds(new) if new else 0
-    return added, len(records) - added
+    return added, lines - added

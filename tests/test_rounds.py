@@ -1,0 +1,156 @@
+"""Unit: the arena's rules (question limits, one vote per round, session ownership, blind reveal,
+self-identification flag, rate limit) and the two-stream merge. The supervisor and the model
+streams are replaced by fakes here; test_real_models.py and test_api.py run them for real."""
+import asyncio
+
+import pytest
+
+from arena.battle import run_turn
+from arena.config import ModelConfig, ModelSource, Prompt
+from arena.engines import Usage
+from arena.rounds import Arena, ArenaError, Limits, identity_words
+from arena.store import Store
+from arena.supervisor import ModelUnavailable
+
+MODELS = {m.id: m for m in (
+    ModelConfig("qwen-x", "Qwen2.5 X", "llamacpp", ModelSource(file="/x"), "Q4", "MIT"),
+    ModelConfig("smol-y", "SmolLM2 Y", "llamacpp", ModelSource(file="/y"), "Q4", "MIT", identity_words=("smol",)),
+)}
+
+
+class FakeSupervisor:
+    def model(self, model_id):  # same contract as Supervisor.model
+        if model_id not in MODELS:
+            raise ModelUnavailable(f"unknown model {model_id!r}")
+        return MODELS[model_id]
+
+    def ready_ids(self):
+        return list(MODELS)
+
+
+@pytest.fixture
+def arena(tmp_path):
+    prompts = [Prompt("p1", "c", "Q?", "The reference.", "s", "en")]
+    a = Arena(FakeSupervisor(), Store(tmp_path / "a.db"), prompts, Limits(max_question_chars=50, votes_per_minute=3))
+    yield a
+    a.store.close()
+
+
+def answered(arena, mode="blind", session="s1", text_a="fine", error=None, preset_id="p1"):
+    round_ = arena.new_round(session, mode, "qwen-x", "smol-y", preset_id=preset_id)
+    answer = {"text": text_a, "error": error, "stopped": False, "ttft_s": 0.1, "total_s": 1.0,
+              "output_tokens": 5, "tokens_per_s": 4.4}
+    round_.record.turns.append({"question": "Q?", "a": answer, "b": {**answer, "text": "also fine", "error": None}})
+    round_.record.error = f"Model A: {error}" if error else None
+    arena.store.save_round(round_.record)
+    return round_
+
+
+def test_empty_and_too_long_questions_are_refused(arena):
+    for bad in ("", "   \n\t"):
+        with pytest.raises(ArenaError, match="empty"):
+            arena.validate_question(bad)
+    with pytest.raises(ArenaError, match="51 characters; the limit is 50 .*--max-question-chars"):
+        arena.validate_question("x" * 51)
+    assert arena.validate_question("  hi  ") == "hi"
+
+
+def test_named_round_needs_two_different_models(arena):
+    with pytest.raises(ArenaError, match="pick two different"):
+        arena.new_round("s", "named", "qwen-x", "qwen-x")
+    with pytest.raises(ArenaError, match="unknown model 'nope'"):
+        arena.new_round("s", "named", "qwen-x", "nope")
+
+
+def test_blind_view_hides_identities_until_the_vote(arena):
+    round_ = answered(arena)
+    before = str(arena.view(round_))
+    for secret in ("qwen", "Qwen", "smol", "Smol", "llamacpp", "The reference"):
+        assert secret not in before
+    after = arena.vote("s1", round_.id, "A better")
+    assert after["revealed"] and {after["a"]["model"], after["b"]["model"]} == {"qwen-x", "smol-y"}
+    assert after["reference"] == "The reference." and after["rated"] is True
+
+
+def test_one_vote_per_round_and_only_by_its_session(arena):
+    round_ = answered(arena, mode="named")
+    with pytest.raises(ArenaError, match="another session"):
+        arena.vote("intruder", round_.id, "Tie")
+    with pytest.raises(ArenaError, match="Unknown vote"):
+        arena.vote("s1", round_.id, "C better")
+    view = arena.vote("s1", round_.id, "Tie")
+    assert view["vote"] == "Tie" and view["rated"] is False  # named votes are not rated
+    with pytest.raises(ArenaError, match="already has a vote"):
+        arena.vote("s1", round_.id, "A better")
+    with pytest.raises(ArenaError, match="no such round"):
+        arena.vote("s1", "does-not-exist", "Tie")
+
+
+def test_vote_on_a_failed_answer_is_refused_and_the_round_kept(arena):
+    round_ = answered(arena, error="connection lost mid-answer")
+    with pytest.raises(ArenaError, match="an answer failed .*connection lost"):
+        arena.vote("s1", round_.id, "B better")
+    assert arena.store.get_round(round_.id).error == "Model A: connection lost mid-answer"
+
+
+def test_self_identifying_blind_answer_is_kept_but_not_rated(arena):
+    round_ = answered(arena, text_a="As SmolLM2, I think…")
+    view = arena.vote("s1", round_.id, "A better")
+    assert view["rated"] is False and "smol" in view["flag"]
+    assert arena.store.get_round(round_.id).winner == "model_a"
+
+
+def test_default_identity_words_come_from_the_name():
+    assert identity_words(MODELS["qwen-x"]) == ("qwen",)
+    assert identity_words(MODELS["smol-y"]) == ("smol",)
+
+
+def test_votes_are_rate_limited_per_session(arena):
+    rounds = [answered(arena) for _ in range(4)]
+    for r in rounds[:3]:
+        arena.vote("s1", r.id, "Tie")
+    with pytest.raises(ArenaError, match="Too many votes .*3 per minute"):
+        arena.vote("s1", rounds[3].id, "Tie")
+    assert arena.store.get_round(rounds[3].id).winner is None
+
+
+async def fake_stream(pieces, delay, fail_after=None):
+    for i, piece in enumerate(pieces):
+        await asyncio.sleep(delay)
+        if fail_after is not None and i >= fail_after:
+            raise RuntimeError("worker died")
+        yield piece
+    yield Usage(3, len(pieces))
+
+
+def test_both_panes_stream_at_the_same_time():
+    async def go():
+        snapshots = []
+        async for a, b in run_turn((lambda: fake_stream("abcd", 0.02), lambda: fake_stream("wxyz", 0.02))):
+            snapshots.append((a.text, b.text, a.done, b.done))
+        return snapshots
+    snaps = asyncio.run(go())
+    # some snapshot shows both panes partly filled, neither finished
+    assert any(0 < len(a) < 4 and 0 < len(b) < 4 for a, b, *_ in snaps)
+    assert snaps[-1][:2] == ("abcd", "wxyz") and all(snaps[-1][2:])
+
+
+def test_one_failing_model_does_not_stop_the_other():
+    async def go():
+        async for a, b in run_turn((lambda: fake_stream("abcdef", 0.01), lambda: fake_stream("xyz", 0.01, 1))):
+            pass
+        return a, b
+    a, b = asyncio.run(go())
+    assert a.text == "abcdef" and a.error is None and a.output_tokens == 6
+    assert b.text == "x" and b.error == "worker died" and b.done
+    assert a.ttft_s is not None and a.total_s >= a.ttft_s and a.tokens_per_s > 0
+
+
+def test_sequential_schedule_starts_b_after_a():
+    async def go():
+        async for a, b in run_turn((lambda: fake_stream("ab", 0.01), lambda: fake_stream("cd", 0.01)), "sequential"):
+            if b.text:
+                assert a.done
+        return a, b
+    a, b = asyncio.run(go())
+    assert (a.text, b.text) == ("ab", "cd")
