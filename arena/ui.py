@@ -29,7 +29,8 @@ def chat_messages(side: dict) -> list[dict]:
     """A pane's conversation as Chatbot messages; a failed answer shows its error in the pane."""
     messages: list[dict] = []
     for turn in side["turns"]:
-        messages.append({"role": "user", "content": turn["question"]})
+        # Questions are shown as typed: escaped, so HTML in them is text, never markup.
+        messages.append({"role": "user", "content": html.escape(turn["question"], quote=False)})
         text = turn["text"]
         if turn.get("error"):
             text = (text + "\n\n" if text else "") + f"⚠️ **Error:** {html.escape(turn['error'])}"

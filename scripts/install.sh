@@ -51,11 +51,14 @@ fi
 if [ "${1:-}" = "--test" ]; then
   log "installing requirements-test.txt"
   "${PIP[@]}" -r requirements-test.txt
-  if ! command -v chromium >/dev/null 2>&1; then
-    log "installing Debian Chromium for the browser tests"
+  # Browser tests drive Debian's Chromium (Playwright cannot download a browser here);
+  # the fonts make Chinese text and status icons legible in the test screenshots.
+  APT_PACKAGES=(chromium fonts-noto-cjk fonts-noto-color-emoji)
+  if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
+    log "installing ${APT_PACKAGES[*]} (apt) for the browser tests"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null
   fi
 fi
 

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install everything the tests need (idempotent), then run the whole suite.
+# Extra arguments go to pytest, e.g.: scripts/test.sh -k browser
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh --test
+exec "${ARENA_VENV:-.venv}/bin/python" -m pytest "$@"

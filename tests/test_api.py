@@ -1,0 +1,92 @@
+"""Public API via gradio_client against the real app process (two SmolLM2 workers)."""
+import csv
+import json
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+QUESTION = "Name three colors. Answer briefly."
+
+
+@pytest.fixture
+def api(app):
+    return Client(app.url, verbose=False)
+
+
+def ask(api, *args, **kwargs):
+    """Stream /ask; return every partial view and the final one."""
+    job = api.submit(*args, api_name="/ask", **kwargs)
+    partials = [json.dumps(view, ensure_ascii=False) for view in job]
+    return partials, job.result()
+
+
+def test_models_endpoint_reports_state_and_load_time(api):
+    models = {m["id"]: m for m in api.predict(api_name="/models")}
+    assert models["smol-a"]["state"] == "ready" and models["smol-a"]["load_seconds"] > 0
+
+
+def test_ask_streams_both_answers_with_timings_then_one_vote_and_export(api):
+    partials, view = ask(api, QUESTION, "named", "smol-a", "smol-b", max_new_tokens=48)
+    assert len(partials) > 2  # streamed, not one final blob
+    for key in "ab":
+        turn = view[key]["turns"][-1]
+        assert turn["text"] and turn["error"] is None
+        assert 0 < turn["ttft_s"] <= turn["total_s"] and turn["output_tokens"] > 0
+    assert view["a"]["label"] == "Smol A"  # named mode shows names from the start
+    voted = api.predict(view["round_id"], "B better", api_name="/vote")
+    assert voted["vote"] == "B better" and voted["rated"] is False
+    with pytest.raises(AppError, match="already has a vote"):
+        api.predict(view["round_id"], "A better", api_name="/vote")
+    path = api.predict(api_name="/export")
+    rows = {r["round_id"]: r for r in csv.DictReader(open(path, encoding="utf-8-sig"))}
+    row = rows[view["round_id"]]
+    assert row["vote"] == "B better" and row["model_a"] == "smol-a" and row["question"] == QUESTION
+    assert row["answer_b"] == view["b"]["turns"][-1]["text"]
+
+
+def test_multi_turn_keeps_each_panes_context(api):
+    _, first = ask(api, "My name is Ada. Say OK.", "named", "smol-a", "smol-b", max_new_tokens=16)
+    _, second = ask(api, "What is my name?", "named", "smol-a", "smol-b", round_id=first["round_id"],
+                    max_new_tokens=24, temperature=0.0)
+    assert second["round_id"] == first["round_id"] and len(second["a"]["turns"]) == 2
+    assert second["a"]["turns"][0]["question"] == "My name is Ada. Say OK."
+
+
+def test_bad_questions_are_refused_with_a_reason(api):
+    with pytest.raises(AppError, match="empty"):
+        ask(api, "   ", "named", "smol-a", "smol-b")
+    with pytest.raises(AppError, match="8,001 characters; the limit is 8,000"):
+        ask(api, "x" * 8001, "named", "smol-a", "smol-b")
+    with pytest.raises(AppError, match="two different models"):
+        ask(api, "hi", "named", "smol-a", "smol-a")
+
+
+def test_votes_are_checked_on_the_server(api, app):
+    with pytest.raises(AppError, match="no such round"):
+        api.predict("not-a-round", "Tie", api_name="/vote")
+    _, view = ask(api, QUESTION, "named", "smol-a", "smol-b", max_new_tokens=8)
+    other = Client(app.url, verbose=False)  # a different session
+    with pytest.raises(AppError, match="another session"):
+        other.predict(view["round_id"], "Tie", api_name="/vote")
+
+
+def test_blind_battle_hides_identities_in_everything_sent_until_the_vote(api):
+    secrets = ("smol-a", "smol-b", "Smol A", "Smol B", "llamacpp", "Q4_1")
+    partials, view = ask(api, QUESTION, "blind", max_new_tokens=32)
+    raw = "\n".join(partials) + json.dumps(view, ensure_ascii=False)
+    for secret in secrets:
+        assert secret not in raw, f"{secret!r} leaked before the vote"
+    assert view["a"]["label"] == "Model A" and view["revealed"] is False
+    voted = api.predict(view["round_id"], "Tie", api_name="/vote")
+    assert voted["revealed"] and {voted["a"]["label"], voted["b"]["label"]} == {"Smol A", "Smol B"}
+    assert voted["a"]["engine"] == "llamacpp"
+    with pytest.raises(AppError, match="already has a vote"):
+        api.predict(view["round_id"], "A better", api_name="/vote")
+
+
+def test_leaderboard_endpoint_returns_the_rated_table(api):
+    _, view = ask(api, QUESTION, "blind", max_new_tokens=8)
+    api.predict(view["round_id"], "A better", api_name="/vote")
+    table, *_ = api.predict(api_name="/leaderboard")
+    assert {"rank", "model", "rating", "ci_95", "battles"} <= set(table["headers"])
