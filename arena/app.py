@@ -35,7 +35,8 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=7860, help="port for the page (default 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads per model worker (default: all cores; see BENCHMARKS.md)")
+                        help="CPU threads per model worker (default: half the cores, so two answers "
+                             "run at once without oversubscribing; see BENCHMARKS.md)")
     parser.add_argument("--schedule", choices=("concurrent", "sequential"), default="concurrent",
                         help="answer both models at once (default) or one after the other")
     parser.add_argument("--max-question-chars", type=int, default=8000, help="longest question accepted")
@@ -64,6 +65,17 @@ def build_arena(args: argparse.Namespace) -> Arena:
     return Arena(supervisor, Store(data_dir / "arena.db"), prompts, limits, schedule=args.schedule)
 
 
+def yield_cpu_to_workers() -> None:
+    """Mark the web app as a batch job so its wake-ups (Gradio polls its queue many times a
+    second) do not preempt llama.cpp threads, which stall each other when one is descheduled.
+    Workers reset themselves to the normal policy (Supervisor._spawn). Linux only; harmless elsewhere."""
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError:
+            pass
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -79,6 +91,7 @@ def serve(argv: list[str] | None = None) -> None:
 
     # SIGTERM (systemd, docker, kill) takes the same clean path as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
+    yield_cpu_to_workers()
     arena.supervisor.start()
     demo = build_ui(arena, export_dir=Path(args.data_dir) / "exports")
     print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)

@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Callable
 
-from .engines import GenerationParams, Usage
-
-# (messages, params) -> stream of text pieces ending in Usage; client.stream_chat bound to one endpoint
-StreamFn = Callable[[list[dict], GenerationParams], AsyncIterator[str | Usage]]
+from .engines import Usage
 
 
 @dataclass
@@ -49,6 +46,7 @@ def _round(value: float | None) -> float | None:
 
 async def _consume(side: int, stream: AsyncIterator[str | Usage], answer: Answer, queue: asyncio.Queue) -> None:
     answer._started = time.perf_counter()
+    pieces = 0
     try:
         async for item in stream:
             now = time.perf_counter() - answer._started
@@ -58,6 +56,7 @@ async def _consume(side: int, stream: AsyncIterator[str | Usage], answer: Answer
             if answer.ttft_s is None:
                 answer.ttft_s = now
             answer.text += item
+            pieces += 1
             await queue.put(side)
     except asyncio.CancelledError:
         answer.error = answer.error or "stopped by user"
@@ -66,34 +65,69 @@ async def _consume(side: int, stream: AsyncIterator[str | Usage], answer: Answer
         answer.error = str(exc) or type(exc).__name__
     finally:
         answer.total_s = time.perf_counter() - answer._started
+        if not answer.output_tokens:  # stopped or failed before the usage report: one piece ~ one token
+            answer.output_tokens = pieces
         answer.done = True
         queue.put_nowait(side)
 
 
-async def run_turn(streams: tuple[Callable[[], AsyncIterator[str | Usage]], Callable[[], AsyncIterator[str | Usage]]],
-                   schedule: str = "concurrent") -> AsyncIterator[tuple[Answer, Answer]]:
-    """Run both answers and yield ``(answer_a, answer_b)`` after every change.
+async def _changes(queue: asyncio.Queue, finished: Callable[[], bool], min_interval: float) -> AsyncIterator[None]:
+    """Wake on every streamed piece, but report at most once per ``min_interval``.
 
-    ``schedule="sequential"`` answers B only after A (fastest in total on 2 cores,
-    but B's pane sits idle); ``"concurrent"`` streams both at once.
+    Every report is re-rendered and sent to the browser; on two cores that work
+    competes with llama.cpp for the CPU, so ~20 updates a second is the sweet spot.
+    """
+    last = 0.0
+    while not finished():
+        await queue.get()
+        while not queue.empty():
+            queue.get_nowait()
+        now = time.monotonic()
+        if now - last >= min_interval or finished():
+            last = now
+            yield
+
+
+async def run_turn(streams: tuple[Callable[[], AsyncIterator[str | Usage]], Callable[[], AsyncIterator[str | Usage]]],
+                   schedule: str = "concurrent", min_interval: float = 0.05,
+                   stop: asyncio.Event | None = None) -> AsyncIterator[tuple[Answer, Answer]]:
+    """Run both answers and yield ``(answer_a, answer_b)`` as they change, and once at the end.
+
+    ``schedule="sequential"`` answers B only after A (B's pane sits idle meanwhile);
+    ``"concurrent"`` streams both at once. BENCHMARKS.md compares them. Setting ``stop``
+    ends both answers where they are ("stopped by user") and the turn finishes normally.
     """
     answers = (Answer(), Answer())
     queue: asyncio.Queue = asyncio.Queue()
     tasks: list[asyncio.Task] = []
+    stopped = False
+
+    async def stop_all() -> None:
+        nonlocal stopped
+        await stop.wait()
+        stopped = True
+        for task in tasks:
+            task.cancel()
+        for answer in answers:
+            if not answer.done and answer._started == 0.0:  # B not started yet (sequential)
+                answer.error, answer.done = "stopped by user", True
+        queue.put_nowait(-1)
+
+    watcher = asyncio.create_task(stop_all()) if stop is not None else None
     try:
         if schedule == "sequential":
             for side in (0, 1):
+                if stopped:
+                    break
                 tasks.append(asyncio.create_task(_consume(side, streams[side](), answers[side], queue)))
-                while not answers[side].done:
-                    await queue.get()
+                async for _ in _changes(queue, lambda s=side: answers[s].done, min_interval):
                     yield answers
         else:
             tasks = [asyncio.create_task(_consume(side, streams[side](), answers[side], queue)) for side in (0, 1)]
-            while not all(a.done for a in answers):
-                await queue.get()
+            async for _ in _changes(queue, lambda: all(a.done for a in answers), min_interval):
                 yield answers
         yield answers
     finally:
-        for task in tasks:  # the consumer stopped early (Stop button): cancel generation on both sides
+        for task in [*tasks, *([watcher] if watcher else [])]:  # also when the consumer went away early
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -7,6 +7,7 @@ identities cannot leak through a second code path.
 """
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
@@ -70,6 +71,7 @@ class Round:
     record: RoundRecord
     live: tuple[Answer, Answer] | None = None  # answers of the turn being streamed
     pending_question: str | None = None
+    stop: asyncio.Event | None = None  # set by Arena.stop to end the streaming turn
 
     @property
     def id(self) -> str:
@@ -206,14 +208,29 @@ class Arena:
         streams = tuple(partial(self._stream, model, history[i] + [{"role": "user", "content": question}],
                                 settings.params(model)) for i, model in enumerate(models))
         round_.pending_question = question
+        round_.stop = asyncio.Event()
         answers = (Answer(), Answer())
         try:
-            async for answers in run_turn(streams, self.schedule):
+            async for answers in run_turn(streams, self.schedule, stop=round_.stop):
                 round_.live = answers
                 yield self.view(round_)
         finally:
             self._finish_turn(round_, question, settings, answers)
         yield self.view(round_)
+
+    def stop(self, session: str, round_id: str | None) -> bool:
+        """End the round's streaming answers where they are (call from the event loop).
+
+        Returns whether anything was streaming. The ask() generator then stores the
+        partial turn and yields its final view as usual.
+        """
+        round_ = self._rounds.get(round_id or "")
+        if round_ is None or round_.record.session != session:
+            return False
+        if round_.live is None or round_.stop is None:
+            return False
+        round_.stop.set()
+        return True
 
     async def _stream(self, model: ModelConfig, messages: list[dict], params: GenerationParams
                       ) -> AsyncIterator[str | Usage]:

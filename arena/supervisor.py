@@ -46,6 +46,21 @@ class ModelStatus:
         return f"{self.state} ({elapsed:.0f} s)" + (f": {self.detail}" if self.detail else "")
 
 
+def _normal_scheduling() -> None:
+    """Runs in the worker child before exec: undo the app's SCHED_BATCH (see app.yield_cpu_to_workers)."""
+    if hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
+
+
+def default_threads() -> int:
+    """Half the cores per worker: both models answer at once, and llama.cpp threads that
+    outnumber the cores stall each other badly (4x slower here, see BENCHMARKS.md)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -166,7 +181,7 @@ class Supervisor:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         worker.log_path = logs / f"{worker.model.id}.log"
-        threads = worker.model.threads or self.threads or os.cpu_count() or 1
+        threads = worker.model.threads or self.threads or default_threads()
         port = free_port()
         cmd = [sys.executable, "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
                "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads), "--exit-with-parent"]
@@ -176,7 +191,7 @@ class Supervisor:
             with open(worker.log_path, "ab") as log:
                 worker.process = subprocess.Popen(
                     cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=str(Path(__file__).resolve().parent.parent))
+                    cwd=str(Path(__file__).resolve().parent.parent), preexec_fn=_normal_scheduling)
             worker.port = port
             self._set(worker, state, f"pid {worker.process.pid}, {threads} thread(s)")
 
@@ -189,7 +204,7 @@ class Supervisor:
         for line in reversed(lines):
             if line.startswith(ERROR_PREFIX):
                 return line[len(ERROR_PREFIX):]
-        tail = next((l for l in reversed(lines) if l.strip()), "")
+        tail = next((line for line in reversed(lines) if line.strip()), "")
         return f"worker exited with code {code}" + (f": {tail.strip()}" if tail else "") + f" (log: {worker.log_path})"
 
     def _watch(self) -> None:

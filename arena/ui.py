@@ -204,14 +204,9 @@ def build_ui(arena: Arena, export_dir: Path | None = None) -> gr.Blocks:
             except ArenaError as exc:
                 raise gr.Error(str(exc), duration=8) from None
 
-        async def on_stop(current_round) -> dict:
-            # The cancelled stream stores its partial turn; wait briefly for that, then redraw.
-            deadline = time.monotonic() + 3
-            while (r := arena.live_round(current_round)) is not None and r.live is not None \
-                    and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            r = arena.live_round(current_round)
-            return render(arena.view(r)) if r else {}
+        async def on_stop(current_round, request: gr.Request) -> None:
+            # The running on_send generator draws the stopped answers itself.
+            arena.stop(session_of(request), current_round)
 
         def vote_handler(choice: str):
             def on_vote(current_round, request: gr.Request) -> dict:
@@ -254,11 +249,9 @@ def build_ui(arena: Arena, export_dir: Path | None = None) -> gr.Blocks:
         # -- wiring ------------------------------------------------------------------------
         send_inputs = [question, mode, model_a, model_b, temperature, top_p, max_new_tokens, system_prompt,
                        round_id, preset_id]
-        sending = [send.click(on_send, send_inputs, [*panes, question], api_visibility="private",
-                              concurrency_limit=None),
-                   question.submit(on_send, send_inputs, [*panes, question], api_visibility="private",
-                                   concurrency_limit=None)]
-        stop.click(on_stop, [round_id], panes, cancels=sending, api_visibility="private")
+        for trigger in (send.click, question.submit):
+            trigger(on_send, send_inputs, [*panes, question], api_visibility="private", concurrency_limit=None)
+        stop.click(on_stop, [round_id], None, api_visibility="private", concurrency_limit=None)
         for button, choice in zip(vote_buttons, VOTE_CHOICES):
             button.click(vote_handler(choice), [round_id], panes, api_visibility="private")
         new_round.click(cleared, [mode, model_a, model_b], panes, api_visibility="private")
@@ -291,6 +284,10 @@ def build_ui(arena: Arena, export_dir: Path | None = None) -> gr.Blocks:
             except ArenaError as exc:
                 raise gr.Error(str(exc)) from None
 
+        async def stop_round(round_id: str, request: gr.Request = None) -> bool:
+            """Stop both answers of a streaming round; the /ask stream then ends with them marked stopped."""
+            return arena.stop(session_of(request), round_id)
+
         def vote(round_id: str, choice: str, request: gr.Request = None) -> dict:
             """Vote once on a round: 'A better', 'B better', 'Tie' or 'Both bad'. Returns the revealed round."""
             try:
@@ -305,6 +302,7 @@ def build_ui(arena: Arena, export_dir: Path | None = None) -> gr.Blocks:
 
         gr.api(ask, api_name="ask", concurrency_limit=None)
         gr.api(vote, api_name="vote")
+        gr.api(stop_round, api_name="stop", concurrency_limit=None)
         gr.api(models, api_name="models")
     return demo
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arena.config import load_models
 from arena.sources import package_file
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -90,3 +90,16 @@ def test_leaderboard_endpoint_returns_the_rated_table(api):
     api.predict(view["round_id"], "A better", api_name="/vote")
     table, *_ = api.predict(api_name="/leaderboard")
     assert {"rank", "model", "rating", "ci_95", "battles"} <= set(table["headers"])
+
+
+def test_stop_ends_a_streaming_round_and_it_can_still_be_voted_on(api):
+    job = api.submit("Write a very long story about a dragon who learns to cook.", "named", "smol-a", "smol-b",
+                     max_new_tokens=1000, api_name="/ask")
+    for view in job:
+        if view["a"]["turns"][-1]["text"] and view["streaming"]:
+            assert api.predict(view["round_id"], api_name="/stop") is True
+            break
+    final = job.result()
+    assert all(final[k]["turns"][-1]["stopped"] and final[k]["turns"][-1]["error"] is None for k in "ab")
+    assert final["a"]["turns"][-1]["output_tokens"] < 1000
+    assert api.predict(final["round_id"], "Tie", api_name="/vote")["vote"] == "Tie"

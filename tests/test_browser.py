@@ -112,3 +112,16 @@ def test_blind_battle_hides_names_then_reveals_them_and_leaderboard_plots(page):
     page.locator("#refresh-leaderboard").click()
     expect(page.locator("#ratings-plot img, #ratings-plot svg").first).to_be_visible(timeout=20_000)
     page.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
+
+
+def test_stop_ends_both_answers_keeps_them_and_allows_a_vote(page):
+    page.locator("#question textarea").fill("Write a very long story about a dragon who learns to cook.")
+    page.locator("#send").click()
+    expect(page.locator("#chat-a [data-testid='bot']")).to_have_count(1, timeout=30_000)
+    page.wait_for_function("document.querySelector('#chat-a [data-testid=bot]').innerText.length > 20",
+                           timeout=30_000)
+    page.locator("#stop").click()
+    expect(page.locator("#chat-a")).to_contain_text("(stopped)", timeout=15_000)
+    expect(page.locator("#vote-b")).to_be_enabled()
+    page.locator("#vote-b").click()
+    expect(page.locator("#reveal")).to_contain_text("You voted: B better")

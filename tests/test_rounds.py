@@ -154,3 +154,16 @@ def test_sequential_schedule_starts_b_after_a():
         return a, b
     a, b = asyncio.run(go())
     assert (a.text, b.text) == ("ab", "cd")
+
+
+def test_stop_ends_both_answers_and_the_turn_finishes():
+    async def go():
+        stop = asyncio.Event()
+        async for a, b in run_turn((lambda: fake_stream("a" * 200, 0.01), lambda: fake_stream("b" * 200, 0.01)),
+                                   stop=stop):
+            if len(a.text) > 3:
+                stop.set()
+        return a, b
+    a, b = asyncio.run(go())
+    assert a.done and b.done and a.error == b.error == "stopped by user"
+    assert 3 < len(a.text) < 200
