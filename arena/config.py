@@ -7,6 +7,7 @@ without reading a traceback.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = PROJECT_DIR / "models.yaml"
 DEFAULT_PROMPTS_FILE = PROJECT_DIR / "prompts.yaml"
 
-ENGINES = ("llamacpp",)
+ENGINES = ("llamacpp", "openai")
+LOCAL_ENGINES = ("llamacpp",)  # run in a worker process of ours; the others are reached over HTTP
 GENERATION_KEYS = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_new_tokens", "seed"}
 
 
@@ -109,17 +111,28 @@ class ModelSource:
 
 
 @dataclass(frozen=True)
+class RemoteEndpoint:
+    """An OpenAI-compatible server someone else runs (vLLM, Ollama, TGI, llama.cpp server)."""
+
+    base_url: str               # ends in /v1
+    model: str                  # the server's name for the model
+    api_key_env: str | None = None  # NAME of the environment variable holding the key, never the key
+    timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     id: str
     name: str
     engine: str
-    source: ModelSource
+    source: ModelSource | None
     quantization: str
     license: str
     generation: dict[str, Any] = field(default_factory=dict)
     identity_words: tuple[str, ...] = ()
     threads: int | None = None
     context_length: int = 4096
+    endpoint: RemoteEndpoint | None = None
     line: int = 0
 
     @property
@@ -135,6 +148,25 @@ class Prompt:
     reference: str
     source: str
     language: str
+
+
+def _parse_endpoint(entry: _Entry) -> RemoteEndpoint:
+    if "source" in entry.raw:
+        raise entry.fail("engine 'openai' takes 'endpoint:' (base_url, model, api_key_env), not 'source:'")
+    raw = entry.get("endpoint", dict)
+    ep = _Entry(entry.path, raw, "", 0)
+    ep.label = entry.label + " endpoint"
+    ep.reject_unknown({"base_url", "model", "api_key_env", "timeout_s"})
+    base_url = ep.get("base_url", str).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        raise ep.fail(f"'base_url' must start with http:// or https://, got {base_url!r}")
+    key_env = ep.get("api_key_env", str, required=False)
+    if key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key_env):
+        raise ep.fail(f"'api_key_env' is the NAME of an environment variable (like VLLM_API_KEY), not the key "
+                      f"itself; got {key_env[:4]}…")
+    timeout = ep.get("timeout_s", (int, float), required=False, default=300.0)
+    return RemoteEndpoint(base_url=base_url, model=ep.get("model", str), api_key_env=key_env,
+                          timeout_s=float(timeout))
 
 
 def _parse_source(entry: _Entry, base_dir: Path) -> ModelSource:
@@ -171,7 +203,7 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
     seen: dict[str, int] = {}
     for index, raw in enumerate(_entries(path, _load_yaml(path), "models")):
         entry = _Entry(path, raw, "model", index)
-        entry.reject_unknown({"id", "name", "engine", "source", "quantization", "license",
+        entry.reject_unknown({"id", "name", "engine", "source", "endpoint", "quantization", "license",
                               "generation", "identity_words", "threads", "context_length"})
         model_id = entry.get("id", str)
         if model_id in seen:
@@ -193,7 +225,8 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
             id=model_id,
             name=entry.get("name", str),
             engine=engine,
-            source=_parse_source(entry, path.parent),
+            source=_parse_source(entry, path.parent) if engine in LOCAL_ENGINES else None,
+            endpoint=_parse_endpoint(entry) if engine == "openai" else None,
             quantization=entry.get("quantization", str),
             license=entry.get("license", str),
             generation=generation,

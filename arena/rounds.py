@@ -238,7 +238,10 @@ class Arena:
             base_url = self.supervisor.endpoint(model.id, wait=self.limits.restart_wait_s)
         except ModelUnavailable as exc:
             raise client.EndpointError(str(exc)) from None
-        async for item in client.stream_chat(base_url, model.id, messages, params):
+        endpoint = model.endpoint
+        async for item in client.stream_chat(
+                base_url, endpoint.model if endpoint else model.id, messages, params,
+                api_key=self.supervisor.api_key(model.id), read_timeout=endpoint.timeout_s if endpoint else 300.0):
             yield item
 
     def _finish_turn(self, round_: Round, question: str, settings: Settings, answers: tuple[Answer, Answer]) -> None:

@@ -36,9 +36,12 @@ class ModelStatus:
     load_seconds: float | None = None
     since: float = 0.0
     restarts: int = 0
+    remote: str | None = None  # base_url of a model served elsewhere
 
     def describe(self) -> str:
         elapsed = time.time() - self.since
+        if self.state == "ready" and self.remote:
+            return f"ready (remote: {self.remote})"
         if self.state == "ready":
             return f"ready (loaded in {self.load_seconds:.1f} s)" + (f", restarted {self.restarts}×" if self.restarts else "")
         if self.state == "failed":
@@ -70,7 +73,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class _Worker:
     def __init__(self, model: ModelConfig):
         self.model = model
-        self.status = ModelStatus(model.id, model.name, "preparing", since=time.time())
+        self.status = ModelStatus(model.id, model.name, "preparing", since=time.time(),
+                                  remote=model.endpoint.base_url if model.endpoint else None)
+        self.checked = 0.0  # last probe of a remote endpoint
         self.process: subprocess.Popen | None = None
         self.port = 0
         self.weights: Path | None = None
@@ -146,12 +151,19 @@ class Supervisor:
         while True:
             with self._lock:
                 worker = self._workers[model_id]
+                if worker.status.state == "ready" and worker.model.endpoint is not None:
+                    return worker.model.endpoint.base_url
                 if worker.status.state == "ready" and worker.process and worker.process.poll() is None:
                     return f"http://127.0.0.1:{worker.port}/v1"
                 status = worker.status
             if status.state in ("failed", "stopped") or time.time() >= deadline:
                 raise ModelUnavailable(f"{status.name} is not ready: {status.describe()}")
             time.sleep(0.1)
+
+    def api_key(self, model_id: str) -> str | None:
+        """The key for a remote model, read from the environment variable its entry names."""
+        endpoint = self.model(model_id).endpoint
+        return os.environ.get(endpoint.api_key_env) if endpoint and endpoint.api_key_env else None
 
     def pid(self, model_id: str) -> int | None:
         with self._lock:
@@ -167,6 +179,9 @@ class Supervisor:
             worker.status = replace(worker.status, state=state, detail=detail, since=since, **changes)
 
     def _prepare_and_spawn(self, worker: _Worker) -> None:
+        if worker.model.endpoint is not None:  # a remote server: nothing to start, only to check
+            self._set(worker, "loading", f"checking {worker.model.endpoint.base_url}")
+            return
         try:
             worker.weights = resolve(worker.model, self.data_dir)
         except SourceError as exc:
@@ -214,6 +229,9 @@ class Supervisor:
                     self._check(worker, http)
 
     def _check(self, worker: _Worker, http: httpx.Client) -> None:
+        if worker.model.endpoint is not None:
+            self._check_remote(worker, http)
+            return
         state, proc = worker.status.state, worker.process
         if proc is None or state in ("failed", "stopped", "preparing"):
             return
@@ -235,3 +253,35 @@ class Supervisor:
                     self._set(worker, "failed", f"not healthy after {self.health_timeout:.0f} s")
                 return
             self._set(worker, "ready", load_seconds=health.get("load_seconds"))
+
+    def _check_remote(self, worker: _Worker, http: httpx.Client) -> None:
+        """Probe ``GET {base_url}/models``: at once, then every 15 s while it fails, every 60 s when up."""
+        endpoint, status = worker.model.endpoint, worker.status
+        now = time.time()
+        interval = 60 if status.state == "ready" else 15
+        if status.state != "loading" and now - worker.checked < interval:
+            return
+        worker.checked = now
+        if endpoint.api_key_env and not os.environ.get(endpoint.api_key_env):
+            self._set(worker, "failed", f"environment variable {endpoint.api_key_env} is not set; export it with "
+                                        f"the API key of {endpoint.base_url} and restart the arena")
+            return
+        key = self.api_key(worker.model.id)
+        try:
+            response = http.get(endpoint.base_url + "/models", headers={"Authorization": f"Bearer {key}"} if key else {})
+        except httpx.HTTPError as exc:
+            self._set(worker, "failed", f"cannot reach {endpoint.base_url} ({type(exc).__name__}); "
+                                        f"is the server running? Retrying every 15 s")
+            return
+        if response.status_code in (401, 403):
+            self._set(worker, "failed", f"{endpoint.base_url} refused the API key (HTTP {response.status_code}); "
+                                        f"check {endpoint.api_key_env or 'api_key_env'}")
+        elif response.status_code != 200:
+            self._set(worker, "failed", f"{endpoint.base_url}/models answered HTTP {response.status_code}")
+        else:
+            served = [m.get("id") for m in (response.json().get("data") or []) if isinstance(m, dict)]
+            if served and endpoint.model not in served:
+                self._set(worker, "failed", f"{endpoint.base_url} does not serve {endpoint.model!r}; it serves "
+                                            f"{', '.join(map(str, served[:5]))}. Fix 'endpoint.model' in models.yaml")
+            elif status.state != "ready":
+                self._set(worker, "ready", load_seconds=0.0)

@@ -35,10 +35,22 @@ def _params(body: dict[str, Any]) -> GenerationParams:
         repeat_penalty=body.get("repeat_penalty"), seed=body.get("seed"))
 
 
-def create_app(engine: ChatEngine, model_id: str, load_seconds: float) -> FastAPI:
-    """Wrap ``engine`` in the OpenAI chat protocol. One answer is generated at a time."""
+def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: str | None = None) -> FastAPI:
+    """Wrap ``engine`` in the OpenAI chat protocol. One answer is generated at a time.
+
+    With ``api_key`` the /v1 routes require ``Authorization: Bearer <key>``, so a worker
+    can be served to other machines as an ``engine: openai`` model.
+    """
     app = FastAPI(title=f"arena worker: {model_id}")
     generation_lock = threading.Lock()
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1/") and \
+                request.headers.get("authorization") != f"Bearer {api_key}":
+            return JSONResponse({"error": {"message": "invalid API key", "type": "authentication_error"}},
+                                status_code=401)
+        return await call_next(request)
 
     @app.get("/health")
     def health() -> dict:
@@ -151,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--exit-with-parent", action="store_true")
+    parser.add_argument("--api-key-env", help="require the key held by this environment variable on /v1 routes")
     args = parser.parse_args(argv)
     if args.exit_with_parent:
         _exit_with_parent()
@@ -172,7 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         print(f"{ERROR_PREFIX}could not load {args.weights}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         sys.exit(3)
-    uvicorn.run(create_app(engine, model.id, load_seconds), host=args.host, port=args.port,
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if args.api_key_env and not api_key:
+        print(f"{ERROR_PREFIX}environment variable {args.api_key_env} is not set", file=sys.stderr, flush=True)
+        sys.exit(2)
+    uvicorn.run(create_app(engine, model.id, load_seconds, api_key), host=args.host, port=args.port,
                 log_level="warning", access_log=False)
 
 

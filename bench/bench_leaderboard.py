@@ -9,14 +9,16 @@ random, outcomes sampled from the Bradley-Terry model), then times
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from arena import leaderboard
-from arena.store import COLUMNS, RoundRecord, Store
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from arena import leaderboard  # noqa: E402
+from arena.store import COLUMNS, RoundRecord, Store  # noqa: E402
 
 
 def fill(store: Store, battles: int, models: int, seed: int = 1) -> np.ndarray:

@@ -19,6 +19,9 @@ MODELS = {m.id: m for m in (
 
 
 class FakeSupervisor:
+    def api_key(self, model_id):
+        return None
+
     def model(self, model_id):  # same contract as Supervisor.model
         if model_id not in MODELS:
             raise ModelUnavailable(f"unknown model {model_id!r}")

@@ -1,0 +1,129 @@
+"""The `openai` engine against a real OpenAI-compatible server started on loopback (our own
+worker, serving SmolLM2-135M with an API key), plus the endpoint's failure messages."""
+import asyncio
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from arena import client
+from arena.config import ConfigError, load_models
+from arena.engines import GenerationParams
+from arena.rounds import Arena, Settings
+from arena.store import Store
+from arena.supervisor import Supervisor, free_port
+
+from .conftest import ROOT, smol_catalog, wait_for
+
+KEY = "s3cret-test-key"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, smol_weights):
+    """A SmolLM2 worker acting as someone else's OpenAI-compatible server, guarded by a key."""
+    models = smol_catalog(tmp_path_factory.mktemp("remote") / "models.yaml")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "arena.worker", "--models", str(models), "--model", "smol-a",
+                             "--weights", str(smol_weights), "--port", str(port), "--threads", "1",
+                             "--api-key-env", "REMOTE_KEY"], cwd=ROOT, env={**os.environ, "REMOTE_KEY": KEY})
+    base = f"http://127.0.0.1:{port}/v1"
+    wait_for(lambda: _up(f"http://127.0.0.1:{port}/health"), 60, "the remote server")
+    yield base
+    proc.terminate()
+    proc.wait(10)
+
+
+def _up(url):
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def remote_entry(model_id, base_url, model="smol-a", key_env="ARENA_TEST_REMOTE_KEY", timeout=60):
+    key = f"\n      api_key_env: {key_env}" if key_env else ""
+    return f"""
+  - id: {model_id}
+    name: "Remote {model_id}"
+    engine: openai
+    endpoint:
+      base_url: {base_url}
+      model: {model}{key}
+      timeout_s: {timeout}
+    quantization: "whatever the server runs"
+    license: n/a
+"""
+
+
+def test_remote_model_answers_beside_a_local_one(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARENA_TEST_REMOTE_KEY", KEY)
+    catalog = smol_catalog(tmp_path / "models.yaml", remote_entry("far", server))
+    supervisor = Supervisor(load_models(catalog), catalog, tmp_path / "data", threads=1)
+    supervisor.start()
+    try:
+        statuses = {s.id: s for s in supervisor.wait_until_settled(60)}
+        assert statuses["far"].state == "ready" and "remote: http://127.0.0.1" in statuses["far"].describe()
+        arena = Arena(supervisor, Store(tmp_path / "arena.db"), [])
+
+        async def run():
+            async for view in arena.ask("s", "What is the capital of France? Answer in one word.", mode="named",
+                                        model_a="far", model_b="smol-a",
+                                        settings=Settings(temperature=0.0, max_new_tokens=24)):
+                pass
+            return view
+        view = asyncio.run(run())
+        far = view["a"]["turns"][-1]
+        assert "Paris" in far["text"] and far["output_tokens"] > 0 and far["error"] is None
+    finally:
+        supervisor.stop()
+
+
+@pytest.mark.parametrize("entry_args, env, expected", [
+    (("http://127.0.0.1:9/v1",), {"ARENA_TEST_REMOTE_KEY": KEY}, "cannot reach http://127.0.0.1:9/v1"),
+    ((None,), {"ARENA_TEST_REMOTE_KEY": "wrong"}, "refused the API key (HTTP 401)"),
+    ((None,), {}, "environment variable ARENA_TEST_REMOTE_KEY is not set"),
+    ((None, "no-such-model"), {"ARENA_TEST_REMOTE_KEY": KEY}, "does not serve 'no-such-model'"),
+])
+def test_endpoint_problems_are_named_in_the_status(server, tmp_path, monkeypatch, entry_args, env, expected):
+    monkeypatch.delenv("ARENA_TEST_REMOTE_KEY", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    base, *rest = entry_args
+    path = tmp_path / "models.yaml"
+    path.write_text("models:" + remote_entry("far", base or server, *rest))
+    supervisor = Supervisor(load_models(path), path, tmp_path / "data")
+    supervisor.start()
+    try:
+        status = wait_for(lambda: next((s for s in supervisor.statuses() if s.state == "failed"), None), 20,
+                          "the failure")
+        assert expected in status.detail
+    finally:
+        supervisor.stop()
+
+
+def test_wrong_key_and_timeout_become_pane_errors(server):
+    params = GenerationParams(max_new_tokens=200)
+    messages = [{"role": "user", "content": "Tell me a long story."}]
+
+    async def drain(**kwargs):
+        async for _ in client.stream_chat(server, "smol-a", messages, params, **kwargs):
+            pass
+    with pytest.raises(client.EndpointError, match="HTTP 401.*Check the API key"):
+        asyncio.run(drain(api_key="wrong"))
+    with pytest.raises(client.EndpointError, match="timed out"):
+        asyncio.run(drain(api_key=KEY, read_timeout=0.001))
+
+
+def test_openai_entries_are_validated(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text("models:" + remote_entry("far", "gpu-box:8000/v1"))
+    with pytest.raises(ConfigError, match="'base_url' must start with http"):
+        load_models(path)
+    path.write_text("models:" + remote_entry("far", "http://x/v1", key_env="sk-live-abc123"))
+    with pytest.raises(ConfigError, match="NAME of an environment variable"):
+        load_models(path)
+    path.write_text("models:" + remote_entry("far", "http://x/v1").replace("endpoint:", "source: {file: a}\n    endpoint:"))
+    with pytest.raises(ConfigError, match="takes 'endpoint:'"):
+        load_models(path)
