@@ -39,6 +39,8 @@ def serve_parser() -> argparse.ArgumentParser:
                              "run at once without oversubscribing; see BENCHMARKS.md)")
     parser.add_argument("--schedule", choices=("concurrent", "sequential"), default="concurrent",
                         help="answer both models at once (default) or one after the other")
+    parser.add_argument("--rebuild-cache", action="store_true",
+                        help="re-quantize transformers INT4 models instead of loading them from the cache")
     parser.add_argument("--max-question-chars", type=int, default=8000, help="longest question accepted")
     parser.add_argument("--votes-per-minute", type=int, default=30, help="vote rate limit per session")
     parser.add_argument("--questions-per-minute", type=int, default=30, help="question rate limit per session")
@@ -59,7 +61,7 @@ def build_arena(args: argparse.Namespace) -> Arena:
     models = load_models(args.models)
     prompts = load_prompts(args.prompts)
     data_dir = Path(args.data_dir)
-    supervisor = Supervisor(models, args.models, data_dir, threads=getattr(args, "threads", None))
+    supervisor = Supervisor(models, args.models, data_dir, threads=args.threads, rebuild_cache=args.rebuild_cache)
     limits = Limits(max_question_chars=args.max_question_chars, votes_per_minute=args.votes_per_minute,
                     questions_per_minute=args.questions_per_minute)
     return Arena(supervisor, Store(data_dir / "arena.db"), prompts, limits, schedule=args.schedule)

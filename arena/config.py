@@ -18,8 +18,10 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = PROJECT_DIR / "models.yaml"
 DEFAULT_PROMPTS_FILE = PROJECT_DIR / "prompts.yaml"
 
-ENGINES = ("llamacpp", "openai")
-LOCAL_ENGINES = ("llamacpp",)  # run in a worker process of ours; the others are reached over HTTP
+ENGINES = ("llamacpp", "transformers", "openai")
+LOCAL_ENGINES = ("llamacpp", "transformers")  # run in a worker process of ours; openai is reached over HTTP
+SOURCE_KINDS = {"llamacpp": ("file", "package", "parts"),
+                "transformers": ("file", "package", "parts", "dir", "modelscope", "hf")}
 GENERATION_KEYS = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_new_tokens", "seed"}
 
 
@@ -100,7 +102,7 @@ class _Entry:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model's weights come from. Exactly one of file / package / parts is set."""
+    """Where a model's weights come from. Exactly one of file / package / parts / dir / modelscope / hf."""
 
     file: str | None = None
     package: str | None = None
@@ -108,6 +110,34 @@ class ModelSource:
     parts: tuple[str, ...] = ()
     filename: str | None = None
     sha256: str | None = None
+    dir: str | None = None          # a local HF-format model directory
+    modelscope: str | None = None   # a ModelScope model id, downloaded once into the data dir
+    hf: str | None = None           # a Hugging Face model id
+    revision: str | None = None     # branch, tag or commit for modelscope / hf
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """INT4 weight-only quantization in the original report's (ITREX) vocabulary."""
+
+    bits: int = 4
+    weight_dtype: str = "int4"
+    compute_dtype: str = "bf16"
+    group_size: int = 32
+    scheme: str = "asym"
+    backend: str = "torchao"
+
+    def describe(self) -> str:
+        return (f"{self.backend} bits={self.bits} weight_dtype={self.weight_dtype} compute_dtype={self.compute_dtype} "
+                f"group_size={self.group_size} scheme={self.scheme}")
+
+
+# (backend, bits, weight_dtype, compute_dtype, scheme) -> allowed group sizes. Anything else is
+# refused at config load, before any weights are read.
+SUPPORTED_QUANTIZATION: dict[tuple[str, int, str, str, str], tuple[int, ...]] = {
+    ("torchao", 4, "int4", "bf16", "asym"): (32, 64, 128, 256),
+    ("quanto", 4, "int4", "bf16", "sym"): (32, 64, 128),
+}
 
 
 @dataclass(frozen=True)
@@ -133,11 +163,9 @@ class ModelConfig:
     threads: int | None = None
     context_length: int = 4096
     endpoint: RemoteEndpoint | None = None
+    quantize: QuantizeConfig | None = None  # transformers: None = full precision (fp32)
+    trust_remote_code: bool = False
     line: int = 0
-
-    @property
-    def family(self) -> str:
-        return self.id.split("-")[0]
 
 
 @dataclass(frozen=True)
@@ -169,15 +197,57 @@ def _parse_endpoint(entry: _Entry) -> RemoteEndpoint:
                           timeout_s=float(timeout))
 
 
-def _parse_source(entry: _Entry, base_dir: Path) -> ModelSource:
+def _parse_quantize(entry: _Entry, engine: str) -> QuantizeConfig | None:
+    if "quantize" not in entry.raw:
+        return None
+    if engine != "transformers":
+        raise entry.fail(f"'quantize' applies to engine 'transformers' only; a {engine} model's quantization "
+                         f"is fixed by its file or server (describe it in 'quantization')")
+    raw = entry.get("quantize", dict)
+    q = _Entry(entry.path, raw, "", 0)
+    q.label = entry.label + " quantize"
+    q.reject_unknown({"bits", "weight_dtype", "compute_dtype", "group_size", "scheme", "backend"})
+    d = QuantizeConfig()
+    config = QuantizeConfig(
+        bits=q.get("bits", int, required=False, default=d.bits),
+        weight_dtype=q.get("weight_dtype", str, required=False, default=d.weight_dtype),
+        compute_dtype=q.get("compute_dtype", str, required=False, default=d.compute_dtype),
+        group_size=q.get("group_size", int, required=False, default=d.group_size),
+        scheme=q.get("scheme", str, required=False, default=d.scheme),
+        backend=q.get("backend", str, required=False, default=d.backend))
+    key = (config.backend, config.bits, config.weight_dtype, config.compute_dtype, config.scheme)
+    if config.group_size not in SUPPORTED_QUANTIZATION.get(key, ()):
+        supported = "; ".join(f"backend={b} bits={n} weight_dtype={w} compute_dtype={c} scheme={sc} "
+                              f"group_size in {list(g)}" for (b, n, w, c, sc), g in SUPPORTED_QUANTIZATION.items())
+        raise q.fail(f"unsupported combination ({config.describe()}). Supported: {supported}. "
+                     f"(The report's int4_fullrange/int8-compute recipe runs with engine: itrex.)")
+    return config
+
+
+def _parse_source(entry: _Entry, base_dir: Path, engine: str) -> ModelSource:
     raw = entry.get("source", dict)
     src = _Entry(entry.path, raw, entry.label + " source", 0)
     src.label = entry.label + " source"
-    src.reject_unknown({"file", "package", "path", "parts", "filename", "sha256"})
-    kinds = [k for k in ("file", "package", "parts") if k in raw]
-    if len(kinds) != 1:
-        raise src.fail("set exactly one of 'file' (a GGUF path), 'package' + 'path' "
-                       "(a file inside an installed Python package) or 'parts' (package files to concatenate)")
+    src.reject_unknown({"file", "package", "path", "parts", "filename", "sha256", "dir", "modelscope", "hf",
+                        "revision"})
+    allowed = SOURCE_KINDS[engine]
+    kinds = [k for k in ("file", "package", "parts", "dir", "modelscope", "hf") if k in raw]
+    if len(kinds) != 1 or kinds[0] not in allowed:
+        meaning = {"file": "'file' (a GGUF path)", "package": "'package' + 'path' (a file inside an installed "
+                   "Python package)", "parts": "'parts' (package files to concatenate)",
+                   "dir": "'dir' (a local HF-format model directory)", "modelscope": "'modelscope' (a ModelScope id)",
+                   "hf": "'hf' (a Hugging Face id)"}
+        raise src.fail(f"set exactly one of {', '.join(meaning[k] for k in allowed)} for engine {engine}")
+    revision = src.get("revision", str, required=False)
+    if "dir" in raw:
+        directory = os.path.expanduser(src.get("dir", str))
+        return ModelSource(dir=directory if os.path.isabs(directory) else str(base_dir / directory))
+    if "modelscope" in raw or "hf" in raw:
+        hub = kinds[0]
+        repo = src.get(hub, str)
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+            raise src.fail(f"'{hub}' must be an id like 'Qwen/Qwen2.5-0.5B-Instruct', got {repo!r}")
+        return ModelSource(**{hub: repo}, revision=revision)
     sha = raw.get("sha256")
     if sha is not None and not isinstance(sha, str):
         raise src.fail(f"'sha256' must be 64 hex digits in quotes, got {sha!r}")
@@ -204,7 +274,8 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
     for index, raw in enumerate(_entries(path, _load_yaml(path), "models")):
         entry = _Entry(path, raw, "model", index)
         entry.reject_unknown({"id", "name", "engine", "source", "endpoint", "quantization", "license",
-                              "generation", "identity_words", "threads", "context_length"})
+                              "generation", "identity_words", "threads", "context_length", "quantize",
+                              "trust_remote_code"})
         model_id = entry.get("id", str)
         if model_id in seen:
             raise entry.fail(f"duplicate id (first defined at line {seen[model_id]}); ids must be unique")
@@ -225,8 +296,10 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
             id=model_id,
             name=entry.get("name", str),
             engine=engine,
-            source=_parse_source(entry, path.parent) if engine in LOCAL_ENGINES else None,
+            source=_parse_source(entry, path.parent, engine) if engine in LOCAL_ENGINES else None,
             endpoint=_parse_endpoint(entry) if engine == "openai" else None,
+            quantize=_parse_quantize(entry, engine),
+            trust_remote_code=entry.get("trust_remote_code", bool, required=False, default=False),
             quantization=entry.get("quantization", str),
             license=entry.get("license", str),
             generation=generation,

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 from .config import ModelConfig, ModelSource
@@ -83,7 +84,15 @@ def _check(path: Path, expected: str | None, model: ModelConfig) -> Path:
     return path
 
 
+_ASSEMBLY = threading.Lock()  # two catalog entries may share one assembled file
+
+
 def _assemble(source: ModelSource, cache_dir: Path, model: ModelConfig) -> Path:
+    with _ASSEMBLY:
+        return _assemble_locked(source, cache_dir, model)
+
+
+def _assemble_locked(source: ModelSource, cache_dir: Path, model: ModelConfig) -> Path:
     target = cache_dir / "models" / (source.filename or f"{model.id}.gguf")
     if target.is_file():
         if not source.sha256 or _verified_hash(target) == source.sha256:
@@ -112,9 +121,44 @@ def _assemble(source: ModelSource, cache_dir: Path, model: ModelConfig) -> Path:
     return target
 
 
+def _download(source: ModelSource, cache_dir: Path, model: ModelConfig) -> Path:
+    """A ModelScope or Hugging Face snapshot, from the local cache when it is there."""
+    hub, repo = ("modelscope", source.modelscope) if source.modelscope else ("hf", source.hf)
+    target = cache_dir / hub
+    what = f"{hub} model {repo!r}" + (f" at revision {source.revision!r}" if source.revision else "")
+    try:
+        if hub == "modelscope":
+            from modelscope import snapshot_download
+            try:  # offline use once cached
+                return Path(snapshot_download(repo, revision=source.revision, cache_dir=str(target),
+                                              local_files_only=True))
+            except Exception:
+                return Path(snapshot_download(repo, revision=source.revision, cache_dir=str(target)))
+        from huggingface_hub import snapshot_download as hf_snapshot
+        try:
+            return Path(hf_snapshot(repo, revision=source.revision, cache_dir=str(target), local_files_only=True))
+        except Exception:
+            return Path(hf_snapshot(repo, revision=source.revision, cache_dir=str(target)))
+    except ImportError as exc:
+        raise SourceError(f"cannot download {what}: {exc}. {INSTALL_HINT}") from None
+    except Exception as exc:
+        raise SourceError(
+            f"could not get {what} for model {model.id!r} (looked in {target}, then tried to download): "
+            f"{type(exc).__name__}: {str(exc)[:300]}. Check the id and revision, and the network; or download "
+            f"the model elsewhere and point 'source.dir' at it (models.yaml line {model.line}).") from None
+
+
 def resolve(model: ModelConfig, cache_dir: Path) -> Path:
-    """Return the local weights file for ``model``, assembling and verifying it if needed."""
+    """Return the local weights (a file, or an HF-format directory), fetching or assembling if needed."""
     source = model.source
+    if source.modelscope or source.hf:
+        return _download(source, cache_dir, model)
+    if source.dir:
+        path = Path(source.dir)
+        if not (path / "config.json").is_file():
+            raise SourceError(f"{path} is not an HF-format model directory (no config.json) for model "
+                              f"{model.id!r}; fix 'source.dir' in models.yaml line {model.line}.")
+        return path
     if source.parts:
         return _assemble(source, cache_dir, model)
     if source.package:

@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx
 
 from .config import ModelConfig
+from .engines import PHASE_PREFIX
 from .sources import SourceError, resolve
 from .worker import ERROR_PREFIX
 
-STATES = ("preparing", "loading", "ready", "restarting", "failed", "stopped")
+STATES = ("preparing", "downloading", "loading", "ready", "restarting", "failed", "stopped")
 
 
 class ModelUnavailable(RuntimeError):
@@ -86,9 +87,10 @@ class Supervisor:
     """Owns the worker processes. Thread-safe; all public methods return quickly."""
 
     def __init__(self, models: list[ModelConfig], models_file: Path, data_dir: Path,
-                 threads: int | None = None, health_timeout: float = 300.0):
+                 threads: int | None = None, health_timeout: float = 900.0, rebuild_cache: bool = False):
         self.models_file, self.data_dir = Path(models_file), Path(data_dir)
         self.threads = threads
+        self.rebuild_cache = rebuild_cache
         self.health_timeout = health_timeout
         self._workers = {m.id: _Worker(m) for m in models}
         self._lock = threading.RLock()
@@ -182,6 +184,9 @@ class Supervisor:
         if worker.model.endpoint is not None:  # a remote server: nothing to start, only to check
             self._set(worker, "loading", f"checking {worker.model.endpoint.base_url}")
             return
+        source = worker.model.source
+        if source.modelscope or source.hf:
+            self._set(worker, "downloading", source.modelscope or source.hf)
         try:
             worker.weights = resolve(worker.model, self.data_dir)
         except SourceError as exc:
@@ -199,7 +204,10 @@ class Supervisor:
         threads = worker.model.threads or self.threads or default_threads()
         port = free_port()
         cmd = [sys.executable, "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
-               "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads), "--exit-with-parent"]
+               "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads), "--exit-with-parent",
+               "--data-dir", str(self.data_dir)]
+        if self.rebuild_cache and worker.status.restarts == 0:
+            cmd.append("--rebuild-cache")
         with self._lock:
             if self._stopping.is_set():
                 return
@@ -209,6 +217,17 @@ class Supervisor:
                     cwd=str(Path(__file__).resolve().parent.parent), preexec_fn=_normal_scheduling)
             worker.port = port
             self._set(worker, state, f"pid {worker.process.pid}, {threads} thread(s)")
+
+    def _phase(self, worker: _Worker) -> str | None:
+        """The worker's latest ARENA_PHASE line (e.g. 'quantizing to INT4'), read from the end of its log."""
+        try:
+            with open(worker.log_path, "rb") as log:
+                log.seek(max(0, log.seek(0, 2) - 8192))
+                tail = log.read().decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return None
+        phases = [line[len(PHASE_PREFIX):] for line in tail.splitlines() if line.startswith(PHASE_PREFIX)]
+        return phases[-1] if phases else None
 
     def _failure_reason(self, worker: _Worker, code: int) -> str:
         lines: list[str] = []
@@ -248,6 +267,8 @@ class Supervisor:
             try:
                 health = http.get(f"http://127.0.0.1:{worker.port}/health").json()
             except (httpx.HTTPError, ValueError):
+                if phase := self._phase(worker):
+                    self._set(worker, state, phase)
                 if time.time() - worker.status.since > self.health_timeout:
                     proc.kill()
                     self._set(worker, "failed", f"not healthy after {self.health_timeout:.0f} s")

@@ -4,7 +4,6 @@ tests call without a browser.
 """
 from __future__ import annotations
 
-import asyncio
 import html
 import tempfile
 import time
@@ -20,7 +19,7 @@ from .rounds import VOTE_CHOICES, Arena, ArenaError, Settings
 
 MODE_LABELS = {"Side by side (named)": "named", "Battle (blind)": "blind"}
 MODE_BY_NAME = {v: k for k, v in MODE_LABELS.items()}
-STATE_ICONS = {"ready": "🟢", "loading": "🟡", "preparing": "🟡", "restarting": "🟠", "failed": "🔴", "stopped": "⚪"}
+STATE_ICONS = {"ready": "🟢", "loading": "🟡", "preparing": "🟡", "downloading": "🟡", "restarting": "🟠", "failed": "🔴", "stopped": "⚪"}
 
 # -- pure render helpers (tested without a browser) ---------------------------------------
 

@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--exit-with-parent", action="store_true")
     parser.add_argument("--api-key-env", help="require the key held by this environment variable on /v1 routes")
+    parser.add_argument("--data-dir", help="where engines keep caches (the INT4 cache); default: next to the weights")
+    parser.add_argument("--rebuild-cache", action="store_true", help="ignore and rebuild this model's INT4 cache")
     args = parser.parse_args(argv)
     if args.exit_with_parent:
         _exit_with_parent()
@@ -177,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model = next(m for m in load_models(args.models) if m.id == args.model)
         started = time.perf_counter()
-        engine = load_engine(model, Path(args.weights), threads=args.threads)
+        engine = load_engine(model, Path(args.weights), threads=args.threads,
+                             data_dir=Path(args.data_dir) if args.data_dir else None, rebuild=args.rebuild_cache)
         load_seconds = time.perf_counter() - started
     except StopIteration:
         print(f"{ERROR_PREFIX}model {args.model!r} is not in {args.models}", file=sys.stderr, flush=True)

@@ -12,6 +12,13 @@ from typing import Iterator, Protocol
 
 from ..config import ModelConfig
 
+PHASE_PREFIX = "ARENA_PHASE: "  # a worker prints this before each slow step; the supervisor shows it
+
+
+def phase(text: str) -> None:
+    """Tell the supervisor (which reads the worker's log) and the terminal what we are doing."""
+    print(f"{PHASE_PREFIX}{text}", flush=True)
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -36,8 +43,14 @@ class ChatEngine(Protocol):
         """Yield answer text pieces as they are generated, then exactly one Usage."""
 
 
-def load_engine(model: ModelConfig, weights: Path, threads: int) -> ChatEngine:
+def load_engine(model: ModelConfig, weights: Path, threads: int, data_dir: Path | None = None,
+                rebuild: bool = False) -> ChatEngine:
+    """Load ``model`` from its resolved ``weights``; ``data_dir`` holds caches (the INT4 cache)."""
     if model.engine == "llamacpp":
         from .llamacpp import LlamaCppEngine
         return LlamaCppEngine(weights, threads=threads, context_length=model.context_length)
-    raise ValueError(f"engine {model.engine!r} has no loader")
+    if model.engine == "transformers":
+        from .transformers import TransformersEngine
+        return TransformersEngine(model, weights, threads=threads, cache_dir=(data_dir or weights.parent) / "int4-cache",
+                                  rebuild=rebuild)
+    raise ValueError(f"engine {model.engine!r} has no in-process loader")

@@ -1,0 +1,240 @@
+"""HF-format models through transformers, optionally INT4 weight-only quantized, with a disk cache.
+
+The first load reads the full-precision weights (a local directory, a downloaded hub
+snapshot, or a GGUF file that transformers dequantizes), quantizes them and saves the
+quantized state dict. Later loads build the model skeleton on the ``meta`` device and
+assign the cached INT4 tensors, so the fp32 model is never materialised again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Iterator
+
+from ..config import ModelConfig, QuantizeConfig
+from ..sources import sha256_of
+from . import GenerationParams, Usage, phase
+
+CACHE_FORMAT = 1
+
+
+class CacheError(RuntimeError):
+    """A cache entry is missing, stale or corrupt; the caller rebuilds it."""
+
+
+def source_identity(model: ModelConfig, weights: Path) -> dict:
+    """What the quantized weights are derived from: repo + revision, or path + content hash."""
+    src = model.source
+    if src.modelscope or src.hf:
+        return {"hub": "modelscope" if src.modelscope else "hf", "repo": src.modelscope or src.hf,
+                "revision": src.revision or "default", "snapshot": weights.name}
+    files = [weights] if weights.is_file() else sorted(
+        p for p in weights.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".json", ".model"))
+    return {"path": str(weights), "files": {p.name: _file_hash(p) for p in files}}
+
+
+def _file_hash(path: Path) -> str:
+    from ..sources import _verified_hash
+    return _verified_hash(path)
+
+
+def cache_key(model: ModelConfig, weights: Path, quantize: QuantizeConfig) -> tuple[str, dict]:
+    identity = {
+        "format": CACHE_FORMAT, "source": source_identity(model, weights), "quantize": quantize.__dict__,
+        "trust_remote_code": model.trust_remote_code,
+        "versions": {p: version(p) for p in ("torch", "transformers", "torchao", "optimum-quanto")},
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+    return digest, identity
+
+
+def _load_kwargs(model: ModelConfig, weights: Path) -> tuple[str, dict]:
+    """(path for from_pretrained, extra kwargs) for a directory or a GGUF file."""
+    kwargs = {"trust_remote_code": model.trust_remote_code}
+    if weights.is_file():
+        return str(weights.parent), {**kwargs, "gguf_file": weights.name}
+    return str(weights), kwargs
+
+
+def _friendly(exc: Exception, model: ModelConfig) -> Exception:
+    text = str(exc)
+    if "trust_remote_code" in text and not model.trust_remote_code:
+        return RuntimeError(f"{model.id} needs custom code from its repository: set 'trust_remote_code: true' "
+                            f"in models.yaml line {model.line} if you trust it. ({text[:200]})")
+    if "does not recognize this architecture" in text or "model type" in text:
+        return RuntimeError(f"transformers {version('transformers')} cannot load {model.id}: {text[:300]}")
+    return exc
+
+
+def quantize_model(hf_model, quantize: QuantizeConfig):
+    """Quantize in place to INT4 weight-only; activations in ``compute_dtype`` (bf16)."""
+    import torch
+
+    hf_model.to(torch.bfloat16)
+    if quantize.backend == "torchao" and quantize.compute_dtype == "int8":
+        from torchao.prototype.quantization.int4.inference_workflow import Int8DynamicActivationInt4WeightConfig
+        from torchao.quantization import quantize_
+        quantize_(hf_model, Int8DynamicActivationInt4WeightConfig(group_size=quantize.group_size))
+    elif quantize.backend == "torchao":
+        # Int4OpaqueTensor: the CPU kernel for INT4 weights with bf16 activations.
+        from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
+        from torchao.quantization import quantize_
+        quantize_(hf_model, PrototypeInt4WeightOnlyConfig(group_size=quantize.group_size))
+    elif quantize.backend == "quanto":
+        from optimum.quanto import freeze, qint4, quantize as quanto_quantize
+        quanto_quantize(hf_model, weights=qint4)
+        freeze(hf_model)
+    else:
+        raise ValueError(f"unknown quantization backend {quantize.backend!r}")
+    return hf_model
+
+
+class TransformersEngine:
+    def __init__(self, model: ModelConfig, weights: Path, threads: int, cache_dir: Path, rebuild: bool = False):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.config = model
+        self.hf_model, self.tokenizer = self._load(model, weights, cache_dir, rebuild)
+        self.hf_model.eval()
+
+    # -- loading ------------------------------------------------------------------------------
+    def _load(self, model: ModelConfig, weights: Path, cache_dir: Path, rebuild: bool):
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        path, kwargs = _load_kwargs(model, weights)
+        quantize = model.quantize
+        entry = None
+        if quantize:
+            key, identity = cache_key(model, weights, quantize)
+            entry = cache_dir / f"{model.id}-{key}"
+            if not rebuild:
+                try:
+                    return self._load_cached(entry, identity)
+                except CacheError as exc:
+                    phase(f"INT4 cache not usable ({exc}); rebuilding")
+        if model.trust_remote_code:
+            print(f"WARNING: {model.id}: trust_remote_code is on; this runs Python code shipped with the model",
+                  flush=True)
+        phase(f"loading full-precision weights from {weights.name}")
+        try:
+            AutoConfig.from_pretrained(path, **kwargs)  # fail on architecture / remote code before reading weights
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+            hf_model = AutoModelForCausalLM.from_pretrained(path, dtype="float32", **kwargs)
+        except (ValueError, OSError, KeyError) as exc:
+            raise _friendly(exc, model) from None
+        if quantize:
+            phase(f"quantizing to INT4 ({quantize.describe()})")
+            quantize_model(hf_model, quantize)
+            phase("saving the INT4 cache")
+            self._save_cached(entry, identity, hf_model, tokenizer)
+        return hf_model, tokenizer
+
+    def _save_cached(self, entry: Path, identity: dict, hf_model, tokenizer) -> None:
+        import torch
+
+        partial = entry.with_name(entry.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        hf_model.config.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        torch.save(hf_model.state_dict(), partial / "weights.pt")
+        meta = {**identity, "weights_sha256": sha256_of(partial / "weights.pt"), "created": time.time()}
+        (partial / "arena-cache.json").write_text(json.dumps(meta, indent=1))
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(partial, entry)
+
+    def _load_cached(self, entry: Path, identity: dict):
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        meta_file = entry / "arena-cache.json"
+        if not meta_file.is_file():
+            raise CacheError("no cache yet")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except ValueError:
+            raise CacheError("unreadable arena-cache.json") from None
+        if {k: meta.get(k) for k in identity} != identity:
+            raise CacheError("stale: source, settings or library versions changed")
+        if sha256_of(entry / "weights.pt") != meta.get("weights_sha256"):
+            raise CacheError("weights.pt is corrupt (checksum mismatch)")
+        phase("loading INT4 weights from the cache")
+        try:
+            from accelerate import init_empty_weights
+
+            config = AutoConfig.from_pretrained(entry, trust_remote_code=self.config.trust_remote_code)
+            # Parameters on "meta" (no memory), buffers such as rotary frequencies built for real.
+            with init_empty_weights(include_buffers=False):
+                hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
+                                                             trust_remote_code=self.config.trust_remote_code)
+            state = torch.load(entry / "weights.pt", weights_only=False, mmap=True)
+            hf_model.load_state_dict(state, assign=True, strict=True)
+            hf_model.tie_weights()
+            tokenizer = AutoTokenizer.from_pretrained(entry)
+        except Exception as exc:  # anything odd in a cache entry means: rebuild it
+            raise CacheError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        return hf_model, tokenizer
+
+    # -- generation -----------------------------------------------------------------------------
+    def stream_chat(self, messages: list[dict], params: GenerationParams) -> Iterator[str | Usage]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        tokenizer = self.tokenizer
+        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return stop.is_set()
+
+        sample = params.temperature > 0
+        options = {"max_new_tokens": params.max_new_tokens, "do_sample": sample, "streamer": streamer,
+                   "stopping_criteria": StoppingCriteriaList([_Stop()]),
+                   "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
+        if sample:
+            options.update(temperature=params.temperature, top_p=params.top_p)
+            if params.top_k:
+                options["top_k"] = params.top_k
+        if params.repeat_penalty:
+            options["repetition_penalty"] = params.repeat_penalty
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        result: dict = {}
+
+        def generate() -> None:
+            try:
+                with torch.inference_mode():
+                    result["out"] = self.hf_model.generate(**inputs, **options)
+            except Exception as exc:
+                result["error"] = exc
+                streamer.end()
+
+        thread = threading.Thread(target=generate, daemon=True, name="hf-generate")
+        thread.start()
+        try:
+            for text in streamer:
+                if text:
+                    yield text
+        finally:
+            stop.set()  # the consumer went away (Stop, disconnect): end generation at the next token
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        generated = result["out"][0, prompt_tokens:]
+        eos = {tokenizer.eos_token_id, *(self.hf_model.generation_config.eos_token_id or [])} \
+            if isinstance(self.hf_model.generation_config.eos_token_id, list) else \
+            {tokenizer.eos_token_id, self.hf_model.generation_config.eos_token_id}
+        finished = len(generated) > 0 and int(generated[-1]) in eos
+        count = len(generated) - (1 if finished else 0)
+        yield Usage(prompt_tokens, count, "stop" if finished or count < params.max_new_tokens else "length")

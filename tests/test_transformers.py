@@ -1,0 +1,130 @@
+"""The transformers engine on the real Qwen2.5-Coder-0.5B weights: dequantized from the GGUF,
+quantized to INT4 (torchao), a real answer, the INT4 cache hit on the second load (no fp32
+model built), and a corrupt cache entry detected and rebuilt. Plus its clear refusals."""
+import json
+from pathlib import Path
+
+import pytest
+
+from arena.config import ConfigError, ModelConfig, ModelSource, QuantizeConfig, load_models
+from arena.engines import GenerationParams, Usage, load_engine
+from arena.sources import SourceError, resolve
+
+from .conftest import ROOT
+
+QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with the number only."}]
+
+
+@pytest.fixture(scope="module")
+def qwen_int4(tmp_path_factory):
+    """The shipped catalog's torchao entry, with its caches in a fresh data dir."""
+    model = next(m for m in load_models(ROOT / "models.yaml") if m.id == "qwen2.5-coder-0.5b-torchao-int4")
+    weights = resolve(model, ROOT / "data")  # the assembled GGUF that scripts/install.sh prepared
+    return model, weights, tmp_path_factory.mktemp("int4")
+
+
+def answer(engine) -> tuple[str, Usage]:
+    text, usage = "", None
+    for item in engine.stream_chat(QUESTION, GenerationParams(temperature=0.0, max_new_tokens=8)):
+        if isinstance(item, Usage):
+            usage = item
+        else:
+            text += item
+    return text, usage
+
+
+def phases(out: str) -> list[str]:
+    return [line.split("ARENA_PHASE: ", 1)[1] for line in out.splitlines() if "ARENA_PHASE: " in line]
+
+
+def test_int4_answers_then_reloads_from_cache_then_rebuilds_a_corrupt_cache(qwen_int4, capfd):
+    model, weights, data = qwen_int4
+    engine = load_engine(model, weights, threads=2, data_dir=data)
+    first = phases(capfd.readouterr().out)
+    assert any(p.startswith("quantizing to INT4") for p in first)
+    text, usage = answer(engine)
+    assert "5" in text and usage.prompt_tokens > 10 and 0 < usage.completion_tokens <= 8
+    linear = engine.hf_model.model.layers[0].mlp.down_proj.weight
+    assert "Int4" in type(linear).__name__  # really quantized, not fp32
+    del engine
+
+    engine = load_engine(model, weights, threads=2, data_dir=data)
+    second = phases(capfd.readouterr().out)
+    assert second == ["loading INT4 weights from the cache"]  # no fp32 load, no quantize
+    assert answer(engine)[0] == text
+    del engine
+
+    (cache,) = [p for p in (data / "int4-cache").iterdir() if p.is_dir()]
+    with open(cache / "weights.pt", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"corrupted!")
+    engine = load_engine(model, weights, threads=2, data_dir=data)
+    third = phases(capfd.readouterr().out)
+    assert "corrupt" in third[0] and any(p.startswith("quantizing") for p in third)
+    assert answer(engine)[0] == text
+    meta = json.loads((cache / "arena-cache.json").read_text())
+    assert meta["quantize"]["group_size"] == 32 and meta["versions"]["torchao"]
+
+
+def test_unsupported_quantization_is_refused_before_any_weights_load(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text("""models:
+  - id: q
+    name: Q
+    engine: transformers
+    source: {dir: somewhere}
+    quantize: {bits: 3, weight_dtype: int3, compute_dtype: fp32}
+    quantization: x
+    license: x
+""")
+    with pytest.raises(ConfigError, match=r"unsupported combination .*Supported: backend=torchao bits=4"):
+        load_models(path)
+    path.write_text(path.read_text().replace("engine: transformers", "engine: llamacpp")
+                    .replace("{dir: somewhere}", "{file: a.gguf}"))
+    with pytest.raises(ConfigError, match="'quantize' applies to engine 'transformers' only"):
+        load_models(path)
+
+
+def _hf_model(tmp_path: Path, config: dict) -> ModelConfig:
+    directory = tmp_path / "model"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    return ModelConfig("custom", "Custom", "transformers", ModelSource(dir=str(directory)), "x", "x",
+                       quantize=QuantizeConfig(), line=7)
+
+
+def test_model_needing_remote_code_names_the_setting(tmp_path):
+    model = _hf_model(tmp_path, {"model_type": "my_arch", "auto_map": {"AutoConfig": "cfg.MyConfig"}})
+    with pytest.raises(RuntimeError, match="set 'trust_remote_code: true' in models.yaml line 7"):
+        load_engine(model, resolve(model, tmp_path), threads=1, data_dir=tmp_path)
+
+
+def test_unknown_architecture_names_the_transformers_version(tmp_path):
+    model = _hf_model(tmp_path, {"model_type": "totally_unknown_arch"})
+    with pytest.raises(RuntimeError, match=r"transformers 5\.\d+\.\d+ cannot load custom"):
+        load_engine(model, resolve(model, tmp_path), threads=1, data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("hub", ["modelscope", "hf"])
+def test_hub_download_without_network_or_cache_says_what_was_tried(tmp_path, hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MODELSCOPE_OFFLINE", "1")
+    model = ModelConfig("m", "M", "transformers", ModelSource(**{hub: "no-such-org/no-such-model"}), "x", "x", line=3)
+    with pytest.raises(SourceError) as err:
+        resolve(model, tmp_path)
+    message = str(err.value)
+    assert f"{hub} model 'no-such-org/no-such-model'" in message and str(tmp_path / hub) in message
+    assert "point 'source.dir' at it (models.yaml line 3)" in message
+
+
+def test_build_chatbot_python_api(qwen_int4, tmp_path):
+    from arena import build_chatbot
+
+    model, weights, data = qwen_int4
+    bot = build_chatbot(model.id, data_dir=data, threads=2)  # the catalog entry, its INT4 cache already built
+    assert "5" in bot.predict(QUESTION[0]["content"], temperature=0.0, max_new_tokens=8)
+    pieces = list(bot.predict_stream("Say hi.", temperature=0.0, max_new_tokens=6))
+    assert len(pieces) >= 1 and bot.last_usage.completion_tokens <= 6
+    with pytest.raises(ConfigError, match="unsupported quantization"):
+        build_chatbot(str(weights), quantization={"bits": 4, "weight_dtype": "int4_fullrange",
+                                                  "compute_dtype": "int8", "group_size": 32})
