@@ -18,10 +18,10 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = PROJECT_DIR / "models.yaml"
 DEFAULT_PROMPTS_FILE = PROJECT_DIR / "prompts.yaml"
 
-ENGINES = ("llamacpp", "transformers", "openai")
-LOCAL_ENGINES = ("llamacpp", "transformers")  # run in a worker process of ours; openai is reached over HTTP
-SOURCE_KINDS = {"llamacpp": ("file", "package", "parts"),
-                "transformers": ("file", "package", "parts", "dir", "modelscope", "hf")}
+ENGINES = ("llamacpp", "transformers", "itrex", "openai")
+LOCAL_ENGINES = ("llamacpp", "transformers", "itrex")  # run in a worker process of ours; openai over HTTP
+HF_SOURCES = ("file", "package", "parts", "dir", "modelscope", "hf")
+SOURCE_KINDS = {"llamacpp": ("file", "package", "parts"), "transformers": HF_SOURCES, "itrex": HF_SOURCES}
 GENERATION_KEYS = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_new_tokens", "seed"}
 
 
@@ -136,7 +136,7 @@ class QuantizeConfig:
 # refused at config load, before any weights are read.
 SUPPORTED_QUANTIZATION: dict[tuple[str, int, str, str, str], tuple[int, ...]] = {
     ("torchao", 4, "int4", "bf16", "asym"): (32, 64, 128, 256),
-    ("quanto", 4, "int4", "bf16", "sym"): (32, 64, 128),
+    ("quanto", 4, "int4", "bf16", "asym"): (128,),  # optimum-quanto qint4: affine, groups of 128
 }
 
 

@@ -5,6 +5,7 @@ and bring a crashed worker back for the next round; all of that lives here.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -18,10 +19,11 @@ import httpx
 
 from .config import ModelConfig
 from .engines import PHASE_PREFIX
+from .engines.itrex import INSTALL_COMMAND as ITREX_INSTALL, itrex_python
 from .sources import SourceError, resolve
 from .worker import ERROR_PREFIX
 
-STATES = ("preparing", "downloading", "loading", "ready", "restarting", "failed", "stopped")
+STATES = ("preparing", "downloading", "loading", "ready", "restarting", "failed", "unavailable", "stopped")
 
 
 class ModelUnavailable(RuntimeError):
@@ -45,8 +47,8 @@ class ModelStatus:
             return f"ready (remote: {self.remote})"
         if self.state == "ready":
             return f"ready (loaded in {self.load_seconds:.1f} s)" + (f", restarted {self.restarts}×" if self.restarts else "")
-        if self.state == "failed":
-            return f"failed: {self.detail}"
+        if self.state in ("failed", "unavailable"):
+            return f"{self.state}: {self.detail}"
         return f"{self.state} ({elapsed:.0f} s)" + (f": {self.detail}" if self.detail else "")
 
 
@@ -127,7 +129,7 @@ class Supervisor:
         deadline = time.time() + timeout
         while time.time() < deadline:
             statuses = self.statuses()
-            if all(s.state in ("ready", "failed", "stopped") for s in statuses):
+            if all(s.state in ("ready", "failed", "unavailable", "stopped") for s in statuses):
                 return statuses
             time.sleep(0.2)
         return self.statuses()
@@ -158,7 +160,7 @@ class Supervisor:
                 if worker.status.state == "ready" and worker.process and worker.process.poll() is None:
                     return f"http://127.0.0.1:{worker.port}/v1"
                 status = worker.status
-            if status.state in ("failed", "stopped") or time.time() >= deadline:
+            if status.state in ("failed", "unavailable", "stopped") or time.time() >= deadline:
                 raise ModelUnavailable(f"{status.name} is not ready: {status.describe()}")
             time.sleep(0.1)
 
@@ -185,10 +187,16 @@ class Supervisor:
             self._set(worker, "loading", f"checking {worker.model.endpoint.base_url}")
             return
         source = worker.model.source
+        if worker.model.engine == "itrex" and itrex_python() is None:
+            self._set(worker, "unavailable", f"ITREX engine not installed; run {ITREX_INSTALL} "
+                                             f"(its own 2 GB virtualenv), then restart the arena")
+            return
         if source.modelscope or source.hf:
             self._set(worker, "downloading", source.modelscope or source.hf)
         try:
             worker.weights = resolve(worker.model, self.data_dir)
+            if worker.model.engine == "itrex":
+                worker.weights = self._itrex_dir(worker)
         except SourceError as exc:
             self._set(worker, "failed", str(exc))
             return
@@ -197,13 +205,31 @@ class Supervisor:
             return
         self._spawn(worker, "loading")
 
+    def _itrex_dir(self, worker: _Worker) -> Path:
+        """ITREX needs an HF directory it can read; convert once (in this env) and cache it."""
+        from .sources import _verified_hash
+
+        weights = worker.weights
+        key = _verified_hash(weights)[:16] if weights.is_file() else hashlib.sha256(
+            (weights / "config.json").read_bytes() + str(weights).encode()).hexdigest()[:16]
+        out = self.data_dir / "itrex" / f"{worker.model.id}-{key}" / "hf"
+        if not (out / "config.json").is_file():
+            self._set(worker, "preparing", "converting to an HF directory for ITREX")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            done = subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(weights), str(out)],
+                                  capture_output=True, text=True, cwd=str(Path(__file__).resolve().parent.parent))
+            if done.returncode:
+                raise SourceError(f"converting {weights.name} for ITREX failed: {done.stderr.strip()[-400:]}")
+        return out
+
     def _spawn(self, worker: _Worker, state: str) -> None:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         worker.log_path = logs / f"{worker.model.id}.log"
         threads = worker.model.threads or self.threads or default_threads()
         port = free_port()
-        cmd = [sys.executable, "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
+        python = itrex_python() if worker.model.engine == "itrex" else sys.executable
+        cmd = [str(python), "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
                "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads), "--exit-with-parent",
                "--data-dir", str(self.data_dir)]
         if self.rebuild_cache and worker.status.restarts == 0:

@@ -19,7 +19,8 @@ from .rounds import VOTE_CHOICES, Arena, ArenaError, Settings
 
 MODE_LABELS = {"Side by side (named)": "named", "Battle (blind)": "blind"}
 MODE_BY_NAME = {v: k for k, v in MODE_LABELS.items()}
-STATE_ICONS = {"ready": "🟢", "loading": "🟡", "preparing": "🟡", "downloading": "🟡", "restarting": "🟠", "failed": "🔴", "stopped": "⚪"}
+STATE_ICONS = {"ready": "🟢", "loading": "🟡", "preparing": "🟡", "downloading": "🟡", "restarting": "🟠", "failed": "🔴", "unavailable": "⚪",
+               "stopped": "⚪"}
 
 # -- pure render helpers (tested without a browser) ---------------------------------------
 

@@ -1,6 +1,7 @@
 """The transformers engine on the real Qwen2.5-Coder-0.5B weights: dequantized from the GGUF,
 quantized to INT4 (torchao), a real answer, the INT4 cache hit on the second load (no fp32
 model built), and a corrupt cache entry detected and rebuilt. Plus its clear refusals."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -128,3 +129,14 @@ def test_build_chatbot_python_api(qwen_int4, tmp_path):
     with pytest.raises(ConfigError, match="unsupported quantization"):
         build_chatbot(str(weights), quantization={"bits": 4, "weight_dtype": "int4_fullrange",
                                                   "compute_dtype": "int8", "group_size": 32})
+
+
+def test_quanto_alternative_quantizes_and_reloads_from_its_cache(qwen_int4, capfd):
+    base, weights, data = qwen_int4
+    model = dataclasses.replace(base, id="qwen-quanto", quantize=QuantizeConfig(group_size=128, backend="quanto"))
+    text, _ = answer(load_engine(model, weights, threads=2, data_dir=data))
+    assert any(p.startswith("quantizing to INT4 (quanto") for p in phases(capfd.readouterr().out))
+    engine = load_engine(model, weights, threads=2, data_dir=data)
+    assert phases(capfd.readouterr().out) == ["loading INT4 weights from the cache"]
+    assert "QBits" in type(engine.hf_model.model.layers[0].mlp.down_proj.weight).__name__
+    assert answer(engine)[0] == text and "5" in text

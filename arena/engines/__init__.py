@@ -53,4 +53,7 @@ def load_engine(model: ModelConfig, weights: Path, threads: int, data_dir: Path 
         from .transformers import TransformersEngine
         return TransformersEngine(model, weights, threads=threads, cache_dir=(data_dir or weights.parent) / "int4-cache",
                                   rebuild=rebuild)
+    if model.engine == "itrex":  # only inside the ITREX virtualenv
+        from .itrex import ItrexEngine
+        return ItrexEngine(model, weights, threads=threads, cache_dir=(data_dir or weights.parent) / "itrex")
     raise ValueError(f"engine {model.engine!r} has no in-process loader")

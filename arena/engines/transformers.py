@@ -145,6 +145,9 @@ class TransformersEngine:
         hf_model.config.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         torch.save(hf_model.state_dict(), partial / "weights.pt")
+        if self.config.quantize.backend == "quanto":  # quanto rebuilds its modules from this map on reload
+            from optimum.quanto import quantization_map
+            (partial / "quanto-map.json").write_text(json.dumps(quantization_map(hf_model)))
         meta = {**identity, "weights_sha256": sha256_of(partial / "weights.pt"), "created": time.time()}
         (partial / "arena-cache.json").write_text(json.dumps(meta, indent=1))
         shutil.rmtree(entry, ignore_errors=True)
@@ -175,7 +178,12 @@ class TransformersEngine:
                 hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
                                                              trust_remote_code=self.config.trust_remote_code)
             state = torch.load(entry / "weights.pt", weights_only=False, mmap=True)
-            hf_model.load_state_dict(state, assign=True, strict=True)
+            if self.config.quantize.backend == "quanto":
+                from optimum.quanto import requantize
+                qmap = json.loads((entry / "quanto-map.json").read_text())
+                requantize(hf_model, state, qmap, device=torch.device("cpu"))
+            else:
+                hf_model.load_state_dict(state, assign=True, strict=True)
             hf_model.tie_weights()
             tokenizer = AutoTokenizer.from_pretrained(entry)
         except Exception as exc:  # anything odd in a cache entry means: rebuild it
