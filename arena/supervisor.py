@@ -212,15 +212,17 @@ class Supervisor:
         weights = worker.weights
         key = _verified_hash(weights)[:16] if weights.is_file() else hashlib.sha256(
             (weights / "config.json").read_bytes() + str(weights).encode()).hexdigest()[:16]
-        out = self.data_dir / "itrex" / f"{worker.model.id}-{key}" / "hf"
-        if not (out / "config.json").is_file():
-            self._set(worker, "preparing", "converting to an HF directory for ITREX")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            done = subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(weights), str(out)],
-                                  capture_output=True, text=True, cwd=str(Path(__file__).resolve().parent.parent))
-            if done.returncode:
-                raise SourceError(f"converting {weights.name} for ITREX failed: {done.stderr.strip()[-400:]}")
-        return out
+        parent = self.data_dir / "itrex" / f"{worker.model.id}-{key}"
+        ready = [d for d in parent.glob("*") if (d / "config.json").is_file()] if parent.is_dir() else []
+        if ready:
+            return ready[0]
+        self._set(worker, "preparing", "converting to an HF directory for ITREX")
+        parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(weights), str(parent)],
+                              capture_output=True, text=True, cwd=str(Path(__file__).resolve().parent.parent))
+        if done.returncode:
+            raise SourceError(f"converting {weights.name} for ITREX failed: {done.stderr.strip()[-400:]}")
+        return Path(done.stdout.strip().splitlines()[-1])
 
     def _spawn(self, worker: _Worker, state: str) -> None:
         logs = self.data_dir / "logs"

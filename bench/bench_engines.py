@@ -37,6 +37,10 @@ def child(config: str, data_dir: str, tokens: int, repeats: int) -> dict:
     weights = resolve(base, ROOT / "data")
     if config == "llamacpp":
         model = base
+    elif config == "itrex":  # running under the ITREX env's interpreter, on the prepared HF directory
+        from arena.config import ModelSource
+        weights = next(p for p in (Path(data_dir) / "itrex-hf").iterdir() if (p / "config.json").is_file())
+        model = dataclasses.replace(base, id="bench-qwen-itrex", engine="itrex", source=ModelSource(dir=str(weights)))
     else:
         import torch  # noqa: F401  (imported before the clock starts, for every transformers config)
         import transformers  # noqa: F401
@@ -68,8 +72,8 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
 
 
-def run_child(config: str, data_dir: str, args) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", config, "--data-dir", data_dir,
+def run_child(config: str, data_dir: str, args, python: str = sys.executable) -> dict:
+    out = subprocess.run([python, __file__, "--child", config, "--data-dir", data_dir,
                           "--tokens", str(args.tokens), "--repeats", str(args.repeats)],
                          capture_output=True, text=True, cwd=ROOT)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -78,22 +82,25 @@ def run_child(config: str, data_dir: str, args) -> dict:
     return json.loads(lines[-1])
 
 
-def itrex(args) -> dict | None:
+def itrex(args, data_dir: str) -> dict | None:
+    """Convert once for ITREX (in this env), then load + quantize + decode under the ITREX env."""
     from arena.engines.itrex import itrex_python
     python = itrex_python()
     if python is None:
         return None
-    out = subprocess.run([str(python), str(ROOT / "arena" / "engines" / "itrex_runner.py"), "--bench",
-                          "--tokens", str(args.tokens)], capture_output=True, text=True, cwd=ROOT)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {"error": out.stderr[-500:]}
+    from arena.config import load_models
+    from arena.sources import resolve
+    base = next(m for m in load_models(ROOT / "models.yaml") if m.id == "qwen2.5-coder-0.5b-q4km")
+    subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(resolve(base, ROOT / "data")),
+                    str(Path(data_dir) / "itrex-hf")], check=True, cwd=ROOT, capture_output=True)
+    return run_child("itrex", data_dir, args, python=str(python))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--child")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     if args.child:
@@ -104,7 +111,7 @@ def main() -> None:
     for config in ("llamacpp", "fp32", "int4-build", "int4-cached"):
         results[config] = run_child(config, data_dir, args)
         print(config, json.dumps({k: round(v, 2) for k, v in results[config].items()}), flush=True)
-    if (it := itrex(args)) is not None:
+    if (it := itrex(args, data_dir)) is not None:
         results["itrex"] = it
         print("itrex", it, flush=True)
     fp32, build, cached = results["fp32"], results["int4-build"], results["int4-cached"]

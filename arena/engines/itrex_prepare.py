@@ -1,7 +1,7 @@
 """Turn a model into the HF-format directory that ITREX 1.4.2 + neural-speed 1.0 can load.
 
 Runs in the arena's main environment (modern transformers, which reads GGUF) as
-``python -m arena.engines.itrex_prepare SOURCE OUT_DIR``. neural-speed's Qwen graph
+``python -m arena.engines.itrex_prepare SOURCE PARENT_DIR``. neural-speed's Qwen graph
 assumes one key/value head per attention head, so grouped-query attention is expanded
 (K/V heads repeated: mathematically the same model); transformers 4.40 needs the old
 tokenizer.json merges format, ``rope_theta`` at the top of config.json and the chat
@@ -16,7 +16,9 @@ import shutil
 from pathlib import Path
 
 
-def prepare(source: Path, out: Path) -> Path:
+def prepare(source: Path, parent: Path) -> Path:
+    """Write the converted model to ``parent/<model_type>`` and return that path. ITREX chooses
+    its model adapter by matching the directory name ("qwen", "llama", ...), so the name matters."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -25,6 +27,7 @@ def prepare(source: Path, out: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
     config = model.config
+    out = parent / config.model_type
     heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     if kv_heads != heads:
         repeat, head_dim = heads // kv_heads, config.hidden_size // heads
@@ -91,9 +94,9 @@ def _compat_for_transformers_4_40(directory: Path, config) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path, help="a GGUF file or an HF-format directory")
-    parser.add_argument("out", type=Path)
+    parser.add_argument("parent", type=Path, help="the model is written to PARENT/<model_type>")
     args = parser.parse_args()
-    print(prepare(args.source, args.out))
+    print(prepare(args.source, args.parent))
 
 
 if __name__ == "__main__":

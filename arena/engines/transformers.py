@@ -29,14 +29,15 @@ class CacheError(RuntimeError):
 
 
 def source_identity(model: ModelConfig, weights: Path) -> dict:
-    """What the quantized weights are derived from: repo + revision, or path + content hash."""
+    """What the quantized weights are derived from: repo + revision, or file names + content hashes."""
     src = model.source
     if src.modelscope or src.hf:
         return {"hub": "modelscope" if src.modelscope else "hf", "repo": src.modelscope or src.hf,
                 "revision": src.revision or "default", "snapshot": weights.name}
+    # Content, not location: the same weights assembled into another data dir are the same cache entry.
     files = [weights] if weights.is_file() else sorted(
         p for p in weights.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".json", ".model"))
-    return {"path": str(weights), "files": {p.name: _file_hash(p) for p in files}}
+    return {"files": {p.name: _file_hash(p) for p in files}}
 
 
 def _file_hash(path: Path) -> str:
@@ -72,17 +73,25 @@ def _friendly(exc: Exception, model: ModelConfig) -> Exception:
     return exc
 
 
+def _return_freed_memory() -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the memory is reused by this process instead
+
+
 def quantize_model(hf_model, quantize: QuantizeConfig):
     """Quantize in place to INT4 weight-only; activations in ``compute_dtype`` (bf16)."""
     import torch
 
     hf_model.to(torch.bfloat16)
-    if quantize.backend == "torchao" and quantize.compute_dtype == "int8":
-        from torchao.prototype.quantization.int4.inference_workflow import Int8DynamicActivationInt4WeightConfig
-        from torchao.quantization import quantize_
-        quantize_(hf_model, Int8DynamicActivationInt4WeightConfig(group_size=quantize.group_size))
-    elif quantize.backend == "torchao":
-        # Int4OpaqueTensor: the CPU kernel for INT4 weights with bf16 activations.
+    if quantize.backend == "torchao":
+        # Int4OpaqueTensor: torchao 0.18's CPU kernel for INT4 weights with bf16 activations
+        # (Int4WeightOnlyConfig needs CUDA/XPU; the int8-activation variant's CPU kernel is not in the wheel).
         from torchao.prototype.quantization.int4.inference_workflow import PrototypeInt4WeightOnlyConfig
         from torchao.quantization import quantize_
         quantize_(hf_model, PrototypeInt4WeightOnlyConfig(group_size=quantize.group_size))
@@ -132,6 +141,7 @@ class TransformersEngine:
         if quantize:
             phase(f"quantizing to INT4 ({quantize.describe()})")
             quantize_model(hf_model, quantize)
+            _return_freed_memory()  # the fp32 copy is gone; give its ~1 GB back to the OS
             phase("saving the INT4 cache")
             self._save_cached(entry, identity, hf_model, tokenizer)
         return hf_model, tokenizer
@@ -184,7 +194,8 @@ class TransformersEngine:
                 requantize(hf_model, state, qmap, device=torch.device("cpu"))
             else:
                 hf_model.load_state_dict(state, assign=True, strict=True)
-            hf_model.tie_weights()
+            # No tie_weights(): the state dict names every parameter, and quantization may have untied
+            # lm_head from the embedding on purpose.
             tokenizer = AutoTokenizer.from_pretrained(entry)
         except Exception as exc:  # anything odd in a cache entry means: rebuild it
             raise CacheError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
@@ -222,7 +233,7 @@ class TransformersEngine:
 
         def generate() -> None:
             try:
-                with torch.inference_mode():
+                with torch.no_grad():  # not inference_mode: quanto's generic INT4 tensors fail under it
                     result["out"] = self.hf_model.generate(**inputs, **options)
             except Exception as exc:
                 result["error"] = exc
