@@ -235,7 +235,8 @@ class Arena:
     async def _stream(self, model: ModelConfig, messages: list[dict], params: GenerationParams
                       ) -> AsyncIterator[str | Usage]:
         try:
-            base_url = self.supervisor.endpoint(model.id, wait=self.limits.restart_wait_s)
+            # May wait for a restarting worker: off the event loop, so other sessions keep streaming.
+            base_url = await asyncio.to_thread(self.supervisor.endpoint, model.id, self.limits.restart_wait_s)
         except ModelUnavailable as exc:
             raise client.EndpointError(str(exc)) from None
         endpoint = model.endpoint
