@@ -12,6 +12,8 @@ from arena.supervisor import Supervisor
 
 from .conftest import ROOT, smol_catalog
 
+pytestmark = pytest.mark.timeout(900)  # converting and quantizing for ITREX takes minutes
+
 ITREX_ENTRY = """
   - id: qwen-itrex
     name: Qwen ITREX

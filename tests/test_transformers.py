@@ -15,6 +15,7 @@ from arena.sources import SourceError, resolve
 from .conftest import ROOT
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with the number only."}]
+pytestmark = pytest.mark.timeout(900)  # reading the Qwen GGUF into fp32 takes minutes on a busy host
 
 
 @pytest.fixture(scope="module")
