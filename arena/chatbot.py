@@ -17,8 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import (DEFAULT_MODELS_FILE, ConfigError, ModelConfig, ModelSource, QuantizeConfig,
-                     SUPPORTED_QUANTIZATION, load_models)
+from .config import DEFAULT_MODELS_FILE, ConfigError, ModelConfig, ModelSource, QuantizeConfig, load_models
 from .engines import GenerationParams, Usage, load_engine
 from .sources import resolve
 
@@ -55,11 +54,8 @@ def _entry_for(model: str, quantization: dict | None, hub: str | None, models_fi
     quantize = None
     if quantization:
         quantize = QuantizeConfig(**{k: v for k, v in quantization.items() if k in QuantizeConfig.__dataclass_fields__})
-        key = (quantize.backend, quantize.bits, quantize.weight_dtype, quantize.compute_dtype, quantize.scheme)
-        if quantize.group_size not in SUPPORTED_QUANTIZATION.get(key, ()):
-            raise ConfigError(f"unsupported quantization ({quantize.describe()}); supported: "
-                              f"{sorted(SUPPORTED_QUANTIZATION)} with group sizes "
-                              f"{sorted({g for gs in SUPPORTED_QUANTIZATION.values() for g in gs})}")
+        if problem := quantize.unsupported():
+            raise ConfigError(f"unsupported quantization: {problem}")
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         source = ModelSource(dir=str(path.resolve()))

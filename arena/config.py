@@ -131,6 +131,15 @@ class QuantizeConfig:
         return (f"{self.backend} bits={self.bits} weight_dtype={self.weight_dtype} compute_dtype={self.compute_dtype} "
                 f"group_size={self.group_size} scheme={self.scheme}")
 
+    def unsupported(self) -> str | None:
+        """Why this combination can't run (listing the ones that can), or None if it can."""
+        key = (self.backend, self.bits, self.weight_dtype, self.compute_dtype, self.scheme)
+        if self.group_size in SUPPORTED_QUANTIZATION.get(key, ()):
+            return None
+        supported = "; ".join(f"backend={b} bits={n} weight_dtype={w} compute_dtype={c} scheme={sc} "
+                              f"group_size in {list(g)}" for (b, n, w, c, sc), g in SUPPORTED_QUANTIZATION.items())
+        return f"unsupported combination ({self.describe()}). Supported: {supported}"
+
 
 # (backend, bits, weight_dtype, compute_dtype, scheme) -> allowed group sizes. Anything else is
 # refused at config load, before any weights are read.
@@ -215,12 +224,8 @@ def _parse_quantize(entry: _Entry, engine: str) -> QuantizeConfig | None:
         group_size=q.get("group_size", int, required=False, default=d.group_size),
         scheme=q.get("scheme", str, required=False, default=d.scheme),
         backend=q.get("backend", str, required=False, default=d.backend))
-    key = (config.backend, config.bits, config.weight_dtype, config.compute_dtype, config.scheme)
-    if config.group_size not in SUPPORTED_QUANTIZATION.get(key, ()):
-        supported = "; ".join(f"backend={b} bits={n} weight_dtype={w} compute_dtype={c} scheme={sc} "
-                              f"group_size in {list(g)}" for (b, n, w, c, sc), g in SUPPORTED_QUANTIZATION.items())
-        raise q.fail(f"unsupported combination ({config.describe()}). Supported: {supported}. "
-                     f"(The report's int4_fullrange/int8-compute recipe runs with engine: itrex.)")
+    if problem := config.unsupported():
+        raise q.fail(f"{problem}. (The report's int4_fullrange/int8-compute recipe runs with engine: itrex.)")
     return config
 
 
