@@ -148,6 +148,19 @@ def _download(source: ModelSource, cache_dir: Path, model: ModelConfig) -> Path:
             f"the model elsewhere and point 'source.dir' at it (models.yaml line {model.line}).") from None
 
 
+def source_identity(model: ModelConfig, weights: Path) -> dict:
+    """What derived artefacts (the INT4 cache, ITREX's converted copy) are built from: hub id and
+    revision, or file names and content hashes. Content, not location: the same weights assembled
+    into another data dir map to the same entry."""
+    src = model.source
+    if src.modelscope or src.hf:
+        return {"hub": "modelscope" if src.modelscope else "hf", "repo": src.modelscope or src.hf,
+                "revision": src.revision or "default", "snapshot": weights.name}
+    files = [weights] if weights.is_file() else sorted(
+        p for p in weights.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".json", ".model"))
+    return {"files": {p.name: _verified_hash(p) for p in files}}
+
+
 def resolve(model: ModelConfig, cache_dir: Path) -> Path:
     """Return the local weights (a file, or an HF-format directory), fetching or assembling if needed."""
     source = model.source

@@ -6,6 +6,7 @@ and bring a crashed worker back for the next round; all of that lives here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import httpx
 from .config import ModelConfig
 from .engines import PHASE_PREFIX
 from .engines.itrex import INSTALL_COMMAND as ITREX_INSTALL, itrex_python
-from .sources import SourceError, resolve
+from .sources import SourceError, resolve, source_identity
 from .worker import ERROR_PREFIX
 
 STATES = ("preparing", "downloading", "loading", "ready", "restarting", "failed", "unavailable", "stopped")
@@ -207,11 +208,9 @@ class Supervisor:
 
     def _itrex_dir(self, worker: _Worker) -> Path:
         """ITREX needs an HF directory it can read; convert once (in this env) and cache it."""
-        from .sources import _verified_hash
-
         weights = worker.weights
-        key = _verified_hash(weights)[:16] if weights.is_file() else hashlib.sha256(
-            (weights / "config.json").read_bytes() + str(weights).encode()).hexdigest()[:16]
+        identity = json.dumps(source_identity(worker.model, weights), sort_keys=True)
+        key = hashlib.sha256(identity.encode()).hexdigest()[:16]
         parent = self.data_dir / "itrex" / f"{worker.model.id}-{key}"
         ready = [d for d in parent.glob("*") if (d / "config.json").is_file()] if parent.is_dir() else []
         if ready:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..config import ModelConfig, QuantizeConfig
-from ..sources import sha256_of
+from ..sources import sha256_of, source_identity
 from . import GenerationParams, Usage, phase
 
 CACHE_FORMAT = 1
@@ -26,23 +26,6 @@ CACHE_FORMAT = 1
 
 class CacheError(RuntimeError):
     """A cache entry is missing, stale or corrupt; the caller rebuilds it."""
-
-
-def source_identity(model: ModelConfig, weights: Path) -> dict:
-    """What the quantized weights are derived from: repo + revision, or file names + content hashes."""
-    src = model.source
-    if src.modelscope or src.hf:
-        return {"hub": "modelscope" if src.modelscope else "hf", "repo": src.modelscope or src.hf,
-                "revision": src.revision or "default", "snapshot": weights.name}
-    # Content, not location: the same weights assembled into another data dir are the same cache entry.
-    files = [weights] if weights.is_file() else sorted(
-        p for p in weights.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".json", ".model"))
-    return {"files": {p.name: _file_hash(p) for p in files}}
-
-
-def _file_hash(path: Path) -> str:
-    from ..sources import _verified_hash
-    return _verified_hash(path)
 
 
 def cache_key(model: ModelConfig, weights: Path, quantize: QuantizeConfig) -> tuple[str, dict]:
