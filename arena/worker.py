@@ -167,6 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", help="where engines keep caches (the INT4 cache); default: next to the weights")
     parser.add_argument("--rebuild-cache", action="store_true", help="ignore and rebuild this model's INT4 cache")
     args = parser.parse_args(argv)
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if args.api_key_env and not api_key:  # before loading: a model can take minutes to load
+        print(f"{ERROR_PREFIX}environment variable {args.api_key_env} is not set", file=sys.stderr, flush=True)
+        sys.exit(2)
     if args.exit_with_parent:
         _exit_with_parent()
 
@@ -188,10 +192,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         print(f"{ERROR_PREFIX}could not load {args.weights}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         sys.exit(3)
-    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
-    if args.api_key_env and not api_key:
-        print(f"{ERROR_PREFIX}environment variable {args.api_key_env} is not set", file=sys.stderr, flush=True)
-        sys.exit(2)
     uvicorn.run(create_app(engine, model.id, load_seconds, api_key), host=args.host, port=args.port,
                 log_level="warning", access_log=False)
 
