@@ -64,7 +64,7 @@ def _normal_scheduling() -> None:
 
 def default_threads() -> int:
     """Half the cores per worker: both models answer at once, and llama.cpp threads that
-    outnumber the cores stall each other badly (4x slower here, see BENCHMARKS.md)."""
+    outnumber the cores stall each other badly (6.6x slower here, see BENCHMARKS.md)."""
     return max(1, (os.cpu_count() or 2) // 2)
 
 

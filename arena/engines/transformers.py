@@ -234,9 +234,8 @@ class TransformersEngine:
         if "error" in result:
             raise result["error"]
         generated = result["out"][0, prompt_tokens:]
-        eos = {tokenizer.eos_token_id, *(self.hf_model.generation_config.eos_token_id or [])} \
-            if isinstance(self.hf_model.generation_config.eos_token_id, list) else \
-            {tokenizer.eos_token_id, self.hf_model.generation_config.eos_token_id}
+        configured = self.hf_model.generation_config.eos_token_id
+        eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
         finished = len(generated) > 0 and int(generated[-1]) in eos
         count = len(generated) - (1 if finished else 0)
         yield Usage(prompt_tokens, count, "stop" if finished or count < params.max_new_tokens else "length")
