@@ -1,6 +1,7 @@
 """Shared fixtures. Real-model tests use SmolLM2-135M (twice, as two ids) to stay fast."""
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -38,6 +39,31 @@ def smol_catalog(path: Path, extra: str = "") -> Path:
 @pytest.fixture(scope="session")
 def smol_weights() -> Path:
     return package_file(SMOL)
+
+
+def collect(base_url: str, messages: list[dict], params, **kwargs) -> tuple[str, object]:
+    """One whole answer of model 'smol-a' from an OpenAI-compatible endpoint (base_url ends in /v1)."""
+    from arena import client
+    from arena.engines import Usage
+
+    async def run():
+        text, usage = "", None
+        async for item in client.stream_chat(base_url, "smol-a", messages, params, **kwargs):
+            if isinstance(item, Usage):
+                usage = item
+            else:
+                text += item
+        return text, usage
+    return asyncio.run(run())
+
+
+def final_view(arena, question: str, **kwargs) -> dict:
+    """Run ``Arena.ask`` for session 's' to the end and return the last view."""
+    async def run():
+        async for view in arena.ask("s", question, **kwargs):
+            pass
+        return view
+    return asyncio.run(run())
 
 
 def wait_for(predicate, timeout: float, what: str):

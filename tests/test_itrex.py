@@ -1,6 +1,5 @@
 """The legacy ITREX engine: a real answer through an arena worker running in the ITREX
 virtualenv when it exists (scripts/install-itrex.sh), and a clear status when it does not."""
-import asyncio
 
 import pytest
 
@@ -10,7 +9,7 @@ from arena.rounds import Arena, Settings
 from arena.store import Store
 from arena.supervisor import Supervisor
 
-from .conftest import ROOT, smol_catalog
+from .conftest import ROOT, final_view, smol_catalog
 
 pytestmark = pytest.mark.timeout(900)  # converting and quantizing for ITREX takes minutes
 
@@ -51,14 +50,9 @@ def test_itrex_answers_through_a_worker_in_its_own_env(catalog, tmp_path):
         status = {s.id: s for s in supervisor.wait_until_settled(600)}
         assert status["qwen-itrex"].state == "ready", status["qwen-itrex"].describe()
         arena = Arena(supervisor, Store(tmp_path / "arena.db"), [])
-
-        async def ask():
-            async for view in arena.ask("s", "What is the capital of Italy? Answer in one word.", mode="named",
-                                        model_a="qwen-itrex", model_b="smol-a",
-                                        settings=Settings(temperature=0.0, max_new_tokens=16)):
-                pass
-            return view
-        turn = asyncio.run(ask())["a"]["turns"][-1]
+        turn = final_view(arena, "What is the capital of Italy? Answer in one word.", mode="named",
+                          model_a="qwen-itrex", model_b="smol-a",
+                          settings=Settings(temperature=0.0, max_new_tokens=16))["a"]["turns"][-1]
         assert turn["error"] is None and "Rome" in turn["text"] and 0 < turn["output_tokens"] <= 16
     finally:
         supervisor.stop()

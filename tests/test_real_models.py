@@ -12,12 +12,12 @@ import pytest
 
 from arena import client
 from arena.config import load_models
-from arena.engines import GenerationParams, Usage
+from arena.engines import GenerationParams
 from arena.rounds import Arena, ArenaError, Settings
 from arena.store import Store
 from arena.supervisor import Supervisor, free_port
 
-from .conftest import ROOT, smol_catalog, wait_for
+from .conftest import ROOT, collect, smol_catalog, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +39,18 @@ def worker(tmp_path_factory, smol_weights):
     proc.wait(10)
 
 
-async def collect(base, messages, params):
-    text, usage = "", None
-    async for item in client.stream_chat(base + "/v1", "smol-a", messages, params):
-        if isinstance(item, Usage):
-            usage = item
-        else:
-            text += item
-    return text, usage
-
-
 def test_smollm2_answers_through_a_real_worker(worker):
     health = httpx.get(worker + "/health").json()
     assert health["status"] == "ok" and health["model"] == "smol-a" and health["load_seconds"] > 0
-    text, usage = asyncio.run(collect(worker, [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
-                                      GenerationParams(temperature=0.0, max_new_tokens=40)))
+    text, usage = collect(worker + "/v1", [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+                          GenerationParams(temperature=0.0, max_new_tokens=40))
     assert "Paris" in text
     assert usage.prompt_tokens > 5 and 0 < usage.completion_tokens <= 40
 
 
 def test_max_tokens_is_respected_and_reported(worker):
-    text, usage = asyncio.run(collect(worker, [{"role": "user", "content": "Tell me a long story about a cat."}],
-                                      GenerationParams(temperature=0.0, max_new_tokens=12)))
+    text, usage = collect(worker + "/v1", [{"role": "user", "content": "Tell me a long story about a cat."}],
+                          GenerationParams(temperature=0.0, max_new_tokens=12))
     assert usage.completion_tokens == 12 and usage.finish_reason == "length"
 
 
@@ -74,7 +64,7 @@ def test_non_streaming_and_bad_requests(worker):
 
 def test_unreachable_endpoint_is_a_clear_error():
     with pytest.raises(client.EndpointError, match="cannot connect to http://127.0.0.1:9/v1/chat/completions"):
-        asyncio.run(collect("http://127.0.0.1:9", [{"role": "user", "content": "hi"}], GenerationParams()))
+        collect("http://127.0.0.1:9/v1", [{"role": "user", "content": "hi"}], GenerationParams())
 
 
 BROKEN = """

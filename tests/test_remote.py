@@ -1,6 +1,5 @@
 """The `openai` engine against a real OpenAI-compatible server started on loopback (our own
 worker, serving SmolLM2-135M with an API key), plus the endpoint's failure messages."""
-import asyncio
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from arena.rounds import Arena, Settings
 from arena.store import Store
 from arena.supervisor import Supervisor, free_port
 
-from .conftest import ROOT, smol_catalog, wait_for
+from .conftest import ROOT, collect, final_view, smol_catalog, wait_for
 
 KEY = "s3cret-test-key"
 
@@ -66,14 +65,8 @@ def test_remote_model_answers_beside_a_local_one(server, tmp_path, monkeypatch):
         statuses = {s.id: s for s in supervisor.wait_until_settled(60)}
         assert statuses["far"].state == "ready" and "remote: http://127.0.0.1" in statuses["far"].describe()
         arena = Arena(supervisor, Store(tmp_path / "arena.db"), [])
-
-        async def run():
-            async for view in arena.ask("s", "What is the capital of France? Answer in one word.", mode="named",
-                                        model_a="far", model_b="smol-a",
-                                        settings=Settings(temperature=0.0, max_new_tokens=24)):
-                pass
-            return view
-        view = asyncio.run(run())
+        view = final_view(arena, "What is the capital of France? Answer in one word.", mode="named",
+                          model_a="far", model_b="smol-a", settings=Settings(temperature=0.0, max_new_tokens=24))
         far = view["a"]["turns"][-1]
         assert "Paris" in far["text"] and far["output_tokens"] > 0 and far["error"] is None
     finally:
@@ -106,14 +99,10 @@ def test_endpoint_problems_are_named_in_the_status(server, tmp_path, monkeypatch
 def test_wrong_key_and_timeout_become_pane_errors(server):
     params = GenerationParams(max_new_tokens=200)
     messages = [{"role": "user", "content": "Tell me a long story."}]
-
-    async def drain(**kwargs):
-        async for _ in client.stream_chat(server, "smol-a", messages, params, **kwargs):
-            pass
     with pytest.raises(client.EndpointError, match="HTTP 401.*Check the API key"):
-        asyncio.run(drain(api_key="wrong"))
+        collect(server, messages, params, api_key="wrong")
     with pytest.raises(client.EndpointError, match="timed out"):
-        asyncio.run(drain(api_key=KEY, read_timeout=0.001))
+        collect(server, messages, params, api_key=KEY, read_timeout=0.001)
 
 
 def test_openai_entries_are_validated(tmp_path):
