@@ -173,9 +173,6 @@ class Arena:
             raise ArenaError(f"Round {round_id} is not open in this session; press 'New round'.")
         return round_
 
-    def live_round(self, round_id: str | None) -> Round | None:
-        return self._rounds.get(round_id or "")
-
     def validate_question(self, question: str) -> str:
         if not isinstance(question, str) or not question.strip():
             raise ArenaError("The question is empty. Type a question or pick a preset first.")
