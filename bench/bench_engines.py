@@ -26,14 +26,21 @@ sys.path.insert(0, str(ROOT))
 PROMPT = [{"role": "user", "content": "Write a detailed essay about the history of the printing press."}]
 
 
-def child(config: str, data_dir: str, tokens: int, repeats: int) -> dict:
-    """Runs inside the fresh process: load, then time greedy decoding."""
-    from arena.config import QuantizeConfig, load_models
-    from arena.engines import GenerationParams, Usage, load_engine
+def qwen_gguf():
+    """The llama.cpp Qwen entry of models.yaml and its assembled GGUF: the weights every configuration uses."""
+    from arena.config import load_models
     from arena.sources import resolve
 
     base = next(m for m in load_models(ROOT / "models.yaml") if m.id == "qwen2.5-coder-0.5b-q4km")
-    weights = resolve(base, ROOT / "data")
+    return base, resolve(base, ROOT / "data")
+
+
+def child(config: str, data_dir: str, tokens: int, repeats: int) -> dict:
+    """Runs inside the fresh process: load, then time greedy decoding."""
+    from arena.config import QuantizeConfig
+    from arena.engines import GenerationParams, Usage, load_engine
+
+    base, weights = qwen_gguf()
     if config == "llamacpp":
         model = base
     elif config == "itrex":  # running under the ITREX env's interpreter, on the prepared HF directory
@@ -87,10 +94,7 @@ def itrex(args, data_dir: str) -> dict | None:
     python = itrex_python()
     if python is None:
         return None
-    from arena.config import load_models
-    from arena.sources import resolve
-    base = next(m for m in load_models(ROOT / "models.yaml") if m.id == "qwen2.5-coder-0.5b-q4km")
-    subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(resolve(base, ROOT / "data")),
+    subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(qwen_gguf()[1]),
                     str(Path(data_dir) / "itrex-hf")], check=True, cwd=ROOT, capture_output=True)
     return run_child("itrex", data_dir, args, python=str(python))
 
