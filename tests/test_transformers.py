@@ -36,6 +36,38 @@ def answer(engine) -> tuple[str, Usage]:
     return text, usage
 
 
+def weights_of(engine) -> dict:
+    """Every parameter and buffer, dequantized: what the INT4 cache promises to give back bit for bit."""
+    def plain(tensor):
+        return tensor.dequantize() if hasattr(tensor, "dequantize") else tensor
+    return {name: plain(t.detach()) for name, t in engine.hf_model.state_dict().items()}
+
+
+def last_logits(engine):
+    """Next-token logits for QUESTION. Compared with a tolerance: bf16 kernels take different paths on
+    different CPUs (and after a reload), so greedy text is not something the cache can promise."""
+    import torch
+
+    inputs = engine.tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, return_tensors="pt",
+                                                  return_dict=True)
+    with torch.no_grad():
+        return engine.hf_model(**inputs).logits[0, -1].float()
+
+
+def assert_same_model(fresh, reloaded) -> None:
+    """The cache's promise: identical tensors, and logits equal within bf16 kernel noise."""
+    import torch
+
+    a, b = weights_of(fresh), weights_of(reloaded)
+    assert a.keys() == b.keys()
+    different = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not different, f"tensors changed through the cache: {different[:5]}"
+    la, lb = last_logits(fresh), last_logits(reloaded)
+    # Measured on an AMD EPYC: at most 0.24 apart on a scale of 17.6. 5% of the scale allows that, not a broken model.
+    assert torch.max(torch.abs(la - lb)) <= 0.05 * torch.max(torch.abs(la)), (la - lb).abs().max()
+    assert int(la.argmax()) in torch.topk(lb, 3).indices.tolist()
+
+
 def phases(out: str) -> list[str]:
     return [line.split("ARENA_PHASE: ", 1)[1] for line in out.splitlines() if "ARENA_PHASE: " in line]
 
@@ -49,12 +81,11 @@ def test_int4_answers_then_reloads_from_cache_without_building_fp32(qwen_int4, c
     assert "5" in text and usage.prompt_tokens > 10 and 0 < usage.completion_tokens <= 8
     linear = engine.hf_model.model.layers[0].mlp.down_proj.weight
     assert "Int4" in type(linear).__name__  # really quantized, not fp32
-    del engine
 
-    engine = load_engine(model, weights, threads=2, data_dir=data)
+    reloaded = load_engine(model, weights, threads=2, data_dir=data)
     second = phases(capfd.readouterr().out)
     assert second == ["loading INT4 weights from the cache"]  # no fp32 load, no quantize
-    assert answer(engine)[0] == text
+    assert_same_model(engine, reloaded)
     meta = json.loads(next((data / "int4-cache").glob("*/arena-cache.json")).read_text())
     assert meta["quantize"]["group_size"] == 32 and meta["versions"]["torchao"]
 
@@ -69,7 +100,7 @@ def smol_int4(smol_weights, tmp_path):
 
 def test_a_corrupt_cache_entry_is_detected_and_rebuilt(smol_int4, capfd):
     model, weights, data = smol_int4
-    text = answer(load_engine(model, weights, threads=2, data_dir=data))[0]
+    first = load_engine(model, weights, threads=2, data_dir=data)
     capfd.readouterr()
     (cache,) = [p for p in (data / "int4-cache").iterdir() if p.is_dir()]
     with open(cache / "weights.pt", "r+b") as fh:  # damage that torch.load itself would not notice
@@ -78,8 +109,7 @@ def test_a_corrupt_cache_entry_is_detected_and_rebuilt(smol_int4, capfd):
     engine = load_engine(model, weights, threads=2, data_dir=data)
     rebuilt = phases(capfd.readouterr().out)
     assert "weights.pt is corrupt (checksum mismatch)" in rebuilt[0] and any(p.startswith("quantizing") for p in rebuilt)
-    assert answer(engine)[0] == text
-    assert phases(capfd.readouterr().out) == []
+    assert_same_model(first, engine)
     load_engine(model, weights, threads=2, data_dir=data)
     assert phases(capfd.readouterr().out) == ["loading INT4 weights from the cache"]  # the rebuilt entry is good
 
@@ -151,9 +181,10 @@ def test_build_chatbot_python_api(qwen_int4, tmp_path):
 def test_quanto_alternative_quantizes_and_reloads_from_its_cache(smol_int4, capfd):
     base, weights, data = smol_int4
     model = dataclasses.replace(base, id="smol-quanto", quantize=QuantizeConfig(group_size=128, backend="quanto"))
-    text, _ = answer(load_engine(model, weights, threads=2, data_dir=data))
+    fresh = load_engine(model, weights, threads=2, data_dir=data)
     assert any(p.startswith("quantizing to INT4 (quanto") for p in phases(capfd.readouterr().out))
     engine = load_engine(model, weights, threads=2, data_dir=data)
     assert phases(capfd.readouterr().out) == ["loading INT4 weights from the cache"]
     assert "QBits" in type(engine.hf_model.model.layers[0].mlp.down_proj.weight).__name__
-    assert answer(engine)[0] == text
+    assert_same_model(fresh, engine)
+    assert answer(engine)[0]  # and it still answers
