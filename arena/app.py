@@ -41,6 +41,9 @@ def serve_parser() -> argparse.ArgumentParser:
                         help="answer both models at once (default) or one after the other")
     parser.add_argument("--rebuild-cache", action="store_true",
                         help="re-quantize transformers INT4 models instead of loading them from the cache")
+    parser.add_argument("--blind-together", action="store_true",
+                        help="blind battles show both answers only when both are finished, so streaming speed "
+                             "can't give a model away (a page setting too; default: stream as they come)")
     parser.add_argument("--max-question-chars", type=int, default=8000, help="longest question accepted")
     parser.add_argument("--votes-per-minute", type=int, default=30, help="vote rate limit per session")
     parser.add_argument("--questions-per-minute", type=int, default=30, help="question rate limit per session")
@@ -54,7 +57,8 @@ def check_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             raise SystemExit(f"error: port {port} on {host} is in use ({exc.strerror}). "
-                             f"Start with --port {port + 1} (or another free port), or stop the program using it.")
+                             f"Start with --port {port + 1} (or another free port), or stop the program using it."
+                             ) from None
 
 
 def build_arena(args: argparse.Namespace) -> Arena:
@@ -64,7 +68,8 @@ def build_arena(args: argparse.Namespace) -> Arena:
     supervisor = Supervisor(models, args.models, data_dir, threads=args.threads, rebuild_cache=args.rebuild_cache)
     limits = Limits(max_question_chars=args.max_question_chars, votes_per_minute=args.votes_per_minute,
                     questions_per_minute=args.questions_per_minute)
-    return Arena(supervisor, Store(data_dir / "arena.db"), prompts, limits, schedule=args.schedule)
+    return Arena(supervisor, Store(data_dir / "arena.db"), prompts, limits, schedule=args.schedule,
+                 blind_hold=args.blind_together)
 
 
 def yield_cpu_to_workers() -> None:
@@ -87,7 +92,7 @@ def serve(argv: list[str] | None = None) -> None:
     try:
         arena = build_arena(args)
     except ConfigError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise SystemExit(f"error: {exc}") from None
     check_port_free(args.host, args.port)
     from .ui import CSS, build_ui
 

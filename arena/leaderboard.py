@@ -52,7 +52,8 @@ def fit_bt(battles: Battles, counts: np.ndarray | None = None) -> np.ndarray:
         diff = strength[a] - strength[b]
         p = 1.0 / (1.0 + np.exp(-diff))
         eps = 1e-12
-        loss = -np.sum(weights * (y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))) + 0.5 * REG * strength @ strength
+        loss = (-np.sum(weights * (y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
+                + 0.5 * REG * strength @ strength)
         g = weights * (p - y)
         grad = np.bincount(a, g, minlength=n) - np.bincount(b, g, minlength=n) + REG * strength
         return loss, grad
@@ -71,7 +72,7 @@ def bootstrap(battles: Battles, rounds: int = 100, seed: int = 42) -> np.ndarray
 
 
 def rated_table(rows: list[tuple], names: dict[str, str] | None = None, rounds: int = 100,
-                seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+                seed: int = 42, median_speed: dict[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Leaderboard and pairwise win-fraction matrix from ``Store.rating_aggregates`` rows."""
     if not rows:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS), pd.DataFrame()
@@ -104,6 +105,7 @@ def rated_table(rows: list[tuple], names: dict[str, str] | None = None, rounds: 
         "win_rate": (score / games).round(3),
         "mean_tokens_per_s": np.where(sums[:, 3] > 0, sums[:, 2] / np.maximum(sums[:, 3], 1), np.nan).round(1),
         "mean_ttft_s": np.where(sums[:, 1] > 0, sums[:, 0] / np.maximum(sums[:, 1], 1), np.nan).round(2),
+        "median_tokens_per_s": [round((median_speed or {}).get(m, np.nan), 1) for m in battles.models],
     }).sort_values(["rating"], ascending=False, ignore_index=True)
     decisive = wins + wins.T
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -114,7 +116,7 @@ def rated_table(rows: list[tuple], names: dict[str, str] | None = None, rounds: 
 
 
 LEADERBOARD_COLUMNS = ["rank", "model", "rating", "ci_95", "ci_low", "ci_high", "battles", "win_rate",
-                       "mean_tokens_per_s", "mean_ttft_s"]
+                       "mean_tokens_per_s", "mean_ttft_s", "median_tokens_per_s"]
 
 
 def named_table(rows: list[tuple], names: dict[str, str] | None = None) -> pd.DataFrame:
@@ -128,12 +130,37 @@ def named_table(rows: list[tuple], names: dict[str, str] | None = None) -> pd.Da
             s[1 if result == 1 else 2 if result == 0.5 else 3] += count
     frame = pd.DataFrame([{"model": (names or {}).get(m, m), "battles": s[0], "wins": s[1], "ties": s[2],
                            "losses": s[3], "win_rate": round((s[1] + 0.5 * s[2]) / s[0], 3)}
-                          for m, s in stats.items()], columns=["model", "battles", "wins", "ties", "losses", "win_rate"])
+                          for m, s in stats.items()],
+                         columns=["model", "battles", "wins", "ties", "losses", "win_rate"])
     return frame.sort_values("win_rate", ascending=False, ignore_index=True)
+
+
+def median_speeds(samples: list[tuple[str, float]]) -> dict[str, float]:
+    """Median decode tokens/s per model over every side it played in rated battles."""
+    if not samples:
+        return {}
+    frame = pd.DataFrame(samples, columns=["model", "tps"])
+    return frame.groupby("model")["tps"].median().to_dict()
 
 
 def from_store(store, names: dict[str, str] | None = None, rounds: int = 100,
                seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(rated leaderboard, win-fraction matrix, named-votes table) straight from the database."""
-    table, matrix = rated_table(store.rating_aggregates("rated"), names, rounds, seed)
+    table, matrix = rated_table(store.rating_aggregates("rated"), names, rounds, seed,
+                                median_speeds(store.speed_samples()))
     return table, matrix, named_table(store.rating_aggregates("named"), names)
+
+
+class CachedLeaderboard:
+    """``from_store`` recomputed only when a vote changed it (votes_version), not on every page view."""
+
+    def __init__(self, store, rounds: int = 100, seed: int = 42):
+        self.store, self.rounds, self.seed = store, rounds, seed
+        self._key: tuple | None = None
+        self._value: tuple | None = None
+
+    def get(self, names: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        key = (self.store.votes_version(), tuple(sorted(names.items())))
+        if key != self._key:
+            self._value, self._key = from_store(self.store, names, self.rounds, self.seed), key
+        return self._value

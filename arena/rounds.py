@@ -12,25 +12,49 @@ import random
 import re
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field
 from functools import partial
 from typing import AsyncIterator
 
-from . import client
+from . import client, memory, textcheck
 from .battle import Answer, run_turn
 from .config import ModelConfig, Prompt
 from .engines import GenerationParams, Usage
 from .store import RoundRecord, Store
 from .supervisor import ModelUnavailable, Supervisor
+from .texts import t
 
 VOTE_CHOICES = {  # button label -> FastChat winner value
     "A better": "model_a", "B better": "model_b", "Tie": "tie", "Both bad": "tie (bothbad)"}
 MODES = ("named", "blind")
+DEFAULTS = GenerationParams()  # the one source of the sampling defaults (page, API, worker)
+MAX_SYSTEM_PROMPT_CHARS = 4000
+TIMING_KEYS = ("ttft_s", "total_s", "output_tokens", "tokens_per_s")
 
 
 class ArenaError(ValueError):
-    """A request the arena refuses; the message tells the user what to do instead."""
+    """A request the arena refuses. ``key`` names the text in arena/texts.py, so the page can show
+    it in the reader's language; ``str()`` is the English text the API and CLI show."""
+
+    def __init__(self, key: str, **values):
+        self.key, self.values = key, values
+        super().__init__(self.message("en"))
+
+    def message(self, lang: str) -> str:
+        values = {k: (t(v, lang) if k in ("what", "who") else v) for k, v in self.values.items()}
+        if "problem" in values:
+            values["problem"] = textcheck.describe(*self.values["problem"], lang=lang)
+        return t(self.key, lang, **values)
+
+
+def checked_text(text: str, what: str) -> str:
+    """``text`` if the arena can store and send it; otherwise a refusal naming the character."""
+    try:
+        textcheck.check(text)
+    except textcheck.TextProblem as exc:
+        raise ArenaError("bad_text", what=what, problem=(exc.kind, exc.code), position=exc.position) from None
+    return text
 
 
 @dataclass(frozen=True)
@@ -38,26 +62,31 @@ class Limits:
     max_question_chars: int = 8000
     votes_per_minute: int = 30
     questions_per_minute: int = 30
+    max_turns: int = 20            # questions in one round
     restart_wait_s: float = 120.0  # how long a round waits for a crashed worker to come back
+    open_rounds: int = 5000        # unvoted rounds kept in memory; older ones are reloaded from the store
 
 
 @dataclass(frozen=True)
 class Settings:
     """Generation settings applied to both models and stored with the round."""
 
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 512
+    temperature: float = DEFAULTS.temperature
+    top_p: float = DEFAULTS.top_p
+    max_new_tokens: int = DEFAULTS.max_new_tokens
     system_prompt: str = ""
 
     def checked(self) -> "Settings":
         if not 0 <= self.temperature <= 2:
-            raise ArenaError(f"temperature must be between 0 and 2, got {self.temperature}")
+            raise ArenaError("bad_temperature", value=self.temperature)
         if not 0 < self.top_p <= 1:
-            raise ArenaError(f"top_p must be above 0 and at most 1, got {self.top_p}")
+            raise ArenaError("bad_top_p", value=self.top_p)
         if not 1 <= int(self.max_new_tokens) <= 8192:
-            raise ArenaError(f"max_new_tokens must be between 1 and 8192, got {self.max_new_tokens}")
-        return Settings(float(self.temperature), float(self.top_p), int(self.max_new_tokens), self.system_prompt or "")
+            raise ArenaError("bad_max_tokens", value=self.max_new_tokens)
+        system = checked_text(self.system_prompt or "", "what_system")
+        if len(system) > MAX_SYSTEM_PROMPT_CHARS:
+            raise ArenaError("system_too_long", length=len(system), limit=MAX_SYSTEM_PROMPT_CHARS)
+        return Settings(float(self.temperature), float(self.top_p), int(self.max_new_tokens), system)
 
     def params(self, model: ModelConfig) -> GenerationParams:
         """The round's settings on top of the model's own defaults from models.yaml."""
@@ -68,14 +97,31 @@ class Settings:
 
 @dataclass
 class Round:
+    """One battle: open (no answer yet) -> streaming -> answered -> voted.
+
+    A turn is asked only on an open or answered round and a vote only on an answered one;
+    ``busy`` is the round's lock, held from the moment a question is accepted until its
+    turn is stored, so two tabs (or Enter and Send together) can't interleave turns.
+    """
+
     record: RoundRecord
     live: tuple[Answer, Answer] | None = None  # answers of the turn being streamed
     pending_question: str | None = None
     stop: asyncio.Event | None = None  # set by Arena.stop to end the streaming turn
+    hold: bool = False  # blind: show both answers only once both are finished
+    busy: bool = False
 
     @property
     def id(self) -> str:
         return self.record.id
+
+    @property
+    def state(self) -> str:
+        if self.record.winner is not None:
+            return "voted"
+        if self.busy:
+            return "streaming"
+        return "answered" if self.record.turns else "open"
 
     @property
     def revealed(self) -> bool:
@@ -102,18 +148,32 @@ def self_identification(record: RoundRecord, models: tuple[ModelConfig, ModelCon
 
 
 class _RateLimiter:
+    """At most ``per_minute`` events per key in any 60 s. Keys idle for a minute are swept out,
+    so the dict holds only the last minute's clients, not everyone who ever came."""
+
     def __init__(self, per_minute: int):
         self.per_minute = per_minute
         self._events: dict[str, deque] = defaultdict(deque)
+        self._swept = time.monotonic()
 
-    def check(self, session: str, what: str) -> None:
-        now, events = time.monotonic(), self._events[session]
+    def check(self, key: str, what: str, who: str = "who_session") -> None:
+        now = time.monotonic()
+        if now - self._swept > 60:
+            self._sweep(now)
+        events = self._events[key]
         while events and now - events[0] > 60:
             events.popleft()
         if len(events) >= self.per_minute:
-            raise ArenaError(f"Too many {what} from this session ({self.per_minute} per minute). "
-                             f"Wait {60 - (now - events[0]):.0f} s and try again.")
+            raise ArenaError("too_many", what=what, who=who, limit=self.per_minute, wait=60 - (now - events[0]))
         events.append(now)
+
+    def _sweep(self, now: float) -> None:
+        self._swept = now
+        for key in [k for k, e in self._events.items() if not e or now - e[-1] > 60]:
+            del self._events[key]
+
+    def __len__(self) -> int:
+        return len(self._events)
 
 
 @dataclass
@@ -124,9 +184,10 @@ class Arena:
     limits: Limits = field(default_factory=Limits)
     schedule: str = "concurrent"
     rng: random.Random = field(default_factory=random.Random)
+    blind_hold: bool = False  # default for "show both blind answers only when both are finished"
 
     def __post_init__(self) -> None:
-        self._rounds: dict[str, Round] = {}
+        self._rounds: OrderedDict[str, Round] = OrderedDict()  # unvoted rounds, oldest first
         self._vote_limiter = _RateLimiter(self.limits.votes_per_minute)
         self._ask_limiter = _RateLimiter(self.limits.questions_per_minute)
         self._prompts = {p.id: p for p in self.prompts}
@@ -136,67 +197,108 @@ class Arena:
         if mode == "blind":
             ready = self.supervisor.ready_ids()
             if len(ready) < 2:
-                raise ArenaError(f"A blind battle needs two ready models; ready now: {', '.join(ready) or 'none'}. "
-                                 f"Wait for the models to load (see Model status).")
+                raise ArenaError("blind_needs_two", ready=", ".join(ready) or "—")
             pair = self.rng.sample(ready, 2)
             return pair[0], pair[1]
         if not model_a or not model_b:
-            raise ArenaError("Pick a model for both A and B.")
+            raise ArenaError("pick_both")
         if model_a == model_b:
-            raise ArenaError(f"Model A and Model B are both {model_a!r}; pick two different models.")
+            raise ArenaError("same_model", model=model_a)
         for model_id in (model_a, model_b):
             try:
                 self.supervisor.model(model_id)
             except ModelUnavailable as exc:
-                raise ArenaError(str(exc)) from None
+                raise ArenaError("model_unavailable", detail=str(exc)) from None
         return model_a, model_b
 
+    def _model_info(self, model_id: str) -> dict:
+        """What the reveal, the CSV and the report say about a model, including its resident memory now."""
+        model = self.supervisor.model(model_id)
+        pid = self.supervisor.pid(model_id)
+        return {"name": model.name, "engine": model.engine, "quantization": model.quantization,
+                "rss_mb": memory.resident_mb(pid) if pid else None}
+
     def new_round(self, session: str, mode: str, model_a: str | None = None, model_b: str | None = None,
-                  settings: Settings = Settings(), preset_id: str | None = None) -> Round:
+                  settings: Settings = Settings(), preset_id: str | None = None, hold: bool | None = None) -> Round:
         if mode not in MODES:
-            raise ArenaError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ArenaError("bad_mode", modes=MODES, mode=mode)
         a, b = self._pick_models(mode, model_a, model_b)
-        info = lambda m: {"name": m.name, "engine": m.engine, "quantization": m.quantization}  # noqa: E731
         record = RoundRecord(
             id=uuid.uuid4().hex, tstamp=time.time(), session=session, mode=mode, model_a=a, model_b=b,
-            model_a_info=info(self.supervisor.model(a)), model_b_info=info(self.supervisor.model(b)),
+            model_a_info=self._model_info(a), model_b_info=self._model_info(b),
             settings=settings.checked().__dict__, preset_id=preset_id if preset_id in self._prompts else None)
-        round_ = Round(record)
-        self._rounds[record.id] = round_
+        round_ = Round(record, hold=mode == "blind" and (self.blind_hold if hold is None else hold))
+        self._remember(round_)
         return round_
+
+    def _remember(self, round_: Round) -> None:
+        """Keep unvoted rounds for follow-ups; past the cap the oldest idle one goes (the store keeps it)."""
+        self._rounds[round_.id] = round_
+        self._rounds.move_to_end(round_.id)
+        while len(self._rounds) > self.limits.open_rounds:
+            oldest = next((k for k, r in self._rounds.items() if not r.busy), None)
+            if oldest is None:
+                break
+            del self._rounds[oldest]
+
+    def open_rounds(self) -> int:
+        return len(self._rounds)
 
     def _round_for(self, session: str, round_id: str | None) -> Round | None:
         if not round_id:
             return None
         round_ = self._rounds.get(round_id)
+        if round_ is None:  # evicted from memory, or the server restarted: the store has it
+            record = self.store.get_round(round_id)
+            if record is not None and record.session == session and record.winner is None:
+                round_ = Round(record)
+                self._remember(round_)
         if round_ is None or round_.record.session != session:
-            raise ArenaError(f"Round {round_id} is not open in this session; press 'New round'.")
+            raise ArenaError("round_not_open", round_id=round_id)
         return round_
 
     def validate_question(self, question: str) -> str:
         if not isinstance(question, str) or not question.strip():
-            raise ArenaError("The question is empty. Type a question or pick a preset first.")
+            raise ArenaError("empty_question")
         if len(question) > self.limits.max_question_chars:
-            raise ArenaError(f"The question is {len(question):,} characters; the limit is "
-                             f"{self.limits.max_question_chars:,} (change it with --max-question-chars).")
-        return question.strip()
+            raise ArenaError("question_too_long", length=len(question), limit=self.limits.max_question_chars)
+        return checked_text(question, "what_question").strip()
+
+    def _check_rate(self, session: str, address: str | None) -> None:
+        self._ask_limiter.check(f"session:{session}", "what_questions")
+        if address:
+            self._ask_limiter.check(f"address:{address}", "what_questions", "who_address")
 
     async def ask(self, session: str, question: str, *, round_id: str | None = None, mode: str = "named",
                   model_a: str | None = None, model_b: str | None = None, settings: Settings = Settings(),
-                  preset_id: str | None = None) -> AsyncIterator[dict]:
+                  preset_id: str | None = None, hold: bool | None = None,
+                  address: str | None = None) -> AsyncIterator[dict]:
         """Send ``question`` to both models of the round and yield a view after every streamed piece.
 
-        Continuing an open, unvoted round keeps each pane's conversation (multi-turn);
+        Continuing an answered, unvoted round keeps each pane's conversation (multi-turn);
         otherwise a new round starts. The turn is stored even if the stream is stopped.
         """
         question = self.validate_question(question)
         settings = settings.checked()
         round_ = self._round_for(session, round_id)
-        self._ask_limiter.check(session, "questions")
-        if round_ is None or round_.record.winner is not None:
+        if round_ is not None and round_.busy:
+            raise ArenaError("still_streaming")
+        if round_ is not None and round_.state == "answered" and len(round_.record.turns) >= self.limits.max_turns:
+            raise ArenaError("too_many_turns", turns=len(round_.record.turns))
+        self._check_rate(session, address)
+        if round_ is None or round_.state == "voted":
             preset = self._prompts.get(preset_id or "")
             preset_id = preset_id if preset and preset.question == question else None
-            round_ = self.new_round(session, mode, model_a, model_b, settings, preset_id)
+            round_ = self.new_round(session, mode, model_a, model_b, settings, preset_id, hold)
+        round_.busy = True  # taken before the first await: a second ask on this round is refused above
+        try:
+            async for view in self._stream_turn(round_, question, settings):
+                yield view
+        finally:
+            round_.busy = False
+        yield self.view(round_)
+
+    async def _stream_turn(self, round_: Round, question: str, settings: Settings) -> AsyncIterator[dict]:
         record = round_.record
         models = (self.supervisor.model(record.model_a), self.supervisor.model(record.model_b))
         history = (record.conversation("a"), record.conversation("b"))
@@ -213,18 +315,21 @@ class Arena:
                 yield self.view(round_)
         finally:
             self._finish_turn(round_, question, settings, answers)
-        yield self.view(round_)
+            # Off the event loop (other sessions keep streaming), and shielded: a client that goes
+            # away mid-write must not lose the turn.
+            await asyncio.shield(asyncio.to_thread(self.store.save_round, record))
 
     def stop(self, session: str, round_id: str | None) -> bool:
         """End the round's streaming answers where they are (call from the event loop).
 
-        Returns whether anything was streaming. The ask() generator then stores the
-        partial turn and yields its final view as usual.
+        Works before the first token too (during prefill, or while waiting for a restarting
+        worker). Returns whether anything was streaming; ask() then stores the partial turn
+        and yields its final view as usual.
         """
         round_ = self._rounds.get(round_id or "")
         if round_ is None or round_.record.session != session:
             return False
-        if round_.live is None or round_.stop is None:
+        if not round_.busy or round_.stop is None:
             return False
         round_.stop.set()
         return True
@@ -240,7 +345,7 @@ class Arena:
         async for item in client.stream_chat(
                 base_url, endpoint.model if endpoint else model.id, messages, params,
                 api_key=self.supervisor.api_key(model.id), read_timeout=endpoint.timeout_s if endpoint else 300.0):
-            yield item
+            yield textcheck.clean_model_text(item) if isinstance(item, str) else item
 
     def _finish_turn(self, round_: Round, question: str, settings: Settings, answers: tuple[Answer, Answer]) -> None:
         record = round_.record
@@ -260,65 +365,85 @@ class Arena:
             setattr(record, f"tps_{key}", round((tokens - len(record.turns)) / decode, 3)
                     if decode > 0 and tokens > len(record.turns) else None)
         round_.live, round_.pending_question = None, None
-        self.store.save_round(record)
 
     # -- votes ------------------------------------------------------------------------
-    def vote(self, session: str, round_id: str, choice: str) -> dict:
-        """Store the one vote of a round and return the revealed view."""
+    def vote(self, session: str, round_id: str, choice: str, address: str | None = None) -> dict:
+        """Store the one vote of a round and return the revealed view. Blocking (SQLite): call it
+        from a worker thread, as Gradio does for plain functions."""
         winner = VOTE_CHOICES.get(choice, choice)
         if winner not in VOTE_CHOICES.values():
-            raise ArenaError(f"Unknown vote {choice!r}; use one of: {', '.join(VOTE_CHOICES)}.")
+            raise ArenaError("unknown_vote", choice=choice, choices=", ".join(VOTE_CHOICES))
+        live = self._rounds.get(round_id or "")
+        if live is not None and live.busy:
+            raise ArenaError("vote_while_streaming")
         record = self.store.get_round(round_id) if round_id else None
         if record is None:
-            raise ArenaError("There is no such round to vote on. Ask a question first.")
+            raise ArenaError("no_such_round")
         if record.session != session:
-            raise ArenaError("This round belongs to another session; you can only vote on your own rounds.")
+            raise ArenaError("other_session")
         if record.winner is not None:
-            raise ArenaError("This round already has a vote; each round gets exactly one. Press 'New round'.")
+            raise ArenaError("already_voted")
         if not record.turns:
-            raise ArenaError("This round has no answers yet; wait for them before voting.")
+            raise ArenaError("no_answers")
         if record.error:
-            raise ArenaError(f"Votes are not taken on rounds where an answer failed ({record.error}). "
-                             f"The round is stored with its error; press 'New round' to try again.")
-        self._vote_limiter.check(session, "votes")
+            raise ArenaError("failed_round", error=record.error)
+        self._vote_limiter.check(f"session:{session}", "what_votes")
+        if address:
+            self._vote_limiter.check(f"address:{address}", "what_votes", "who_address")
         models = (self.supervisor.model(record.model_a), self.supervisor.model(record.model_b))
         flag = self_identification(record, models) if record.mode == "blind" else None
         rated = record.mode == "blind" and flag is None
         if not self.store.record_vote(round_id, winner, time.time(), rated, flag):
-            raise ArenaError("This round already has a vote; each round gets exactly one. Press 'New round'.")
-        stored = self.store.get_round(round_id)
-        round_ = self._rounds.setdefault(round_id, Round(stored))
-        round_.record = stored
-        return self.view(round_)
+            raise ArenaError("already_voted")
+        self._rounds.pop(round_id, None)  # voted rounds live in the store only
+        return self.view(Round(self.store.get_round(round_id)))
 
     # -- views ------------------------------------------------------------------------
     def view(self, round_: Round) -> dict:
-        """What the browser or an API client may see of a round; hides identities until revealed."""
+        """What the browser or an API client may see of a round.
+
+        Until a blind round is revealed it carries no model name, engine, server, error text
+        or timing figure (speed alone tells a 135M model from a 0.5B one), and with ``hold``
+        no text either until both answers are finished.
+        """
         record = round_.record
         revealed = round_.revealed
         turns = [dict(t) for t in record.turns]
         if round_.live is not None:
             live = {"question": round_.pending_question}
             for key, answer in zip("ab", round_.live):
-                live[key] = {"text": answer.text, "error": answer.error, "stopped": False, **answer.metrics()}
+                live[key] = {"text": answer.text, "error": answer.error, "stopped": False, "done": answer.done,
+                             **answer.metrics()}
             turns.append(live)
-        sides = {}
-        for key in "ab":
-            info = getattr(record, f"model_{key}_info")
-            side = {"label": info.get("name", getattr(record, f"model_{key}")) if revealed else f"Model {key.upper()}",
-                    "turns": [{"question": t["question"], **{k: t[key][k] for k in
-                               ("text", "error", "stopped", "ttft_s", "total_s", "output_tokens", "tokens_per_s")}}
-                              for t in turns]}
-            if revealed:
-                side.update(model=getattr(record, f"model_{key}"), engine=info.get("engine"),
-                            quantization=info.get("quantization"))
-            sides[key] = side
+        held = not revealed and round_.hold and round_.live is not None
+        sides = {key: self._side_view(record, key, turns, revealed, held) for key in "ab"}
         prompt = self._prompts.get(record.preset_id or "")
         voted = record.winner is not None
+        error = record.error if revealed or not record.error else "failed"
         return {
             "round_id": record.id, "mode": record.mode, "revealed": revealed, "streaming": round_.live is not None,
-            "a": sides["a"], "b": sides["b"], "error": record.error,
+            "held": held, "a": sides["a"], "b": sides["b"], "error": error,
             "vote": next((k for k, v in VOTE_CHOICES.items() if v == record.winner), None),
             "rated": bool(record.rated) if voted else None, "flag": record.flag if voted else None,
             "reference": prompt.reference if (voted and prompt) else None,
         }
+
+    @staticmethod
+    def _side_view(record: RoundRecord, key: str, turns: list[dict], revealed: bool, held: bool) -> dict:
+        info = getattr(record, f"model_{key}_info")
+        side_turns = []
+        for turn in turns:
+            answer = turn[key]
+            shown = {"question": turn["question"], "text": "" if held else answer["text"],
+                     "error": answer["error"], "stopped": answer["stopped"], "done": answer.get("done", True),
+                     **{k: answer.get(k) for k in TIMING_KEYS}}
+            if not revealed:
+                shown.update({k: None for k in TIMING_KEYS})
+                shown["error"] = "failed" if answer["error"] else None
+            side_turns.append(shown)
+        side = {"label": info.get("name", getattr(record, f"model_{key}")) if revealed else f"Model {key.upper()}",
+                "turns": side_turns}
+        if revealed:
+            side.update(model=getattr(record, f"model_{key}"), engine=info.get("engine"),
+                        quantization=info.get("quantization"), rss_mb=info.get("rss_mb"))
+        return side

@@ -159,6 +159,20 @@ class Store:
                                  f"VALUES ({', '.join('?' * len(COLUMNS))})", [self._to_row(r) for r in records])
             return cur.rowcount
 
+    def speed_samples(self) -> list[tuple[str, float]]:
+        """(model, decode tokens/s) of every side of every rated battle, for medians."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT model_a, tps_a FROM rounds WHERE rated=1 AND winner IS NOT NULL AND tps_a IS NOT NULL "
+                "UNION ALL SELECT model_b, tps_b FROM rounds WHERE rated=1 AND winner IS NOT NULL "
+                "AND tps_b IS NOT NULL").fetchall()
+
+    def votes_version(self) -> tuple:
+        """Changes whenever a vote is stored or imported: the leaderboard's cache key."""
+        with self._lock:
+            return tuple(self._db.execute(
+                "SELECT COUNT(*), MAX(vote_tstamp) FROM rounds WHERE winner IS NOT NULL").fetchone())
+
     def rating_aggregates(self, kind: str = "rated") -> list[tuple[Any, ...]]:
         """Voted battles grouped by (model_a, model_b, winner) with counts and metric sums.
 

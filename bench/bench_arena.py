@@ -114,7 +114,7 @@ def schedule(args) -> None:
         return time.perf_counter() - started, max(first.values()), a["output_tokens"] + b["output_tokens"]
 
     try:
-        for rep in range(args.repeats):
+        for _ in range(args.repeats):
             for question in questions:
                 for config in configs:  # round-robin: every config sees the same machine state
                     arena = Arena(arenas[config[1]], Store(tmp / "bench.db"), [], schedule=config[0])

@@ -61,8 +61,8 @@ def final_view(arena, question: str, **kwargs) -> dict:
     """Run ``Arena.ask`` for session 's' to the end and return the last view."""
     async def run():
         async for view in arena.ask("s", question, **kwargs):
-            pass
-        return view
+            last = view
+        return last
     return asyncio.run(run())
 
 

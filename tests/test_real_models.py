@@ -42,7 +42,8 @@ def worker(tmp_path_factory, smol_weights):
 def test_smollm2_answers_through_a_real_worker(worker):
     health = httpx.get(worker + "/health").json()
     assert health["status"] == "ok" and health["model"] == "smol-a" and health["load_seconds"] > 0
-    text, usage = collect(worker + "/v1", [{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+    question = "What is the capital of France? Answer in one word."
+    text, usage = collect(worker + "/v1", [{"role": "user", "content": question}],
                           GenerationParams(temperature=0.0, max_new_tokens=40))
     assert "Paris" in text
     assert usage.prompt_tokens > 5 and 0 < usage.completion_tokens <= 40

@@ -113,6 +113,7 @@ def test_openai_entries_are_validated(tmp_path):
     path.write_text("models:" + remote_entry("far", "http://x/v1", key_env="sk-live-abc123"))
     with pytest.raises(ConfigError, match="NAME of an environment variable"):
         load_models(path)
-    path.write_text("models:" + remote_entry("far", "http://x/v1").replace("endpoint:", "source: {file: a}\n    endpoint:"))
+    entry = remote_entry("far", "http://x/v1").replace("endpoint:", "source: {file: a}\n    endpoint:")
+    path.write_text("models:" + entry)
     with pytest.raises(ConfigError, match="takes 'endpoint:'"):
         load_models(path)

@@ -30,6 +30,9 @@ class FakeSupervisor:
     def ready_ids(self):
         return list(MODELS)
 
+    def pid(self, model_id):
+        return None
+
 
 @pytest.fixture
 def arena(tmp_path):
@@ -140,9 +143,9 @@ def test_both_panes_stream_at_the_same_time():
 
 def test_one_failing_model_does_not_stop_the_other():
     async def go():
-        async for a, b in run_turn((lambda: fake_stream("abcdef", 0.01), lambda: fake_stream("xyz", 0.01, 1))):
-            pass
-        return a, b
+        async for answers in run_turn((lambda: fake_stream("abcdef", 0.01), lambda: fake_stream("xyz", 0.01, 1))):
+            last = answers
+        return last
     a, b = asyncio.run(go())
     assert a.text == "abcdef" and a.error is None and a.output_tokens == 6
     assert b.text == "x" and b.error == "worker died" and b.done
@@ -166,7 +169,8 @@ def test_stop_ends_both_answers_and_the_turn_finishes():
                                    stop=stop):
             if len(a.text) > 3:
                 stop.set()
-        return a, b
+            last = a, b
+        return last
     a, b = asyncio.run(go())
     assert a.done and b.done and a.error == b.error == "stopped by user"
     assert 3 < len(a.text) < 200

@@ -1,0 +1,223 @@
+"""Every text a person reads, in English and Chinese: page labels, status, refusals.
+
+The page starts in the browser's language (``gr.I18n`` translates static labels in the
+browser; ``language_of`` reads ``Accept-Language`` for the texts the server writes), and
+a visible switch changes both. One table serves both paths, so a text can't be translated
+in one and forgotten in the other. No gradio here: the arena's rules (rounds.py) raise
+refusals by key, and the API and CLI read them in English.
+"""
+from __future__ import annotations
+
+LANGUAGES = {"en": "English", "zh": "中文"}
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "# Local LLM Arena\nAsk two local models the same question, watch both answer, and vote.",
+        "language": "Language",
+        "model_status": "Model status",
+        "tab_arena": "Arena", "tab_leaderboard": "Leaderboard", "tab_export": "Export / import",
+        "mode": "Mode", "mode_named": "Side by side (named)", "mode_blind": "Battle (blind)",
+        "model_a": "Model A", "model_b": "Model B",
+        "blind_together": "Blind: show both answers only when both are finished",
+        "blind_together_info": "Streaming speed can give a model away; this hides it until both are done.",
+        "category": "Preset category", "preset": "Preset question",
+        "question": "Your question", "question_placeholder": "Ask both models…",
+        "send": "Send to both", "stop": "Stop", "new_round": "New round",
+        "vote_a": "A better", "vote_b": "B better", "vote_tie": "Tie", "vote_bothbad": "Both bad",
+        "settings": "Generation settings (applied to both models, stored with the round)",
+        "temperature": "Temperature", "top_p": "Top-p", "max_new_tokens": "Max new tokens",
+        "system_prompt": "System prompt", "system_placeholder": "(none)",
+        "metrics_empty": "Time to first token — · total — · tokens — · tokens/s —",
+        "metrics": "Time to first token **{ttft}** · total **{total}** · tokens **{tokens}** · **{tps}** tokens/s",
+        "metrics_streaming": "⏳ answering… · time to first token **{ttft}** · tokens so far **{tokens}**",
+        "metrics_hidden": "Timings are hidden in a blind battle until you vote.",
+        "metrics_hidden_streaming": "⏳ answering… (timings appear after your vote)",
+        "held": "⏳ Both answers appear together when both are finished.",
+        "stopped": "(stopped)", "error": "Error",
+        "blind_error": "This answer failed. Press **New round** to try again.",
+        "you_voted": "### You voted: {vote}",
+        "was": "- **Model {side}** was **{name}** ({engine}, {quantization})",
+        "timings_after_vote": "  - time to first token {ttft} · total {total} · {tokens} tokens · {tps} tokens/s",
+        "counted": "- Counted for the leaderboard.",
+        "not_rated": "- Kept but **not rated**: {flag}",
+        "named_not_rated": "- Named votes are stored and shown apart; only blind battles are rated.",
+        "reference": "**Reference answer:** {reference}",
+        "status_model": "model", "status_state": "status",
+        "state_ready": "ready (loaded in {seconds:.1f} s{memory})",
+        "state_ready_remote": "ready (remote: {url})",
+        "state_restarted": ", restarted {n}×",
+        "state_memory": ", {mb:,.0f} MB resident",
+        "state_waiting": "{state} ({seconds:.0f} s){detail}",
+        "state_failed": "failed: {detail}", "state_unavailable": "unavailable: {detail}",
+        "states": "preparing|downloading|loading|ready|restarting|failed|unavailable|stopped",
+        "leaderboard_intro": "Bradley-Terry ratings from **blind** battles (Elo scale, mean 1000), with 95% "
+                             "bootstrap confidence intervals. Rank = 1 + models whose interval lies wholly above.",
+        "refresh": "Refresh",
+        "rated_table": "Rated (blind) battles", "named_table": "Named votes (stored, not rated)",
+        "ratings_plot": "Ratings with 95% CI", "winrate_plot": "Pairwise win fraction",
+        "speed_plot": "Speed vs quality",
+        "export_intro": "Votes as CSV (UTF-8 with BOM, opens in Excel) or battles as FastChat-compatible JSONL.",
+        "export_csv": "Export votes (CSV)", "export_jsonl": "Export battles (JSONL)", "download": "Download",
+        "import_file": "Import battles (JSONL from another arena or a FastChat log)",
+        "imported": "Imported **{added}** battle(s); **{skipped}** were already stored.",
+        "no_votes": "There are no votes to export yet. Vote on a round first.",
+        "col_rank": "rank", "col_model": "model", "col_rating": "rating", "col_ci_95": "95% CI",
+        "col_battles": "battles", "col_win_rate": "win rate", "col_mean_tokens_per_s": "mean tokens/s",
+        "col_median_tokens_per_s": "median tokens/s", "col_mean_ttft_s": "mean TTFT (s)",
+        "col_wins": "wins", "col_ties": "ties", "col_losses": "losses",
+        "chart_no_battles": "No rated (blind) battles yet",
+        "chart_ratings_x": "Bradley-Terry rating (Elo scale), 95% bootstrap CI",
+        "chart_ratings_title": "Ratings from blind battles",
+        "chart_winrate_title": "Win fraction of A over B (decisive battles)",
+        "chart_model_a": "model A", "chart_model_b": "model B",
+        "chart_speed_x": "median decode speed in blind battles (tokens/s)",
+        "chart_speed_y": "rating (95% CI)",
+        "chart_speed_title": "Speed vs quality",
+    },
+    "zh": {
+        "title": "# 本地大模型竞技场\n向两个本地模型提出同一个问题，同时观看两者作答，然后投票。",
+        "language": "语言",
+        "model_status": "模型状态",
+        "tab_arena": "竞技场", "tab_leaderboard": "排行榜", "tab_export": "导出 / 导入",
+        "mode": "模式", "mode_named": "并排对比（显示名称）", "mode_blind": "匿名对战",
+        "model_a": "模型 A", "model_b": "模型 B",
+        "blind_together": "匿名对战：两个回答都完成后才一起显示",
+        "blind_together_info": "流式输出的速度可能暴露模型身份；勾选后在两者都完成前不显示。",
+        "category": "预设问题类别", "preset": "预设问题",
+        "question": "你的问题", "question_placeholder": "向两个模型提问……",
+        "send": "同时发送", "stop": "停止", "new_round": "新一轮",
+        "vote_a": "A 更好", "vote_b": "B 更好", "vote_tie": "平局", "vote_bothbad": "都不好",
+        "settings": "生成参数（两个模型共用，随本轮一起保存）",
+        "temperature": "温度", "top_p": "Top-p", "max_new_tokens": "最大生成 token 数",
+        "system_prompt": "系统提示词", "system_placeholder": "（无）",
+        "metrics_empty": "首 token 时间 — · 总时间 — · token 数 — · token/秒 —",
+        "metrics": "首 token 时间 **{ttft}** · 总时间 **{total}** · token 数 **{tokens}** · **{tps}** token/秒",
+        "metrics_streaming": "⏳ 作答中…… · 首 token 时间 **{ttft}** · 已生成 token **{tokens}**",
+        "metrics_hidden": "匿名对战中，计时数据在投票后显示。",
+        "metrics_hidden_streaming": "⏳ 作答中……（计时数据在投票后显示）",
+        "held": "⏳ 两个回答都完成后会一起显示。",
+        "stopped": "（已停止）", "error": "错误",
+        "blind_error": "这个回答失败了。请点击 **新一轮** 重试。",
+        "you_voted": "### 你的投票：{vote}",
+        "was": "- **模型 {side}** 是 **{name}**（{engine}，{quantization}）",
+        "timings_after_vote": "  - 首 token 时间 {ttft} · 总时间 {total} · {tokens} 个 token · {tps} token/秒",
+        "counted": "- 已计入排行榜。",
+        "not_rated": "- 已保存但**不计分**：{flag}",
+        "named_not_rated": "- 显示名称的投票单独保存和展示；只有匿名对战计分。",
+        "reference": "**参考答案：** {reference}",
+        "status_model": "模型", "status_state": "状态",
+        "state_ready": "就绪（加载用时 {seconds:.1f} 秒{memory}）",
+        "state_ready_remote": "就绪（远程：{url}）",
+        "state_restarted": "，已重启 {n} 次",
+        "state_memory": "，常驻内存 {mb:,.0f} MB",
+        "state_waiting": "{state}（{seconds:.0f} 秒）{detail}",
+        "state_failed": "失败：{detail}", "state_unavailable": "不可用：{detail}",
+        "states": "准备中|下载中|加载中|就绪|重启中|失败|不可用|已停止",
+        "leaderboard_intro": "根据**匿名**对战计算的 Bradley-Terry 评分（Elo 刻度，均值 1000），附 95% "
+                             "自助法置信区间。名次 = 1 + 置信区间完全高于它的模型数。",
+        "refresh": "刷新",
+        "rated_table": "计分的（匿名）对战", "named_table": "显示名称的投票（已保存，不计分）",
+        "ratings_plot": "评分及 95% 置信区间", "winrate_plot": "两两胜率",
+        "speed_plot": "速度与质量",
+        "export_intro": "投票导出为 CSV（带 BOM 的 UTF-8，可用 Excel 打开），对战导出为兼容 FastChat 的 JSONL。",
+        "export_csv": "导出投票（CSV）", "export_jsonl": "导出对战（JSONL）", "download": "下载",
+        "import_file": "导入对战（来自其他竞技场或 FastChat 日志的 JSONL）",
+        "imported": "已导入 **{added}** 场对战；**{skipped}** 场此前已保存。",
+        "no_votes": "还没有可导出的投票。请先为一轮对战投票。",
+        "col_rank": "名次", "col_model": "模型", "col_rating": "评分", "col_ci_95": "95% 置信区间",
+        "col_battles": "对战数", "col_win_rate": "胜率", "col_mean_tokens_per_s": "平均 token/秒",
+        "col_median_tokens_per_s": "token/秒中位数", "col_mean_ttft_s": "平均首 token 时间（秒）",
+        "col_wins": "胜", "col_ties": "平", "col_losses": "负",
+        "chart_no_battles": "还没有计分的（匿名）对战",
+        "chart_ratings_x": "Bradley-Terry 评分（Elo 刻度），95% 自助法置信区间",
+        "chart_ratings_title": "匿名对战评分",
+        "chart_winrate_title": "A 对 B 的胜率（仅计分出胜负的对战）",
+        "chart_model_a": "模型 A", "chart_model_b": "模型 B",
+        "chart_speed_x": "匿名对战中的解码速度中位数（token/秒）",
+        "chart_speed_y": "评分（95% 置信区间）",
+        "chart_speed_title": "速度与质量",
+    },
+}
+
+# Refusals (rounds.ArenaError keys). The English text is also the API's error message.
+REFUSALS: dict[str, dict[str, str]] = {
+    "en": {
+        "blind_needs_two": "A blind battle needs two ready models; ready now: {ready}. Wait for the models to "
+                           "load (see Model status).",
+        "pick_both": "Pick a model for both A and B.",
+        "same_model": "Model A and Model B are both {model!r}; pick two different models.",
+        "model_unavailable": "{detail}",
+        "bad_mode": "mode must be one of {modes}, got {mode!r}",
+        "round_not_open": "Round {round_id} is not open in this session; press 'New round'.",
+        "empty_question": "The question is empty. Type a question or pick a preset first.",
+        "question_too_long": "The question is {length:,} characters; the limit is {limit:,} (change it with "
+                             "--max-question-chars).",
+        "bad_text": "The {what} contains {problem} at character {position}; it can't be stored or sent. "
+                    "Remove it and try again.",
+        "system_too_long": "The system prompt is {length:,} characters; the limit is {limit:,}.",
+        "too_many": "Too many {what} from this {who} ({limit} per minute). Wait {wait:.0f} s and try again.",
+        "too_many_turns": "This round already has {turns} questions, the most one round takes. Vote, or press "
+                          "'New round'.",
+        "still_streaming": "This round is still answering. Wait for both answers (or press Stop), then ask again.",
+        "vote_while_streaming": "Wait until both answers are finished (or press Stop) before voting.",
+        "unknown_vote": "Unknown vote {choice!r}; use one of: {choices}.",
+        "no_such_round": "There is no such round to vote on. Ask a question first.",
+        "other_session": "This round belongs to another session; you can only vote on your own rounds.",
+        "already_voted": "This round already has a vote; each round gets exactly one. Press 'New round'.",
+        "no_answers": "This round has no answers yet; wait for them before voting.",
+        "failed_round": "Votes are not taken on rounds where an answer failed ({error}). The round is stored "
+                        "with its error; press 'New round' to try again.",
+        "bad_temperature": "temperature must be between 0 and 2, got {value}",
+        "bad_top_p": "top_p must be above 0 and at most 1, got {value}",
+        "bad_max_tokens": "max_new_tokens must be between 1 and 8192, got {value}",
+        "what_questions": "questions", "what_votes": "votes", "who_session": "session", "who_address": "address",
+        "what_question": "question", "what_system": "system prompt",
+    },
+    "zh": {
+        "blind_needs_two": "匿名对战需要两个就绪的模型；目前就绪：{ready}。请等待模型加载完成（见“模型状态”）。",
+        "pick_both": "请为 A 和 B 各选一个模型。",
+        "same_model": "模型 A 和模型 B 都是 {model!r}；请选择两个不同的模型。",
+        "model_unavailable": "{detail}",
+        "bad_mode": "模式必须是 {modes} 之一，收到 {mode!r}",
+        "round_not_open": "第 {round_id} 轮不在本会话中；请点击“新一轮”。",
+        "empty_question": "问题为空。请先输入问题或选择预设问题。",
+        "question_too_long": "问题有 {length:,} 个字符，上限是 {limit:,}（可用 --max-question-chars 修改）。",
+        "bad_text": "{what}在第 {position} 个字符处含有{problem}，无法保存或发送。请删除后重试。",
+        "system_too_long": "系统提示词有 {length:,} 个字符，上限是 {limit:,}。",
+        "too_many": "此{who}的{what}过于频繁（每分钟最多 {limit} 次）。请等待 {wait:.0f} 秒后重试。",
+        "too_many_turns": "本轮已有 {turns} 个问题，达到单轮上限。请投票，或点击“新一轮”。",
+        "still_streaming": "本轮仍在作答。请等两个回答都完成（或点击“停止”）后再提问。",
+        "vote_while_streaming": "请等两个回答都完成（或点击“停止”）后再投票。",
+        "unknown_vote": "未知的投票 {choice!r}；请使用：{choices}。",
+        "no_such_round": "没有可以投票的这一轮。请先提问。",
+        "other_session": "这一轮属于另一个会话；只能为自己的对战投票。",
+        "already_voted": "这一轮已经投过票；每轮只能投一次。请点击“新一轮”。",
+        "no_answers": "这一轮还没有回答；请等回答完成后再投票。",
+        "failed_round": "有回答失败的轮次不接受投票（{error}）。本轮已连同错误一起保存；请点击“新一轮”重试。",
+        "bad_temperature": "温度必须在 0 到 2 之间，收到 {value}",
+        "bad_top_p": "top_p 必须大于 0 且不超过 1，收到 {value}",
+        "bad_max_tokens": "最大生成 token 数必须在 1 到 8192 之间，收到 {value}",
+        "what_questions": "提问", "what_votes": "投票", "who_session": "会话", "who_address": "地址",
+        "what_question": "问题", "what_system": "系统提示词",
+    },
+}
+for _lang, _texts in REFUSALS.items():
+    TEXTS[_lang].update(_texts)
+
+STATE_NAMES = {lang: dict(zip(TEXTS["en"]["states"].split("|"), TEXTS[lang]["states"].split("|")))
+               for lang in TEXTS}
+
+
+def t(key: str, lang: str = "en", **values) -> str:
+    """The text for ``key`` in ``lang`` (English when the language is unknown), formatted with ``values``."""
+    text = TEXTS.get(lang, TEXTS["en"]).get(key) or TEXTS["en"][key]
+    return text.format(**values) if values else text
+
+
+def language_of(accept_language: str | None) -> str:
+    """'zh' or 'en' from an Accept-Language header, by the first listed language we have."""
+    for part in (accept_language or "").split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in TEXTS:
+            return code
+    return "en"

@@ -1,0 +1,136 @@
+"""What each control on the page does, as plain functions of plain values.
+
+Each handler returns (or yields) a dict from output names (see ``ARENA_OUTPUTS``) to
+values or ``gr.update(...)`` dicts; page.py maps the names onto components. Tests call
+these without a browser; the browser tests check the wiring.
+"""
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import gradio as gr
+
+from .. import charts, exports
+from ..leaderboard import CachedLeaderboard
+from ..memory import resident_mb
+from ..rounds import VOTE_CHOICES, Arena, ArenaError, Settings
+from ..texts import t
+from . import render
+
+VOTE_KEYS = dict(zip(VOTE_CHOICES, ("vote_a", "vote_b", "vote_tie", "vote_bothbad")))  # button label -> output
+VOTE_OUTPUTS = tuple(VOTE_KEYS.values())
+ARENA_OUTPUTS = ("chat_a", "chat_b", "metrics_a", "metrics_b", "round_id", "reveal", *VOTE_OUTPUTS)
+TABLE_COLUMNS = ("rank", "model", "rating", "ci_95", "battles", "win_rate", "median_tokens_per_s", "mean_ttft_s")
+
+
+def _refusal(exc: ArenaError, lang: str) -> gr.Error:
+    return gr.Error(exc.message(lang), duration=8)
+
+
+class Handlers:
+    """The page's behaviour over one ``Arena``; holds no per-visitor state (that lives in gr.State)."""
+
+    def __init__(self, arena: Arena, export_dir: Path):
+        self.arena, self.export_dir = arena, Path(export_dir)
+        self.leaderboard = CachedLeaderboard(arena.store)
+
+    # -- the arena panel ---------------------------------------------------------------
+    def pane_labels(self, mode: str, a: str | None, b: str | None, lang: str) -> tuple[str, str]:
+        if mode == "blind":
+            return t("model_a", lang), t("model_b", lang)
+        names = {s.id: s.name for s in self.arena.supervisor.statuses()}
+        return names.get(a or "", t("model_a", lang)), names.get(b or "", t("model_b", lang))
+
+    def render(self, view: dict, lang: str) -> dict:
+        """A round view as the arena panel's outputs. Votes unlock only on a finished, unvoted, unfailed round."""
+        votable = not view["streaming"] and not view["vote"] and not view["error"] and bool(view["a"]["turns"])
+        labels = [view[k]["label"] if view["revealed"] else t(f"model_{k}", lang) for k in "ab"]
+        out = {"round_id": view["round_id"], "reveal": render.reveal_markdown(view, lang)}
+        for key, label in zip("ab", labels):
+            out[f"chat_{key}"] = gr.update(value=render.chat_messages(view[key], lang), label=label)
+            out[f"metrics_{key}"] = render.metrics_markdown(view[key], view["revealed"], lang, view.get("held", False))
+        out.update({name: gr.update(interactive=votable) for name in VOTE_OUTPUTS})
+        return out
+
+    def cleared(self, mode: str, a: str | None, b: str | None, lang: str) -> dict:
+        """Empty panes for a new round: the next question starts a new round id."""
+        la, lb = self.pane_labels(mode, a, b, lang)
+        empty = render.metrics_markdown({"turns": []}, lang=lang)
+        return {"chat_a": gr.update(value=[], label=la), "chat_b": gr.update(value=[], label=lb),
+                "metrics_a": empty, "metrics_b": empty, "round_id": None, "reveal": "",
+                **{name: gr.update(interactive=False) for name in VOTE_OUTPUTS}}
+
+    def mode_changed(self, mode: str, a: str | None, b: str | None, lang: str) -> dict:
+        return {**self.cleared(mode, a, b, lang), "pickers": gr.update(visible=mode == "named"),
+                "blind_options": gr.update(visible=mode == "blind")}
+
+    async def send(self, question: str, mode: str, a: str | None, b: str | None, settings: Settings, hold: bool,
+                   round_id: str | None, preset_id: str | None, lang: str, session: str) -> AsyncIterator[dict]:
+        try:
+            async for view in self.arena.ask(session, question, round_id=round_id, mode=mode, model_a=a, model_b=b,
+                                             settings=settings, preset_id=preset_id, hold=hold):
+                yield {**self.render(view, lang), "question": ""}
+        except ArenaError as exc:
+            raise _refusal(exc, lang) from None
+
+    def stop(self, round_id: str | None, session: str) -> bool:
+        # The running send() generator draws the stopped answers itself.
+        return self.arena.stop(session, round_id)
+
+    def vote(self, choice: str, round_id: str | None, lang: str, session: str) -> dict:
+        try:
+            return self.render(self.arena.vote(session, round_id, choice), lang)
+        except ArenaError as exc:
+            raise _refusal(exc, lang) from None
+
+    def category_changed(self, category: str | None) -> dict:
+        return {"preset": gr.update(choices=render.preset_choices(self.arena.prompts, category), value=None)}
+
+    def preset_picked(self, key: str | None) -> dict:
+        prompt = next((p for p in self.arena.prompts if p.id == key), None)
+        return {"question": prompt.question if prompt else gr.update(), "preset_id": key}
+
+    def status(self, lang: str) -> str:
+        rows = []
+        for status in self.arena.supervisor.statuses():
+            pid = self.arena.supervisor.pid(status.id) if status.state == "ready" and not status.remote else None
+            rows.append((status, resident_mb(pid) if pid else None))
+        return render.status_markdown(rows, lang)
+
+    # -- leaderboard -------------------------------------------------------------------
+    def leaderboard_view(self, lang: str) -> dict:
+        names = {s.id: s.name for s in self.arena.supervisor.statuses()}
+        table, matrix, named = self.leaderboard.get(names)
+        shown = table[list(TABLE_COLUMNS)] if not table.empty else table.reindex(columns=TABLE_COLUMNS)
+        return {"board": shown.rename(columns=lambda c: t(f"col_{c}", lang)),
+                "ratings_plot": charts.ratings_chart(table, lang),
+                "matrix_plot": charts.win_fraction_chart(matrix, lang),
+                "speed_plot": charts.speed_quality_chart(table, lang),
+                "named_board": named.rename(columns=lambda c: t(f"col_{c}", lang))}
+
+    # -- export / import ---------------------------------------------------------------
+    def export(self, kind: str, lang: str = "en") -> str:
+        records = self.arena.store.voted_rounds()
+        if not records:
+            raise gr.Error(t("no_votes", lang))
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = self.export_dir / f"arena-{'votes' if kind == 'csv' else 'battles'}-{stamp}.{kind}"
+        return str(exports.write_csv(records, path) if kind == "csv" else exports.write_jsonl(records, path))
+
+    def import_file(self, path: str | None, lang: str) -> str:
+        if not path:
+            return ""
+        try:
+            added, skipped = exports.import_battles(self.arena.store, Path(path))
+        except (exports.ImportError_, OSError, UnicodeDecodeError) as exc:
+            return f"⚠️ {html.escape(str(exc))}"
+        return t("imported", lang, added=added, skipped=skipped)
+
+
+def session_of(request: gr.Request | None) -> str:
+    return request.session_hash if request and request.session_hash else "anonymous"
+
