@@ -309,7 +309,9 @@ class Arena:
         round_.pending_question = question
         round_.stop = asyncio.Event()
         answers = (Answer(), Answer())
+        round_.live = answers
         try:
+            yield self.view(round_)  # the question shows at once, before either model's first token
             async for answers in run_turn(streams, self.schedule, stop=round_.stop):
                 round_.live = answers
                 yield self.view(round_)

@@ -77,17 +77,37 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 class RunningApp:
-    """The real app (``python -m arena``) in a subprocess, as a user starts it."""
+    """The real app (``python -m arena``) in a subprocess, as a user starts it. ``catalog`` is a whole
+    models.yaml text; by default SmolLM2 under two ids (plus ``extra_models``)."""
 
-    def __init__(self, tmp: Path, port: int, extra_models: str = "", args: tuple[str, ...] = ()):
+    def __init__(self, tmp: Path, port: int, extra_models: str = "", args: tuple[str, ...] = (),
+                 catalog: str | None = None):
         self.tmp, self.port = tmp, port
         self.url = f"http://127.0.0.1:{port}/"
-        self.models_file = smol_catalog(tmp / "models.yaml", extra_models)
+        if catalog is None:
+            self.models_file = smol_catalog(tmp / "models.yaml", extra_models)
+        else:
+            self.models_file = tmp / "models.yaml"
+            self.models_file.write_text(catalog, encoding="utf-8")
+        shared_models = ROOT / "data" / "models"  # the assembled Qwen GGUF (scripts/install.sh): don't copy 0.5 GB
+        if shared_models.is_dir():
+            (tmp / "data").mkdir(exist_ok=True)
+            (tmp / "data" / "models").symlink_to(shared_models)
         self.log = open(tmp / "app.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "arena", "--port", str(port), "--models", str(self.models_file),
              "--data-dir", str(tmp / "data"), *args],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def rounds(self) -> list[dict]:
+        """Every stored round (newest last), read straight from the app's database."""
+        import json
+        import sqlite3
+
+        with sqlite3.connect(self.tmp / "data" / "arena.db") as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM rounds ORDER BY tstamp").fetchall()
+        return [{**dict(r), "turns": json.loads(r["turns"]), "settings": json.loads(r["settings"])} for r in rows]
 
     def ready(self, timeout: float = 90) -> "RunningApp":
         from gradio_client import Client
@@ -112,10 +132,39 @@ class RunningApp:
         self.log.close()
 
 
-@pytest.fixture(scope="session")
-def app(tmp_path_factory) -> RunningApp:
+def start_app(tmp_path_factory, name: str, **kwargs) -> RunningApp:
     from arena.supervisor import free_port
 
-    running = RunningApp(tmp_path_factory.mktemp("app"), free_port()).ready()
+    return RunningApp(tmp_path_factory.mktemp(name), free_port(), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory) -> RunningApp:
+    running = start_app(tmp_path_factory, "app").ready()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def stub():
+    from .stub_openai import StubOpenAI
+
+    server = StubOpenAI()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def stub_app(tmp_path_factory, stub) -> RunningApp:
+    """The app with two models on the recording stub server: exact requests, instant answers."""
+    running = start_app(tmp_path_factory, "stub-app", catalog=stub.catalog()).ready()
+    yield running
+    running.stop()
+
+
+def default_pair_catalog() -> str:
+    """The first two entries of the shipped models.yaml: the pair a new user sees."""
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "models.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_dump({"models": shipped["models"][:2]}, allow_unicode=True, sort_keys=False)

@@ -15,10 +15,13 @@ def api(app):
 
 
 def ask(api, *args, **kwargs):
-    """Stream /ask; return every partial view and the final one."""
+    """Stream /ask; return every partial view (as JSON text) and the final one."""
     job = api.submit(*args, api_name="/ask", **kwargs)
     partials = [json.dumps(view, ensure_ascii=False) for view in job]
     return partials, job.result()
+
+
+TIMINGS = ("ttft_s", "total_s", "output_tokens", "tokens_per_s")
 
 
 def test_models_endpoint_reports_state_and_load_time(api):
@@ -45,12 +48,18 @@ def test_ask_streams_both_answers_with_timings_then_one_vote_and_export(api):
     assert row["answer_b"] == view["b"]["turns"][-1]["text"]
 
 
-def test_multi_turn_keeps_each_panes_context(api):
-    _, first = ask(api, "My name is Ada. Say OK.", "named", "smol-a", "smol-b", max_new_tokens=16)
-    _, second = ask(api, "What is my name?", "named", "smol-a", "smol-b", round_id=first["round_id"],
-                    max_new_tokens=24, temperature=0.0)
+def test_multi_turn_sends_each_model_its_own_conversation(stub_app, stub):
+    """The follow-up request to each model carries that model's own earlier answer (seen by the server)."""
+    api = Client(stub_app.url, verbose=False)
+    _, first = ask(api, "My name is Ada.", "named", "stub-a", "stub-b")
+    _, second = ask(api, "What is my name?", "named", "stub-a", "stub-b", round_id=first["round_id"])
     assert second["round_id"] == first["round_id"] and len(second["a"]["turns"]) == 2
-    assert second["a"]["turns"][0]["question"] == "My name is Ada. Say OK."
+    sent = {r["model"]: r["messages"] for r in stub.requests[-2:]}
+    for model, side in (("stub-a", "a"), ("stub-b", "b")):
+        assert sent[model] == [{"role": "user", "content": "My name is Ada."},
+                               {"role": "assistant", "content": first[side]["turns"][0]["text"]},
+                               {"role": "user", "content": "What is my name?"}]
+        assert first[side]["turns"][0]["text"] == f"{model} heard: My name is Ada."
 
 
 def test_bad_questions_are_refused_with_a_reason(api):
@@ -77,10 +86,15 @@ def test_blind_battle_hides_identities_in_everything_sent_until_the_vote(api):
     raw = "\n".join(partials) + json.dumps(view, ensure_ascii=False)
     for secret in secrets:
         assert secret not in raw, f"{secret!r} leaked before the vote"
+    assert len(partials) > 2
+    for partial in [*map(json.loads, partials), view]:  # speed gives a model away too: no figure in any view
+        for side in "ab":
+            assert all(turn[k] is None for turn in partial[side]["turns"] for k in TIMINGS), partial[side]
     assert view["a"]["label"] == "Model A" and view["revealed"] is False
     voted = api.predict(view["round_id"], "Tie", api_name="/vote")
     assert voted["revealed"] and {voted["a"]["label"], voted["b"]["label"]} == {"Smol A", "Smol B"}
     assert voted["a"]["engine"] == "llamacpp"
+    assert voted["a"]["turns"][0]["ttft_s"] > 0 and voted["a"]["turns"][0]["output_tokens"] > 0  # revealed now
     with pytest.raises(AppError, match="already has a vote"):
         api.predict(view["round_id"], "A better", api_name="/vote")
 
@@ -89,7 +103,9 @@ def test_leaderboard_endpoint_returns_the_rated_table(api):
     _, view = ask(api, QUESTION, "blind", max_new_tokens=8)
     api.predict(view["round_id"], "A better", api_name="/vote")
     table, *_ = api.predict(api_name="/leaderboard")
-    assert {"rank", "model", "rating", "ci_95", "battles"} <= set(table["headers"])
+    assert {"rank", "model", "rating", "95% CI", "battles", "median tokens/s"} <= set(table["headers"])
+    models = {row[table["headers"].index("model")] for row in table["data"]}
+    assert {"Smol A", "Smol B"} <= models
 
 
 def test_stop_ends_a_streaming_round_and_it_can_still_be_voted_on(api):

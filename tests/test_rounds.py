@@ -10,7 +10,7 @@ from arena.config import ModelConfig, ModelSource, Prompt
 from arena.engines import Usage
 from arena.rounds import Arena, ArenaError, Limits, identity_words
 from arena.store import Store
-from arena.supervisor import ModelUnavailable
+from arena.supervisor import ModelStatus, ModelUnavailable
 
 MODELS = {m.id: m for m in (
     ModelConfig("qwen-x", "Qwen2.5 X", "llamacpp", ModelSource(file="/x"), "Q4", "MIT"),
@@ -32,6 +32,9 @@ class FakeSupervisor:
 
     def pid(self, model_id):
         return None
+
+    def statuses(self):
+        return [ModelStatus(m.id, m.name, "ready", load_seconds=1.0) for m in MODELS.values()]
 
 
 @pytest.fixture

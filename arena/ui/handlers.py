@@ -106,6 +106,7 @@ class Handlers:
         table, matrix, named = self.leaderboard.get(names)
         shown = table[list(TABLE_COLUMNS)] if not table.empty else table.reindex(columns=TABLE_COLUMNS)
         return {"board": shown.rename(columns=lambda c: t(f"col_{c}", lang)),
+                "board_empty": gr.update(visible=table.empty), "charts": gr.update(visible=not table.empty),
                 "ratings_plot": charts.ratings_chart(table, lang),
                 "matrix_plot": charts.win_fraction_chart(matrix, lang),
                 "speed_plot": charts.speed_quality_chart(table, lang),

@@ -22,6 +22,8 @@ CSS = """
 .metrics { font-size: 0.9em; min-height: 1.6em; }
 footer { display: none !important; }
 #language { max-width: 14em; }
+/* A pane's own trash icon would blank the screen but keep the round going: New round is the one way. */
+#chat-a button[aria-label='Clear'], #chat-b button[aria-label='Clear'] { display: none !important; }
 """
 DEFAULTS = Settings()
 Components = dict[str, Any]
@@ -56,8 +58,10 @@ def arena_panel(handlers: Handlers) -> Components:
         c["preset"] = gr.Dropdown(render.preset_choices(arena.prompts, None), value=None, label=I18N("preset"),
                                   elem_id="preset", scale=3)
     with gr.Row():
-        c["question"] = gr.Textbox(label=I18N("question"), placeholder=I18N("question_placeholder"), lines=2,
-                                   scale=5, max_length=arena.limits.max_question_chars, elem_id="question")
+        # lines=1 so Enter sends (Gradio sends multi-line boxes with Shift+Enter); it grows up to 8 lines.
+        c["question"] = gr.Textbox(label=I18N("question"), placeholder=I18N("question_placeholder"), lines=1,
+                                   max_lines=8, scale=5, max_length=arena.limits.max_question_chars,
+                                   elem_id="question")
         with gr.Column(scale=1, min_width=140):
             c["send"] = gr.Button(I18N("send"), variant="primary", elem_id="send")
             c["stop"] = gr.Button(I18N("stop"), variant="stop", elem_id="stop")
@@ -82,10 +86,12 @@ def leaderboard_panel() -> Components:
     c: Components = {"leaderboard_intro": gr.Markdown(I18N("leaderboard_intro"))}
     c["refresh"] = gr.Button(I18N("refresh"), elem_id="refresh-leaderboard")
     c["board"] = gr.Dataframe(label=I18N("rated_table"), elem_id="leaderboard-table", interactive=False)
-    with gr.Row():
-        c["ratings_plot"] = gr.Plot(label=I18N("ratings_plot"), elem_id="ratings-plot")
-        c["speed_plot"] = gr.Plot(label=I18N("speed_plot"), elem_id="speed-plot")
-    c["matrix_plot"] = gr.Plot(label=I18N("winrate_plot"), elem_id="winrate-plot")
+    c["board_empty"] = gr.Markdown(I18N("chart_no_battles"), elem_id="leaderboard-empty")
+    with gr.Column(visible=False) as c["charts"]:  # shown once there is something to draw
+        with gr.Row():
+            c["ratings_plot"] = gr.Plot(label=I18N("ratings_plot"), elem_id="ratings-plot")
+            c["speed_plot"] = gr.Plot(label=I18N("speed_plot"), elem_id="speed-plot")
+        c["matrix_plot"] = gr.Plot(label=I18N("winrate_plot"), elem_id="winrate-plot")
     c["named_board"] = gr.Dataframe(label=I18N("named_table"), elem_id="named-table", interactive=False)
     return c
 
@@ -137,7 +143,8 @@ RELABEL = {  # component -> (property, text key) changed by the language switch
     "new_round": ("value", "new_round"), "settings": ("label", "settings"), "temperature": ("label", "temperature"),
     "top_p": ("label", "top_p"), "max_new_tokens": ("label", "max_new_tokens"),
     "system_prompt": ("label", "system_prompt"), "leaderboard_intro": ("value", "leaderboard_intro"),
-    "refresh": ("value", "refresh"), "board": ("label", "rated_table"), "ratings_plot": ("label", "ratings_plot"),
+    "refresh": ("value", "refresh"), "board": ("label", "rated_table"), "board_empty": ("value", "chart_no_battles"),
+    "ratings_plot": ("label", "ratings_plot"),
     "speed_plot": ("label", "speed_plot"), "matrix_plot": ("label", "winrate_plot"),
     "named_board": ("label", "named_table"), "export_intro": ("value", "export_intro"),
     "export_csv": ("value", "export_csv"), "export_jsonl": ("value", "export_jsonl"),
@@ -200,7 +207,7 @@ def _vote_handler(h: Handlers, choice: str, c: Components) -> Callable:
 
 def _wire_other_tabs(h: Handlers, c: Components) -> None:
     private = {"api_visibility": "private"}
-    board_names = ("board", "ratings_plot", "matrix_plot", "speed_plot", "named_board")
+    board_names = ("board", "board_empty", "charts", "ratings_plot", "matrix_plot", "speed_plot", "named_board")
     board_out = [c[n] for n in board_names]
     show_board = lambda lang: _by_name(c, board_names)(h.leaderboard_view(lang))  # noqa: E731
     c["refresh"].click(show_board, [c["lang"]], board_out, api_name="leaderboard")

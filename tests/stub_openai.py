@@ -1,0 +1,90 @@
+"""A recording OpenAI-compatible chat server for tests: it answers like a model (SSE stream with
+usage), remembers every request body, and obeys cues in the last user message:
+
+    SLOW-START   wait (up to 30 s) before the first token: a long prefill or a restarting worker
+    IMAGE <url>  answer with a Markdown image and an <img> tag pointing at <url>
+
+Everything else is answered as ``<model> heard: <question>`` in a few timed pieces.
+It stands in for a model server only where a test must see exactly what the arena sent.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class StubOpenAI:
+    def __init__(self, models: tuple[str, ...] = ("stub-a", "stub-b"), piece_delay: float = 0.15):
+        self.models, self.piece_delay = models, piece_delay
+        self.requests: list[dict] = []
+        self.fetches: list[str] = []  # GETs of anything but /v1/models: what a browser fetched from us
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    return self._json({"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]})
+                stub.fetches.append(self.path)
+                self.send_response(404)
+                self.end_headers()
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stub.requests.append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                try:
+                    for piece in stub.answer(body):
+                        self.wfile.write(b"data: " + json.dumps(piece).encode() + b"\n\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"data: [DONE]\n\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the arena stopped the answer
+
+            def _json(self, data):
+                raw = json.dumps(data).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, body: dict):
+        question = body["messages"][-1]["content"]
+        if "SLOW-START" in question:
+            time.sleep(30)
+        if question.startswith("IMAGE "):
+            url = question.split()[1]
+            words = [f"Look: ![tracker]({url}) ", f"and <img src=\"{url}\"> ", "done."]
+        else:
+            words = [f"{body['model']} ", "heard: ", question[:200]]
+        for word in words:
+            time.sleep(self.piece_delay)
+            yield {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+        yield {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 10, "completion_tokens": len(words)}}
+
+    def catalog(self) -> str:
+        """models.yaml entries for every stub model (engine: openai)."""
+        return "models:" + "".join(f"""
+  - id: {m}
+    name: "Stub {m[-1].upper()}"
+    engine: openai
+    endpoint: {{base_url: {self.base_url}, model: {m}, timeout_s: 60}}
+    quantization: "none (a test server)"
+    license: test
+""" for m in self.models)
+
+    def close(self) -> None:
+        self.server.shutdown()

@@ -1,0 +1,130 @@
+"""Unit: the page's behaviour without a browser — renderers, translations, handlers, charts.
+(test_browser.py checks that the same functions are wired to the controls.)"""
+import asyncio
+
+import gradio as gr
+import pytest
+from matplotlib.figure import Figure
+
+from arena import charts
+from arena.rounds import Arena, ArenaError, Limits, Settings
+from arena.store import Store
+from arena.supervisor import ModelStatus
+from arena.texts import TEXTS, language_of, t
+from arena.ui import render
+from arena.ui.handlers import Handlers
+from arena.ui.page import RELABEL, relabel
+
+from .test_rounds import FakeSupervisor, answered
+
+
+def test_images_and_html_in_answers_become_text_and_links():
+    """Nothing in an answer may make a browser fetch a URL; code is left as written."""
+    text = 'see ![x](http://evil/p.png "t") <img src=http://evil/q.png> ![r][ref] `![c](http://c)` and\n' \
+           '```\n<b>![d](http://d)</b>\n```'
+    safe = render.safe_markdown(text)
+    assert "![x]" not in safe and "[🖼 x: http://evil/p.png](http://evil/p.png)" in safe
+    assert "<img" not in safe and "&lt;img src=http://evil/q.png>" in safe
+    assert "[🖼 r][ref]" in safe
+    assert "`![c](http://c)`" in safe and "<b>![d](http://d)</b>" in safe  # code untouched
+
+
+def test_every_text_exists_in_both_languages_and_formats():
+    assert set(TEXTS["en"]) == set(TEXTS["zh"])
+    assert all(TEXTS["zh"][k] for k in TEXTS["zh"])
+    assert set(k for _, k in RELABEL.values()) <= set(TEXTS["en"])
+    zh = relabel("zh")
+    assert zh["send"]["value"] == "同时发送" and zh["mode"]["choices"][1] == ("匿名对战", "blind")
+    assert language_of("zh-CN,zh;q=0.9,en;q=0.8") == "zh" and language_of("fr-FR,en;q=0.5") == "en"
+    assert language_of(None) == "en"
+
+
+def test_refusals_read_in_the_readers_language():
+    exc = ArenaError("question_too_long", length=9001, limit=8000)
+    assert str(exc) == "The question is 9,001 characters; the limit is 8,000 (change it with --max-question-chars)."
+    assert exc.message("zh").startswith("问题有 9,001 个字符")
+    surrogate = ArenaError("bad_text", what="what_question", problem=("surrogate", "U+D800"), position=3)
+    assert "lone surrogate U+D800" in str(surrogate) and "孤立代理项" in surrogate.message("zh")
+
+
+def test_blind_metrics_are_hidden_until_revealed_and_named_ones_show_numbers():
+    side = {"turns": [{"question": "q", "text": "a", "error": None, "stopped": False, "done": True,
+                       "ttft_s": 0.5, "total_s": 2.0, "output_tokens": 31, "tokens_per_s": 20.0}]}
+    assert render.metrics_markdown(side, revealed=True) == \
+        "Time to first token **0.50 s** · total **2.00 s** · tokens **31** · **20.00** tokens/s"
+    hidden = render.metrics_markdown(side, revealed=False)
+    assert "hidden" in hidden and not any(ch.isdigit() for ch in hidden)
+    streaming = {"turns": [{**side["turns"][0], "done": False}]}
+    assert "answering" in render.metrics_markdown(streaming, revealed=True)
+    assert render.metrics_markdown(streaming, revealed=False, held=True) == t("held")
+
+
+def test_a_blind_error_names_no_model_or_server():
+    side = {"turns": [{"question": "q", "text": "", "error": "failed", "stopped": False}]}
+    shown = render.chat_messages(side)[1]["content"]
+    assert "failed" in shown and "http" not in shown
+
+
+def test_status_shows_load_time_and_resident_memory_in_both_languages():
+    ready = ModelStatus("m", "Model M", "ready", load_seconds=2.04)
+    failed = ModelStatus("f", "Model F", "failed", detail="file missing")
+    en = render.status_markdown([(ready, 634.2), (failed, None)])
+    assert "ready (loaded in 2.0 s, 634 MB resident)" in en and "failed: file missing" in en
+    zh = render.status_markdown([(ready, 634.2)], "zh")
+    assert "就绪（加载用时 2.0 秒，常驻内存 634 MB）" in zh
+
+
+@pytest.fixture
+def handlers(tmp_path):
+    arena = Arena(FakeSupervisor(), Store(tmp_path / "a.db"), [], Limits(votes_per_minute=100))
+    yield Handlers(arena, tmp_path / "exports")
+    arena.store.close()
+
+
+def test_new_round_clears_panes_and_round_id(handlers):
+    out = handlers.cleared("blind", None, None, "zh")
+    assert out["round_id"] is None and out["chat_a"]["value"] == [] and out["chat_a"]["label"] == "模型 A"
+    assert all(out[k]["interactive"] is False for k in ("vote_a", "vote_b", "vote_tie", "vote_bothbad"))
+    named = handlers.mode_changed("named", "qwen-x", "smol-y", "en")
+    assert named["chat_a"]["label"] == "Qwen2.5 X" and named["pickers"]["visible"] is True
+
+
+def test_vote_handler_renders_the_reveal_and_locks_votes(handlers):
+    round_ = answered(handlers.arena, session="s1")
+    out = handlers.vote("Tie", round_.id, "en", "s1")
+    assert "You voted: Tie" in out["reveal"] and out["vote_a"]["interactive"] is False
+    with pytest.raises(gr.Error, match="已经投过票"):
+        handlers.vote("Tie", round_.id, "zh", "s1")
+
+
+def test_leaderboard_shows_charts_only_when_there_are_rated_battles(handlers):
+    empty = handlers.leaderboard_view("en")
+    assert empty["board_empty"]["visible"] is True and empty["charts"]["visible"] is False
+    for _ in range(3):
+        handlers.arena.vote("s1", answered(handlers.arena, session="s1").id, "A better")
+    full = handlers.leaderboard_view("zh")
+    assert full["charts"]["visible"] is True and "评分" in full["board"].columns
+    assert set(full["board"]["模型"]) == {"Qwen2.5 X", "SmolLM2 Y"}
+    for name in ("ratings_plot", "speed_plot", "matrix_plot"):
+        assert isinstance(full[name], Figure)
+    ratings = full["ratings_plot"].axes[0]
+    assert len(ratings.lines) > 0 and not ratings.texts  # points drawn, not the empty-state text
+
+
+def test_speed_quality_chart_plots_each_model_at_its_median_speed():
+    import pandas as pd
+
+    table = pd.DataFrame({"model": ["x", "y"], "rating": [1050.0, 950.0], "ci_low": [1000.0, 900.0],
+                          "ci_high": [1100.0, 1000.0], "median_tokens_per_s": [25.0, 80.0]})
+    fig = charts.speed_quality_chart(table)
+    xs = sorted(fig.axes[0].lines[0].get_xdata())
+    assert xs == [25.0, 80.0]
+    assert [a.get_text() for a in fig.axes[0].texts] == ["x", "y"]
+
+
+def test_send_handler_refusal_is_a_translated_gradio_error(handlers):
+    async def go():
+        async for _ in handlers.send("", "named", "qwen-x", "smol-y", Settings(), False, None, None, "zh", "s"):
+            pass
+    with pytest.raises(gr.Error, match="问题为空"):
+        asyncio.run(go())
