@@ -44,6 +44,8 @@ CSV_COLUMNS = {
     "tokens_a": "A's output tokens summed over turns", "tokens_b": "same for B",
     "tokens_per_s_a": "A's decode speed: tokens after the first / time after the first token",
     "tokens_per_s_b": "same for B",
+    "rss_a_mb": "resident memory of A's worker when the round started, MB (empty for remote models)",
+    "rss_b_mb": "same for B",
     "temperature": "sampling temperature (both models)", "top_p": "nucleus sampling top-p",
     "max_new_tokens": "answer length limit", "system_prompt": "system prompt, empty if none",
 }
@@ -85,7 +87,8 @@ def votes_frame(records: list[RoundRecord]) -> pd.DataFrame:
                         f"answer_{side}": TURN_SEPARATOR.join(t[side]["text"] for t in r.turns),
                         f"ttft_{side}_s": getattr(r, f"ttft_{side}"), f"total_{side}_s": _sum(r, side, "total_s"),
                         f"tokens_{side}": _sum(r, side, "output_tokens"),
-                        f"tokens_per_s_{side}": getattr(r, f"tps_{side}")})
+                        f"tokens_per_s_{side}": getattr(r, f"tps_{side}"),
+                        f"rss_{side}_mb": round(info["rss_mb"]) if info.get("rss_mb") else None})
         rows.append(row)
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
 

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --test
+# The linter first: a shadowed or unused name, a mutable default (pyflakes, bugbear) fails the run.
+"${ARENA_VENV:-.venv}/bin/ruff" check .
 exec "${ARENA_VENV:-.venv}/bin/python" -m pytest "$@"

@@ -46,6 +46,7 @@ def test_ask_streams_both_answers_with_timings_then_one_vote_and_export(api):
     row = rows[view["round_id"]]
     assert row["vote"] == "B better" and row["model_a"] == "smol-a" and row["question"] == QUESTION
     assert row["answer_b"] == view["b"]["turns"][-1]["text"]
+    assert 50 < float(row["rss_a_mb"]) < 4000  # the worker's resident memory, as the status panel shows it
 
 
 def test_multi_turn_sends_each_model_its_own_conversation(stub_app, stub):
