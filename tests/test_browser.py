@@ -176,6 +176,23 @@ def test_each_vote_button_on_its_own_round_locks_the_buttons(page, app):
     shot(page, "four-votes")
 
 
+def test_generation_settings_reach_the_models_and_are_stored(stub_page, stub, stub_app):
+    """Every control in the settings accordion: temperature, top-p, max tokens and the system prompt
+    are sent to both models and stored with the round."""
+    stub_page.locator("#settings").click()
+    for elem, value in (("temperature", "0.3"), ("top-p", "0.5"), ("max-new-tokens", "48")):
+        box = stub_page.locator(f"#{elem} input[type='number']")
+        box.fill(value)
+        box.press("Enter")
+    stub_page.locator("#system-prompt textarea").fill("Answer like a pirate.")
+    ask(stub_page, "settings check")
+    for request in stub.requests[-2:]:
+        assert (request["temperature"], request["top_p"], request["max_tokens"]) == (0.3, 0.5, 48)
+        assert request["messages"][0] == {"role": "system", "content": "Answer like a pirate."}
+    stored = stub_app.rounds()[-1]["settings"]
+    assert stored == {"temperature": 0.3, "top_p": 0.5, "max_new_tokens": 48, "system_prompt": "Answer like a pirate."}
+
+
 def test_new_round_empties_the_panes_and_starts_a_new_round(page, app):
     """Without New round a second question is a follow-up in the same round; after it, a new round."""
     ask(page, "Say one word. (first)")
