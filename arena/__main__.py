@@ -35,7 +35,8 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from .store import Store
 
     names = {m.id: m.name for m in load_models(args.models)}
-    table, _, named = leaderboard.from_store(Store(Path(args.data_dir) / "arena.db"), names, args.bootstrap, args.seed)
+    table, _, named = leaderboard.from_store(Store(Path(args.data_dir) / "arena.db"), names, args.bootstrap, args.seed,
+                                             include_imported=not args.exclude_imported)
     if table.empty:
         print("No rated (blind) battles yet.")
     else:
@@ -62,11 +63,16 @@ def _import(args: argparse.Namespace) -> int:
     from .store import Store
 
     try:
-        added, skipped = exports.import_battles(Store(Path(args.data_dir) / "arena.db"), args.file)
+        catalog = {m.id: m for m in load_models(args.models)}
+        added, skipped = exports.import_battles(Store(Path(args.data_dir) / "arena.db"), args.file,
+                                                trust=args.trust_import, catalog=catalog,
+                                                max_bytes=int(args.max_upload_mb * 1e6))
     except exports.ImportError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"imported {added} battle(s); {skipped} already stored")
+    rated = "blind ones rated unless an answer names a model" if args.trust_import else \
+        "shown but not rated; pass --trust-import to rate blind ones"
+    print(f"imported {added} battle(s) ({rated}); {skipped} already stored")
     return 0
 
 
@@ -83,11 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     board = sub.add_parser("leaderboard", help="print the leaderboard")
     board.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the CIs")
     board.add_argument("--seed", type=int, default=42)
+    board.add_argument("--exclude-imported", action="store_true", help="leave out battles imported from files")
     export = sub.add_parser("export", help="export votes or battles")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     export.add_argument("-o", "--output", type=Path)
     imp = sub.add_parser("import", help="import battles (JSONL)")
     imp.add_argument("file", type=Path)
+    imp.add_argument("--trust-import", action="store_true",
+                     help="rate the file's blind battles (unless an answer names a model); by default imported "
+                          "battles are shown but not rated, because a file can claim anything")
+    imp.add_argument("--max-upload-mb", type=float, default=20, help="largest file accepted (default 20 MB)")
     for p in (models, board, export, imp):
         add_common_flags(p)
     args = parser.parse_args(argv)

@@ -45,6 +45,7 @@ def serve_parser() -> argparse.ArgumentParser:
                         help="blind battles show both answers only when both are finished, so streaming speed "
                              "can't give a model away (a page setting too; default: stream as they come)")
     parser.add_argument("--max-question-chars", type=int, default=8000, help="longest question accepted")
+    parser.add_argument("--max-upload-mb", type=float, default=20, help="largest battle file the Export tab accepts")
     parser.add_argument("--votes-per-minute", type=int, default=30, help="vote rate limit per session")
     parser.add_argument("--questions-per-minute", type=int, default=30, help="question rate limit per session")
     return parser
@@ -70,6 +71,27 @@ def build_arena(args: argparse.Namespace) -> Arena:
                     questions_per_minute=args.questions_per_minute)
     return Arena(supervisor, Store(data_dir / "arena.db"), prompts, limits, schedule=args.schedule,
                  blind_hold=args.blind_together)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def admin_token(args: argparse.Namespace) -> str | None:
+    """The token import and export need, or None when they are open.
+
+    They are open on loopback (only this machine's users reach the page). Beyond loopback or with
+    --share anyone who finds the page could read every conversation or poison the data, so a token
+    is required: $ARENA_ADMIN_TOKEN if set (which also closes them on loopback), else a new one,
+    printed once at start-up."""
+    if token := os.environ.get("ARENA_ADMIN_TOKEN"):
+        return token
+    if args.share or args.host not in LOOPBACK:
+        import secrets
+
+        token = secrets.token_urlsafe(18)
+        print(f"Export and import need the admin token {token} (set ARENA_ADMIN_TOKEN to choose one).", flush=True)
+        return token
+    return None
 
 
 def yield_cpu_to_workers() -> None:
@@ -100,11 +122,13 @@ def serve(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     yield_cpu_to_workers()
     arena.supervisor.start()
-    demo = build_ui(arena, export_dir=Path(args.data_dir) / "exports")
+    demo = build_ui(arena, export_dir=Path(args.data_dir) / "exports", admin_token=admin_token(args),
+                    max_upload_bytes=int(args.max_upload_mb * 1e6))
     print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)
     try:
         demo.queue(default_concurrency_limit=8).launch(
             server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
+            max_file_size=int(args.max_upload_mb * 1e6),
             allowed_paths=[str(Path(args.data_dir) / "exports")])
     except KeyboardInterrupt:
         pass

@@ -13,12 +13,15 @@ from typing import Any
 
 import pandas as pd
 
-from .rounds import VOTE_CHOICES
+from .battle_schema import BattleLine, problem_of
+from .config import ModelConfig
+from .rounds import VOTE_CHOICES, self_identification
 from .store import RoundRecord, Store
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 VOTE_LABELS = {v: k for k, v in VOTE_CHOICES.items()}
 TURN_SEPARATOR = "\n\n---\n\n"
+MAX_IMPORT_BYTES = 20_000_000
 
 # Column -> meaning; the README's CSV table is generated from the same words.
 CSV_COLUMNS = {
@@ -129,10 +132,10 @@ def _turns_from_conversations(conv_a: list[dict], conv_b: list[dict]) -> list[di
     def pairs(conv: list[dict]) -> list[tuple[str, str]]:
         out, question = [], None
         for message in conv:
-            if message.get("role") == "user":
-                question = message.get("content") or ""
-            elif message.get("role") == "assistant" and question is not None:
-                out.append((question, message.get("content") or ""))
+            if message["role"] == "user":
+                question = message["content"]
+            elif message["role"] == "assistant" and question is not None:
+                out.append((question, message["content"]))
                 question = None
         return out
 
@@ -144,57 +147,80 @@ def _turns_from_conversations(conv_a: list[dict], conv_b: list[dict]) -> list[di
     return turns
 
 
+UNTRUSTED_FLAG = "imported: shown but not rated (import from the command line with --trust-import to rate it)"
+
+
 def parse_battle(line: str, origin: str) -> RoundRecord:
-    data = json.loads(line)
-    if not isinstance(data, dict):
-        raise ValueError("expected a JSON object")
-    missing = [k for k in ("model_a", "model_b", "winner") if k not in data]
-    if missing:
-        raise ValueError(f"missing field(s) {missing}")
-    if data["winner"] not in VOTE_LABELS:
-        raise ValueError(f"winner must be one of {list(VOTE_LABELS)}, got {data['winner']!r}")
-    conv_a, conv_b = data.get("conversation_a") or [], data.get("conversation_b") or []
-    if not isinstance(conv_a, list) or not isinstance(conv_b, list):
-        raise ValueError("conversation_a and conversation_b must be lists of {role, content}")
-    ours = data.get("arena") or {}
-    tstamp = float(data.get("tstamp") or 0)
+    """One line of a battle file as a stored round, validated by battle_schema. Never rated here:
+    ``import_battles`` decides that from what the file can prove."""
+    try:
+        raw = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    data = BattleLine.model_validate(raw).model_dump()
+    conv_a, conv_b = data["conversation_a"], data["conversation_b"]
+    ours = data["arena"] or {}
+    tstamp = float(data["tstamp"] or 0)
     # FastChat logs carry no id: derive a stable one so re-importing the same file adds nothing.
-    battle_id = str(data.get("id") or hashlib.sha256(json.dumps(
+    battle_id = data["id"] or hashlib.sha256(json.dumps(
         [data["model_a"], data["model_b"], data["winner"], tstamp, conv_a, conv_b], ensure_ascii=False
-    ).encode()).hexdigest()[:32])
-    anony = bool(data.get("anony", False))
-    settings = ours.get("settings") or {}
-    if not settings and conv_a and conv_a[0].get("role") == "system":
-        settings = {"system_prompt": conv_a[0].get("content", "")}
+    ).encode()).hexdigest()[:32]
+    settings = {k: v for k, v in (ours.get("settings") or {}).items() if v is not None}
+    if not settings and conv_a and conv_a[0]["role"] == "system":
+        settings = {"system_prompt": conv_a[0]["content"]}
     return RoundRecord(
-        id=battle_id, tstamp=float(ours.get("started") or tstamp), session=str(data.get("judge", "imported")),
-        mode="blind" if anony else "named", model_a=str(data["model_a"]), model_b=str(data["model_b"]),
+        id=battle_id, tstamp=float(ours.get("started") or tstamp), session=str(data["judge"] or "imported"),
+        mode="blind" if data["anony"] else "named", model_a=data["model_a"], model_b=data["model_b"],
         model_a_info=ours.get("model_a_info") or {"name": data["model_a"]},
         model_b_info=ours.get("model_b_info") or {"name": data["model_b"]},
-        settings=settings, preset_id=data.get("question_id"),
+        settings=settings, preset_id=data["question_id"],
         turns=ours.get("turns") or _turns_from_conversations(conv_a, conv_b),
         ttft_a=ours.get("ttft_a"), ttft_b=ours.get("ttft_b"), tps_a=ours.get("tps_a"), tps_b=ours.get("tps_b"),
-        winner=data["winner"], vote_tstamp=tstamp, flag=ours.get("flag"),
-        rated=int(ours.get("rated", anony) and not ours.get("flag")), origin=origin)
+        winner=data["winner"], vote_tstamp=tstamp, flag=ours.get("flag"), rated=0, origin=origin)
 
 
-def import_battles(store: Store, path: Path) -> tuple[int, int]:
+def _decide_rating(record: RoundRecord, trust: bool, catalog: dict[str, ModelConfig]) -> None:
+    """Rated only with --trust-import, and then only what the arena itself would rate: a blind
+    battle that no file flag marks and whose answers name neither model."""
+    if not trust:
+        record.flag = record.flag or UNTRUSTED_FLAG
+        return
+    if record.mode != "blind" or record.flag:
+        return
+    models = tuple(catalog.get(m) or ModelConfig(m, info.get("name", m), "openai", None, "", "")
+                   for m, info in ((record.model_a, record.model_a_info), (record.model_b, record.model_b_info)))
+    record.flag = self_identification(record, models)
+    record.rated = int(record.flag is None)
+
+
+def import_battles(store: Store, path: Path, trust: bool = False, catalog: dict[str, ModelConfig] | None = None,
+                   max_bytes: int = MAX_IMPORT_BYTES) -> tuple[int, int]:
     """Merge a JSONL battle file; returns (added, skipped as duplicates of stored or earlier lines).
 
-    All lines are parsed before anything is written, so one bad line stores nothing.
+    All lines are validated before anything is written, so one bad line stores nothing. Imported
+    battles are tagged with their origin ('import:<file name>') and rated only with ``trust``.
     """
     path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ImportError_(f"{path.name} is {size / 1e6:.1f} MB; the import limit is {max_bytes / 1e6:.0f} MB "
+                           f"(--max-upload-mb). Split the file and import the parts.")
     records: dict[str, RoundRecord] = {}
     lines = 0
-    with open(path, encoding="utf-8-sig") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
             try:
-                record = parse_battle(line, origin=path.name)
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                if not line.strip():
+                    continue
+                record = parse_battle(line, origin=f"import:{path.name}")
+            except UnicodeDecodeError as exc:
+                raise ImportError_(f"{path.name} line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at "
+                                   f"position {exc.start + 1}). Save the file as UTF-8 and import again.") from None
             except (ValueError, TypeError) as exc:
-                raise ImportError_(f"{path.name} line {number}: {exc}. Nothing was imported; "
+                raise ImportError_(f"{path.name} line {number}: {problem_of(exc)}. Nothing was imported; "
                                    f"fix or delete that line and import again.") from None
+            _decide_rating(record, trust, catalog or {})
             records.setdefault(record.id, record)
             lines += 1
     existing = store.existing_ids(list(records))

@@ -143,12 +143,13 @@ def median_speeds(samples: list[tuple[str, float]]) -> dict[str, float]:
     return frame.groupby("model")["tps"].median().to_dict()
 
 
-def from_store(store, names: dict[str, str] | None = None, rounds: int = 100,
-               seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(rated leaderboard, win-fraction matrix, named-votes table) straight from the database."""
-    table, matrix = rated_table(store.rating_aggregates("rated"), names, rounds, seed,
-                                median_speeds(store.speed_samples()))
-    return table, matrix, named_table(store.rating_aggregates("named"), names)
+def from_store(store, names: dict[str, str] | None = None, rounds: int = 100, seed: int = 42,
+               include_imported: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(rated leaderboard, win-fraction matrix, named-votes table) straight from the database;
+    ``include_imported=False`` leaves out battles imported from files (origin other than 'local')."""
+    table, matrix = rated_table(store.rating_aggregates("rated", include_imported), names, rounds, seed,
+                                median_speeds(store.speed_samples(include_imported)))
+    return table, matrix, named_table(store.rating_aggregates("named", include_imported), names)
 
 
 class CachedLeaderboard:
@@ -159,8 +160,9 @@ class CachedLeaderboard:
         self._key: tuple | None = None
         self._value: tuple | None = None
 
-    def get(self, names: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-        key = (self.store.votes_version(), tuple(sorted(names.items())))
+    def get(self, names: dict[str, str], include_imported: bool = True) -> tuple[pd.DataFrame, ...]:
+        key = (self.store.votes_version(), tuple(sorted(names.items())), include_imported)
         if key != self._key:
-            self._value, self._key = from_store(self.store, names, self.rounds, self.seed), key
+            self._value = from_store(self.store, names, self.rounds, self.seed, include_imported)
+            self._key = key
         return self._value

@@ -159,13 +159,14 @@ class Store:
                                  f"VALUES ({', '.join('?' * len(COLUMNS))})", [self._to_row(r) for r in records])
             return cur.rowcount
 
-    def speed_samples(self) -> list[tuple[str, float]]:
+    def speed_samples(self, include_imported: bool = True) -> list[tuple[str, float]]:
         """(model, decode tokens/s) of every side of every rated battle, for medians."""
+        local = "" if include_imported else " AND origin='local'"
         with self._lock:
             return self._db.execute(
-                "SELECT model_a, tps_a FROM rounds WHERE rated=1 AND winner IS NOT NULL AND tps_a IS NOT NULL "
-                "UNION ALL SELECT model_b, tps_b FROM rounds WHERE rated=1 AND winner IS NOT NULL "
-                "AND tps_b IS NOT NULL").fetchall()
+                f"SELECT model_a, tps_a FROM rounds WHERE rated=1 AND winner IS NOT NULL AND tps_a IS NOT NULL{local} "
+                f"UNION ALL SELECT model_b, tps_b FROM rounds WHERE rated=1 AND winner IS NOT NULL "
+                f"AND tps_b IS NOT NULL{local}").fetchall()
 
     def votes_version(self) -> tuple:
         """Changes whenever a vote is stored or imported: the leaderboard's cache key."""
@@ -173,13 +174,15 @@ class Store:
             return tuple(self._db.execute(
                 "SELECT COUNT(*), MAX(vote_tstamp) FROM rounds WHERE winner IS NOT NULL").fetchone())
 
-    def rating_aggregates(self, kind: str = "rated") -> list[tuple[Any, ...]]:
+    def rating_aggregates(self, kind: str = "rated", include_imported: bool = True) -> list[tuple[Any, ...]]:
         """Voted battles grouped by (model_a, model_b, winner) with counts and metric sums.
 
         ``kind`` is "rated" (blind, not flagged: the leaderboard) or "named". Grouping
         in SQL over a covering index keeps a million battles well under a second.
         """
         where = {"rated": "rated=1", "named": "rated=0 AND mode='named'"}[kind]
+        if not include_imported:
+            where += " AND origin='local'"
         with self._lock:
             return self._db.execute(
                 "SELECT model_a, model_b, winner, COUNT(*), "

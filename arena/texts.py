@@ -59,7 +59,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "export_intro": "Votes as CSV (UTF-8 with BOM, opens in Excel) or battles as FastChat-compatible JSONL.",
         "export_csv": "Export votes (CSV)", "export_jsonl": "Export battles (JSONL)", "download": "Download",
         "import_file": "Import battles (JSONL from another arena or a FastChat log)",
-        "imported": "Imported **{added}** battle(s); **{skipped}** were already stored.",
+        "imported": "Imported **{added}** battle(s); **{skipped}** were already stored. Imported battles are "
+                    "shown but not rated (rate trusted files with `python -m arena import FILE --trust-import`).",
+        "admin_token": "Admin token", "admin_token_info": "Export and import need the token printed when the "
+                       "arena started (or set in ARENA_ADMIN_TOKEN).",
+        "admin_needed": "Export and import need the admin token: the one printed when the arena started, or the "
+                        "value of ARENA_ADMIN_TOKEN. Enter it in the Admin token box.",
+        "include_imported": "Include imported battles",
         "no_votes": "There are no votes to export yet. Vote on a round first.",
         "col_rank": "rank", "col_model": "model", "col_rating": "rating", "col_ci_95": "95% CI",
         "col_battles": "battles", "col_win_rate": "win rate", "col_mean_tokens_per_s": "mean tokens/s",
@@ -122,7 +128,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "export_intro": "投票导出为 CSV（带 BOM 的 UTF-8，可用 Excel 打开），对战导出为兼容 FastChat 的 JSONL。",
         "export_csv": "导出投票（CSV）", "export_jsonl": "导出对战（JSONL）", "download": "下载",
         "import_file": "导入对战（来自其他竞技场或 FastChat 日志的 JSONL）",
-        "imported": "已导入 **{added}** 场对战；**{skipped}** 场此前已保存。",
+        "imported": "已导入 **{added}** 场对战；**{skipped}** 场此前已保存。导入的对战只展示、不计分"
+                    "（可信文件可用 `python -m arena import FILE --trust-import` 计分）。",
+        "admin_token": "管理员令牌",
+        "admin_token_info": "导出和导入需要竞技场启动时打印的令牌（或 ARENA_ADMIN_TOKEN 的值）。",
+        "admin_needed": "导出和导入需要管理员令牌：竞技场启动时打印的那个，或 ARENA_ADMIN_TOKEN 的值。"
+                        "请在“管理员令牌”框中输入。",
+        "include_imported": "包括导入的对战",
         "no_votes": "还没有可导出的投票。请先为一轮对战投票。",
         "col_rank": "名次", "col_model": "模型", "col_rating": "评分", "col_ci_95": "95% 置信区间",
         "col_battles": "对战数", "col_win_rate": "胜率", "col_mean_tokens_per_s": "平均 token/秒",

@@ -81,7 +81,7 @@ class RunningApp:
     models.yaml text; by default SmolLM2 under two ids (plus ``extra_models``)."""
 
     def __init__(self, tmp: Path, port: int, extra_models: str = "", args: tuple[str, ...] = (),
-                 catalog: str | None = None):
+                 catalog: str | None = None, env: dict[str, str] | None = None):
         self.tmp, self.port = tmp, port
         self.url = f"http://127.0.0.1:{port}/"
         if catalog is None:
@@ -97,7 +97,8 @@ class RunningApp:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "arena", "--port", str(port), "--models", str(self.models_file),
              "--data-dir", str(tmp / "data"), *args],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     def rounds(self) -> list[dict]:
         """Every stored round (newest last), read straight from the app's database."""

@@ -120,3 +120,26 @@ def test_stop_ends_a_streaming_round_and_it_can_still_be_voted_on(api):
     assert all(final[k]["turns"][-1]["stopped"] and final[k]["turns"][-1]["error"] is None for k in "ab")
     assert final["a"]["turns"][-1]["output_tokens"] < 1000
     assert api.predict(final["round_id"], "Tie", api_name="/vote")["vote"] == "Tie"
+
+
+def test_export_and_import_need_the_admin_token_when_one_is_set(tmp_path_factory, stub):
+    """With ARENA_ADMIN_TOKEN (or when listening beyond loopback) a visitor without the token can
+    neither read every conversation nor add battles; with it both work."""
+    from gradio_client import handle_file
+
+    from .conftest import start_app
+
+    running = start_app(tmp_path_factory, "admin", catalog=stub.catalog(), env={"ARENA_ADMIN_TOKEN": "s3cret"}).ready()
+    try:
+        api = Client(running.url, verbose=False)
+        for token in ("", "wrong"):
+            with pytest.raises(AppError, match="need the admin token"):
+                api.predict(token, api_name="/export")
+        battle = tmp_path_factory.mktemp("import") / "one.jsonl"
+        battle.write_text(json.dumps({"model_a": "x1", "model_b": "x2", "winner": "tie", "anony": True}) + "\n")
+        with pytest.raises(AppError, match="need the admin token"):
+            api.predict(handle_file(str(battle)), "", api_name="/import")
+        assert "Imported **1** battle(s)" in api.predict(handle_file(str(battle)), "s3cret", api_name="/import")
+        assert api.predict("s3cret", api_name="/export").endswith(".csv")
+    finally:
+        running.stop()

@@ -37,9 +37,13 @@ def test_import_then_leaderboard_and_export_from_the_command_line(tmp_path):
     battles = tmp_path / "battles.jsonl"
     battles.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     data = ["--data-dir", str(tmp_path / "d")]
-    assert "imported 4 battle(s); 0 already stored" in run("import", str(battles), *data).stdout
-    board = run("leaderboard", *data).stdout
+    assert "imported 4 battle(s) (shown but not rated" in run("import", str(battles), *data).stdout
+    assert "No rated (blind) battles yet." in run("leaderboard", *data).stdout  # a file can't rate itself
+    trusted = ["--data-dir", str(tmp_path / "t")]
+    assert "imported 4 battle(s) (blind ones rated" in run("import", str(battles), "--trust-import", *trusted).stdout
+    board = run("leaderboard", *trusted).stdout
     assert "m1" in board and "rating" in board
+    assert "No rated (blind) battles yet." in run("leaderboard", "--exclude-imported", *trusted).stdout
     out = tmp_path / "votes.csv"
     assert "wrote 4 vote(s)" in run("export", "--format", "csv", "-o", str(out), *data).stdout
     assert out.read_bytes().startswith(b"\xef\xbb\xbf")

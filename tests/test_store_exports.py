@@ -80,8 +80,8 @@ def test_jsonl_export_reimports_to_the_same_leaderboard(store, tmp_path):
     assert {"model_a", "model_b", "winner", "tstamp", "anony", "conversation_a", "conversation_b"} <= set(line)
     assert line["anony"] is True and line["conversation_a"][0] == {"role": "user", "content": "问题？"}
     other = Store(tmp_path / "other.db")
-    assert exports.import_battles(other, path) == (10, 0)
-    assert exports.import_battles(other, path) == (0, 10)  # de-duplicated by id
+    assert exports.import_battles(other, path, trust=True) == (10, 0)
+    assert exports.import_battles(other, path, trust=True) == (0, 10)  # de-duplicated by id
     before = leaderboard.from_store(store)[0]
     after = leaderboard.from_store(other)[0]
     assert before[["model", "rating", "battles"]].equals(after[["model", "rating", "battles"]])
@@ -95,16 +95,83 @@ def test_fastchat_log_without_ids_imports_and_dedupes(store, tmp_path):
     path.write_text(json.dumps(line) + "\n" + json.dumps(line) + "\n")
     assert exports.import_battles(store, path) == (1, 1)
     (r,) = store.voted_rounds()
-    assert r.rated == 1 and r.mode == "blind" and r.turns[0]["b"]["text"] == "b"
+    assert r.rated == 0 and r.mode == "blind" and r.turns[0]["b"]["text"] == "b"  # shown, not rated by default
+    assert r.origin == "import:fastchat.jsonl" and "--trust-import" in r.flag
 
 
 def test_malformed_line_is_named_and_nothing_is_stored(store, tmp_path):
     good = json.dumps({"id": "ok1", "model_a": "m1", "model_b": "m2", "winner": "tie", "anony": True})
     path = tmp_path / "bad.jsonl"
     path.write_text(good + "\n" + '{"model_a": "m1", "winner": "tie"}\n')
-    with pytest.raises(exports.ImportError_, match=r"bad.jsonl line 2: missing field\(s\) \['model_b'\]"):
+    with pytest.raises(exports.ImportError_, match=r"bad.jsonl line 2: model_b: Field required"):
         exports.import_battles(store, path)
     path.write_text(good + "\n\nnot json\n")
     with pytest.raises(exports.ImportError_, match="line 3"):
         exports.import_battles(store, path)
     assert store.voted_rounds() == []
+
+
+def battle_line(**changes) -> str:
+    line = {"model_a": "m1", "model_b": "m2", "winner": "model_a", "tstamp": 2.0, "anony": True,
+            "conversation_a": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            "conversation_b": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}
+    return json.dumps({**line, **changes})
+
+
+def test_a_file_cannot_rate_itself(store, tmp_path):
+    """A named battle claiming "rated": true, or a blind one whose answer names a model, is not rated
+    even with --trust-import; a clean blind battle is rated only with it."""
+    path = tmp_path / "claims.jsonl"
+    path.write_text("\n".join([
+        battle_line(id="named", anony=False, arena={"rated": True, "mode": "named"}),
+        battle_line(id="names-itself", model_a="mistral-x", conversation_a=[
+            {"role": "user", "content": "q"}, {"role": "assistant", "content": "As Mistral, I say a"}]),
+        battle_line(id="clean")]) + "\n")
+    exports.import_battles(store, path)
+    assert {r.id: r.rated for r in store.voted_rounds()} == {"named": 0, "names-itself": 0, "clean": 0}
+    trusted = Store(tmp_path / "trusted.db")
+    exports.import_battles(trusted, path, trust=True)
+    rounds = {r.id: r for r in trusted.voted_rounds()}
+    assert {k: r.rated for k, r in rounds.items()} == {"named": 0, "names-itself": 0, "clean": 1}
+    assert "mistral" in rounds["names-itself"].flag
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ('{"model_a": "m1", "model_b": "m2", "winner": "tie", "arena": {"turns": [{}]}}', "arena.turns.0.question"),
+    (battle_line(winner="model_c"), "winner"),
+    (battle_line(model_a="x" * 201), "model_a"),
+    (battle_line(model_a="m\u0000"), "control character"),
+    (battle_line(conversation_a=[{"role": "user", "content": "\ud800"}]), "lone surrogate"),
+    (battle_line(conversation_a=[{"role": "hacker", "content": "q"}]), "conversation_a.0.role"),
+    (battle_line(id="../../etc/passwd"), "id"),
+    ("[1, 2]", "line"),
+])
+def test_hostile_lines_are_refused_with_their_line_and_nothing_is_stored(store, tmp_path, bad, reason):
+    path = tmp_path / "hostile.jsonl"
+    path.write_text(battle_line(id="fine") + "\n" + bad + "\n")
+    with pytest.raises(exports.ImportError_, match=rf"hostile.jsonl line 2: .*{reason}"):
+        exports.import_battles(store, path)
+    assert store.voted_rounds() == []
+
+
+def test_oversized_files_and_invalid_utf8_are_refused(store, tmp_path):
+    big = tmp_path / "big.jsonl"
+    big.write_text(battle_line() + "\n" + " " * 2000)
+    with pytest.raises(exports.ImportError_, match="import limit is 0 MB"):
+        exports.import_battles(store, big, max_bytes=1000)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(battle_line().encode().replace(b'"q"', b'"\xff"', 1) + b"\n")
+    with pytest.raises(exports.ImportError_, match=r"line 1: not UTF-8 text \(byte 0xff"):
+        exports.import_battles(store, broken)
+
+
+def test_leaderboard_can_leave_out_imported_battles(store, tmp_path):
+    for i in range(4):
+        store.save_round(record(i))
+        store.record_vote(f"r{i}", "model_a", 10.0 + i, rated=True, flag=None)
+    path = tmp_path / "far.jsonl"
+    path.write_text("".join(battle_line(id=f"f{i}", model_a="far1", model_b="far2") + "\n" for i in range(3)))
+    exports.import_battles(store, path, trust=True)
+    everything = leaderboard.from_store(store)[0]
+    local = leaderboard.from_store(store, include_imported=False)[0]
+    assert set(everything["model"]) == {"x", "y", "far1", "far2"} and set(local["model"]) == {"x", "y"}

@@ -6,6 +6,7 @@ these without a browser; the browser tests check the wiring.
 """
 from __future__ import annotations
 
+import hmac
 import html
 import time
 from pathlib import Path
@@ -33,9 +34,16 @@ def _refusal(exc: ArenaError, lang: str) -> gr.Error:
 class Handlers:
     """The page's behaviour over one ``Arena``; holds no per-visitor state (that lives in gr.State)."""
 
-    def __init__(self, arena: Arena, export_dir: Path):
+    def __init__(self, arena: Arena, export_dir: Path, admin_token: str | None = None,
+                 max_upload_bytes: int = exports.MAX_IMPORT_BYTES):
         self.arena, self.export_dir = arena, Path(export_dir)
+        self.admin_token, self.max_upload_bytes = admin_token, max_upload_bytes
         self.leaderboard = CachedLeaderboard(arena.store)
+
+    def _admin(self, token: str | None, lang: str) -> None:
+        """Export (every conversation) and import (new votes) need the admin token when one is set."""
+        if self.admin_token and not hmac.compare_digest((token or "").encode(), self.admin_token.encode()):
+            raise gr.Error(t("admin_needed", lang), duration=10)
 
     # -- the arena panel ---------------------------------------------------------------
     def pane_labels(self, mode: str, a: str | None, b: str | None, lang: str) -> tuple[str, str]:
@@ -101,9 +109,9 @@ class Handlers:
         return render.status_markdown(rows, lang)
 
     # -- leaderboard -------------------------------------------------------------------
-    def leaderboard_view(self, lang: str) -> dict:
+    def leaderboard_view(self, lang: str, include_imported: bool = True) -> dict:
         names = {s.id: s.name for s in self.arena.supervisor.statuses()}
-        table, matrix, named = self.leaderboard.get(names)
+        table, matrix, named = self.leaderboard.get(names, include_imported)
         shown = table[list(TABLE_COLUMNS)] if not table.empty else table.reindex(columns=TABLE_COLUMNS)
         return {"board": shown.rename(columns=lambda c: t(f"col_{c}", lang)),
                 "board_empty": gr.update(visible=table.empty), "charts": gr.update(visible=not table.empty),
@@ -113,7 +121,8 @@ class Handlers:
                 "named_board": named.rename(columns=lambda c: t(f"col_{c}", lang))}
 
     # -- export / import ---------------------------------------------------------------
-    def export(self, kind: str, lang: str = "en") -> str:
+    def export(self, kind: str, token: str | None = None, lang: str = "en") -> str:
+        self._admin(token, lang)
         records = self.arena.store.voted_rounds()
         if not records:
             raise gr.Error(t("no_votes", lang))
@@ -122,11 +131,13 @@ class Handlers:
         path = self.export_dir / f"arena-{'votes' if kind == 'csv' else 'battles'}-{stamp}.{kind}"
         return str(exports.write_csv(records, path) if kind == "csv" else exports.write_jsonl(records, path))
 
-    def import_file(self, path: str | None, lang: str) -> str:
+    def import_file(self, path: str | None, token: str | None, lang: str) -> str:
+        """Imports from the page are never rated (anyone can upload); the CLI's --trust-import can."""
         if not path:
             return ""
+        self._admin(token, lang)
         try:
-            added, skipped = exports.import_battles(self.arena.store, Path(path))
+            added, skipped = exports.import_battles(self.arena.store, Path(path), max_bytes=self.max_upload_bytes)
         except (exports.ImportError_, OSError, UnicodeDecodeError) as exc:
             return f"⚠️ {html.escape(str(exc))}"
         return t("imported", lang, added=added, skipped=skipped)

@@ -84,7 +84,9 @@ def arena_panel(handlers: Handlers) -> Components:
 
 def leaderboard_panel() -> Components:
     c: Components = {"leaderboard_intro": gr.Markdown(I18N("leaderboard_intro"))}
-    c["refresh"] = gr.Button(I18N("refresh"), elem_id="refresh-leaderboard")
+    with gr.Row():
+        c["refresh"] = gr.Button(I18N("refresh"), elem_id="refresh-leaderboard")
+        c["include_imported"] = gr.Checkbox(True, label=I18N("include_imported"), elem_id="include-imported")
     c["board"] = gr.Dataframe(label=I18N("rated_table"), elem_id="leaderboard-table", interactive=False)
     c["board_empty"] = gr.Markdown(I18N("chart_no_battles"), elem_id="leaderboard-empty")
     with gr.Column(visible=False) as c["charts"]:  # shown once there is something to draw
@@ -96,8 +98,10 @@ def leaderboard_panel() -> Components:
     return c
 
 
-def export_panel() -> Components:
+def export_panel(admin_required: bool) -> Components:
     c: Components = {"export_intro": gr.Markdown(I18N("export_intro"))}
+    c["admin_token"] = gr.Textbox(label=I18N("admin_token"), info=I18N("admin_token_info"), type="password",
+                                  visible=admin_required, elem_id="admin-token")
     with gr.Row():
         c["export_csv"] = gr.Button(I18N("export_csv"), elem_id="export-csv")
         c["export_jsonl"] = gr.Button(I18N("export_jsonl"), elem_id="export-jsonl")
@@ -123,7 +127,7 @@ def layout(handlers: Handlers) -> tuple[gr.Blocks, Components]:
             with gr.Tab(I18N("tab_leaderboard"), id="leaderboard") as c["tab_leaderboard"]:
                 c.update(leaderboard_panel())
             with gr.Tab(I18N("tab_export"), id="export") as c["tab_export"]:
-                c.update(export_panel())
+                c.update(export_panel(handlers.admin_token is not None))
         wire(handlers, c, demo)
         api.register(handlers.arena)
     return demo, c
@@ -149,6 +153,7 @@ RELABEL = {  # component -> (property, text key) changed by the language switch
     "named_board": ("label", "named_table"), "export_intro": ("value", "export_intro"),
     "export_csv": ("value", "export_csv"), "export_jsonl": ("value", "export_jsonl"),
     "export_file": ("label", "download"), "import_file": ("label", "import_file"),
+    "include_imported": ("label", "include_imported"),
     **{name: ("value", name) for name in VOTE_KEYS.values()},
 }
 
@@ -161,6 +166,7 @@ def relabel(lang: str) -> dict:
     updates["hold"] = gr.update(label=t("blind_together", lang), info=t("blind_together_info", lang))
     updates["question"] = gr.update(label=t("question", lang), placeholder=t("question_placeholder", lang))
     updates["system_prompt"] = gr.update(label=t("system_prompt", lang), placeholder=t("system_placeholder", lang))
+    updates["admin_token"] = gr.update(label=t("admin_token", lang), info=t("admin_token_info", lang))
     return updates
 
 
@@ -209,19 +215,24 @@ def _wire_other_tabs(h: Handlers, c: Components) -> None:
     private = {"api_visibility": "private"}
     board_names = ("board", "board_empty", "charts", "ratings_plot", "matrix_plot", "speed_plot", "named_board")
     board_out = [c[n] for n in board_names]
-    show_board = lambda lang: _by_name(c, board_names)(h.leaderboard_view(lang))  # noqa: E731
-    c["refresh"].click(show_board, [c["lang"]], board_out, api_name="leaderboard")
-    c["tab_leaderboard"].select(show_board, [c["lang"]], board_out, **private)
-    c["export_csv"].click(partial(h.export, "csv"), [c["lang"]], [c["export_file"]], api_name="export")
-    c["export_jsonl"].click(partial(h.export, "jsonl"), [c["lang"]], [c["export_file"]], api_name="export_jsonl")
-    c["import_file"].upload(h.import_file, [c["import_file"], c["lang"]], [c["import_result"]], **private)
+    show_board = lambda lang, imported: _by_name(c, board_names)(h.leaderboard_view(lang, imported))  # noqa: E731
+    board_in = [c["lang"], c["include_imported"]]
+    c["refresh"].click(show_board, board_in, board_out, api_name="leaderboard")
+    c["tab_leaderboard"].select(show_board, board_in, board_out, **private)
+    c["include_imported"].change(show_board, board_in, board_out, **private)
+    token = c["admin_token"]
+    c["export_csv"].click(partial(h.export, "csv"), [token, c["lang"]], [c["export_file"]], api_name="export")
+    c["export_jsonl"].click(partial(h.export, "jsonl"), [token, c["lang"]], [c["export_file"]],
+                            api_name="export_jsonl")
+    c["import_file"].upload(h.import_file, [c["import_file"], token, c["lang"]], [c["import_result"]],
+                            api_name="import")
     gr.Timer(1.0).tick(h.status, [c["lang"]], [c["status"]], show_progress="hidden", **private)
 
 
 
 def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
     """The page opens in the browser's language; the switch changes every label (and an empty round's panes)."""
-    relabeled = [*RELABEL, "question", "system_prompt"]
+    relabeled = [*RELABEL, "question", "system_prompt", "admin_token"]
     panes = ["chat_a", "chat_b", "metrics_a", "metrics_b"]
     outputs = [c["lang"], *(c[n] for n in relabeled + panes)]
 
@@ -239,9 +250,12 @@ def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
     demo.load(on_load, None, [c["language"]], api_visibility="private")
 
 
-def build_ui(arena, export_dir: Path | None = None) -> gr.Blocks:
-    """The whole page over ``arena``; exports are written to ``export_dir``."""
+def build_ui(arena, export_dir: Path | None = None, admin_token: str | None = None,
+             max_upload_bytes: int = 20_000_000) -> gr.Blocks:
+    """The whole page over ``arena``; exports are written to ``export_dir``; with ``admin_token``
+    export and import require it."""
     import tempfile
 
-    demo, _ = layout(Handlers(arena, Path(export_dir or tempfile.mkdtemp(prefix="arena-export-"))))
+    export_dir = Path(export_dir or tempfile.mkdtemp(prefix="arena-export-"))
+    demo, _ = layout(Handlers(arena, export_dir, admin_token, max_upload_bytes))
     return demo
