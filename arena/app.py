@@ -48,6 +48,14 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest battle file the Export tab accepts")
     parser.add_argument("--votes-per-minute", type=int, default=30, help="vote rate limit per session")
     parser.add_argument("--questions-per-minute", type=int, default=30, help="question rate limit per session")
+    parser.add_argument("--votes-per-minute-per-address", type=int, default=120,
+                        help="vote rate limit per client address (a new session does not reset it)")
+    parser.add_argument("--questions-per-minute-per-address", type=int, default=120,
+                        help="question rate limit per client address")
+    parser.add_argument("--max-turns", type=int, default=20, help="questions per round")
+    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="IP",
+                        help="a reverse proxy whose X-Forwarded-For header is believed for rate limits "
+                             "(repeatable); without it the direct peer's address counts")
     return parser
 
 
@@ -68,7 +76,9 @@ def build_arena(args: argparse.Namespace) -> Arena:
     data_dir = Path(args.data_dir)
     supervisor = Supervisor(models, args.models, data_dir, threads=args.threads, rebuild_cache=args.rebuild_cache)
     limits = Limits(max_question_chars=args.max_question_chars, votes_per_minute=args.votes_per_minute,
-                    questions_per_minute=args.questions_per_minute)
+                    questions_per_minute=args.questions_per_minute, max_turns=args.max_turns,
+                    votes_per_minute_per_address=args.votes_per_minute_per_address,
+                    questions_per_minute_per_address=args.questions_per_minute_per_address)
     return Arena(supervisor, Store(data_dir / "arena.db"), prompts, limits, schedule=args.schedule,
                  blind_hold=args.blind_together)
 
@@ -123,7 +133,7 @@ def serve(argv: list[str] | None = None) -> None:
     yield_cpu_to_workers()
     arena.supervisor.start()
     demo = build_ui(arena, export_dir=Path(args.data_dir) / "exports", admin_token=admin_token(args),
-                    max_upload_bytes=int(args.max_upload_mb * 1e6))
+                    max_upload_bytes=int(args.max_upload_mb * 1e6), trusted_proxies=frozenset(args.trusted_proxy))
     print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)
     try:
         demo.queue(default_concurrency_limit=8).launch(

@@ -60,8 +60,10 @@ def checked_text(text: str, what: str) -> str:
 @dataclass(frozen=True)
 class Limits:
     max_question_chars: int = 8000
-    votes_per_minute: int = 30
-    questions_per_minute: int = 30
+    votes_per_minute: int = 30             # per session
+    questions_per_minute: int = 30         # per session
+    votes_per_minute_per_address: int = 120      # per client address: a new session does not reset it
+    questions_per_minute_per_address: int = 120
     max_turns: int = 20            # questions in one round
     restart_wait_s: float = 120.0  # how long a round waits for a crashed worker to come back
     open_rounds: int = 5000        # unvoted rounds kept in memory; older ones are reloaded from the store
@@ -190,6 +192,8 @@ class Arena:
         self._rounds: OrderedDict[str, Round] = OrderedDict()  # unvoted rounds, oldest first
         self._vote_limiter = _RateLimiter(self.limits.votes_per_minute)
         self._ask_limiter = _RateLimiter(self.limits.questions_per_minute)
+        self._address_vote_limiter = _RateLimiter(self.limits.votes_per_minute_per_address)
+        self._address_ask_limiter = _RateLimiter(self.limits.questions_per_minute_per_address)
         self._prompts = {p.id: p for p in self.prompts}
 
     # -- rounds -----------------------------------------------------------------------
@@ -265,9 +269,9 @@ class Arena:
         return checked_text(question, "what_question").strip()
 
     def _check_rate(self, session: str, address: str | None) -> None:
-        self._ask_limiter.check(f"session:{session}", "what_questions")
+        self._ask_limiter.check(session, "what_questions")
         if address:
-            self._ask_limiter.check(f"address:{address}", "what_questions", "who_address")
+            self._address_ask_limiter.check(address, "what_questions", "who_address")
 
     async def ask(self, session: str, question: str, *, round_id: str | None = None, mode: str = "named",
                   model_a: str | None = None, model_b: str | None = None, settings: Settings = Settings(),
@@ -389,9 +393,9 @@ class Arena:
             raise ArenaError("no_answers")
         if record.error:
             raise ArenaError("failed_round", error=record.error)
-        self._vote_limiter.check(f"session:{session}", "what_votes")
+        self._vote_limiter.check(session, "what_votes")
         if address:
-            self._vote_limiter.check(f"address:{address}", "what_votes", "who_address")
+            self._address_vote_limiter.check(address, "what_votes", "who_address")
         models = (self.supervisor.model(record.model_a), self.supervisor.model(record.model_b))
         flag = self_identification(record, models) if record.mode == "blind" else None
         rated = record.mode == "blind" and flag is None

@@ -143,3 +143,30 @@ def test_export_and_import_need_the_admin_token_when_one_is_set(tmp_path_factory
         assert api.predict("s3cret", api_name="/export").endswith(".csv")
     finally:
         running.stop()
+
+
+def test_rate_limits_per_session_and_per_address_and_the_turn_cap(tmp_path_factory, stub):
+    """Through the API: a round takes at most --max-turns questions; a session's question limit; a
+    fresh session does not reset the per-address limit; the vote limit."""
+    from .conftest import start_app
+
+    args = ("--questions-per-minute", "3", "--questions-per-minute-per-address", "4", "--max-turns", "2",
+            "--votes-per-minute", "1")
+    running = start_app(tmp_path_factory, "limits", catalog=stub.catalog(), args=args).ready()
+    try:
+        first = Client(running.url, verbose=False)
+        _, one = ask(first, "q1", "named", "stub-a", "stub-b")
+        ask(first, "q2", "named", "stub-a", "stub-b", round_id=one["round_id"])
+        with pytest.raises(AppError, match="This round already has 2 questions"):
+            ask(first, "q3", "named", "stub-a", "stub-b", round_id=one["round_id"])
+        _, three = ask(first, "q3", "named", "stub-a", "stub-b")
+        with pytest.raises(AppError, match=r"Too many questions from this session \(3 per minute\)"):
+            ask(first, "q4", "named", "stub-a", "stub-b")
+        ask(Client(running.url, verbose=False), "q5", "named", "stub-a", "stub-b")  # a new session: 4th from here
+        with pytest.raises(AppError, match=r"Too many questions from this address \(4 per minute\)"):
+            ask(Client(running.url, verbose=False), "q6", "named", "stub-a", "stub-b")
+        assert first.predict(three["round_id"], "Tie", api_name="/vote")["vote"] == "Tie"
+        with pytest.raises(AppError, match=r"Too many votes from this session \(1 per minute\)"):
+            first.predict(one["round_id"], "Tie", api_name="/vote")
+    finally:
+        running.stop()

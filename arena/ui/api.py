@@ -7,10 +7,10 @@ from typing import AsyncIterator
 import gradio as gr
 
 from ..rounds import DEFAULTS, Arena, ArenaError, Settings
-from .handlers import session_of
+from .handlers import address_of, session_of
 
 
-def register(arena: Arena) -> None:
+def register(arena: Arena, trusted_proxies: frozenset[str] = frozenset()) -> None:
     """Add the endpoints to the Blocks being built (call inside ``with gr.Blocks()``)."""
 
     async def ask(question: str, mode: str = "named", model_a: str = "", model_b: str = "", round_id: str = "",
@@ -22,7 +22,8 @@ def register(arena: Arena) -> None:
             async for view in arena.ask(session_of(request), question, round_id=round_id or None, mode=mode,
                                         model_a=model_a or None, model_b=model_b or None,
                                         settings=Settings(temperature, top_p, int(max_new_tokens), system_prompt),
-                                        preset_id=preset_id or None):
+                                        preset_id=preset_id or None,
+                                        address=address_of(request, trusted_proxies)):
                 yield view
         except ArenaError as exc:
             raise gr.Error(str(exc)) from None
@@ -34,7 +35,7 @@ def register(arena: Arena) -> None:
     def vote(round_id: str, choice: str, request: gr.Request = None) -> dict:
         """Vote once on a round: 'A better', 'B better', 'Tie' or 'Both bad'. Returns the revealed round."""
         try:
-            return arena.vote(session_of(request), round_id, choice)
+            return arena.vote(session_of(request), round_id, choice, address_of(request, trusted_proxies))
         except ArenaError as exc:
             raise gr.Error(str(exc)) from None
 

@@ -35,8 +35,9 @@ class Handlers:
     """The page's behaviour over one ``Arena``; holds no per-visitor state (that lives in gr.State)."""
 
     def __init__(self, arena: Arena, export_dir: Path, admin_token: str | None = None,
-                 max_upload_bytes: int = exports.MAX_IMPORT_BYTES):
+                 max_upload_bytes: int = exports.MAX_IMPORT_BYTES, trusted_proxies: frozenset[str] = frozenset()):
         self.arena, self.export_dir = arena, Path(export_dir)
+        self.trusted_proxies = trusted_proxies
         self.admin_token, self.max_upload_bytes = admin_token, max_upload_bytes
         self.leaderboard = CachedLeaderboard(arena.store)
 
@@ -76,10 +77,11 @@ class Handlers:
                 "blind_options": gr.update(visible=mode == "blind")}
 
     async def send(self, question: str, mode: str, a: str | None, b: str | None, settings: Settings, hold: bool,
-                   round_id: str | None, preset_id: str | None, lang: str, session: str) -> AsyncIterator[dict]:
+                   round_id: str | None, preset_id: str | None, lang: str, session: str,
+                   address: str | None = None) -> AsyncIterator[dict]:
         try:
             async for view in self.arena.ask(session, question, round_id=round_id, mode=mode, model_a=a, model_b=b,
-                                             settings=settings, preset_id=preset_id, hold=hold):
+                                             settings=settings, preset_id=preset_id, hold=hold, address=address):
                 yield {**self.render(view, lang), "question": ""}
         except ArenaError as exc:
             raise _refusal(exc, lang) from None
@@ -88,9 +90,9 @@ class Handlers:
         # The running send() generator draws the stopped answers itself.
         return self.arena.stop(session, round_id)
 
-    def vote(self, choice: str, round_id: str | None, lang: str, session: str) -> dict:
+    def vote(self, choice: str, round_id: str | None, lang: str, session: str, address: str | None = None) -> dict:
         try:
-            return self.render(self.arena.vote(session, round_id, choice), lang)
+            return self.render(self.arena.vote(session, round_id, choice, address), lang)
         except ArenaError as exc:
             raise _refusal(exc, lang) from None
 
@@ -145,4 +147,17 @@ class Handlers:
 
 def session_of(request: gr.Request | None) -> str:
     return request.session_hash if request and request.session_hash else "anonymous"
+
+
+def address_of(request: gr.Request | None, trusted_proxies: frozenset[str] = frozenset()) -> str | None:
+    """The client's address for rate limits. X-Forwarded-For is believed only when the direct peer
+    is a proxy the operator named (--trusted-proxy): then the nearest address that is not one."""
+    client = getattr(request, "client", None)
+    peer = getattr(client, "host", None)
+    if peer in trusted_proxies:
+        forwarded = [a.strip() for a in (request.headers.get("x-forwarded-for") or "").split(",") if a.strip()]
+        for address in reversed(forwarded):
+            if address not in trusted_proxies:
+                return address
+    return peer
 

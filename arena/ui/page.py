@@ -15,7 +15,7 @@ import gradio as gr
 from ..rounds import Settings
 from ..texts import LANGUAGES, language_of, t
 from . import api, render
-from .handlers import ARENA_OUTPUTS, VOTE_KEYS, Handlers, session_of
+from .handlers import ARENA_OUTPUTS, VOTE_KEYS, Handlers, address_of, session_of
 from .i18n import I18N
 
 CSS = """
@@ -129,7 +129,7 @@ def layout(handlers: Handlers) -> tuple[gr.Blocks, Components]:
             with gr.Tab(I18N("tab_export"), id="export") as c["tab_export"]:
                 c.update(export_panel(handlers.admin_token is not None))
         wire(handlers, c, demo)
-        api.register(handlers.arena)
+        api.register(handlers.arena, handlers.trusted_proxies)
     return demo, c
 
 
@@ -181,7 +181,7 @@ def wire(h: Handlers, c: Components, demo: gr.Blocks) -> None:
                       request: gr.Request):
         settings = Settings(temp, top_p, int(max_tokens), system or "")
         async for result in h.send(question, mode, a, b, settings, hold, round_id, preset_id, lang,
-                                   session_of(request)):
+                                   session_of(request), address_of(request, h.trusted_proxies)):
             yield _by_name(c, [*ARENA_OUTPUTS, "question"])(result)
 
     for trigger in (c["send"].click, c["question"].submit):
@@ -207,7 +207,8 @@ def wire(h: Handlers, c: Components, demo: gr.Blocks) -> None:
 
 def _vote_handler(h: Handlers, choice: str, c: Components) -> Callable:
     def on_vote(round_id, lang, request: gr.Request) -> dict:
-        return _by_name(c, ARENA_OUTPUTS)(h.vote(choice, round_id, lang, session_of(request)))
+        return _by_name(c, ARENA_OUTPUTS)(h.vote(choice, round_id, lang, session_of(request),
+                                                 address_of(request, h.trusted_proxies)))
     return on_vote
 
 
@@ -251,11 +252,11 @@ def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
 
 
 def build_ui(arena, export_dir: Path | None = None, admin_token: str | None = None,
-             max_upload_bytes: int = 20_000_000) -> gr.Blocks:
+             max_upload_bytes: int = 20_000_000, trusted_proxies: frozenset[str] = frozenset()) -> gr.Blocks:
     """The whole page over ``arena``; exports are written to ``export_dir``; with ``admin_token``
     export and import require it."""
     import tempfile
 
     export_dir = Path(export_dir or tempfile.mkdtemp(prefix="arena-export-"))
-    demo, _ = layout(Handlers(arena, export_dir, admin_token, max_upload_bytes))
+    demo, _ = layout(Handlers(arena, export_dir, admin_token, max_upload_bytes, trusted_proxies))
     return demo
