@@ -7,11 +7,15 @@ answer streams through an ``asyncio.Queue`` and yields a snapshot per piece.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
-from .engines import Usage
+from .client import EndpointError
+from .engines import Notice, Usage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Answer:
     total_s: float | None = None      # request sent -> stream finished
     output_tokens: int = 0
     prompt_tokens: int = 0
+    notice: dict | None = None        # the worker fitted the conversation into the context window
     _started: float = field(default=0.0, repr=False)
 
     @property
@@ -53,6 +58,9 @@ async def _consume(side: int, stream: AsyncIterator[str | Usage], answer: Answer
             if isinstance(item, Usage):
                 answer.output_tokens, answer.prompt_tokens = item.completion_tokens, item.prompt_tokens
                 continue
+            if isinstance(item, Notice):
+                answer.notice = dict(item.__dict__)
+                continue
             if answer.ttft_s is None:
                 answer.ttft_s = now
             answer.text += item
@@ -61,8 +69,11 @@ async def _consume(side: int, stream: AsyncIterator[str | Usage], answer: Answer
     except asyncio.CancelledError:
         answer.error = answer.error or "stopped by user"
         raise
-    except Exception as exc:  # one model failing must not stop the other pane
-        answer.error = str(exc) or type(exc).__name__
+    except EndpointError as exc:  # one model failing must not stop the other pane
+        answer.error = str(exc)
+    except Exception as exc:  # never a raw exception in a pane: the log has the details
+        log.exception("answer failed")
+        answer.error = f"the answer failed unexpectedly ({type(exc).__name__}); the app's log has the details"
     finally:
         answer.total_s = time.perf_counter() - answer._started
         if not answer.output_tokens:  # stopped or failed before the usage report: one piece ~ one token

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 
 import httpx
 
-from .engines import GenerationParams, Usage
+from .engines import GenerationParams, Notice, Usage
 
 
 class EndpointError(RuntimeError):
@@ -29,6 +29,23 @@ def request_body(model: str, messages: list[dict], params: GenerationParams) -> 
     return body
 
 
+def _error_message(body: str) -> str:
+    """The ``error.message`` of an OpenAI-style error body, else the body's start (never a traceback dump)."""
+    try:
+        error = json.loads(body).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        if isinstance(message, str) and message:
+            return message[:500]
+    except (ValueError, AttributeError):
+        pass
+    return body[:300]
+
+
+def _notice(raw: dict) -> Notice:
+    dropped, budget = raw.get("dropped_turns"), raw.get("max_new_tokens")
+    return Notice(dropped if isinstance(dropped, int) else 0, budget if isinstance(budget, int) else None)
+
+
 @lru_cache(maxsize=1)
 def _tls() -> ssl.SSLContext:
     """Loading the CA bundle costs ~50 ms of CPU; do it once, not once per answer."""
@@ -37,7 +54,7 @@ def _tls() -> ssl.SSLContext:
 
 async def stream_chat(base_url: str, model: str, messages: list[dict], params: GenerationParams, *,
                       api_key: str | None = None, connect_timeout: float = 5.0,
-                      read_timeout: float = 300.0) -> AsyncIterator[str | Usage]:
+                      read_timeout: float = 300.0) -> AsyncIterator[str | Usage | Notice]:
     """Stream one answer from ``{base_url}/chat/completions`` (base_url ends in /v1)."""
     url = base_url.rstrip("/") + "/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -48,7 +65,9 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
         async with httpx.AsyncClient(timeout=timeout, verify=_tls()) as http:
             async with http.stream("POST", url, json=request_body(model, messages, params), headers=headers) as resp:
                 if resp.status_code != 200:
-                    detail = (await resp.aread()).decode("utf-8", "replace")[:300]
+                    detail = _error_message((await resp.aread()).decode("utf-8", "replace"))
+                    if resp.status_code == 400 and "context" in detail:
+                        raise EndpointError(detail)  # ours: already says what to do
                     hint = " Check the API key environment variable." if resp.status_code in (401, 403) else ""
                     raise EndpointError(f"{url} answered HTTP {resp.status_code}: {detail}{hint}")
                 async for line in resp.aiter_lines():
@@ -58,6 +77,10 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
                     if data == "[DONE]":
                         break
                     event = json.loads(data)
+                    if not isinstance(event, dict):
+                        raise EndpointError(f"{url} sent an event that is not a JSON object")
+                    if isinstance(event.get("arena_notice"), dict):
+                        yield _notice(event["arena_notice"])
                     if "error" in event:
                         error = event["error"]
                         raise EndpointError(error.get("message", str(error)) if isinstance(error, dict) else str(error))

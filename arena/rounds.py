@@ -359,7 +359,7 @@ class Arena:
         for key, answer in zip("ab", answers):
             stopped = answer.error == "stopped by user"
             turn[key] = {"text": answer.text, "error": None if stopped else answer.error,
-                         "stopped": stopped or not answer.done, **answer.metrics()}
+                         "stopped": stopped or not answer.done, "notice": answer.notice, **answer.metrics()}
         record.turns.append(turn)
         for key in "ab":
             if record.error is None and turn[key]["error"]:
@@ -419,7 +419,7 @@ class Arena:
             live = {"question": round_.pending_question}
             for key, answer in zip("ab", round_.live):
                 live[key] = {"text": answer.text, "error": answer.error, "stopped": False, "done": answer.done,
-                             **answer.metrics()}
+                             "notice": answer.notice, **answer.metrics()}
             turns.append(live)
         held = not revealed and round_.hold and round_.live is not None
         sides = {key: self._side_view(record, key, turns, revealed, held) for key in "ab"}
@@ -442,9 +442,9 @@ class Arena:
             answer = turn[key]
             shown = {"question": turn["question"], "text": "" if held else answer["text"],
                      "error": answer["error"], "stopped": answer["stopped"], "done": answer.get("done", True),
-                     **{k: answer.get(k) for k in TIMING_KEYS}}
-            if not revealed:
-                shown.update({k: None for k in TIMING_KEYS})
+                     "notice": answer.get("notice"), **{k: answer.get(k) for k in TIMING_KEYS}}
+            if not revealed:  # how much context a model has would hint at which model it is
+                shown.update({k: None for k in (*TIMING_KEYS, "notice")})
                 shown["error"] = "failed" if answer["error"] else None
             side_turns.append(shown)
         side = {"label": info.get("name", getattr(record, f"model_{key}")) if revealed else f"Model {key.upper()}",

@@ -34,6 +34,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "metrics_hidden_streaming": "⏳ answering… (timings appear after your vote)",
         "held": "⏳ Both answers appear together when both are finished.",
         "stopped": "(stopped)", "error": "Error",
+        "notice_dropped": "ℹ️ The {n} oldest question(s) of this round were left out to fit the model's context "
+                          "window.",
+        "notice_budget": "ℹ️ The answer is limited to {n} tokens to fit the model's context window.",
         "blind_error": "This answer failed. Press **New round** to try again.",
         "you_voted": "### You voted: {vote}",
         "was": "- **Model {side}** was **{name}** ({engine}, {quantization})",
@@ -103,6 +106,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "metrics_hidden_streaming": "⏳ 作答中……（计时数据在投票后显示）",
         "held": "⏳ 两个回答都完成后会一起显示。",
         "stopped": "（已停止）", "error": "错误",
+        "notice_dropped": "ℹ️ 为了放进模型的上下文窗口，本轮最早的 {n} 个问题未发送给模型。",
+        "notice_budget": "ℹ️ 为了放进模型的上下文窗口，回答最多 {n} 个 token。",
         "blind_error": "这个回答失败了。请点击 **新一轮** 重试。",
         "you_voted": "### 你的投票：{vote}",
         "was": "- **模型 {side}** 是 **{name}**（{engine}，{quantization}）",

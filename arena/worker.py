@@ -20,7 +20,10 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .engines import ChatEngine, GenerationParams, Usage
+from dataclasses import replace
+
+from .engines import ChatEngine, GenerationParams, Notice, Usage
+from .engines.context import ContextOverflow, fit_context
 
 ERROR_PREFIX = "ARENA_WORKER_ERROR: "  # the supervisor shows the text after this as the failure reason
 
@@ -35,7 +38,23 @@ def _params(body: dict[str, Any]) -> GenerationParams:
         repeat_penalty=body.get("repeat_penalty"), seed=body.get("seed"))
 
 
-def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: str | None = None) -> FastAPI:
+def fit(engine: ChatEngine, messages: list[dict], params: GenerationParams, context_length: int | None
+        ) -> tuple[list[dict], GenerationParams, Notice | None]:
+    """The conversation cut to the model's context (see engines/context.py); engines that can't
+    count tokens get the messages as they are."""
+    counter = getattr(engine, "count_prompt_tokens", None)
+    if not context_length or counter is None:
+        return messages, params, None
+    fitted = fit_context(messages, counter, context_length, params.max_new_tokens)
+    notice = None
+    if fitted.dropped_turns or fitted.max_new_tokens != params.max_new_tokens:
+        notice = Notice(fitted.dropped_turns, fitted.max_new_tokens if fitted.max_new_tokens != params.max_new_tokens
+                        else None)
+    return fitted.messages, replace(params, max_new_tokens=fitted.max_new_tokens), notice
+
+
+def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: str | None = None,
+               context_length: int | None = None) -> FastAPI:
     """Wrap ``engine`` in the OpenAI chat protocol. One answer is generated at a time.
 
     With ``api_key`` the /v1 routes require ``Authorization: Bearer <key>``, so a worker
@@ -95,6 +114,10 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"error": {"message": f"bad request: {exc!r}", "type": "invalid_request_error"}},
                                 status_code=400)
+        try:
+            messages, params, notice = await asyncio.to_thread(fit, engine, messages, params, context_length)
+        except ContextOverflow as exc:
+            return JSONResponse({"error": {"message": str(exc), "type": "context_length_exceeded"}}, status_code=400)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
 
@@ -124,7 +147,10 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
                               "completion_tokens": usage.completion_tokens if usage else 0}}
 
         async def events() -> AsyncIterator[str]:
-            yield chunk({"role": "assistant", "content": ""})
+            first = chunk({"role": "assistant", "content": ""})
+            if notice is not None:  # an extension field; other OpenAI clients ignore it
+                first = first.replace('"choices"', '"arena_notice": ' + json.dumps(notice.__dict__) + ', "choices"', 1)
+            yield first
             async for item in generate(messages, params):
                 if isinstance(item, Exception):
                     error = {"error": {"message": f"{type(item).__name__}: {item}", "type": "engine_error"}}
@@ -192,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         print(f"{ERROR_PREFIX}could not load {args.weights}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         sys.exit(3)
-    uvicorn.run(create_app(engine, model.id, load_seconds, api_key), host=args.host, port=args.port,
+    app = create_app(engine, model.id, load_seconds, api_key, model.context_length)
+    uvicorn.run(app, host=args.host, port=args.port,
                 log_level="warning", access_log=False)
 
 

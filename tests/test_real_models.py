@@ -154,3 +154,35 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
     except (OSError, IndexError):
         return "zombie"
+
+
+def test_a_question_longer_than_the_context_is_refused_with_the_numbers(worker):
+    """SmolLM2 holds 2,048 tokens: an 8,000-character Chinese question can't fit, and the worker says
+    so with the numbers instead of failing inside llama.cpp."""
+    question = "请解释这句话的意思。" * 800
+    with pytest.raises(client.EndpointError, match=r"The question needs [\d,]+ tokens, and this model's context "
+                                                   r"holds 2,048 tokens"):
+        collect(worker + "/v1", [{"role": "user", "content": question}], GenerationParams(max_new_tokens=64))
+
+
+def test_a_long_conversation_drops_its_oldest_turns_with_a_notice(worker):
+    """A history longer than the context: the oldest turns are left out, the answer still comes,
+    and the stream says how many turns were dropped."""
+    from arena.engines import Notice
+
+    long_answer = "The quick brown fox jumps over the lazy dog. " * 60  # ~600 tokens per turn
+    history = []
+    for i in range(4):
+        history += [{"role": "user", "content": f"Tell me story {i}."}, {"role": "assistant", "content": long_answer}]
+    messages = history + [{"role": "user", "content": "Say OK."}]
+
+    async def run():
+        items = []
+        async for item in client.stream_chat(worker + "/v1", "smol-a", messages,
+                                             GenerationParams(temperature=0.0, max_new_tokens=16)):
+            items.append(item)
+        return items
+    items = asyncio.run(run())
+    notices = [i for i in items if isinstance(i, Notice)]
+    assert len(notices) == 1 and notices[0].dropped_turns >= 1
+    assert "".join(i for i in items if isinstance(i, str)).strip()

@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from arena.battle import run_turn
+from arena.client import EndpointError
 from arena.config import ModelConfig, ModelSource, Prompt
 from arena.engines import Usage
 from arena.rounds import Arena, ArenaError, Limits, identity_words
@@ -127,7 +128,7 @@ async def fake_stream(pieces, delay, fail_after=None):
     for i, piece in enumerate(pieces):
         await asyncio.sleep(delay)
         if fail_after is not None and i >= fail_after:
-            raise RuntimeError("worker died")
+            raise EndpointError("worker died")
         yield piece
     yield Usage(3, len(pieces))
 

@@ -28,6 +28,14 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """Sent before an answer when the worker had to fit the conversation into the context window."""
+
+    dropped_turns: int = 0
+    max_new_tokens: int | None = None  # the answer budget, when it had to shrink
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     temperature: float = 0.7
     top_p: float = 0.9

@@ -7,6 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from . import GenerationParams, Usage
+from .context import approximate_count
 
 
 class _TokenCounter:
@@ -30,6 +31,11 @@ class LlamaCppEngine:
 
         self.llm = Llama(model_path=str(weights), n_ctx=context_length, n_threads=threads,
                          n_threads_batch=threads, verbose=False)
+
+    def count_prompt_tokens(self, messages: list[dict]) -> int:
+        """Tokens the chat prompt takes (content tokens plus template markers, slightly over)."""
+        tokenize = lambda text: len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))  # noqa: E731
+        return approximate_count(tokenize)(messages)
 
     def stream_chat(self, messages: list[dict], params: GenerationParams) -> Iterator[str | Usage]:
         from llama_cpp import LogitsProcessorList

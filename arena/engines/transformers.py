@@ -185,6 +185,12 @@ class TransformersEngine:
         return hf_model, tokenizer
 
     # -- generation -----------------------------------------------------------------------------
+    def count_prompt_tokens(self, messages: list[dict]) -> int:
+        """Exactly what apply_chat_template will feed the model."""
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                     return_dict=True)
+        return len(encoded["input_ids"])
+
     def stream_chat(self, messages: list[dict], params: GenerationParams) -> Iterator[str | Usage]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer

@@ -65,6 +65,8 @@ def chat_messages(side: dict, lang: str = "en") -> list[dict]:
     for turn in side["turns"]:
         messages.append({"role": "user", "content": safe_markdown(turn["question"])})
         text = safe_markdown(turn["text"])
+        if notice := turn.get("notice"):
+            text = notice_markdown(notice, lang) + "\n\n" + text
         if turn.get("error") == "failed":  # blind, before the reveal: no model or server named
             text = (text + "\n\n" if text else "") + "⚠️ " + t("blind_error", lang)
         elif turn.get("error"):
@@ -73,6 +75,16 @@ def chat_messages(side: dict, lang: str = "en") -> list[dict]:
             text = (text or "") + "\n\n*" + t("stopped", lang) + "*"
         messages.append({"role": "assistant", "content": text or "…"})
     return messages
+
+
+def notice_markdown(notice: dict, lang: str = "en") -> str:
+    """Why the model saw less than the whole conversation, or may answer shorter than asked."""
+    parts = []
+    if notice.get("dropped_turns"):
+        parts.append(t("notice_dropped", lang, n=notice["dropped_turns"]))
+    if notice.get("max_new_tokens"):
+        parts.append(t("notice_budget", lang, n=notice["max_new_tokens"]))
+    return "*" + " ".join(parts) + "*" if parts else ""
 
 
 def metrics_markdown(side: dict, revealed: bool = True, lang: str = "en", held: bool = False) -> str:
