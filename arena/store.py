@@ -152,12 +152,19 @@ class Store:
                     f"SELECT id FROM rounds WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
         return found
 
-    def insert_voted_rounds(self, records: list[RoundRecord]) -> int:
-        """Add imported battles in one transaction; ids already present are skipped."""
-        with self._transaction() as db:
-            cur = db.executemany(f"INSERT OR IGNORE INTO rounds ({', '.join(COLUMNS)}) "
-                                 f"VALUES ({', '.join('?' * len(COLUMNS))})", [self._to_row(r) for r in records])
-            return cur.rowcount
+    def insert_voted_rounds(self, records: list[RoundRecord], chunk: int = 2000) -> int:
+        """Add imported battles; ids already present are skipped.
+
+        Written ``chunk`` rows per transaction so a live round's save never waits for a whole
+        100,000-line import (BENCHMARKS.md). The caller validated every line first; if the process
+        dies mid-way, importing the file again adds exactly the missing battles (ids dedupe)."""
+        added = 0
+        sql = f"INSERT OR IGNORE INTO rounds ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        for start in range(0, len(records), chunk):
+            rows = [self._to_row(r) for r in records[start:start + chunk]]
+            with self._transaction() as db:
+                added += db.executemany(sql, rows).rowcount
+        return added
 
     def speed_samples(self, include_imported: bool = True) -> list[tuple[str, float]]:
         """(model, decode tokens/s) of every side of every rated battle, for medians."""

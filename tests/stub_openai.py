@@ -3,6 +3,7 @@ usage), remembers every request body, and obeys cues in the last user message:
 
     SLOW-START   wait (up to 30 s) before the first token: a long prefill or a restarting worker
     IMAGE <url>  answer with a Markdown image and an <img> tag pointing at <url>
+    LONG <n>     answer with n pieces (benchmarks: a stream that lasts)
 
 Everything else is answered as ``<model> heard: <question>`` in a few timed pieces.
 It stands in for a model server only where a test must see exactly what the arena sent.
@@ -64,7 +65,9 @@ class StubOpenAI:
         question = body["messages"][-1]["content"]
         if "SLOW-START" in question:
             time.sleep(30)
-        if question.startswith("IMAGE "):
+        if question.startswith("LONG "):
+            words = [f"w{i} " for i in range(int(question.split()[1]))]
+        elif question.startswith("IMAGE "):
             url = question.split()[1]
             words = [f"Look: ![tracker]({url}) ", f"and <img src=\"{url}\"> ", "done."]
         else:
