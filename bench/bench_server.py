@@ -132,8 +132,10 @@ def bench_load(app: App, args) -> dict:
     errors, ttfts, acknowledged = [], [], [0]
     lock = threading.Lock()
 
-    def session(_: int) -> None:
-        client = app.client()
+    clients = [app.client() for _ in range(args.sessions)]  # set-up (fetches the API schema), not timed
+
+    def session(index: int) -> None:
+        client = clients[index]
         for i in range(args.rounds):
             try:
                 view, _ = one_round(client, f"load {i}")
