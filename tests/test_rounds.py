@@ -2,6 +2,8 @@
 self-identification flag, rate limit) and the two-stream merge. The supervisor and the model
 streams are replaced by fakes here; test_real_models.py and test_api.py run them for real."""
 import asyncio
+import re
+import time
 
 import pytest
 
@@ -9,7 +11,8 @@ from arena.battle import run_turn
 from arena.client import EndpointError
 from arena.config import ModelConfig, ModelSource, Prompt
 from arena.engines import Usage
-from arena.rounds import Arena, ArenaError, Limits, identity_words
+from arena.rounds import Arena, ArenaError, Limits, Settings, _RateLimiter, identity_words
+from arena.textcheck import clean_model_text
 from arena.store import Store
 from arena.supervisor import ModelStatus, ModelUnavailable
 
@@ -178,3 +181,62 @@ def test_stop_ends_both_answers_and_the_turn_finishes():
     a, b = asyncio.run(go())
     assert a.done and b.done and a.error == b.error == "stopped by user"
     assert 3 < len(a.text) < 200
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("a\x00b", "a control character (U+0000) at character 2"),
+    ("ok \ud800", "an invalid character (a lone surrogate U+D800) at character 4"),
+    ("abc\u202edef", "a text-direction override (U+202E) at character 4"),
+    ("bell\x07", "a control character (U+0007) at character 5"),
+])
+def test_questions_with_characters_that_cant_be_stored_are_refused_with_the_position(arena, text, problem):
+    with pytest.raises(ArenaError, match=re.escape(f"The question contains {problem}")):
+        arena.validate_question(text)
+    assert arena.validate_question("tab\tand\nnewlines\r\nare fine") == "tab\tand\nnewlines\r\nare fine"
+
+
+def test_bad_generation_settings_and_system_prompts_are_refused():
+    with pytest.raises(ArenaError, match="temperature must be between 0 and 2, got 3"):
+        Settings(temperature=3).checked()
+    with pytest.raises(ArenaError, match="system prompt is 4,001 characters; the limit is 4,000"):
+        Settings(system_prompt="x" * 4001).checked()
+    with pytest.raises(ArenaError, match="system prompt contains a control character"):
+        Settings(system_prompt="be\x00nice").checked()
+
+
+def test_model_output_is_cleaned_not_refused():
+    assert clean_model_text("ok\ud800 and\x00 more") == "ok\ufffd and more"
+
+
+def test_a_streaming_round_refuses_a_second_question_and_a_vote(arena):
+    """Two tabs, or Enter and Send together: the second ask and a vote wait for the turn to end."""
+    round_ = answered(arena, mode="named")
+    round_.busy = True  # what ask() holds while a turn streams
+    async def second_ask():
+        async for _ in arena.ask("s1", "again?", round_id=round_.id):
+            pass
+    with pytest.raises(ArenaError, match="still answering"):
+        asyncio.run(second_ask())
+    with pytest.raises(ArenaError, match="Wait until both answers are finished"):
+        arena.vote("s1", round_.id, "Tie")
+    assert round_.state == "streaming"
+    round_.busy = False
+    assert round_.state == "answered"
+    arena.vote("s1", round_.id, "Tie")
+    assert arena.store.get_round(round_.id).winner == "tie"
+
+
+def test_memory_stays_bounded(arena, tmp_path):
+    """Voted rounds leave memory, open ones are capped (reloaded from the store on a follow-up),
+    and the rate limiter forgets clients idle for a minute."""
+    small = Arena(FakeSupervisor(), arena.store, [], Limits(open_rounds=3, votes_per_minute=100))
+    rounds = [answered(small, mode="named") for _ in range(5)]
+    assert small.open_rounds() == 3
+    assert small._round_for("s1", rounds[0].id).id == rounds[0].id  # evicted, found again in the store
+    small.vote("s1", rounds[1].id, "Tie")
+    assert rounds[1].id not in small._rounds
+    limiter = _RateLimiter(5)
+    for i in range(100):
+        limiter.check(f"client-{i}", "what_questions")
+    limiter._sweep(time.monotonic() + 61)
+    assert len(limiter) == 0
