@@ -284,7 +284,7 @@ class Arena:
         """
         question = self.validate_question(question)
         settings = settings.checked()
-        round_ = self._round_for(session, round_id)
+        round_ = await asyncio.to_thread(self._round_for, session, round_id)  # may read the store
         if round_ is not None and round_.busy:
             raise ArenaError("still_streaming")
         if round_ is not None and round_.state == "answered" and len(round_.record.turns) >= self.limits.max_turns:

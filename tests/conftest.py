@@ -90,7 +90,7 @@ class RunningApp:
             self.models_file = tmp / "models.yaml"
             self.models_file.write_text(catalog, encoding="utf-8")
         shared_models = ROOT / "data" / "models"  # the assembled Qwen GGUF (scripts/install.sh): don't copy 0.5 GB
-        if shared_models.is_dir():
+        if shared_models.is_dir() and not (tmp / "data" / "models").exists():
             (tmp / "data").mkdir(exist_ok=True)
             (tmp / "data" / "models").symlink_to(shared_models)
         self.log = open(tmp / "app.log", "wb")
