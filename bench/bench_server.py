@@ -112,12 +112,17 @@ def bench_stall(app: App, args) -> dict:
 
 def bench_memory(app: App, args) -> dict:
     """Resident memory of the app process after 100 rounds and after --rounds rounds."""
-    clients = [app.client() for _ in range(args.threads)]
+    local = threading.local()  # one client (one session) per thread: a session asks one question at a time
     done, marks = 0, {}
+
+    def round_in_thread(i: int) -> None:
+        if not hasattr(local, "client"):
+            local.client = app.client()
+        one_round(local.client, f"q{i}")
 
     def run(n: int) -> None:
         with ThreadPoolExecutor(args.threads) as pool:
-            list(pool.map(lambda i: one_round(clients[i % len(clients)], f"q{i}"), range(n)))
+            list(pool.map(round_in_thread, range(n)))
 
     for target in (100, args.rounds):
         run(target - done)
