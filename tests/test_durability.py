@@ -71,3 +71,29 @@ def test_after_a_restart_a_voted_round_still_takes_no_second_vote(tmp_path_facto
             again.predict(view["round_id"], "A better", api_name="/vote")
     finally:
         second.stop()
+
+
+def _children(pid: int) -> set[int]:
+    from pathlib import Path
+
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+def test_sigterm_stops_the_app_and_every_worker(tmp_path_factory):
+    """systemd, docker and kill send SIGTERM: the app stops its model workers and leaves no orphan."""
+    import os
+    import time
+
+    running = start_app(tmp_path_factory, "sigterm").ready()
+    workers = _children(running.proc.pid)
+    assert len(workers) >= 2
+    running.proc.send_signal(signal.SIGTERM)
+    assert running.proc.wait(30) is not None
+    running.log.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+        time.sleep(0.2)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}")], "a worker outlived the app"
