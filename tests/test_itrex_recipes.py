@@ -153,3 +153,27 @@ def test_memory_preflight_refuses_or_warns_with_numbers(monkeypatch):
     assert preflight("tight", "itrex-convert", 500_000_000, available=int(need * 0.5 / 6.2 / 0.9)).startswith("warning")
     monkeypatch.setenv("ARENA_MEMORY_CHECK", "warn")
     assert preflight("chatglm3-6b", "itrex-convert", 6_200_000_000, available=int(24 * GB)).startswith("warning")
+
+
+def test_the_itrex_catalog_opens_with_two_recipes_of_the_same_weights():
+    """models-itrex.yaml's default pair is two ITREX entries of one source under clearly different recipes."""
+    from .conftest import ROOT
+
+    a, b = load_models(ROOT / "models-itrex.yaml")[:2]
+    assert a.engine == b.engine == "itrex" and a.source == b.source
+    assert a.quantize == ITREX_DEFAULT_RECIPE
+    assert (b.quantize.group_size, b.quantize.compute_dtype) != (a.quantize.group_size, a.quantize.compute_dtype)
+
+
+def test_the_report_catalog_loads_and_refuses_chatglm_under_transformers(tmp_path):
+    """models-report.yaml parses; ChatGLM3 under transformers is refused before loading, naming engine: itrex."""
+    from arena.engines.registry import _prepare_transformers
+    from arena.sources import SourceError
+
+    from .conftest import ROOT
+
+    models = {m.id: m for m in load_models(ROOT / "models-report.yaml")}
+    assert models["chatglm3-6b-itrex-int4"].trust_remote_code and models["qwen-7b-chat-itrex-int4"].engine == "itrex"
+    directory = _hf_dir(tmp_path / "chatglm3-6b", "chatglm", files=("pytorch_model-00001-of-00007.bin",))
+    with pytest.raises(SourceError, match="engine: itrex"):
+        _prepare_transformers(models["chatglm3-6b-torchao-int4"], directory, tmp_path, lambda state, detail: None)

@@ -47,9 +47,23 @@ def _prepare_llamacpp(model: ModelConfig, weights: Path, data_dir: Path, report:
     return Prepared(weights, warning or "")
 
 
+# Remote code known not to run on this project's transformers (5.x), with the evidence; refused before
+# minutes of loading, pointing at the engine that runs it.
+REMOTE_CODE_BROKEN = {
+    "chatglm": "ChatGLM3's remote tokenizer fails on transformers >= 4.45 (ChatGLMTokenizer._pad() got an "
+               "unexpected keyword argument 'padding_side', zai-org/ChatGLM3#1324)",
+}
+
+
 def _prepare_transformers(model: ModelConfig, weights: Path, data_dir: Path, report: Report) -> Prepared:
     from .transformers import cache_key
 
+    if weights.is_dir() and (weights / "config.json").is_file():
+        model_type = json.loads((weights / "config.json").read_text()).get("model_type")
+        if model_type in REMOTE_CODE_BROKEN:
+            raise SourceError(f"{model.id}: {REMOTE_CODE_BROKEN[model_type]}. Run it with 'engine: itrex' "
+                              f"(ITREX's own environment pins transformers 4.40), as the original report did; "
+                              f"see models-report.yaml")
     params = memory.count_params(weights)
     step = "transformers-gguf" if weights.is_file() else "transformers"
     if model.quantize is not None:
@@ -122,7 +136,8 @@ def _prepare_itrex(model: ModelConfig, weights: Path, data_dir: Path, report: Re
     elif is_complete(f32_dir):
         step = "itrex-quantize"
     else:  # conversion and quantization: the larger of the two peaks
-        step = max(("itrex-convert", "itrex-quantize"), key=lambda s: memory.estimate(s, params) or 0)
+        convert = "itrex-convert-native" if hf_dir == weights else "itrex-convert"
+        step = max((convert, "itrex-quantize"), key=lambda s: memory.estimate(s, params) or 0)
     return Prepared(hf_dir, memory.preflight(model.id, step, params) or "")
 
 
