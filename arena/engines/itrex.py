@@ -105,7 +105,11 @@ def exclusive(directory: Path, name: str = ".lock"):
 
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / name, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            phase("waiting: another worker is preparing the same weights")
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
