@@ -146,8 +146,13 @@ class QuantizeConfig:
         if self.group_size in SUPPORTED_QUANTIZATION.get(key, ()):
             return None
         rows = {k: g for k, g in SUPPORTED_QUANTIZATION.items() if k[0] == self.backend} or SUPPORTED_QUANTIZATION
-        supported = "; ".join(f"backend={b} bits={n} weight_dtype={w} compute_dtype={c} scheme={sc} "
-                              f"group_size in {list(g)}" for (b, n, w, c, sc), g in rows.items())
+        computes: dict[tuple, list[str]] = {}  # one line per (backend, bits, weight, scheme, groups)
+        for (b, n, w, c, sc), g in rows.items():
+            computes.setdefault((b, n, w, sc, g), []).append(c)
+        supported = "; ".join(
+            f"backend={b} bits={n} weight_dtype={w} "
+            + (f"compute_dtype in {cs}" if len(cs) > 1 else f"compute_dtype={cs[0]}") + f" scheme={sc} group_size in {list(g)}"
+            for (b, n, w, sc, g), cs in computes.items())
         return f"unsupported combination ({self.describe()}). Supported: {supported}"
 
 
@@ -165,11 +170,16 @@ SUPPORTED_QUANTIZATION: dict[tuple[str, int, str, str, str], tuple[int, ...]] = 
 # ITREX 1.4.2 RTN through neural-speed 1.0: the combinations measured to quantize AND answer sanely
 # on this project's CPUs (bench/itrex_recipes.py; table in BENCHMARKS.md). ITREX maps int4_clip and
 # int4_fullrange to the same neural-speed "int4", so both names are accepted with the same rows.
+_ITREX_COMPUTE = ("int8", "fp32", "bf16", "fp16")  # fp16 runs, but decodes several times slower here
 _ITREX_MEASURED: dict[tuple[int, str, str, str], tuple[int, ...]] = {
-    (4, weight_dtype, compute_dtype, scheme): (32, 128, -1)
-    for weight_dtype in ("int4_fullrange", "int4_clip")
-    for compute_dtype in ("int8", "fp32", "bf16", "fp16")
-    for scheme in ("sym", "asym")
+    # INT4: every compute type, both schemes, groups 32 / 128 / per channel (-1; runs, but per-channel
+    # INT4 answered a capital-city question wrongly on the 0.5B Qwen: a quality trade-off to compare)
+    **{(4, w, c, s): (32, 128, -1) for w in ("int4_fullrange", "int4_clip") for c in _ITREX_COMPUTE
+       for s in ("sym", "asym")},
+    # 4-bit floats and 8-bit types: measured with groups 32 and per channel, sym (int8 also asym)
+    **{(4, w, c, "sym"): (32, -1) for w in ("nf4", "fp4") for c in _ITREX_COMPUTE},
+    **{(8, "int8", c, s): (32, -1) for c in _ITREX_COMPUTE for s in ("sym", "asym")},
+    **{(8, w, c, "sym"): (32, -1) for w in ("fp8_e4m3", "fp8_e5m2") for c in _ITREX_COMPUTE},
 }
 for (_bits, _w, _c, _s), _groups in _ITREX_MEASURED.items():
     SUPPORTED_QUANTIZATION[("itrex", _bits, _w, _c, _s)] = _groups

@@ -54,7 +54,7 @@ def test_an_unsupported_itrex_recipe_is_refused_with_the_supported_list(tmp_path
         load_models(_catalog(tmp_path, extra=f"    quantize: {quantize}\n"))
     message = str(err.value)
     assert "unsupported combination" in message and expected in message and "models.yaml:8" in message
-    assert "backend=itrex bits=4 weight_dtype=int4_fullrange compute_dtype=int8 scheme=sym" in message
+    assert "backend=itrex bits=4 weight_dtype=int4_fullrange compute_dtype in ['int8', 'fp32', 'bf16', 'fp16'] scheme=sym group_size in [32, 128, -1]" in message
     assert "backend=torchao" not in message
 
 

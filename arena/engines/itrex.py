@@ -98,7 +98,7 @@ def cache_dirs(cache_root: Path, identity: dict, recipe: QuantizeConfig, version
 
 
 @contextlib.contextmanager
-def exclusive(directory: Path, name: str = ".lock"):
+def exclusive(directory: Path, name: str = ".lock", on_wait=None):
     """Hold an exclusive lock (``directory/name``, created if needed) across processes: two workers (two
     recipes of one model) or two arena processes never build the same cache entry at once."""
     import fcntl
@@ -108,7 +108,7 @@ def exclusive(directory: Path, name: str = ".lock"):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            phase("waiting: another worker is preparing the same weights")
+            (on_wait or phase)("waiting: another worker is preparing the same weights")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -100,7 +100,8 @@ def itrex_hf_dir(model: ModelConfig, weights: Path, data_dir: Path, report: Repo
         report("preparing", f"{why}: converting")
     identity = json.dumps({"prepare_format": 2, "source": source_identity(model, weights)}, sort_keys=True)
     parent = data_dir / "itrex" / f"hf-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
-    with exclusive(parent):  # two recipes of one model share this conversion: one of them makes it
+    # two recipes of one model share this conversion: one of them makes it, the other waits
+    with exclusive(parent, on_wait=lambda text: report("preparing", text)):
         if is_complete(parent):
             return parent / json.loads((parent / "COMPLETE").read_text())["dir"]
         return _convert_for_itrex(model, weights, parent, identity, report)
