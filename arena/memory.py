@@ -32,19 +32,19 @@ STEPS = {
     # GGUF or Qwen2 -> fp32 HF directory for ITREX (main env: transformers loads fp32, expands K/V, saves)
     "itrex-prepare": Step("converting to an HF directory for ITREX", 6.0, 0.2 * GB, 85),
     # HF directory -> neural-speed's fp32 file (neural-speed's converter loads the fp32 model)
-    "itrex-convert": Step("converting to neural-speed fp32", 6.4, 0.2 * GB, 30),
+    "itrex-convert": Step("converting to neural-speed fp32", 6.4, 0.8 * GB, 30),
     # the same for an architecture neural-speed reads natively, from its fp16/bf16 checkpoint: ChatGLM's and
     # Qwen's converters load the model in fp32 (4 B/param, read from convert_chatglm.py / convert_qwen.py;
     # not measured here: no such model fits the test machine); Llama's converter is lazy and needs less
     "itrex-convert-native": Step("converting to neural-speed fp32", 4.3, 0.3 * GB, 45),
     # ITREX RTN quantization of the fp32 file, then serving it (the worker's peak)
-    "itrex-quantize": Step("quantizing with ITREX RTN", 4.6, 0.5 * GB, 25),
+    "itrex-quantize": Step("quantizing with ITREX RTN", 2.2, 0.5 * GB, 25),
     # serving a cached quantized file
     "itrex-run": Step("loading the cached ITREX file", 1.0, 0.5 * GB, 2),
     # transformers: fp32 load, then INT4 quantization in place
     "transformers": Step("loading fp32 and quantizing", 5.0, 0.5 * GB, 60),
-    "transformers-cached": Step("loading the INT4 cache", 1.5, 0.5 * GB, 5),
-    "transformers-gguf": Step("dequantizing the GGUF to fp32 and quantizing", 8.0, 0.5 * GB, 100),
+    "transformers-cached": Step("loading the INT4 cache", 0.8, 0.4 * GB, 15),  # measured 0.90 GB (BENCHMARKS §4)
+    "transformers-gguf": Step("dequantizing the GGUF to fp32 and quantizing", 5.5, 0.4 * GB, 230),  # 3.84 GB
     # llama.cpp maps the file: about its size (bytes_per_param is applied to the file size here)
     "llamacpp": Step("loading the GGUF", 1.1, 0.2 * GB, 0),
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from .memory import InsufficientMemory
 from .sources import SourceError, resolve
 from .worker import ERROR_PREFIX
 
+_STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 STATES = ("preparing", "downloading", "loading", "ready", "restarting", "failed", "unavailable", "stopped")
 log = logging.getLogger("arena.supervisor")
 
@@ -203,8 +205,14 @@ class WorkerProcesses:
                 tail = log_file.read().decode("utf-8", "replace")
         except (OSError, TypeError):
             return None
-        phases = [line[len(PHASE_PREFIX):] for line in tail.splitlines() if line.startswith(PHASE_PREFIX)]
-        return phases[-1] if phases else None
+        lines = tail.splitlines()
+        at = max((i for i, line in enumerate(lines) if line.startswith(PHASE_PREFIX)), default=None)
+        if at is None:
+            return None
+        text = lines[at][len(PHASE_PREFIX):]
+        # neural-speed prints "[ 285/ 291] layers.31.attention.wv.weight ..." per tensor while quantizing
+        steps = [m for line in lines[at + 1:] if (m := _STEP.match(line))]
+        return text + (f" — tensor {steps[-1][1]}/{steps[-1][2]}" if steps else "")
 
     def failure_reason(self, worker: _Worker, code: int) -> str:
         lines: list[str] = []

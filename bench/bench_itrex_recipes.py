@@ -1,13 +1,14 @@
 """Benchmark: ITREX recipes side by side in one run, through the real supervisor and workers.
 
-    .venv/bin/python bench/bench_itrex_recipes.py [--models models-itrex.yaml] [--tokens 64] [--data-dir DIR]
+    .venv/bin/python bench/bench_itrex_recipes.py [--models models-itrex.yaml] [--tokens 64] [--repeats 3] [--data-dir DIR]
 
 Takes the ``engine: itrex`` entries of the catalog (the two Qwen recipes of models-itrex.yaml),
 starts them together on an empty data dir (first load: conversion + quantization), then again
 on the same dir (cached), and per recipe reports: time to ready, the worker's own load time,
 peak memory of the whole process group (worker + converter, sampled every 0.2 s) and of the
 main-environment conversion, the preflight estimate next to it, resident memory when serving,
-then time to first token and decode tok/s for a greedy answer (one model at a time).
+then time to first token and decode tok/s of a greedy answer (median of --repeats, the models
+alternating one at a time, so both see the same host load).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -36,6 +38,13 @@ def _rss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 class GroupSampler:
@@ -61,9 +70,10 @@ class GroupSampler:
                 except OSError:
                     continue
                 ppid, pgid = int(stat[1]), int(stat[2])
-                if ppid == me:
+                if ppid == me and b"itrex_prepare" in _cmdline(pid):  # the main-env conversion
                     children += _rss(pid)
-                groups[pgid] = groups.get(pgid, 0) + _rss(pid) if pgid != os.getpgid(0) else 0
+                if pgid != os.getpgid(0):
+                    groups[pgid] = groups.get(pgid, 0) + _rss(pid)
             for pgid, total in groups.items():
                 self.peaks[pgid] = max(self.peaks.get(pgid, 0), total)
             self.children_peak = max(self.children_peak, children)
@@ -89,7 +99,7 @@ def measure(base_url: str, tokens: int) -> dict:
     return asyncio.run(run())
 
 
-def start(models, catalog: Path, data: Path, tokens: int) -> dict:
+def start(models, catalog: Path, data: Path, tokens: int, repeats: int) -> dict:
     from arena.supervisor import Supervisor
 
     sampler = GroupSampler()
@@ -107,13 +117,18 @@ def start(models, catalog: Path, data: Path, tokens: int) -> dict:
     results = {}
     try:
         for model in models:
-            pid = supervisor.pid(model.id)
             status = next(s for s in supervisor.statuses() if s.id == model.id)
-            results[model.id] = {"ready_s": round(ready_at[model.id], 1), "worker_load_s": status.load_seconds,
-                                 "peak_group_gb": round(sampler.peaks.get(pid, 0) / 1e9, 2)}
-        for model in models:  # one at a time: the two do not share the cores while timed
-            results[model.id].update(measure(supervisor.endpoint(model.id), tokens))
-            results[model.id]["rss_serving_gb"] = round(_rss(supervisor.pid(model.id)) / 1e9, 2)
+            results[model.id] = {"ready_s": round(ready_at[model.id], 1), "worker_load_s": status.load_seconds}
+        runs: dict[str, list[dict]] = {m.id: [] for m in models}
+        for _ in range(repeats):  # alternate the models, one at a time: both see the same host load
+            for model in models:
+                runs[model.id].append(measure(supervisor.endpoint(model.id), tokens))
+        for model in models:
+            pid = supervisor.pid(model.id)
+            for key in ("ttft_s", "decode_tok_s"):
+                results[model.id][key] = statistics.median(r[key] for r in runs[model.id])
+            results[model.id]["rss_serving_gb"] = round(_rss(pid) / 1e9, 2)
+            results[model.id]["peak_group_gb"] = round(sampler.peaks.get(pid, 0) / 1e9, 2)
     finally:
         supervisor.stop()
         sampler.stop()
@@ -125,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=Path, default=ROOT / "models-itrex.yaml")
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="timed answers per model (median)")
     parser.add_argument("--data-dir", type=Path, help="default: a fresh temporary directory (first load from scratch)")
     args = parser.parse_args()
     from arena import memory
@@ -145,8 +161,8 @@ def main() -> None:
             if stamp.exists():
                 shutil.copy2(stamp, data / "models" / stamp.name)
     params = memory.count_params(resolve(models[0], ROOT / "data"))
-    report = {"first": start(models, args.models, data, args.tokens),
-              "cached": start(models, args.models, data, args.tokens),
+    report = {"first": start(models, args.models, data, args.tokens, args.repeats),
+              "cached": start(models, args.models, data, args.tokens, args.repeats),
               "estimates_gb": {step: round(memory.estimate(step, params) / 1e9, 2)
                                for step in ("itrex-prepare", "itrex-convert", "itrex-quantize", "itrex-run")},
               "params": params, "recipes": {m.id: m.quantize.describe() for m in models}}
