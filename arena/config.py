@@ -170,16 +170,16 @@ SUPPORTED_QUANTIZATION: dict[tuple[str, int, str, str, str], tuple[int, ...]] = 
 # ITREX 1.4.2 RTN through neural-speed 1.0: the combinations measured to quantize AND answer sanely
 # on this project's CPUs (bench/itrex_recipes.py; table in BENCHMARKS.md). ITREX maps int4_clip and
 # int4_fullrange to the same neural-speed "int4", so both names are accepted with the same rows.
-_ITREX_COMPUTE = ("int8", "fp32", "bf16", "fp16")  # fp16 runs, but decodes several times slower here
+_ITREX_COMPUTE = ("int8", "fp32", "bf16", "fp16")
 _ITREX_MEASURED: dict[tuple[int, str, str, str], tuple[int, ...]] = {
     # INT4: every compute type, both schemes, groups 32 / 128 / per channel (-1; runs, but per-channel
     # INT4 answered a capital-city question wrongly on the 0.5B Qwen: a quality trade-off to compare)
     **{(4, w, c, s): (32, 128, -1) for w in ("int4_fullrange", "int4_clip") for c in _ITREX_COMPUTE
        for s in ("sym", "asym")},
-    # 4-bit floats and 8-bit types: measured with groups 32 and per channel, sym (int8 also asym)
+    # 4-bit floats and int8: measured with groups 32 and per channel, sym (int8 also asym)
     **{(4, w, c, "sym"): (32, -1) for w in ("nf4", "fp4") for c in _ITREX_COMPUTE},
     **{(8, "int8", c, s): (32, -1) for c in _ITREX_COMPUTE for s in ("sym", "asym")},
-    **{(8, w, c, "sym"): (32, -1) for w in ("fp8_e4m3", "fp8_e5m2") for c in _ITREX_COMPUTE},
+    # not fp8_e4m3 / fp8_e5m2: they quantize and generate, but Qwen answered "! The code above is a function that"
 }
 for (_bits, _w, _c, _s), _groups in _ITREX_MEASURED.items():
     SUPPORTED_QUANTIZATION[("itrex", _bits, _w, _c, _s)] = _groups
