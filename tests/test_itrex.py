@@ -187,3 +187,44 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return "zombie" not in state
+
+
+@needs_itrex
+def test_a_half_written_quantization_is_redone_not_used(tmp_path):
+    """Simulate a worker killed while writing its INT4 file: the file is truncated and COMPLETE is
+    missing. The next start does not trust it: it quantizes again and the model answers."""
+    model_dir = tmp_path / "tiny-llama"
+    subprocess.run([str(itrex_python()), str(ROOT / "tests" / "make_tiny_llama.py"), str(model_dir)], check=True,
+                   cwd=ROOT, capture_output=True)
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text(f"""models:
+  - id: tiny-llama
+    name: Tiny Llama
+    engine: itrex
+    source: {{dir: {model_dir}}}
+    quantization: RTN INT4
+    license: none
+    threads: 1
+""")
+    data = tmp_path / "data"
+    for start in (1, 2):
+        supervisor = Supervisor(load_models(catalog), catalog, data, threads=1)
+        supervisor.start()
+        try:
+            status = supervisor.wait_until_settled(600)[0]
+            assert status.state == "ready", status.describe()
+            _, usage = collect(supervisor.endpoint("tiny-llama"), [{"role": "user", "content": "Count to five."}],
+                               GenerationParams(temperature=0.0, max_new_tokens=8))
+            assert usage.completion_tokens > 0
+        finally:
+            supervisor.stop()
+        (recipe,) = [d for d in (data / "itrex").glob("ns-*/*") if d.is_dir() and d.name != "f32"]
+        (quantized,) = recipe.glob("runtime_outs/ne_*_q_*.bin")
+        log = data / "logs" / "tiny-llama.log"
+        assert "quantizing with ITREX RTN" in log.read_text(errors="replace")
+        if start == 1:  # interrupted mid-write: half the file, no marker
+            (recipe / "COMPLETE").unlink()
+            with open(quantized, "r+b") as handle:
+                handle.truncate(quantized.stat().st_size // 2)
+            log.unlink()
+    assert (recipe / "COMPLETE").is_file()
