@@ -105,7 +105,7 @@ def test_two_recipes_of_one_model_answer_side_by_side_and_a_second_start_reuses_
 def test_a_natively_supported_architecture_skips_the_conversion(tmp_path):
     """A tiny random-weight Llama (built here as an HF directory with a SentencePiece tokenizer) goes to
     ITREX as it is: the worker is given the original directory, no converted HF copy is made, and the
-    model returns tokens through the arena worker."""
+    model returns tokens through the arena worker, request after request."""
     model_dir = tmp_path / "tiny-llama"
     subprocess.run([str(itrex_python()), str(ROOT / "tests" / "make_tiny_llama.py"), str(model_dir)], check=True,
                    cwd=ROOT, capture_output=True)
@@ -127,9 +127,11 @@ def test_a_natively_supported_architecture_skips_the_conversion(tmp_path):
         assert status.state == "ready", status.describe()
         cmdline = Path(f"/proc/{supervisor.pid('tiny-llama')}/cmdline").read_bytes().split(b"\0")
         assert cmdline[cmdline.index(b"--weights") + 1].decode() == str(model_dir)
-        text, usage = collect(supervisor.endpoint("tiny-llama"), [{"role": "user", "content": "Count to five."}],
-                              GenerationParams(temperature=0.0, max_new_tokens=8))
-        assert usage.completion_tokens > 0
+        # several requests, some ending within ITREX's 0.1 s first-token wait (it used to raise then)
+        for tokens in (8, 1, 4):
+            _, usage = collect(supervisor.endpoint("tiny-llama"), [{"role": "user", "content": "Count to five."}],
+                               GenerationParams(temperature=0.0, max_new_tokens=tokens))
+            assert usage.completion_tokens == tokens
     finally:
         supervisor.stop()
     assert not list((data / "itrex").glob("hf-*"))  # the GGUF/Qwen2 conversion step never ran

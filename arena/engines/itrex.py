@@ -223,6 +223,10 @@ class ItrexEngine:
             """ITREX forces 1024 new tokens for neural-speed and cannot be stopped: this streamer
             aborts the C++ loop at the limit or when the consumer goes away."""
 
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                engine._streamer = self
+
             def put(self, value):
                 if engine._stop.is_set() or engine._tokens >= engine._limit:
                     self.end()
@@ -280,10 +284,21 @@ class ItrexEngine:
             max_new_tokens=params.max_new_tokens, temperature=max(params.temperature, 0.01),
             top_p=params.top_p, top_k=params.top_k or 40, repetition_penalty=params.repeat_penalty or 1.0,
             do_sample=params.temperature > 0))
+        self._streamer = None
         try:
-            for piece in stream:
-                if piece:
-                    yield piece
+            try:
+                for piece in stream:
+                    if piece:
+                        yield piece
+            except RuntimeError as exc:
+                # ITREX waits 0.1 s for the first token and, if generation has already ended by then
+                # (a small model or a small max_new_tokens, stopped by our streamer), re-raises our stop
+                # instead of streaming: the text is in the streamer's queue, ended; read it from there.
+                if str(exc) != "generation stopped" or self._streamer is None:
+                    raise
+                for piece in self._streamer:
+                    if piece:
+                        yield piece
         finally:
             self._stop.set()
             self._done.wait(timeout=60)
