@@ -195,7 +195,13 @@ class ItrexEngine:
         from neural_speed import _get_model_type
         from transformers import AutoConfig, TextIteratorStreamer
 
-        config = AutoConfig.from_pretrained(hf_dir, trust_remote_code=model.trust_remote_code)
+        try:
+            config = AutoConfig.from_pretrained(hf_dir, trust_remote_code=model.trust_remote_code)
+        except ValueError as exc:
+            if "trust_remote_code" in str(exc) and not model.trust_remote_code:
+                raise RuntimeError(f"{model.id} ships its own Python code (as ChatGLM3 and Qwen-7B do): set "
+                                   f"'trust_remote_code: true' in models.yaml line {model.line} if you trust it") from None
+            raise
         ns_type = _get_model_type(config)
         identity = source_identity(model, hf_dir)
         f32_dir, self.cache = cache_dirs(cache_dir.resolve(), identity, recipe, library_versions())
