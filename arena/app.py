@@ -107,7 +107,7 @@ def admin_token(args: argparse.Namespace) -> str | None:
 def yield_cpu_to_workers() -> None:
     """Mark the web app as a batch job so its wake-ups (Gradio polls its queue many times a
     second) do not preempt llama.cpp threads, which stall each other when one is descheduled.
-    Workers reset themselves to the normal policy (Supervisor._spawn). Linux only; harmless elsewhere."""
+    Workers reset themselves to the normal policy when they start (worker._normal_scheduling). Linux only."""
     if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"):
         try:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))

@@ -56,6 +56,9 @@ def _entry_for(model: str, quantization: dict | None, hub: str | None, models_fi
         quantize = QuantizeConfig(**{k: v for k, v in quantization.items() if k in QuantizeConfig.__dataclass_fields__})
         if problem := quantize.unsupported():
             raise ConfigError(f"unsupported quantization: {problem}")
+        if quantize.backend == "itrex":
+            raise ConfigError("backend itrex runs only in ITREX's own environment (scripts/install-itrex.sh): add an "
+                              "'engine: itrex' entry with this quantize: to models.yaml and open it in the arena")
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         source = ModelSource(dir=str(path.resolve()))

@@ -118,7 +118,11 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    """INT4 weight-only quantization in the original report's (ITREX) vocabulary."""
+    """Weight-only quantization in the original report's (ITREX) vocabulary.
+
+    ``backend`` picks who runs it: torchao / quanto (engine: transformers) or itrex (engine: itrex,
+    Intel Extension for Transformers 1.4.2 RTN with neural-speed). ``group_size`` -1 means one scale
+    per output channel."""
 
     bits: int = 4
     weight_dtype: str = "int4"
@@ -131,15 +135,31 @@ class QuantizeConfig:
         return (f"{self.backend} bits={self.bits} weight_dtype={self.weight_dtype} compute_dtype={self.compute_dtype} "
                 f"group_size={self.group_size} scheme={self.scheme}")
 
+    def slug(self) -> str:
+        """A short, file-name-safe name of the recipe, e.g. ``int4_fullrange-cint8-g32-sym``."""
+        group = "pc" if self.group_size == -1 else f"g{self.group_size}"
+        return f"{self.weight_dtype}-c{self.compute_dtype}-{group}-{self.scheme}"
+
     def unsupported(self) -> str | None:
-        """Why this combination can't run (listing the ones that can), or None if it can."""
+        """Why this combination can't run (listing the ones of its backend that can), or None if it can."""
         key = (self.backend, self.bits, self.weight_dtype, self.compute_dtype, self.scheme)
         if self.group_size in SUPPORTED_QUANTIZATION.get(key, ()):
             return None
-        supported = "; ".join(f"backend={b} bits={n} weight_dtype={w} compute_dtype={c} scheme={sc} "
-                              f"group_size in {list(g)}" for (b, n, w, c, sc), g in SUPPORTED_QUANTIZATION.items())
+        rows = {k: g for k, g in SUPPORTED_QUANTIZATION.items() if k[0] == self.backend} or SUPPORTED_QUANTIZATION
+        computes: dict[tuple, list[str]] = {}  # one line per (backend, bits, weight, scheme, groups)
+        for (b, n, w, c, sc), g in rows.items():
+            computes.setdefault((b, n, w, sc, g), []).append(c)
+        supported = "; ".join(
+            f"backend={b} bits={n} weight_dtype={w} "
+            + (f"compute_dtype in {cs}" if len(cs) > 1 else f"compute_dtype={cs[0]}") + f" scheme={sc} group_size in {list(g)}"
+            for (b, n, w, sc, g), cs in computes.items())
         return f"unsupported combination ({self.describe()}). Supported: {supported}"
 
+
+# The original report's recipe, used by an ``engine: itrex`` entry without ``quantize:``:
+# RtnConfig(bits=4, compute_dtype="int8", weight_dtype="int4_fullrange"), ITREX's default group 32, sym.
+ITREX_DEFAULT_RECIPE = QuantizeConfig(bits=4, weight_dtype="int4_fullrange", compute_dtype="int8", group_size=32,
+                                      scheme="sym", backend="itrex")
 
 # (backend, bits, weight_dtype, compute_dtype, scheme) -> allowed group sizes. Anything else is
 # refused at config load, before any weights are read.
@@ -147,6 +167,22 @@ SUPPORTED_QUANTIZATION: dict[tuple[str, int, str, str, str], tuple[int, ...]] = 
     ("torchao", 4, "int4", "bf16", "asym"): (32, 64, 128, 256),
     ("quanto", 4, "int4", "bf16", "asym"): (128,),  # optimum-quanto qint4: affine, groups of 128
 }
+# ITREX 1.4.2 RTN through neural-speed 1.0: the combinations measured to quantize AND answer sanely
+# on this project's CPUs (bench/itrex_recipes.py; table in BENCHMARKS.md). ITREX maps int4_clip and
+# int4_fullrange to the same neural-speed "int4", so both names are accepted with the same rows.
+_ITREX_COMPUTE = ("int8", "fp32", "bf16", "fp16")
+_ITREX_MEASURED: dict[tuple[int, str, str, str], tuple[int, ...]] = {
+    # INT4: every compute type, both schemes, groups 32 / 128 / per channel (-1; runs, but per-channel
+    # INT4 answered a capital-city question wrongly on the 0.5B Qwen: a quality trade-off to compare)
+    **{(4, w, c, s): (32, 128, -1) for w in ("int4_fullrange", "int4_clip") for c in _ITREX_COMPUTE
+       for s in ("sym", "asym")},
+    # 4-bit floats and int8: measured with groups 32 and per channel, sym (int8 also asym)
+    **{(4, w, c, "sym"): (32, -1) for w in ("nf4", "fp4") for c in _ITREX_COMPUTE},
+    **{(8, "int8", c, s): (32, -1) for c in _ITREX_COMPUTE for s in ("sym", "asym")},
+    # not fp8_e4m3 / fp8_e5m2: they quantize and generate, but Qwen answered "! The code above is a function that"
+}
+for (_bits, _w, _c, _s), _groups in _ITREX_MEASURED.items():
+    SUPPORTED_QUANTIZATION[("itrex", _bits, _w, _c, _s)] = _groups
 
 
 @dataclass(frozen=True)
@@ -172,7 +208,7 @@ class ModelConfig:
     threads: int | None = None
     context_length: int = 4096
     endpoint: RemoteEndpoint | None = None
-    quantize: QuantizeConfig | None = None  # transformers: None = full precision (fp32)
+    quantize: QuantizeConfig | None = None  # transformers: None = fp32; itrex: always a recipe
     trust_remote_code: bool = False
     line: int = 0
 
@@ -208,15 +244,15 @@ def _parse_endpoint(entry: _Entry) -> RemoteEndpoint:
 
 def _parse_quantize(entry: _Entry, engine: str) -> QuantizeConfig | None:
     if "quantize" not in entry.raw:
-        return None
-    if engine != "transformers":
-        raise entry.fail(f"'quantize' applies to engine 'transformers' only; a {engine} model's quantization "
-                         f"is fixed by its file or server (describe it in 'quantization')")
+        return ITREX_DEFAULT_RECIPE if engine == "itrex" else None
+    if engine not in ("transformers", "itrex"):
+        raise entry.fail(f"'quantize' applies to engines 'transformers' and 'itrex' only; a {engine} model's "
+                         f"quantization is fixed by its file or server (describe it in 'quantization')")
     raw = entry.get("quantize", dict)
     q = _Entry(entry.path, raw, "", 0)
     q.label = entry.label + " quantize"
     q.reject_unknown({"bits", "weight_dtype", "compute_dtype", "group_size", "scheme", "backend"})
-    d = QuantizeConfig()
+    d = ITREX_DEFAULT_RECIPE if engine == "itrex" else QuantizeConfig()
     config = QuantizeConfig(
         bits=q.get("bits", int, required=False, default=d.bits),
         weight_dtype=q.get("weight_dtype", str, required=False, default=d.weight_dtype),
@@ -224,8 +260,14 @@ def _parse_quantize(entry: _Entry, engine: str) -> QuantizeConfig | None:
         group_size=q.get("group_size", int, required=False, default=d.group_size),
         scheme=q.get("scheme", str, required=False, default=d.scheme),
         backend=q.get("backend", str, required=False, default=d.backend))
+    if engine == "itrex" and config.backend != "itrex":
+        raise q.fail(f"engine itrex quantizes with ITREX itself: leave out 'backend' or set it to itrex "
+                     f"(backend {config.backend} runs with engine: transformers)")
+    if engine == "transformers" and config.backend == "itrex":
+        raise q.fail("backend itrex runs in ITREX's own environment: set 'engine: itrex' for this entry")
     if problem := config.unsupported():
-        raise q.fail(f"{problem}. (The report's int4_fullrange/int8-compute recipe runs with engine: itrex.)")
+        hint = "" if engine == "itrex" else " (The report's int4_fullrange/int8-compute recipe runs with engine: itrex.)"
+        raise q.fail(f"{problem}.{hint}")
     return config
 
 

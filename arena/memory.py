@@ -1,9 +1,156 @@
-"""Resident memory of a process, the first thing someone deploying INT4 models asks about."""
+"""Memory: a worker's resident memory (the status panel, the CSV), and the preflight: estimate a model's peak memory before loading or converting it, compare it
+with what the machine has, and refuse (or warn) with the numbers instead of being killed by the
+OOM killer halfway through a five-minute conversion.
+
+Standard library only: the arena's main environment and the ITREX environment both import it.
+The per-step figures are measured (BENCHMARKS.md, "Memory preflight"); the model's size comes from
+file headers (safetensors, GGUF), never from reading the weights.
+"""
 from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Step:
+    what: str
+    bytes_per_param: float
+    overhead: float            # bytes
+    seconds_per_gparam: float  # wall time per 1e9 parameters on 2 cores (0: instant)
+
+
+# Peak resident memory of each step = bytes_per_param x parameters + overhead. Measured with
+# /usr/bin/time -v on Qwen2.5-Coder-0.5B (630 M parameters counted in the GGUF, 663 M once K/V heads
+# are expanded for neural-speed) and SmolLM2-135M; see BENCHMARKS.md for estimate vs measured.
+STEPS = {
+    # GGUF or Qwen2 -> fp32 HF directory for ITREX (main env: transformers loads fp32, expands K/V, saves)
+    "itrex-prepare": Step("converting to an HF directory for ITREX", 6.0, 0.2 * GB, 85),
+    # HF directory -> neural-speed's fp32 file (neural-speed's converter loads the fp32 model)
+    "itrex-convert": Step("converting to neural-speed fp32", 6.4, 0.8 * GB, 30),
+    # the same for an architecture neural-speed reads natively, from its fp16/bf16 checkpoint: ChatGLM's and
+    # Qwen's converters load the model in fp32 (4 B/param, read from convert_chatglm.py / convert_qwen.py;
+    # not measured here: no such model fits the test machine); Llama's converter is lazy and needs less
+    "itrex-convert-native": Step("converting to neural-speed fp32", 4.3, 0.3 * GB, 45),
+    # ITREX RTN quantization of the fp32 file, then serving it (the worker's peak)
+    "itrex-quantize": Step("quantizing with ITREX RTN", 2.2, 0.5 * GB, 25),
+    # serving a cached quantized file
+    "itrex-run": Step("loading the cached ITREX file", 1.0, 0.5 * GB, 2),
+    # transformers: fp32 load, then INT4 quantization in place
+    "transformers": Step("loading fp32 and quantizing", 5.0, 0.5 * GB, 60),
+    "transformers-cached": Step("loading the INT4 cache", 0.8, 0.4 * GB, 15),  # measured 0.90 GB (BENCHMARKS §4)
+    "transformers-gguf": Step("dequantizing the GGUF to fp32 and quantizing", 5.5, 0.4 * GB, 230),  # 3.84 GB
+    # llama.cpp maps the file: about its size (bytes_per_param is applied to the file size here)
+    "llamacpp": Step("loading the GGUF", 1.1, 0.2 * GB, 0),
+}
+
+
+def _safetensors_params(path: Path) -> int:
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    total = 0
+    for name, info in header.items():
+        if name != "__metadata__":
+            count = 1
+            for dim in info["shape"]:
+                count *= dim
+            total += count
+    return total
+
+
+def count_params(path: Path) -> int | None:
+    """Parameters of a GGUF file or an HF directory, from headers only (None if unknown)."""
+    path = Path(path)
+    try:
+        if path.is_file() and path.suffix == ".gguf":
+            try:
+                from gguf import GGUFReader  # main env; maps the file, reads tensor shapes only
+                return int(sum(int(t.n_elements) for t in GGUFReader(str(path)).tensors))
+            except ImportError:
+                return int(path.stat().st_size * 8 / 4.8)  # ~4.8 bits per weight for Q4_K_M
+        if not path.is_dir():
+            return None
+        index = next(path.glob("*.safetensors.index.json"), None)
+        if index is not None:
+            files = sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()})
+        else:
+            files = sorted(path.glob("*.safetensors"))
+        if files:
+            return sum(_safetensors_params(f) for f in files)
+        bins = sorted(path.glob("pytorch_model*.bin"))
+        if bins:
+            dtype = json.loads((path / "config.json").read_text()).get("torch_dtype", "float16")
+            width = 4 if dtype == "float32" else 2
+            return sum(f.stat().st_size for f in bins) // width
+    except (OSError, ValueError, KeyError, struct.error):
+        return None
+    return None
+
+
+def mem_available() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes (None where there is no /proc)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def estimate(step: str, params: int | None, file_size: int | None = None) -> int | None:
+    """Peak bytes of ``step`` for a model of ``params`` parameters (llamacpp: of ``file_size`` bytes)."""
+    s = STEPS[step]
+    base = file_size if step == "llamacpp" else params
+    return None if base is None else int(s.bytes_per_param * base + s.overhead)
+
+
+def expect_text(step: str, params: int | None) -> str:
+    """'expect about 4 min for 6.2 B parameters' for the status panel."""
+    if params is None:
+        return "size unknown"
+    seconds = STEPS[step].seconds_per_gparam * params / 1e9
+    when = f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {max(seconds, 1):.0f} s"
+    return f"expect {when} for {params / 1e9:.2f} B parameters"
+
+
+class InsufficientMemory(RuntimeError):
+    """The estimated peak does not fit; the message has the numbers and what to do."""
+
+
+def preflight(model_id: str, step: str, params: int | None, file_size: int | None = None,
+              available: int | None = None) -> str | None:
+    """Refuse (raise InsufficientMemory) when the estimated peak exceeds the available memory; return
+    a warning when it takes more than 80 % of it; None when it fits or cannot be estimated.
+    ``ARENA_MEMORY_CHECK=warn`` turns the refusal into a warning, ``off`` skips the check."""
+    mode = os.environ.get("ARENA_MEMORY_CHECK", "on")
+    need = estimate(step, params, file_size)
+    available = mem_available() if available is None else available
+    if mode == "off" or need is None or available is None:
+        return None
+    size = f"{params / 1e9:.2f} B parameters" if params else f"a {file_size / GB:.1f} GB file"
+    numbers = (f"{STEPS[step].what} {model_id} ({size}) needs about {need / GB:.1f} GB at its peak; "
+               f"{available / GB:.1f} GB is available")
+    if need > available:
+        message = (f"{numbers}. Free memory (close the other model or programs), use a smaller model or a "
+                   f"machine with more RAM; ARENA_MEMORY_CHECK=warn tries anyway")
+        if mode != "warn":
+            raise InsufficientMemory(message)
+        return "warning: " + message
+    if need > 0.8 * available:
+        return f"warning: {numbers}; the other model loading at the same time may not fit"
+    return None
 
 
 def resident_mb(pid: int) -> float | None:
-    """VmRSS of ``pid`` in MB (Linux /proc), or None where it can't be read."""
+    """VmRSS of ``pid`` in MB (Linux /proc), or None where it can't be read. "Does it fit on my
+    laptop" is the first question of an INT4 deployment: the status panel and the CSV show this."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
             for line in status:

@@ -157,7 +157,8 @@ def source_identity(model: ModelConfig, weights: Path) -> dict:
         return {"hub": "modelscope" if src.modelscope else "hf", "repo": src.modelscope or src.hf,
                 "revision": src.revision or "default", "snapshot": weights.name}
     files = [weights] if weights.is_file() else sorted(
-        p for p in weights.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".json", ".model"))
+        p for p in weights.iterdir()
+        if p.suffix in (".safetensors", ".bin", ".gguf", ".json", ".model") and not p.name.endswith(".verified.json"))
     return {"files": {p.name: _verified_hash(p) for p in files}}
 
 

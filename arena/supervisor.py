@@ -2,15 +2,22 @@
 
 The page must be usable while models load, name a model that failed and why,
 and bring a crashed worker back for the next round; all of that lives here.
+
+Three jobs, three parts: ``Catalog`` (the models and their statuses), ``WorkerProcesses``
+(spawning, health-checking and killing local workers, each in its own process group so a
+converter it started dies with it) and ``RemoteProber`` (``engine: openai`` servers). What is
+special about an engine (its interpreter, its preparation step, its sources) comes from the engine
+registry (``arena.engines.registry``). ``Supervisor`` ties them together and runs the watcher,
+which survives any error in one model's check: it logs it, backs off and keeps watching.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
+import re
+import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -18,13 +25,16 @@ from pathlib import Path
 
 import httpx
 
-from .config import ModelConfig
+from .config import PROJECT_DIR, ModelConfig
 from .engines import PHASE_PREFIX
-from .engines.itrex import INSTALL_COMMAND as ITREX_INSTALL, itrex_python
-from .sources import SourceError, resolve, source_identity
+from .engines.registry import engine_spec
+from .memory import InsufficientMemory
+from .sources import SourceError, resolve
 from .worker import ERROR_PREFIX
 
+_STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 STATES = ("preparing", "downloading", "loading", "ready", "restarting", "failed", "unavailable", "stopped")
+log = logging.getLogger("arena.supervisor")
 
 
 class ModelUnavailable(RuntimeError):
@@ -53,15 +63,6 @@ class ModelStatus:
         return f"{self.state} ({elapsed:.0f} s)" + (f": {self.detail}" if self.detail else "")
 
 
-def _normal_scheduling() -> None:
-    """Runs in the worker child before exec: undo the app's SCHED_BATCH (see app.yield_cpu_to_workers)."""
-    if hasattr(os, "sched_setscheduler"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        except OSError:
-            pass
-
-
 def default_threads() -> int:
     """Half the cores per worker: both models answer at once, and llama.cpp threads that
     outnumber the cores stall each other badly (6.6x slower here, see BENCHMARKS.md)."""
@@ -75,6 +76,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class _Worker:
+    """Everything the supervisor tracks about one model."""
+
     def __init__(self, model: ModelConfig):
         self.model = model
         self.status = ModelStatus(model.id, model.name, "preparing", since=time.time(),
@@ -84,6 +87,238 @@ class _Worker:
         self.port = 0
         self.weights: Path | None = None
         self.log_path: Path | None = None
+        self.notes = ""            # shown while loading (e.g. a memory warning)
+        self.errors = 0            # consecutive errors of the watcher on this model
+        self.next_check = 0.0      # back-off after an error
+
+
+class Catalog:
+    """The models and their statuses; thread-safe."""
+
+    def __init__(self, models: list[ModelConfig]):
+        self.workers = {m.id: _Worker(m) for m in models}
+        self.lock = threading.RLock()
+
+    def get(self, model_id: str) -> _Worker:
+        try:
+            return self.workers[model_id]
+        except KeyError:
+            raise ModelUnavailable(f"unknown model {model_id!r}; known: {', '.join(self.workers)}") from None
+
+    def statuses(self) -> list[ModelStatus]:
+        with self.lock:
+            return [w.status for w in self.workers.values()]
+
+    def set(self, worker: _Worker, state: str, detail: str = "", **changes) -> None:
+        with self.lock:
+            if worker.status.state == "stopped":
+                return
+            since = worker.status.since if worker.status.state == state else time.time()
+            worker.status = replace(worker.status, state=state, detail=detail, since=since, **changes)
+
+
+def kill_group(proc: subprocess.Popen, sig: int) -> None:
+    """Signal the worker's whole process group (it is the group leader): converters it started go too."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class WorkerProcesses:
+    """Spawns worker processes, reads their logs and checks their health."""
+
+    def __init__(self, catalog: Catalog, models_file: Path, data_dir: Path, threads: int | None,
+                 rebuild_cache: bool, health_timeout: float):
+        self.catalog, self.models_file, self.data_dir = catalog, models_file, data_dir
+        self.threads, self.rebuild_cache, self.health_timeout = threads, rebuild_cache, health_timeout
+        self.stopping = threading.Event()
+
+    def prepare_and_spawn(self, worker: _Worker) -> None:
+        spec = engine_spec(worker.model.engine)
+        if spec.interpreter() is None:
+            self.catalog.set(worker, "unavailable", spec.install_hint)
+            return
+        source = worker.model.source
+        if source.modelscope or source.hf:
+            self.catalog.set(worker, "downloading", source.modelscope or source.hf)
+        try:
+            weights = resolve(worker.model, self.data_dir)
+            prepared = spec.prepare(worker.model, weights, self.data_dir,
+                                    lambda state, detail: self.catalog.set(worker, state, detail))
+        except (SourceError, InsufficientMemory) as exc:
+            self.catalog.set(worker, "failed", str(exc))
+            return
+        except Exception as exc:
+            log.exception("preparing %s failed", worker.model.id)
+            self.catalog.set(worker, "failed", f"could not prepare weights: {type(exc).__name__}: {exc}")
+            return
+        worker.weights, worker.notes = prepared.weights, prepared.notes
+        self.spawn(worker, "loading")
+
+    def spawn(self, worker: _Worker, state: str) -> None:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        worker.log_path = logs / f"{worker.model.id}.log"
+        threads = worker.model.threads or self.threads or default_threads()
+        port = free_port()
+        python = engine_spec(worker.model.engine).interpreter()
+        cmd = [str(python), "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
+               "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads), "--exit-with-parent",
+               "--data-dir", str(self.data_dir)]
+        if self.rebuild_cache and worker.status.restarts == 0:
+            cmd.append("--rebuild-cache")
+        with self.catalog.lock:
+            if self.stopping.is_set():
+                return
+            with open(worker.log_path, "ab") as log_file:
+                # Its own session and process group: stop() and the worker's parent-watch kill the group,
+                # grandchildren included. No preexec_fn (unsafe in a threaded parent): the worker resets
+                # its own scheduling policy when it starts.
+                worker.process = subprocess.Popen(
+                    cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=str(PROJECT_DIR), start_new_session=True)
+            worker.port = port
+            detail = f"pid {worker.process.pid}, {threads} thread(s)" + (f"; {worker.notes}" if worker.notes else "")
+            self.catalog.set(worker, state, detail)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.catalog.lock:
+            procs = [w.process for w in self.catalog.workers.values() if w.process and w.process.poll() is None]
+        for proc in procs:
+            kill_group(proc, signal.SIGTERM)
+        deadline = time.time() + 5
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pass
+            kill_group(proc, signal.SIGKILL)  # the worker, and whatever it left behind in its group
+            proc.wait()
+
+    def phase(self, worker: _Worker) -> str | None:
+        """The worker's latest ARENA_PHASE line (e.g. 'quantizing to INT4'), read from the end of its log."""
+        try:
+            with open(worker.log_path, "rb") as log_file:
+                log_file.seek(max(0, log_file.seek(0, 2) - 8192))
+                tail = log_file.read().decode("utf-8", "replace")
+        except (OSError, TypeError):
+            return None
+        lines = tail.splitlines()
+        at = max((i for i, line in enumerate(lines) if line.startswith(PHASE_PREFIX)), default=None)
+        if at is None:
+            return None
+        text = lines[at][len(PHASE_PREFIX):]
+        # neural-speed prints "[ 285/ 291] layers.31.attention.wv.weight ..." per tensor while quantizing
+        steps = [m for line in lines[at + 1:] if (m := _STEP.match(line))]
+        return text + (f" — tensor {steps[-1][1]}/{steps[-1][2]}" if steps else "")
+
+    def failure_reason(self, worker: _Worker, code: int) -> str:
+        lines: list[str] = []
+        try:
+            lines = worker.log_path.read_text(errors="replace").splitlines()[-40:] if worker.log_path else []
+        except OSError:
+            pass
+        for line in reversed(lines):
+            if line.startswith(ERROR_PREFIX):
+                return line[len(ERROR_PREFIX):]
+        tail = next((line for line in reversed(lines) if line.strip()), "")
+        return f"worker exited with code {code}" + (f": {tail.strip()}" if tail else "") + f" (log: {worker.log_path})"
+
+    def health(self, worker: _Worker, http: httpx.Client) -> tuple[dict | None, str]:
+        """(the worker's /health answer if it is OUR worker, else None; why not)."""
+        try:
+            answer = http.get(f"http://127.0.0.1:{worker.port}/health").json()
+        except (httpx.HTTPError, ValueError):
+            return None, ""
+        if not isinstance(answer, dict):
+            return None, f"port {worker.port} answered /health with {type(answer).__name__}"
+        if answer.get("model") != worker.model.id or answer.get("pid") != worker.process.pid:
+            return None, (f"port {worker.port} is answered by model {answer.get('model')!r} pid {answer.get('pid')}, "
+                          f"not by our worker ({worker.model.id!r} pid {worker.process.pid})")
+        return answer, ""
+
+    def check(self, worker: _Worker, http: httpx.Client) -> None:
+        state, proc = worker.status.state, worker.process
+        if proc is None or state in ("failed", "stopped", "preparing"):
+            return
+        code = proc.poll()
+        if code is not None:
+            kill_group(proc, signal.SIGKILL)  # anything the worker started dies with it
+            if state == "ready":  # crashed after serving: bring it back for the next round
+                self.catalog.set(worker, "restarting", f"worker exited with code {code}; restarting",
+                                 restarts=worker.status.restarts + 1)
+                self.spawn(worker, "restarting")
+            else:
+                self.catalog.set(worker, "failed", self.failure_reason(worker, code))
+            return
+        if state in ("loading", "restarting"):
+            answer, problem = self.health(worker, http)
+            if answer is None:
+                detail = problem or self.phase(worker)
+                if detail:
+                    self.catalog.set(worker, state, detail + (f"; {worker.notes}" if worker.notes else ""))
+                if time.time() - worker.status.since > self.health_timeout:
+                    kill_group(proc, signal.SIGKILL)
+                    self.catalog.set(worker, "failed", f"not healthy after {self.health_timeout:.0f} s"
+                                     + (f" ({problem})" if problem else ""))
+                return
+            self.catalog.set(worker, "ready", load_seconds=answer.get("load_seconds"))
+
+
+class RemoteProber:
+    """Probes ``GET {base_url}/models``: at once, then every 15 s while it fails, every 60 s when up."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    @staticmethod
+    def api_key(model: ModelConfig) -> str | None:
+        endpoint = model.endpoint
+        return os.environ.get(endpoint.api_key_env) if endpoint and endpoint.api_key_env else None
+
+    def check(self, worker: _Worker, http: httpx.Client) -> None:
+        endpoint, status, set_ = worker.model.endpoint, worker.status, self.catalog.set
+        now = time.time()
+        interval = 60 if status.state == "ready" else 15
+        if status.state != "loading" and now - worker.checked < interval:
+            return
+        worker.checked = now
+        if endpoint.api_key_env and not os.environ.get(endpoint.api_key_env):
+            set_(worker, "failed", f"environment variable {endpoint.api_key_env} is not set; export it with "
+                                   f"the API key of {endpoint.base_url} and restart the arena")
+            return
+        key = self.api_key(worker.model)
+        try:
+            response = http.get(endpoint.base_url + "/models", headers={"Authorization": f"Bearer {key}"} if key else {})
+        except httpx.HTTPError as exc:
+            set_(worker, "failed", f"cannot reach {endpoint.base_url} ({type(exc).__name__}); "
+                                   f"is the server running? Retrying every 15 s")
+            return
+        if response.status_code in (401, 403):
+            set_(worker, "failed", f"{endpoint.base_url} refused the API key (HTTP {response.status_code}); "
+                                   f"check {endpoint.api_key_env or 'api_key_env'}")
+            return
+        if response.status_code != 200:
+            set_(worker, "failed", f"{endpoint.base_url}/models answered HTTP {response.status_code}")
+            return
+        try:
+            body = response.json()
+            data = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(data, list):
+                raise ValueError("no 'data' list")
+        except ValueError as exc:
+            kind = response.headers.get("content-type", "unknown content type").split(";")[0]
+            set_(worker, "failed", f"{endpoint.base_url}/models did not answer an OpenAI model list ({kind}: {exc}); "
+                                   f"is base_url the API root ending in /v1? Retrying every 15 s")
+            return
+        served = [m.get("id") for m in data if isinstance(m, dict)]
+        if served and endpoint.model not in served:
+            set_(worker, "failed", f"{endpoint.base_url} does not serve {endpoint.model!r}; it serves "
+                                   f"{', '.join(map(str, served[:5]))}. Fix 'endpoint.model' in models.yaml")
+        elif status.state != "ready":
+            set_(worker, "ready", load_seconds=0.0)
 
 
 class Supervisor:
@@ -95,16 +330,23 @@ class Supervisor:
         self.threads = threads
         self.rebuild_cache = rebuild_cache
         self.health_timeout = health_timeout
-        self._workers = {m.id: _Worker(m) for m in models}
-        self._lock = threading.RLock()
-        self._stopping = threading.Event()
+        self.catalog = Catalog(models)
+        self.processes = WorkerProcesses(self.catalog, self.models_file, self.data_dir, threads, rebuild_cache,
+                                         health_timeout)
+        self.remote = RemoteProber(self.catalog)
+        self._workers = self.catalog.workers
+        self._lock = self.catalog.lock
+        self._stopping = self.processes.stopping
         self._monitor: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
         """Prepare and spawn every worker in the background, then keep watching them."""
         for worker in self._workers.values():
-            threading.Thread(target=self._prepare_and_spawn, args=(worker,), daemon=True,
+            if worker.model.endpoint is not None:  # a remote server: nothing to start, only to check
+                self.catalog.set(worker, "loading", f"checking {worker.model.endpoint.base_url}")
+                continue
+            threading.Thread(target=self.processes.prepare_and_spawn, args=(worker,), daemon=True,
                              name=f"prepare-{worker.model.id}").start()
         self._monitor = threading.Thread(target=self._watch, daemon=True, name="supervisor")
         self._monitor.start()
@@ -112,18 +354,9 @@ class Supervisor:
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:
-            procs = [w.process for w in self._workers.values() if w.process and w.process.poll() is None]
             for worker in self._workers.values():
-                self._set(worker, "stopped")
-        for proc in procs:
-            proc.terminate()
-        deadline = time.time() + 5
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                self.catalog.set(worker, "stopped")
+        self.processes.stop()
 
     def wait_until_settled(self, timeout: float) -> list[ModelStatus]:
         """Block until no model is still preparing or loading (for the CLI and tests)."""
@@ -137,14 +370,10 @@ class Supervisor:
 
     # -- queries ---------------------------------------------------------------------
     def statuses(self) -> list[ModelStatus]:
-        with self._lock:
-            return [w.status for w in self._workers.values()]
+        return self.catalog.statuses()
 
     def model(self, model_id: str) -> ModelConfig:
-        try:
-            return self._workers[model_id].model
-        except KeyError:
-            raise ModelUnavailable(f"unknown model {model_id!r}; known: {', '.join(self._workers)}") from None
+        return self.catalog.get(model_id).model
 
     def ready_ids(self) -> list[str]:
         return [s.id for s in self.statuses() if s.state == "ready"]
@@ -167,169 +396,36 @@ class Supervisor:
 
     def api_key(self, model_id: str) -> str | None:
         """The key for a remote model, read from the environment variable its entry names."""
-        endpoint = self.model(model_id).endpoint
-        return os.environ.get(endpoint.api_key_env) if endpoint and endpoint.api_key_env else None
+        return RemoteProber.api_key(self.model(model_id))
 
     def pid(self, model_id: str) -> int | None:
         with self._lock:
-            proc = self._workers[model_id].process
+            proc = self.catalog.get(model_id).process
             return proc.pid if proc and proc.poll() is None else None
 
-    # -- internals -------------------------------------------------------------------
-    def _set(self, worker: _Worker, state: str, detail: str = "", **changes) -> None:
-        with self._lock:
-            if worker.status.state == "stopped":
-                return
-            since = worker.status.since if worker.status.state == state else time.time()
-            worker.status = replace(worker.status, state=state, detail=detail, since=since, **changes)
-
-    def _prepare_and_spawn(self, worker: _Worker) -> None:
-        if worker.model.endpoint is not None:  # a remote server: nothing to start, only to check
-            self._set(worker, "loading", f"checking {worker.model.endpoint.base_url}")
-            return
-        source = worker.model.source
-        if worker.model.engine == "itrex" and itrex_python() is None:
-            self._set(worker, "unavailable", f"ITREX engine not installed; run {ITREX_INSTALL} "
-                                             f"(its own 2 GB virtualenv), then restart the arena")
-            return
-        if source.modelscope or source.hf:
-            self._set(worker, "downloading", source.modelscope or source.hf)
-        try:
-            worker.weights = resolve(worker.model, self.data_dir)
-            if worker.model.engine == "itrex":
-                worker.weights = self._itrex_dir(worker)
-        except SourceError as exc:
-            self._set(worker, "failed", str(exc))
-            return
-        except Exception as exc:
-            self._set(worker, "failed", f"could not prepare weights: {type(exc).__name__}: {exc}")
-            return
-        self._spawn(worker, "loading")
-
-    def _itrex_dir(self, worker: _Worker) -> Path:
-        """ITREX needs an HF directory it can read; convert once (in this env) and cache it."""
-        weights = worker.weights
-        identity = json.dumps(source_identity(worker.model, weights), sort_keys=True)
-        key = hashlib.sha256(identity.encode()).hexdigest()[:16]
-        parent = self.data_dir / "itrex" / f"{worker.model.id}-{key}"
-        ready = [d for d in parent.glob("*") if (d / "config.json").is_file()] if parent.is_dir() else []
-        if ready:
-            return ready[0]
-        self._set(worker, "preparing", "converting to an HF directory for ITREX")
-        parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(weights), str(parent)],
-                              capture_output=True, text=True, cwd=str(Path(__file__).resolve().parent.parent))
-        if done.returncode:
-            raise SourceError(f"converting {weights.name} for ITREX failed: {done.stderr.strip()[-400:]}")
-        return Path(done.stdout.strip().splitlines()[-1])
-
-    def _spawn(self, worker: _Worker, state: str) -> None:
-        logs = self.data_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        worker.log_path = logs / f"{worker.model.id}.log"
-        threads = worker.model.threads or self.threads or default_threads()
-        port = free_port()
-        python = itrex_python() if worker.model.engine == "itrex" else sys.executable
-        cmd = [str(python), "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
-               "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads), "--exit-with-parent",
-               "--data-dir", str(self.data_dir)]
-        if self.rebuild_cache and worker.status.restarts == 0:
-            cmd.append("--rebuild-cache")
-        with self._lock:
-            if self._stopping.is_set():
-                return
-            with open(worker.log_path, "ab") as log:
-                worker.process = subprocess.Popen(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=str(Path(__file__).resolve().parent.parent), preexec_fn=_normal_scheduling)
-            worker.port = port
-            self._set(worker, state, f"pid {worker.process.pid}, {threads} thread(s)")
-
-    def _phase(self, worker: _Worker) -> str | None:
-        """The worker's latest ARENA_PHASE line (e.g. 'quantizing to INT4'), read from the end of its log."""
-        try:
-            with open(worker.log_path, "rb") as log:
-                log.seek(max(0, log.seek(0, 2) - 8192))
-                tail = log.read().decode("utf-8", "replace")
-        except (OSError, TypeError):
-            return None
-        phases = [line[len(PHASE_PREFIX):] for line in tail.splitlines() if line.startswith(PHASE_PREFIX)]
-        return phases[-1] if phases else None
-
-    def _failure_reason(self, worker: _Worker, code: int) -> str:
-        lines: list[str] = []
-        try:
-            lines = worker.log_path.read_text(errors="replace").splitlines()[-40:] if worker.log_path else []
-        except OSError:
-            pass
-        for line in reversed(lines):
-            if line.startswith(ERROR_PREFIX):
-                return line[len(ERROR_PREFIX):]
-        tail = next((line for line in reversed(lines) if line.strip()), "")
-        return f"worker exited with code {code}" + (f": {tail.strip()}" if tail else "") + f" (log: {worker.log_path})"
-
+    # -- the watcher -----------------------------------------------------------------
     def _watch(self) -> None:
         with httpx.Client(timeout=2.0) as http:
             while not self._stopping.wait(0.25):
                 for worker in list(self._workers.values()):
-                    self._check(worker, http)
+                    self._check_safely(worker, http)
 
-    def _check(self, worker: _Worker, http: httpx.Client) -> None:
-        if worker.model.endpoint is not None:
-            self._check_remote(worker, http)
-            return
-        state, proc = worker.status.state, worker.process
-        if proc is None or state in ("failed", "stopped", "preparing"):
-            return
-        code = proc.poll()
-        if code is not None:
-            if state == "ready":  # crashed after serving: bring it back for the next round
-                self._set(worker, "restarting", f"worker exited with code {code}; restarting",
-                          restarts=worker.status.restarts + 1)
-                self._spawn(worker, "restarting")
-            else:
-                self._set(worker, "failed", self._failure_reason(worker, code))
-            return
-        if state in ("loading", "restarting"):
-            try:
-                health = http.get(f"http://127.0.0.1:{worker.port}/health").json()
-            except (httpx.HTTPError, ValueError):
-                if phase := self._phase(worker):
-                    self._set(worker, state, phase)
-                if time.time() - worker.status.since > self.health_timeout:
-                    proc.kill()
-                    self._set(worker, "failed", f"not healthy after {self.health_timeout:.0f} s")
-                return
-            self._set(worker, "ready", load_seconds=health.get("load_seconds"))
-
-    def _check_remote(self, worker: _Worker, http: httpx.Client) -> None:
-        """Probe ``GET {base_url}/models``: at once, then every 15 s while it fails, every 60 s when up."""
-        endpoint, status = worker.model.endpoint, worker.status
+    def _check_safely(self, worker: _Worker, http: httpx.Client) -> None:
+        """One model's check; an error is logged, shown and retried with back-off, never fatal."""
         now = time.time()
-        interval = 60 if status.state == "ready" else 15
-        if status.state != "loading" and now - worker.checked < interval:
+        if now < worker.next_check:
             return
-        worker.checked = now
-        if endpoint.api_key_env and not os.environ.get(endpoint.api_key_env):
-            self._set(worker, "failed", f"environment variable {endpoint.api_key_env} is not set; export it with "
-                                        f"the API key of {endpoint.base_url} and restart the arena")
-            return
-        key = self.api_key(worker.model.id)
         try:
-            response = http.get(endpoint.base_url + "/models", headers={"Authorization": f"Bearer {key}"} if key else {})
-        except httpx.HTTPError as exc:
-            self._set(worker, "failed", f"cannot reach {endpoint.base_url} ({type(exc).__name__}); "
-                                        f"is the server running? Retrying every 15 s")
-            return
-        if response.status_code in (401, 403):
-            self._set(worker, "failed", f"{endpoint.base_url} refused the API key (HTTP {response.status_code}); "
-                                        f"check {endpoint.api_key_env or 'api_key_env'}")
-        elif response.status_code != 200:
-            self._set(worker, "failed", f"{endpoint.base_url}/models answered HTTP {response.status_code}")
-        else:
-            served = [m.get("id") for m in (response.json().get("data") or []) if isinstance(m, dict)]
-            if served and endpoint.model not in served:
-                self._set(worker, "failed", f"{endpoint.base_url} does not serve {endpoint.model!r}; it serves "
-                                            f"{', '.join(map(str, served[:5]))}. Fix 'endpoint.model' in models.yaml")
-            elif status.state != "ready":
-                self._set(worker, "ready", load_seconds=0.0)
+            if worker.model.endpoint is not None:
+                self.remote.check(worker, http)
+            else:
+                self.processes.check(worker, http)
+            worker.errors = 0
+        except Exception as exc:
+            worker.errors += 1
+            delay = min(30.0, 0.5 * 2 ** worker.errors)
+            worker.next_check = now + delay
+            log.exception("checking %s failed (%d in a row); retrying in %.0f s", worker.model.id, worker.errors, delay)
+            if worker.status.state not in ("ready", "stopped"):
+                self.catalog.set(worker, worker.status.state,
+                                 f"check failed ({type(exc).__name__}: {exc}); retrying in {delay:.0f} s")

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -168,16 +169,30 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
 
 
 def _exit_with_parent() -> None:
-    """No orphans: if the app dies (even by SIGKILL) the worker follows within a second."""
+    """No orphans: if the app dies (even by SIGKILL) the worker follows within a second, and takes
+    its process group along (converters and other grandchildren) when it leads one, as under the
+    supervisor (start_new_session)."""
     parent = os.getppid()
 
     def watch() -> None:
         while True:
             time.sleep(1.0)
             if os.getppid() != parent:
+                if os.getpgrp() == os.getpid():
+                    os.killpg(os.getpid(), signal.SIGKILL)
                 os._exit(0)
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _normal_scheduling() -> None:
+    """Undo the app's SCHED_BATCH (see app.yield_cpu_to_workers), inherited by this process. Done here
+    rather than in a preexec_fn, which is deadlock-prone in the app's threaded process."""
+    if hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.api_key_env and not api_key:  # before loading: a model can take minutes to load
         print(f"{ERROR_PREFIX}environment variable {args.api_key_env} is not set", file=sys.stderr, flush=True)
         sys.exit(2)
+    _normal_scheduling()
     if args.exit_with_parent:
         _exit_with_parent()
 

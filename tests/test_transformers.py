@@ -138,7 +138,7 @@ def test_unsupported_quantization_is_refused_before_any_weights_load(tmp_path):
         load_models(path)
     path.write_text(path.read_text().replace("engine: transformers", "engine: llamacpp")
                     .replace("{dir: somewhere}", "{file: a.gguf}"))
-    with pytest.raises(ConfigError, match="'quantize' applies to engine 'transformers' only"):
+    with pytest.raises(ConfigError, match="'quantize' applies to engines 'transformers' and 'itrex' only"):
         load_models(path)
 
 

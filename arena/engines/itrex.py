@@ -1,26 +1,51 @@
-"""The legacy engine of the original report: Intel Extension for Transformers 1.4.2 NeuralChat
-``build_chatbot`` with neural-speed and ``RtnConfig(bits=4, compute_dtype="int8",
-weight_dtype="int4_fullrange")``.
+"""The engine of the original report: Intel Extension for Transformers 1.4.2 NeuralChat
+``build_chatbot`` with neural-speed and an RTN recipe from the entry's ``quantize:``
+(default: the report's ``RtnConfig(bits=4, compute_dtype="int8", weight_dtype="int4_fullrange")``).
 
 ``ItrexEngine`` runs only inside the ITREX virtualenv (scripts/install-itrex.sh), in an
 arena worker started with that env's interpreter. ITREX and neural-speed are discontinued
 upstream; the workarounds below make 1.4.2 usable as a stateless, stoppable chat engine.
-``itrex_python`` is what the arena's main environment uses to find that env.
+The module's top level (paths, cache keys, which architectures neural-speed reads natively)
+imports nothing from ITREX, so the arena's main environment uses it too.
+
+Cache layout under ``<data dir>/itrex/``:
+    ns-<source key>/f32/ne_<type>_f32.bin   neural-speed's fp32 file, shared by every recipe
+    ns-<source key>/<recipe>-<key>/runtime_outs/ne_<type>_q_*.bin   one quantized file per recipe
+Each directory counts only once its ``COMPLETE`` marker (written last) exists; anything else is
+a leftover of an interrupted run and is rebuilt.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
+import time
 import types
+from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-from ..config import PROJECT_DIR, ModelConfig
+from ..config import ITREX_DEFAULT_RECIPE, PROJECT_DIR, ModelConfig, QuantizeConfig
 from . import GenerationParams, Usage, phase
 
 INSTALL_COMMAND = "scripts/install-itrex.sh"
+CACHE_FORMAT = 2
+COMPLETE = "COMPLETE"  # written last: a directory without it is half-written and never used
+
+# HF ``model_type`` values neural-speed 1.0 converts itself (it has a convert_<type>.py and a runtime for
+# them): these go to ITREX as they are, as in the report. Everything else (Qwen2/2.5 today, whose
+# converter assumes one K/V head per attention head and RoPE base 10000) is converted first.
+NATIVE_ARCHS = ("llama", "mistral", "mixtral", "chatglm", "qwen", "baichuan", "gptj", "gpt_neox", "falcon", "mpt",
+                "bloom", "opt", "gpt_bigcode", "phi", "gemma", "stablelm")
+# neural-speed's Llama-family converters read only sharded safetensors / pytorch_model*.bin and a SentencePiece
+# tokenizer.model (not tokenizer.json), and its Llama graph only knows 32/40/60/80-layer models.
+SENTENCEPIECE_ARCHS = ("llama", "mistral", "mixtral")
+WEIGHT_GLOBS = ("model-00001-of-*.safetensors", "pytorch_model-00001-of-*.bin", "pytorch_model.bin", "consolidated.00.pth")
 
 
 def itrex_python() -> Path | None:
@@ -28,6 +53,77 @@ def itrex_python() -> Path | None:
     venv = Path(os.environ.get("ARENA_ITREX_VENV", PROJECT_DIR / ".venv-itrex"))
     python = venv / "bin" / "python"
     return python if (venv / ".installed").is_file() and python.is_file() else None
+
+
+def native_reason(hf_dir: Path) -> tuple[bool, str]:
+    """Can neural-speed read this HF directory as it is? (yes/no, and why), from config.json only."""
+    try:
+        model_type = json.loads((hf_dir / "config.json").read_text()).get("model_type", "?")
+    except (OSError, ValueError) as exc:
+        return False, f"config.json unreadable ({exc})"
+    if model_type not in NATIVE_ARCHS:
+        return False, f"neural-speed cannot read {model_type!r} as it is"
+    if model_type in SENTENCEPIECE_ARCHS:
+        if not (hf_dir / "tokenizer.model").is_file():
+            return False, f"{model_type} without a SentencePiece tokenizer.model"
+        if not any(next(hf_dir.glob(g), None) for g in WEIGHT_GLOBS):
+            return False, f"{model_type} weights not sharded (neural-speed reads model-00001-of-N.safetensors or pytorch_model.bin)"
+    return True, f"neural-speed reads {model_type} natively"
+
+
+def library_versions() -> dict:
+    """The versions an ITREX cache entry depends on (read in the ITREX env)."""
+    versions = {}
+    for name in ("intel-extension-for-transformers", "neural-speed", "transformers"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _digest(value: dict) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def recipe_fields(recipe: QuantizeConfig) -> dict:
+    return {k: getattr(recipe, k) for k in ("bits", "weight_dtype", "compute_dtype", "group_size", "scheme")}
+
+
+def cache_dirs(cache_root: Path, identity: dict, recipe: QuantizeConfig, versions: dict) -> tuple[Path, Path]:
+    """(shared fp32 dir, this recipe's dir): keyed by source identity + versions, and + recipe."""
+    base = {"format": CACHE_FORMAT, "source": identity, "versions": versions}
+    root = cache_root / f"ns-{_digest(base)[:16]}"
+    return root / "f32", root / f"{recipe.slug()}-{_digest({**base, 'recipe': recipe_fields(recipe)})[:10]}"
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path, name: str = ".lock", on_wait=None):
+    """Hold an exclusive lock (``directory/name``, created if needed) across processes: two workers (two
+    recipes of one model) or two arena processes never build the same cache entry at once."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / name, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            (on_wait or phase)("waiting: another worker is preparing the same weights")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_complete(directory: Path) -> bool:
+    return (directory / COMPLETE).is_file()
+
+
+def mark_complete(directory: Path, **info) -> None:
+    partial = directory / (COMPLETE + ".partial")
+    partial.write_text(json.dumps({**info, "finished": time.time()}, indent=1, default=str))
+    os.replace(partial, directory / COMPLETE)
 
 
 def _patched_qwen_converter(cache: Path) -> Path:
@@ -44,37 +140,98 @@ def _patched_qwen_converter(cache: Path) -> Path:
     return patched
 
 
+def _fp32_file(directory: Path, hf_dir: Path, ns_type: str, params: int | None) -> Path:
+    """neural-speed's fp32 file for ``hf_dir``, converted once and shared by every recipe."""
+    with exclusive(directory.parent):
+        return _fp32_file_locked(directory, hf_dir, ns_type, params)
+
+
+def _fp32_file_locked(directory: Path, hf_dir: Path, ns_type: str, params: int | None) -> Path:
+    out = directory / f"ne_{ns_type}_f32.bin"
+    if is_complete(directory) and out.is_file():
+        return out
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    from ..memory import expect_text
+    phase(f"converting to neural-speed fp32 ({expect_text('itrex-convert', params)})")
+    partial = directory / (out.name + ".partial")
+    if ns_type == "qwen2":
+        cmd = [sys.executable, str(_patched_qwen_converter(directory)), "--outfile", str(partial), "--outtype", "f32",
+               str(hf_dir)]
+    else:
+        import neural_speed.convert as ns_convert
+        hf_type = json.loads((hf_dir / "config.json").read_text())["model_type"]
+        script = Path(ns_convert.__file__).parent / f"convert_{ns_convert.model_maps.get(hf_type, hf_type)}.py"
+        cmd = [sys.executable, str(script), "--outfile", str(partial), "--outtype", "f32", str(hf_dir)]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode or not partial.is_file():
+        tail = (done.stderr.strip() or done.stdout.strip())[-600:]
+        raise RuntimeError(f"neural-speed could not convert {hf_dir} to its fp32 format (exit {done.returncode}): {tail}")
+    os.replace(partial, out)
+    mark_complete(directory, source=str(hf_dir), seconds=round(time.perf_counter() - started, 1))
+    return out
+
+
 class ItrexEngine:
     def __init__(self, model: ModelConfig, hf_dir: Path, threads: int, cache_dir: Path):
-        hf_dir, cache = hf_dir.resolve(), (cache_dir / model.id).resolve()
-        (cache / "runtime_outs").mkdir(parents=True, exist_ok=True)
-        # neural-speed runs its converters as a bare `python`, reads OMP_NUM_THREADS, and caches
-        # runtime_outs/ne_<model_type>_*.bin in the working directory keyed by type only: one dir per model.
+        from ..memory import count_params, expect_text
+        from ..sources import source_identity
+
+        recipe = model.quantize or ITREX_DEFAULT_RECIPE
+        if problem := recipe.unsupported():  # config.py refuses it already; a hand-made ModelConfig may not
+            raise ValueError(f"{model.id}: {problem}")
+        self.recipe = recipe
+        hf_dir = hf_dir.resolve()
+        # neural-speed runs its converters as a bare `python` and reads OMP_NUM_THREADS
         os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        os.chdir(cache)
 
         import neural_speed
         import intel_extension_for_transformers.neural_chat.models.model_utils as model_utils
         from intel_extension_for_transformers.neural_chat import PipelineConfig, build_chatbot
         from intel_extension_for_transformers.neural_chat.config import LoadingModelConfig
         from intel_extension_for_transformers.transformers import RtnConfig
+        from neural_speed import _get_model_type
         from transformers import AutoConfig, TextIteratorStreamer
+
+        try:
+            config = AutoConfig.from_pretrained(hf_dir, trust_remote_code=model.trust_remote_code)
+        except ValueError as exc:
+            if "trust_remote_code" in str(exc) and not model.trust_remote_code:
+                raise RuntimeError(f"{model.id} ships its own Python code (as ChatGLM3 and Qwen-7B do): set "
+                                   f"'trust_remote_code: true' in models.yaml line {model.line} if you trust it") from None
+            raise
+        ns_type = _get_model_type(config)
+        identity = source_identity(model, hf_dir)
+        f32_dir, self.cache = cache_dirs(cache_dir.resolve(), identity, recipe, library_versions())
+        params = count_params(hf_dir)
+        quant_bins = lambda: list((self.cache / "runtime_outs").glob(f"ne_{ns_type}_q_*.bin"))  # noqa: E731
+        # one builder per recipe entry; released once COMPLETE is written (or the build failed)
+        self._building = exclusive(self.cache.parent, f".lock-{self.cache.name}")
+        self._building.__enter__()
+        cached = is_complete(self.cache) and bool(quant_bins())
+        if not cached:  # nothing, or an interrupted run: start this recipe over
+            shutil.rmtree(self.cache, ignore_errors=True)
+            (self.cache / "runtime_outs").mkdir(parents=True)
+            f32 = _fp32_file(f32_dir, hf_dir, ns_type, params)
+            # neural-speed deletes the fp32 file after quantizing: give it a hard link, keep the original
+            os.link(f32, self.cache / "runtime_outs" / f32.name)
+        os.chdir(self.cache)  # neural-speed reads and writes runtime_outs/ in the working directory
 
         # ITREX sets generation_config.pad_token_id on Qwen models; neural_speed.Model has none.
         if not hasattr(neural_speed.Model, "generation_config"):
             neural_speed.Model.generation_config = types.SimpleNamespace(pad_token_id=None)
-        if AutoConfig.from_pretrained(hf_dir).model_type == "qwen2" and \
-                not any(f.startswith("ne_qwen2_q_") for f in os.listdir("runtime_outs")):
-            phase("converting to neural-speed format")
-            subprocess.run([sys.executable, str(_patched_qwen_converter(cache)), "--outfile",
-                            "runtime_outs/ne_qwen2_f32.bin", "--outtype", "f32", str(hf_dir)], check=True)
 
         engine = self
 
         class StoppableStreamer(TextIteratorStreamer):
             """ITREX forces 1024 new tokens for neural-speed and cannot be stopped: this streamer
             aborts the C++ loop at the limit or when the consumer goes away."""
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                engine._streamer = self
 
             def put(self, value):
                 if engine._stop.is_set() or engine._tokens >= engine._limit:
@@ -90,14 +247,27 @@ class ItrexEngine:
         model_utils.TextIteratorStreamer = StoppableStreamer
         self._stop, self._done = threading.Event(), threading.Event()
         self._tokens, self._limit = 0, 0
-        phase("quantizing to INT4 (ITREX RTN, int4_fullrange, int8 compute)")
+        if cached:
+            phase(f"loading the cached ITREX INT4 file ({recipe.slug()})")
+        else:
+            phase(f"quantizing with ITREX RTN {recipe.slug()} ({expect_text('itrex-quantize', params)})")
+        started = time.perf_counter()
         self.chatbot = build_chatbot(PipelineConfig(
             model_name_or_path=str(hf_dir),
-            optimization_config=RtnConfig(bits=4, compute_dtype="int8", weight_dtype="int4_fullrange"),
+            optimization_config=RtnConfig(bits=recipe.bits, group_size=recipe.group_size,
+                                          compute_dtype=recipe.compute_dtype, weight_dtype=recipe.weight_dtype,
+                                          sym=recipe.scheme == "sym"),
             loading_config=LoadingModelConfig(use_neural_speed=True)))
         if not hasattr(self.chatbot, "predict_stream"):
             from intel_extension_for_transformers.neural_chat.utils.error_utils import get_latest_error
             raise RuntimeError(f"ITREX build_chatbot failed (error code {get_latest_error()})")
+        if not cached:
+            if not quant_bins():
+                raise RuntimeError(f"ITREX finished without writing a quantized file in {self.cache / 'runtime_outs'}")
+            mark_complete(self.cache, recipe=recipe_fields(recipe), source=identity, versions=library_versions(),
+                          model_type=ns_type, seconds=round(time.perf_counter() - started, 1))
+        self._building.__exit__(None, None, None)
+        self.cached = cached
         self._utils = model_utils
         self._tokenizer = model_utils.MODELS[str(hf_dir)]["tokenizer"]
         self._ns_model = model_utils.MODELS[str(hf_dir)]["model"]
@@ -120,10 +290,21 @@ class ItrexEngine:
             max_new_tokens=params.max_new_tokens, temperature=max(params.temperature, 0.01),
             top_p=params.top_p, top_k=params.top_k or 40, repetition_penalty=params.repeat_penalty or 1.0,
             do_sample=params.temperature > 0))
+        self._streamer = None
         try:
-            for piece in stream:
-                if piece:
-                    yield piece
+            try:
+                for piece in stream:
+                    if piece:
+                        yield piece
+            except RuntimeError as exc:
+                # ITREX waits 0.1 s for the first token and, if generation has already ended by then
+                # (a small model or a small max_new_tokens, stopped by our streamer), re-raises our stop
+                # instead of streaming: the text is in the streamer's queue, ended; read it from there.
+                if str(exc) != "generation stopped" or self._streamer is None:
+                    raise
+                for piece in self._streamer:
+                    if piece:
+                        yield piece
         finally:
             self._stop.set()
             self._done.wait(timeout=60)

@@ -96,7 +96,23 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="a GGUF file or an HF-format directory")
     parser.add_argument("parent", type=Path, help="the model is written to PARENT/<model_type>")
     args = parser.parse_args()
+    _exit_with_parent()
     print(prepare(args.source, args.parent))
+
+
+def _exit_with_parent() -> None:
+    """A conversion takes minutes and gigabytes: stop it when the arena that asked for it is gone."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,163 @@
+"""The engine registry: what the supervisor needs to know to run each engine's worker.
+
+Each local engine declares the sources it accepts, the interpreter its worker runs in (``None``
+when that environment is not installed, with the command that installs it), and a preparation
+step that runs in the arena's own environment before the worker starts: conversions, cache
+look-ups and the memory preflight. The supervisor calls these and knows no engine by name.
+``openai`` models are not here: nothing runs locally, the supervisor's remote prober checks them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..config import ITREX_DEFAULT_RECIPE, PROJECT_DIR, SOURCE_KINDS, ModelConfig
+from .. import memory
+from ..sources import SourceError, source_identity
+
+Report = Callable[[str, str], None]  # (state, detail) shown on the status panel
+
+
+@dataclass(frozen=True)
+class Prepared:
+    weights: Path          # what the worker gets as --weights
+    notes: str = ""        # e.g. a memory warning, shown while the worker loads
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    sources: tuple[str, ...]
+    interpreter: Callable[[], Path | None]
+    install_hint: str
+    prepare: Callable[[ModelConfig, Path, Path, Report], Prepared]
+
+
+def _main_python() -> Path:
+    return Path(sys.executable)
+
+
+def _prepare_llamacpp(model: ModelConfig, weights: Path, data_dir: Path, report: Report) -> Prepared:
+    warning = memory.preflight(model.id, "llamacpp", None, file_size=weights.stat().st_size)
+    return Prepared(weights, warning or "")
+
+
+# Remote code known not to run on this project's transformers (5.x), with the evidence; refused before
+# minutes of loading, pointing at the engine that runs it.
+REMOTE_CODE_BROKEN = {
+    "chatglm": "ChatGLM3's remote tokenizer fails on transformers >= 4.45 (ChatGLMTokenizer._pad() got an "
+               "unexpected keyword argument 'padding_side', zai-org/ChatGLM3#1324)",
+}
+
+
+def _prepare_transformers(model: ModelConfig, weights: Path, data_dir: Path, report: Report) -> Prepared:
+    from .transformers import cache_key
+
+    if weights.is_dir() and (weights / "config.json").is_file():
+        model_type = json.loads((weights / "config.json").read_text()).get("model_type")
+        if model_type in REMOTE_CODE_BROKEN:
+            raise SourceError(f"{model.id}: {REMOTE_CODE_BROKEN[model_type]}. Run it with 'engine: itrex' "
+                              f"(ITREX's own environment pins transformers 4.40), as the original report did; "
+                              f"see models-report.yaml")
+    params = memory.count_params(weights)
+    step = "transformers-gguf" if weights.is_file() else "transformers"
+    if model.quantize is not None:
+        key, _ = cache_key(model, weights, model.quantize)
+        if (data_dir / "int4-cache" / f"{model.id}-{key}" / "arena-cache.json").is_file():
+            step = "transformers-cached"
+    return Prepared(weights, memory.preflight(model.id, step, params) or "")
+
+
+# -- ITREX -----------------------------------------------------------------------------------------
+def _itrex_versions() -> dict:
+    """The ITREX env's library versions, read from its site-packages (without starting it)."""
+    from importlib import metadata
+
+    from .itrex import itrex_python
+
+    python = itrex_python()
+    paths = [str(p) for p in python.parent.parent.glob("lib/python*/site-packages")] if python else []
+    found = {d.metadata["Name"].lower(): d.version for d in metadata.distributions(path=paths)}
+    return {name: found.get(name) for name in ("intel-extension-for-transformers", "neural-speed", "transformers")}
+
+
+def itrex_hf_dir(model: ModelConfig, weights: Path, data_dir: Path, report: Report) -> Path:
+    """An HF directory ITREX can read: the source itself when neural-speed reads its architecture
+    natively (as the report did with ChatGLM3 and Qwen-7B), else a converted copy, made once in this
+    environment (modern transformers reads GGUF and Qwen2) and cached by source identity."""
+    from .itrex import exclusive, is_complete, native_reason
+
+    if weights.is_dir():
+        native, why = native_reason(weights)
+        if native:
+            report("preparing", f"{why}: no conversion")
+            return weights
+        report("preparing", f"{why}: converting")
+    identity = json.dumps({"prepare_format": 2, "source": source_identity(model, weights)}, sort_keys=True)
+    parent = data_dir / "itrex" / f"hf-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    # two recipes of one model share this conversion: one of them makes it, the other waits
+    with exclusive(parent, on_wait=lambda text: report("preparing", text)):
+        if is_complete(parent):
+            return parent / json.loads((parent / "COMPLETE").read_text())["dir"]
+        return _convert_for_itrex(model, weights, parent, identity, report)
+
+
+def _convert_for_itrex(model: ModelConfig, weights: Path, parent: Path, identity: str, report: Report) -> Path:
+    from .itrex import mark_complete
+
+    params = memory.count_params(weights)
+    warning = memory.preflight(model.id, "itrex-prepare", params)
+    report("preparing", f"converting to an HF directory for ITREX ({memory.expect_text('itrex-prepare', params)})"
+           + (f"; {warning}" if warning else ""))
+    (parent / "COMPLETE").unlink(missing_ok=True)
+    done = subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(weights), str(parent)],
+                          capture_output=True, text=True, cwd=str(PROJECT_DIR))
+    if done.returncode:
+        raise SourceError(f"converting {weights.name} for ITREX failed: {done.stderr.strip()[-400:]}")
+    out = Path(done.stdout.strip().splitlines()[-1])
+    mark_complete(parent, dir=out.name, source=identity)
+    return out
+
+
+def _prepare_itrex(model: ModelConfig, weights: Path, data_dir: Path, report: Report) -> Prepared:
+    from .itrex import cache_dirs, is_complete
+
+    hf_dir = itrex_hf_dir(model, weights, data_dir, report)
+    recipe = model.quantize or ITREX_DEFAULT_RECIPE
+    f32_dir, recipe_dir = cache_dirs((data_dir / "itrex").resolve(), source_identity(model, hf_dir.resolve()),
+                                     recipe, _itrex_versions())
+    params = memory.count_params(hf_dir)
+    if is_complete(recipe_dir):
+        step = "itrex-run"
+    elif is_complete(f32_dir):
+        step = "itrex-quantize"
+    else:  # conversion and quantization: the larger of the two peaks
+        convert = "itrex-convert-native" if hf_dir == weights else "itrex-convert"
+        step = max((convert, "itrex-quantize"), key=lambda s: memory.estimate(s, params) or 0)
+    return Prepared(hf_dir, memory.preflight(model.id, step, params) or "")
+
+
+def _itrex_interpreter() -> Path | None:
+    from .itrex import itrex_python
+    return itrex_python()
+
+
+ENGINES: dict[str, EngineSpec] = {
+    "llamacpp": EngineSpec("llamacpp", SOURCE_KINDS["llamacpp"], _main_python, "", _prepare_llamacpp),
+    "transformers": EngineSpec("transformers", SOURCE_KINDS["transformers"], _main_python, "", _prepare_transformers),
+    "itrex": EngineSpec("itrex", SOURCE_KINDS["itrex"], _itrex_interpreter,
+                        "ITREX engine not installed; run scripts/install-itrex.sh (its own 2 GB virtualenv), "
+                        "then restart the arena", _prepare_itrex),
+}
+
+
+def engine_spec(name: str) -> EngineSpec:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ValueError(f"engine {name!r} has no local worker; local engines: {', '.join(ENGINES)}") from None
