@@ -115,10 +115,15 @@ def bench_memory(app: App, args) -> dict:
     local = threading.local()  # one client (one session) per thread: a session asks one question at a time
     done, marks = 0, {}
 
+    failures = []
+
     def round_in_thread(i: int) -> None:
         if not hasattr(local, "client"):
             local.client = app.client()
-        one_round(local.client, f"q{i}")
+        try:
+            one_round(local.client, f"q{i}")
+        except Exception as exc:  # counted: the figure is memory, but a failure must show
+            failures.append(repr(exc)[:200])
 
     def run(n: int) -> None:
         with ThreadPoolExecutor(args.threads) as pool:
@@ -129,7 +134,8 @@ def bench_memory(app: App, args) -> dict:
         done = target
         marks[target] = resident_mb(app.proc.pid)
     return {"rounds": done, "rss_mb_after_100": round(marks[100]), f"rss_mb_after_{done}": round(marks[done]),
-            "ratio": round(marks[done] / marks[100], 2), "stored_votes": app.stored_votes()}
+            "ratio": round(marks[done] / marks[100], 2), "stored_votes": app.stored_votes(),
+            "failed_rounds": len(failures), "first_failures": failures[:3]}
 
 
 def bench_load(app: App, args) -> dict:
