@@ -51,6 +51,7 @@ class BatchSettings:
     repeats: int = 1
     system_prompt: str = ""
     batch_size: int = 8               # questions per worker call (decoded together where the engine can)
+    judge_max_tokens: int = JUDGE_MAX_TOKENS  # a short reason and the verdict line
 
 
 def _digest(*parts: object) -> str:
@@ -64,7 +65,8 @@ def model_entry(model: ModelConfig) -> dict:
 
 def settings_hash(settings: BatchSettings, model: ModelConfig, question: str) -> str:
     """What an answer depends on besides run, seed and repeat: settings, model entry, question text."""
-    generation = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("repeats", "batch_size", "seed")}
+    generation = {k: v for k, v in dataclasses.asdict(settings).items()
+                  if k not in ("repeats", "batch_size", "seed", "judge_max_tokens")}
     entry = {k: v for k, v in model_entry(model).items() if k not in ("line",)}
     return _digest(generation, entry, question)[:16]
 
@@ -318,7 +320,8 @@ class BatchRunner:
                 pairs = build_pairs(plan.run_id, self.store.batch_run(plan.run_id)["config"], answers)
                 progress.total = progress.done + 2 * len(pairs)
                 self.store.save_judge_pairs(pairs)
-                if not self._judge_pairs(pairs, plan.judge, progress, report, stop, fresh=plan.fresh):
+                if not self._judge_pairs(pairs, plan.judge, progress, report, stop, plan.settings.judge_max_tokens,
+                                         fresh=plan.fresh):
                     return self._finish(plan, "interrupted")
         except KeyboardInterrupt:
             self._finish(plan, "interrupted")
@@ -363,7 +366,7 @@ class BatchRunner:
         self.store.save_batch_answers(rows)
 
     def _judge_pairs(self, pairs: list[dict], judge_id: str, progress: Progress, report: ProgressCallback,
-                     stop: threading.Event, fresh: bool = False) -> bool:
+                     stop: threading.Event, max_tokens: int = JUDGE_MAX_TOKENS, fresh: bool = False) -> bool:
         """Judge every pair in both orders (skipping stored judgments); False if stopped."""
         done = set() if fresh else {(j["pair_id"], j["shown"]) for j in self.store.judgments(judge_id)
                                     if j["prompt_version"] == J.PROMPT_VERSION and j["attempts"] > 0}
@@ -377,16 +380,16 @@ class BatchRunner:
             progress.phase = f"judging: {judge_id}"
             report(progress)
             chunk = todo[start:start + size]
-            self.store.save_judgments(judge_batch(lambda reqs: self._call(judge_id, reqs, judge_params())[0],
+            self.store.save_judgments(judge_batch(lambda reqs: self._call(judge_id, reqs, judge_params(max_tokens))[0],
                                                   chunk, judge_id))
             progress.done += len(chunk)
             report(progress)
         return True
 
 
-def judge_params() -> GenerationParams:
+def judge_params(max_tokens: int = JUDGE_MAX_TOKENS) -> GenerationParams:
     """Greedy, short: a reason and a verdict line."""
-    return GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=JUDGE_MAX_TOKENS)
+    return GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_tokens)
 
 
 def judge_batch(ask: Callable[[list[BatchRequest]], list[BatchAnswer]], chunk: list[tuple[dict, str]],

@@ -148,7 +148,7 @@ def judge_block(data: RunData) -> list[str]:
                      "of this judge. Measure it with `python -m arena export --format jsonl -o votes.jsonl` then "
                      f"`python -m arena judge votes.jsonl --judge {judge}`.")
     unreliable = (not math.isnan(q.inconsistency_rate) and q.inconsistency_rate >= 0.5) or \
-        h.beats_length_baseline is False
+        h.beats_length_baseline is False or (q.pairs and q.unparsed / q.pairs >= 0.5)
     if unreliable:
         lines.append("**Verdict on the judge: not reliable.** Its win rates below say more about the judge's "
                      "position and length biases than about the models. Use a stronger judge (for example an "
@@ -182,7 +182,7 @@ def box_chart(data: RunData, column: str, label: str) -> str:
     ax = fig.add_subplot()
     shown = [(m, s) for m, s in zip(models, series) if s]
     if shown:
-        ax.boxplot([s for _, s in shown], vert=False, tick_labels=[m for m, _ in shown], showmeans=True)
+        ax.boxplot([s for _, s in shown], orientation="horizontal", tick_labels=[m for m, _ in shown], showmeans=True)
         for y, (_, s) in enumerate(shown, start=1):
             ax.scatter(s, [y] * len(s), s=10, alpha=0.5, color="#1f6feb", zorder=3)
     else:
