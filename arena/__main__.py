@@ -20,10 +20,15 @@ from .config import ConfigError, load_models
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .sources import SourceError, resolve
+    from .sources import SourceError, missing_packages, resolve
 
     failed = 0
     for model in load_models(args.models):
+        if model.source is None:
+            continue
+        if model.install and missing_packages(model):
+            print(f"skipped {model.id}: optional, not installed (run {model.install})")
+            continue
         try:
             path = resolve(model, Path(args.data_dir))
             print(f"ok      {model.id}: {path}")

@@ -276,3 +276,21 @@ def test_cli_ctrl_c_keeps_answers_and_resume_finishes(running, tmp_path):
     assert f"run {run_id}: done" in done.stdout and "report:" in done.stdout
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM batch_answers").fetchone()[0] == 12
+
+
+def test_optional_model_without_packages_is_unavailable_with_its_install_command(tmp_path):
+    """The optional 1.5B entry of the real models.yaml, without its packages, is 'unavailable' and names
+    the one command that installs it (it is not a failure, and no worker is started for it)."""
+    from arena.sources import missing_packages
+
+    model = next(m for m in load_models(ROOT / "models.yaml") if m.id == "qwen2.5-coder-1.5b-q4km")
+    if not missing_packages(model):
+        pytest.skip("the optional 1.5B packages are installed here")
+    supervisor = Supervisor([model], ROOT / "models.yaml", tmp_path)
+    supervisor.start()
+    try:
+        (status,) = supervisor.wait_until_settled(10)
+    finally:
+        supervisor.stop()
+    assert status.state == "unavailable" and "run scripts/install-qwen-1.5b.sh" in status.detail
+    assert supervisor.pid(model.id) is None
