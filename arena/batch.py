@@ -241,7 +241,7 @@ class BatchRunner:
             stored = {p["id"]: Prompt(**p) for p in config["presets"]}
             presets = list(stored.values())
             settings = BatchSettings(**config["settings"])
-            judge = judge or config.get("judge") or "none"
+            judge = config.get("judge") or "none"  # the run's judge, so its report stays one judge's
         self.check_known(models, judge)
         statuses = {s.id: s for s in self.supervisor.statuses()}
         if models:

