@@ -315,7 +315,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang
 max-width:1200px;margin:2em auto;padding:0 1em;color:#1b1f24;line-height:1.45}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d0d7de;padding:.3em .6em;text-align:left;
 vertical-align:top}th{background:#f6f8fa}.answers{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));
-gap:.8em}.answer{border:1px solid #d0d7de;border-radius:6px;padding:.6em}pre{white-space:pre-wrap;word-wrap:break-word;
+gap:.8em}.answer{border:1px solid #d0d7de;border-radius:6px;padding:.6em}pre{white-space:pre-wrap;word-wrap:break-word;max-height:40em;overflow:auto;
 font-family:inherit;margin:.3em 0;background:#f6f8fa;padding:.5em;border-radius:4px}.timing{color:#57606a;
 font-size:.9em}.note{background:#fff8c5;border:1px solid #d4a72c;padding:.5em .8em;border-radius:6px}
 .bad{color:#cf222e}.q{border-top:2px solid #d0d7de;margin-top:1.5em;padding-top:.5em}svg{max-width:100%;height:auto}

@@ -9,7 +9,10 @@ shared machine hits both alike. Reported per mode, medians over the repeats:
 - aggregate new tokens/s = all generated tokens / wall time (prefill included: what a batch run sees);
 - decode tokens/s = tokens after each sequence's first / time after the first token (for B
   sequences together: (tokens - B) / (wall - time to the last first token)).
-The ratio column divides by the one-at-a-time figure of the same engine in the same run.
+- CPU tokens/s = all generated tokens / CPU seconds this process used (all threads). On a shared,
+  oversubscribed machine wall time mostly measures the other jobs; CPU time measures our work
+  (llama.cpp's threads spin while they wait, so contention still inflates it somewhat).
+The ratio columns divide by the one-at-a-time figure of the same engine in the same run.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ def prompts(n: int) -> list[list[dict]]:
 def one_at_a_time(engine, convs, params) -> dict:
     from arena.engines import Usage
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     tokens, decode_tokens, decode_time = 0, 0, 0.0
     for conv in convs:
         t0 = time.perf_counter()
@@ -53,23 +56,24 @@ def one_at_a_time(engine, convs, params) -> dict:
         tokens += usage.completion_tokens
         decode_tokens += usage.completion_tokens - 1
         decode_time += total - first
-    wall = time.perf_counter() - started
-    return {"tokens": tokens, "wall_s": wall, "aggregate_tps": tokens / wall, "decode_tps": decode_tokens / decode_time}
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"tokens": tokens, "wall_s": wall, "aggregate_tps": tokens / wall, "decode_tps": decode_tokens / decode_time,
+            "cpu_tps": tokens / cpu}
 
 
 def together(engine, convs, params) -> dict:
     from arena.engines import BatchRequest
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     answers = engine.batch_chat([BatchRequest(c, 0) for c in convs], params)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     errors = [a.error for a in answers if a.error]
     if errors:
         raise RuntimeError(errors[0])
     tokens = sum(a.usage.completion_tokens for a in answers)
     last_first = max(a.ttft_s for a in answers)
     return {"tokens": tokens, "wall_s": wall, "aggregate_tps": tokens / wall,
-            "decode_tps": (tokens - len(answers)) / (wall - last_first)}
+            "decode_tps": (tokens - len(answers)) / (wall - last_first), "cpu_tps": tokens / cpu}
 
 
 def load(engine_name: str, threads: int, data_dir: Path):
@@ -90,6 +94,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--tokens", type=int, help="new tokens per answer (default: 128 llama.cpp, 64 torchao)")
+    parser.add_argument("--sizes", help="comma-separated batch sizes (default: 8,16 llama.cpp; 8 torchao)")
     args = parser.parse_args()
     from arena.engines import BatchRequest, GenerationParams
 
@@ -97,7 +103,11 @@ def main() -> None:
     results = []
     for name in args.engines.split(","):
         model, engine = load(name, args.threads, args.data_dir)
-        plan = plans[name]
+        plan = dict(plans[name])
+        if args.tokens:
+            plan["tokens"] = args.tokens
+        if args.sizes:
+            plan["sizes"] = [int(x) for x in args.sizes.split(",")]
         # The model's own defaults (repeat penalty) as in a batch run; greedy; min_p etc. untouched.
         defaults = {k: v for k, v in model.generation.items() if k in GenerationParams.__dataclass_fields__}
         params = GenerationParams(**{**defaults, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": plan["tokens"]})
@@ -110,7 +120,8 @@ def main() -> None:
             for _ in range(args.repeats):
                 runs["one at a time"].append(one_at_a_time(engine, convs, params))
                 runs[f"batched B={size}"].append(together(engine, convs, params))
-                print(name, size, {k: round(v[-1]["aggregate_tps"], 1) for k, v in runs.items()}, flush=True)
+                print(name, size, {k: (round(v[-1]["aggregate_tps"], 1), round(v[-1]["cpu_tps"], 1))
+                                   for k, v in runs.items()}, flush=True)
             base = None
             for mode, values in runs.items():
                 row = {"engine": name, "model": model.id, "sequences": size, "mode": mode,
@@ -118,19 +129,22 @@ def main() -> None:
                        "tokens": statistics.median(v["tokens"] for v in values),
                        "wall_s": statistics.median(v["wall_s"] for v in values),
                        "aggregate_tps": statistics.median(v["aggregate_tps"] for v in values),
-                       "decode_tps": statistics.median(v["decode_tps"] for v in values)}
+                       "decode_tps": statistics.median(v["decode_tps"] for v in values),
+                       "cpu_tps": statistics.median(v["cpu_tps"] for v in values)}
                 base = base or row
                 row["aggregate_ratio"] = row["aggregate_tps"] / base["aggregate_tps"]
                 row["decode_ratio"] = row["decode_tps"] / base["decode_tps"]
+                row["cpu_ratio"] = row["cpu_tps"] / base["cpu_tps"]
                 results.append(row)
         del engine
         gc.collect()
     print("\n| engine | sequences | mode | new tokens each | wall s | aggregate tok/s (incl. prefill) | ratio | "
-          "decode tok/s | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "decode tok/s | ratio | tok per CPU-s | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['engine']} | {r['sequences']} | {r['mode']} | {r['new_tokens_each']} | {r['wall_s']:.1f} | "
-              f"{r['aggregate_tps']:.1f} | {r['aggregate_ratio']:.2f} | {r['decode_tps']:.1f} | {r['decode_ratio']:.2f} |")
+              f"{r['aggregate_tps']:.1f} | {r['aggregate_ratio']:.2f} | {r['decode_tps']:.1f} | {r['decode_ratio']:.2f} | "
+              f"{r['cpu_tps']:.1f} | {r['cpu_ratio']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
