@@ -116,6 +116,7 @@ def batch_command(args: argparse.Namespace) -> int:
                              seed=args.seed, repeats=args.repeats, system_prompt=args.system_prompt,
                              batch_size=args.batch_size)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     supervisor = _start_workers(catalog, needed, args)
     bar = None
     plan = None
