@@ -2,7 +2,10 @@
 
     python -m arena                       start the arena page (see --help)
     python -m arena models prepare        assemble and verify the embedded model files
-    python -m arena leaderboard           print the Bradley-Terry leaderboard
+    python -m arena leaderboard           print the Bradley-Terry leaderboard (--source human|judge)
+    python -m arena batch --models A,B    every preset through every model, judged, with a report
+    python -m arena judge FILE.jsonl      judge a FastChat-format battle file (agreement with its votes)
+    python -m arena report RUN_ID         write a batch run's report (HTML + Markdown)
     python -m arena export --format csv   write votes (csv) or battles (jsonl)
     python -m arena import FILE.jsonl     merge battles from another arena or a FastChat log
 """
@@ -17,10 +20,15 @@ from .config import ConfigError, load_models
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .sources import SourceError, resolve
+    from .sources import SourceError, missing_packages, resolve
 
     failed = 0
     for model in load_models(args.models):
+        if model.source is None:
+            continue
+        if model.install and missing_packages(model):
+            print(f"skipped {model.id}: optional, not installed (run {model.install})")
+            continue
         try:
             path = resolve(model, Path(args.data_dir))
             print(f"ok      {model.id}: {path}")
@@ -35,7 +43,16 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from .store import Store
 
     names = {m.id: m.name for m in load_models(args.models)}
-    table, _, named = leaderboard.from_store(Store(Path(args.data_dir) / "arena.db"), names, args.bootstrap, args.seed,
+    store = Store(Path(args.data_dir) / "arena.db")
+    if args.source == "judge":
+        table, _ = leaderboard.judge_table(store, names, args.judge, args.bootstrap, args.seed)
+        if table.empty:
+            print("No judge verdicts yet (python -m arena batch … or python -m arena judge FILE.jsonl).")
+        else:
+            print("Automatic judge verdicts (both orders; not human votes):")
+            print(table.drop(columns=["ci_low", "ci_high", "mean_tokens_per_s", "mean_ttft_s"]).to_string(index=False))
+        return 0
+    table, _, named = leaderboard.from_store(store, names, args.bootstrap, args.seed,
                                              include_imported=not args.exclude_imported)
     if table.empty:
         print("No rated (blind) battles yet.")
@@ -78,7 +95,10 @@ def _import(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"models": _prepare, "leaderboard": _leaderboard, "export": _export, "import": _import}
+    from .batch_cli import add_batch_commands, batch_command, judge_command, report_command
+
+    commands = {"models": _prepare, "leaderboard": _leaderboard, "export": _export, "import": _import,
+                "batch": batch_command, "judge": judge_command, "report": report_command}
     if not argv or argv[0] not in commands:
         serve(argv)
         return 0
@@ -90,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for the CIs")
     board.add_argument("--seed", type=int, default=42)
     board.add_argument("--exclude-imported", action="store_true", help="leave out battles imported from files")
+    board.add_argument("--source", choices=["human", "judge"], default="human",
+                       help="human votes (default) or the automatic judge's verdicts: separate tables, never mixed")
+    board.add_argument("--judge", help="with --source judge: only this judge's verdicts")
     export = sub.add_parser("export", help="export votes or battles")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     export.add_argument("-o", "--output", type=Path)
@@ -99,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="rate the file's blind battles (unless an answer names a model); by default imported "
                           "battles are shown but not rated, because a file can claim anything")
     imp.add_argument("--max-upload-mb", type=float, default=20, help="largest file accepted (default 20 MB)")
-    for p in (models, board, export, imp):
+    for p in (models, board, export, imp, *add_batch_commands(sub)):
         add_common_flags(p)
     args = parser.parse_args(argv)
     try:

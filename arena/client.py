@@ -5,14 +5,17 @@ becomes an ``EndpointError`` whose message a user can act on.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
+import time
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, AsyncIterator
 
 import httpx
 
-from .engines import GenerationParams, Notice, Usage
+from .engines import BatchAnswer, BatchRequest, GenerationParams, Notice, Usage
 
 
 class EndpointError(RuntimeError):
@@ -106,3 +109,77 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
                             f"the model server may have crashed") from None
     # Servers that send no usage: fall back to counting streamed pieces (about one per token).
     yield usage if usage and usage.completion_tokens else Usage(0, pieces, usage.finish_reason if usage else "stop")
+
+
+@dataclass
+class BatchReply:
+    """Answers of one batch call, in request order, and how they were produced."""
+
+    answers: list[BatchAnswer]
+    batched: bool    # decoded together in one engine batch (timings then measured under batching)
+    via: str         # "worker batch endpoint" or "one stream at a time (server has no batch endpoint)"
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: GenerationParams, *,
+               api_key: str | None = None, timeout: float = 1800.0) -> BatchReply:
+    """Answer several conversations: one ``POST {base_url}/arena/batch`` to an arena worker, or, for any
+    other OpenAI-compatible server (which answers 404), one streamed chat completion after the other,
+    timed here. Every failure of the whole call becomes an ``EndpointError``."""
+    url = base_url.rstrip("/") + "/arena/batch"
+    body = request_body(model, [], params)
+    body.pop("messages"), body.pop("stream"), body.pop("stream_options")
+    body.pop("seed", None)
+    body["requests"] = [{"messages": r.messages, "seed": r.seed} for r in requests]
+    try:
+        response = httpx.post(url, json=body, headers=_headers(api_key), verify=_tls(),
+                              timeout=httpx.Timeout(timeout, connect=5.0))
+    except httpx.ConnectError as exc:
+        raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
+    except httpx.TimeoutException:
+        raise EndpointError(f"{url} timed out after {timeout:.0f} s") from None
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise EndpointError(f"connection to {url} lost ({type(exc).__name__}); the model server may have crashed") \
+            from None
+    if response.status_code in (404, 405):
+        return BatchReply(_one_at_a_time(base_url, model, requests, params, api_key), False,
+                          "one stream at a time (server has no batch endpoint)")
+    if response.status_code != 200:
+        hint = " Check the API key environment variable." if response.status_code in (401, 403) else ""
+        raise EndpointError(f"{url} answered HTTP {response.status_code}: {response.text[:300]}{hint}")
+    data = response.json()
+    results = data.get("results") or []
+    if len(results) != len(requests):
+        raise EndpointError(f"{url} returned {len(results)} answers for {len(requests)} requests")
+    answers = [BatchAnswer(text=r.get("text") or "", error=r.get("error"), ttft_s=r.get("ttft_s"),
+                           total_s=r.get("total_s"),
+                           usage=Usage(int(r.get("prompt_tokens") or 0), int(r.get("completion_tokens") or 0),
+                                       r.get("finish_reason") or "stop")) for r in results]
+    return BatchReply(answers, bool(data.get("batched")), "worker batch endpoint")
+
+
+def _one_at_a_time(base_url: str, model: str, requests: list[BatchRequest], params: GenerationParams,
+                   api_key: str | None) -> list[BatchAnswer]:
+    async def one(request: BatchRequest) -> BatchAnswer:
+        answer, pieces = BatchAnswer(), []
+        seeded = params if request.seed is None else GenerationParams(**{**params.__dict__, "seed": request.seed})
+        started = time.perf_counter()
+        try:
+            async for item in stream_chat(base_url, model, request.messages, seeded, api_key=api_key):
+                if isinstance(item, Usage):
+                    answer.usage = item
+                    continue
+                if answer.ttft_s is None:
+                    answer.ttft_s = time.perf_counter() - started
+                pieces.append(item)
+        except EndpointError as exc:
+            answer.error = str(exc)
+        answer.text, answer.total_s = "".join(pieces), time.perf_counter() - started
+        return answer
+
+    async def run() -> list[BatchAnswer]:
+        return [await one(r) for r in requests]
+    return asyncio.run(run())

@@ -210,6 +210,7 @@ class ModelConfig:
     endpoint: RemoteEndpoint | None = None
     quantize: QuantizeConfig | None = None  # transformers: None = fp32; itrex: always a recipe
     trust_remote_code: bool = False
+    install: str | None = None  # optional models: the command that installs their packages
     line: int = 0
 
 
@@ -322,7 +323,7 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
         entry = _Entry(path, raw, "model", index)
         entry.reject_unknown({"id", "name", "engine", "source", "endpoint", "quantization", "license",
                               "generation", "identity_words", "threads", "context_length", "quantize",
-                              "trust_remote_code"})
+                              "trust_remote_code", "install"})
         model_id = entry.get("id", str)
         if model_id in seen:
             raise entry.fail(f"duplicate id (first defined at line {seen[model_id]}); ids must be unique")
@@ -353,6 +354,7 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
             identity_words=tuple(str(w) for w in words),
             threads=threads,
             context_length=entry.get("context_length", int, required=False, default=4096),
+            install=entry.get("install", str, required=False),
             line=entry.line,
         ))
     if not models:

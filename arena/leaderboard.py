@@ -166,3 +166,23 @@ class CachedLeaderboard:
             self._value = from_store(self.store, names, self.rounds, self.seed, include_imported)
             self._key = key
         return self._value
+
+
+def judge_table(store, names: dict[str, str] | None = None, judge: str | None = None, rounds: int = 100,
+                seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Bradley-Terry table and win matrix from the automatic judge's verdicts only (never mixed with votes).
+
+    Each judged pair counts once per judge, after both orders (disagreement = tie); unparsed pairs
+    are left out. ``judge`` restricts it to one judge's verdicts."""
+    from . import judge as J
+
+    pairs = store.judge_pairs()
+    judgments = store.judgments(judge)
+    rows: list[tuple] = []
+    for judge_id in sorted({j["judge"] for j in judgments}):
+        rows += J.judge_rows(pairs, J.verdicts_by_pair(judgments, judge_id))
+    merged: dict[tuple[str, str, str], int] = {}
+    for a, b, w, n, *_ in rows:
+        merged[(a, b, w)] = merged.get((a, b, w), 0) + n
+    return rated_table([(a, b, w, n, None, 0, None, 0, None, 0, None, 0) for (a, b, w), n in merged.items()],
+                       names, rounds, seed)

@@ -44,6 +44,19 @@ def package_file(package_path: str) -> Path:
     return path
 
 
+def missing_packages(model: ModelConfig) -> list[str]:
+    """Packages named by the model's ``package``/``parts`` source that are not installed (optional models)."""
+    source = model.source
+    if source is None:
+        return []
+    names = [p.partition("/")[0] for p in source.parts] + ([source.package] if source.package else [])
+    missing = []
+    for name in dict.fromkeys(names):
+        if not (MODEL_PACKAGES_DIR / name).is_dir() and importlib.util.find_spec(name) is None:
+            missing.append(name)
+    return missing
+
+
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -3,6 +3,10 @@
 A round is one row: who fought, with which settings, every turn's answers and
 timings, any error, and the vote. Votes are an atomic ``UPDATE ... WHERE winner
 IS NULL`` so two clicks (or two API calls) can never record two votes.
+
+Batch runs live in tables of their own (``batch_runs``, ``batch_answers``,
+``judge_pairs``, ``judgments``): a batch answer is not a vote and a judge verdict
+is not a human's, so neither can reach the ``rounds`` table or the human leaderboard.
 """
 from __future__ import annotations
 
@@ -37,7 +41,75 @@ CREATE TABLE IF NOT EXISTS rounds (
 );
 CREATE INDEX IF NOT EXISTS rounds_rating ON rounds (rated, model_a, model_b, winner, ttft_a, ttft_b, tps_a, tps_b);
 CREATE INDEX IF NOT EXISTS rounds_votes ON rounds (vote_tstamp) WHERE winner IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS batch_runs (
+    id            TEXT PRIMARY KEY,
+    created       REAL NOT NULL,
+    finished      REAL,
+    status        TEXT NOT NULL,              -- running, interrupted, done, failed
+    config        TEXT NOT NULL DEFAULT '{}', -- JSON: models, presets, repeats, settings, judge
+    environment   TEXT NOT NULL DEFAULT '{}'  -- JSON: library versions, CPU, threads, models.yaml entries
+);
+CREATE TABLE IF NOT EXISTS batch_answers (
+    key           TEXT PRIMARY KEY,           -- batch.answer_key(run, model, preset, settings hash, seed, repeat)
+    run_id        TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    preset_id     TEXT NOT NULL,
+    repeat        INTEGER NOT NULL,
+    seed          INTEGER,
+    settings_hash TEXT NOT NULL,
+    question      TEXT NOT NULL,
+    text          TEXT NOT NULL DEFAULT '',
+    error         TEXT,
+    ttft_s REAL, total_s REAL, output_tokens INTEGER, prompt_tokens INTEGER, tokens_per_s REAL,
+    finish_reason TEXT,
+    engine        TEXT,
+    quantization  TEXT,
+    batched       INTEGER NOT NULL DEFAULT 0, -- 1 = decoded together with others: timings under batching
+    batch_size    INTEGER,
+    created       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batch_answers_run ON batch_answers (run_id, model, preset_id, repeat);
+CREATE TABLE IF NOT EXISTS judge_pairs (
+    id            TEXT PRIMARY KEY,
+    source        TEXT NOT NULL,              -- 'run:<run id>' or 'file:<name>'
+    run_id        TEXT,
+    preset_id     TEXT,
+    repeat        INTEGER,
+    language      TEXT NOT NULL DEFAULT 'en',
+    question      TEXT NOT NULL,
+    reference     TEXT,
+    model_a       TEXT NOT NULL,
+    model_b       TEXT NOT NULL,
+    answer_a      TEXT NOT NULL,
+    answer_b      TEXT NOT NULL,
+    human_winner  TEXT CHECK (human_winner IN ('model_a', 'model_b', 'tie', 'tie (bothbad)')),
+    created       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS judge_pairs_run ON judge_pairs (run_id);
+CREATE TABLE IF NOT EXISTS judgments (
+    pair_id       TEXT NOT NULL,
+    judge         TEXT NOT NULL,              -- model id of the judge
+    shown         TEXT NOT NULL CHECK (shown IN ('ab', 'ba')), -- order the answers were shown in
+    label         TEXT NOT NULL CHECK (label IN ('A', 'B', 'tie', 'bothbad', 'unparsed')), -- as shown
+    rationale     TEXT NOT NULL DEFAULT '',
+    reply         TEXT NOT NULL DEFAULT '',   -- the judge's last raw reply
+    attempts      INTEGER NOT NULL,
+    prompt_version TEXT NOT NULL,
+    ttft_s REAL, total_s REAL,
+    created       REAL NOT NULL,
+    PRIMARY KEY (pair_id, judge, shown)
+);
 """
+
+BATCH_RUN_COLUMNS = ("id", "created", "finished", "status", "config", "environment")
+BATCH_ANSWER_COLUMNS = ("key", "run_id", "model", "preset_id", "repeat", "seed", "settings_hash", "question", "text",
+                        "error", "ttft_s", "total_s", "output_tokens", "prompt_tokens", "tokens_per_s",
+                        "finish_reason", "engine", "quantization", "batched", "batch_size", "created")
+JUDGE_PAIR_COLUMNS = ("id", "source", "run_id", "preset_id", "repeat", "language", "question", "reference", "model_a",
+                      "model_b", "answer_a", "answer_b", "human_winner", "created")
+JUDGMENT_COLUMNS = ("pair_id", "judge", "shown", "label", "rationale", "reply", "attempts", "prompt_version",
+                    "ttft_s", "total_s", "created")
 
 JSON_COLUMNS = ("model_a_info", "model_b_info", "settings", "turns")
 
@@ -196,3 +268,80 @@ class Store:
                 "SUM(ttft_a), COUNT(ttft_a), SUM(ttft_b), COUNT(ttft_b), "
                 "SUM(tps_a), COUNT(tps_a), SUM(tps_b), COUNT(tps_b) "
                 f"FROM rounds WHERE {where} AND winner IS NOT NULL GROUP BY model_a, model_b, winner").fetchall()
+
+    # -- batch runs, judge pairs and judgments (never in the rounds table) -------------------------------
+    def _insert(self, table: str, columns: tuple[str, ...], rows: list[dict], replace: bool) -> int:
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self._transaction() as db:
+            cur = db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                                 [tuple(row.get(c) for c in columns) for row in rows])
+            return cur.rowcount
+
+    def _select(self, table: str, columns: tuple[str, ...], where: str = "1", args: tuple = (),
+                order: str = "rowid") -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE {where} ORDER BY {order}",
+                                    args).fetchall()
+        return [dict(zip(columns, row)) for row in rows]
+
+    def create_batch_run(self, run_id: str, created: float, config: dict, environment: dict) -> None:
+        self._insert("batch_runs", BATCH_RUN_COLUMNS, [{
+            "id": run_id, "created": created, "status": "running",
+            "config": json.dumps(config, ensure_ascii=False), "environment": json.dumps(environment, ensure_ascii=False)}],
+            replace=False)
+
+    def set_batch_run_status(self, run_id: str, status: str, finished: float | None = None) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE batch_runs SET status=?, finished=? WHERE id=?", (status, finished, run_id))
+
+    def batch_run(self, run_id: str) -> dict | None:
+        rows = self._select("batch_runs", BATCH_RUN_COLUMNS, "id=?", (run_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        return {**row, "config": json.loads(row["config"]), "environment": json.loads(row["environment"])}
+
+    def batch_runs(self) -> list[dict]:
+        return [{**r, "config": json.loads(r["config"]), "environment": json.loads(r["environment"])}
+                for r in self._select("batch_runs", BATCH_RUN_COLUMNS, order="created")]
+
+    def save_batch_answers(self, answers: list[dict]) -> None:
+        """Insert or overwrite answers by key (``--fresh`` overwrites; resume never re-asks a stored one)."""
+        self._insert("batch_answers", BATCH_ANSWER_COLUMNS, answers, replace=True)
+
+    def batch_answers(self, run_id: str) -> list[dict]:
+        return self._select("batch_answers", BATCH_ANSWER_COLUMNS, "run_id=?", (run_id,),
+                            order="model, preset_id, repeat")
+
+    def answered_keys(self, run_id: str) -> set[str]:
+        """Keys of the run's answers that succeeded: a failed answer is asked again on resume."""
+        with self._lock:
+            return {r[0] for r in self._db.execute(
+                "SELECT key FROM batch_answers WHERE run_id=? AND error IS NULL", (run_id,))}
+
+    def save_judge_pairs(self, pairs: list[dict]) -> int:
+        """Store pairs to judge; a pair already stored (same id) is kept as it was."""
+        return self._insert("judge_pairs", JUDGE_PAIR_COLUMNS, pairs, replace=False) if pairs else 0
+
+    def judge_pairs(self, run_id: str | None = None, ids: list[str] | None = None) -> list[dict]:
+        if run_id is not None:
+            return self._select("judge_pairs", JUDGE_PAIR_COLUMNS, "run_id=?", (run_id,))
+        if ids is not None:
+            found: list[dict] = []
+            for start in range(0, len(ids), 500):
+                chunk = tuple(ids[start:start + 500])
+                found += self._select("judge_pairs", JUDGE_PAIR_COLUMNS, f"id IN ({', '.join('?' * len(chunk))})",
+                                      chunk)
+            return found
+        return self._select("judge_pairs", JUDGE_PAIR_COLUMNS)
+
+    def save_judgments(self, judgments: list[dict]) -> None:
+        self._insert("judgments", JUDGMENT_COLUMNS, judgments, replace=True)
+
+    def judgments(self, judge: str | None = None, pair_ids: list[str] | None = None) -> list[dict]:
+        where, args = ("judge=?", (judge,)) if judge else ("1", ())
+        rows = self._select("judgments", JUDGMENT_COLUMNS, where, args, order="pair_id, shown")
+        if pair_ids is not None:
+            wanted = set(pair_ids)
+            rows = [r for r in rows if r["pair_id"] in wanted]
+        return rows

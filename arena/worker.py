@@ -3,7 +3,9 @@
 Run as its own process (``python -m arena.worker``) so a crash or OOM in an
 engine cannot take down the page or the other model. Endpoints:
 ``GET /health``, ``GET /v1/models`` and ``POST /v1/chat/completions``
-(``stream: true`` sends server-sent events, the last chunk carrying ``usage``).
+(``stream: true`` sends server-sent events, the last chunk carrying ``usage``), plus
+``POST /v1/arena/batch`` for batch runs: several conversations answered in one call,
+decoded together where the engine can (``batch_chat``), one at a time otherwise.
 """
 from __future__ import annotations
 
@@ -23,10 +25,40 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from dataclasses import replace
 
-from .engines import ChatEngine, GenerationParams, Notice, Usage
+from .engines import BatchAnswer, BatchRequest, ChatEngine, GenerationParams, Notice, Usage, n_params
 from .engines.context import ContextOverflow, fit_context
 
 ERROR_PREFIX = "ARENA_WORKER_ERROR: "  # the supervisor shows the text after this as the failure reason
+MAX_BATCH_REQUESTS = 64  # one /v1/arena/batch call; the engine splits it into decode groups
+
+
+def run_batch(engine: ChatEngine, requests: list[BatchRequest], params: GenerationParams) -> tuple[list[BatchAnswer], bool]:
+    """Answer every request; returns (answers, decoded together?).
+
+    Engines without ``batch_chat`` answer one request after the other, each timed on its own,
+    so a batch run works on every engine and only the throughput differs."""
+    if hasattr(engine, "batch_chat"):
+        return engine.batch_chat(requests, params), True
+    answers = []
+    for request in requests:
+        answer = BatchAnswer()
+        started = time.perf_counter()
+        pieces: list[str] = []
+        try:
+            seeded = params if request.seed is None else GenerationParams(**{**params.__dict__, "seed": request.seed})
+            for item in engine.stream_chat(request.messages, seeded):
+                if isinstance(item, Usage):
+                    answer.usage = item
+                    continue
+                if answer.ttft_s is None:
+                    answer.ttft_s = time.perf_counter() - started
+                pieces.append(item)
+        except Exception as exc:
+            answer.error = f"{type(exc).__name__}: {exc}"
+        answer.text = "".join(pieces)
+        answer.total_s = time.perf_counter() - started
+        answers.append(answer)
+    return answers, False
 
 
 def _params(body: dict[str, Any]) -> GenerationParams:
@@ -72,9 +104,42 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
                                 status_code=401)
         return await call_next(request)
 
+    params_count = n_params(engine)
+
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": model_id, "load_seconds": round(load_seconds, 3), "pid": os.getpid()}
+        return {"status": "ok", "model": model_id, "load_seconds": round(load_seconds, 3), "pid": os.getpid(),
+                "n_params": params_count, "batch_decoding": hasattr(engine, "batch_chat")}
+
+    @app.post("/v1/arena/batch")
+    async def batch(request: Request):
+        """Several conversations in, one JSON reply out: text, usage and timings per answer."""
+        try:
+            body = await request.json()
+            raw = body["requests"]
+            if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_BATCH_REQUESTS:
+                raise ValueError(f"'requests' must be a list of 1 to {MAX_BATCH_REQUESTS} items")
+            requests = [BatchRequest(messages=list(r["messages"]), seed=None if r.get("seed") is None else int(r["seed"]))
+                        for r in raw]
+            params = _params(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": {"message": f"bad request: {exc!r}", "type": "invalid_request_error"}},
+                                status_code=400)
+
+        def work() -> tuple[list[BatchAnswer], bool]:
+            with generation_lock:  # the page's single answers wait for this batch group, and vice versa
+                return run_batch(engine, requests, params)
+
+        try:
+            answers, together = await asyncio.to_thread(work)
+        except Exception as exc:
+            return JSONResponse({"error": {"message": f"{type(exc).__name__}: {exc}", "type": "engine_error"}},
+                                status_code=500)
+        return {"model": model_id, "batched": together, "batch_size": len(requests), "results": [
+            {"text": a.text, "error": a.error, "ttft_s": a.ttft_s, "total_s": a.total_s,
+             "prompt_tokens": a.usage.prompt_tokens if a.usage else 0,
+             "completion_tokens": a.usage.completion_tokens if a.usage else 0,
+             "finish_reason": a.usage.finish_reason if a.usage else "error"} for a in answers]}
 
     @app.get("/v1/models")
     def models() -> dict:

@@ -51,6 +51,41 @@ class ChatEngine(Protocol):
         """Yield answer text pieces as they are generated, then exactly one Usage."""
 
 
+@dataclass(frozen=True)
+class BatchRequest:
+    """One conversation of a batch; ``seed`` is per request so an answer does not depend on its batch-mates."""
+
+    messages: list[dict]
+    seed: int | None = None
+
+
+@dataclass
+class BatchAnswer:
+    """One answer of a batch with its own stopwatch figures, taken while the batch decoded together."""
+
+    text: str = ""
+    usage: Usage | None = None
+    ttft_s: float | None = None   # batch start -> this sequence's first token
+    total_s: float | None = None  # batch start -> this sequence finished
+    error: str | None = None
+
+
+class BatchEngine(Protocol):
+    """Optional: engines that decode several sequences in one forward pass (batch runs use it)."""
+
+    def batch_chat(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
+        """Answer every request; the list has the same order and length as ``requests``."""
+
+
+def n_params(engine: object) -> int | None:
+    """The model's parameter count if the engine can tell (the default judge is the largest ready model)."""
+    getter = getattr(engine, "n_params", None)
+    try:
+        return int(getter()) if callable(getter) else None
+    except Exception:
+        return None
+
+
 def load_engine(model: ModelConfig, weights: Path, threads: int, data_dir: Path | None = None,
                 rebuild: bool = False) -> ChatEngine:
     """Load ``model`` from its resolved ``weights``; ``data_dir`` holds caches (the INT4 cache)."""

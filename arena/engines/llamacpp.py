@@ -1,13 +1,24 @@
-"""GGUF models through llama-cpp-python."""
+"""GGUF models through llama-cpp-python.
+
+``stream_chat`` serves the page (one sequence, llama-cpp-python's high-level API).
+``batch_chat`` serves batch runs: several sequences decoded together in one
+``llama_batch`` with one ``seq_id`` each, which on 2 cores gives 1.5-1.9x the
+aggregate tokens/s of one sequence at a time (DESIGN.md §9, BENCHMARKS.md).
+"""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from . import GenerationParams, Usage
+from . import BatchAnswer, BatchRequest, GenerationParams, Usage
 from .context import approximate_count
+
+PENALTY_LAST_N = 64  # llama-cpp-python's default window for repeat_penalty (last_n_tokens_size)
+MAX_BATCH = 16       # sequences decoded together; more gives little on 2 cores and costs KV memory
+N_BATCH = 512        # tokens per llama_decode call during prefill (never above n_ctx: see _context)
 
 
 class _TokenCounter:
@@ -25,12 +36,61 @@ class _TokenCounter:
         return scores
 
 
+def sample_token(logits: np.ndarray, history: list[int], params: GenerationParams,
+                 rng: np.random.Generator) -> int:
+    """Pick the next token from one sequence's logits, as llama.cpp's default sampler chain would:
+    repeat penalty over the last 64 generated tokens (llama.cpp's penalty sampler sees only the tokens
+    it sampled, not the prompt), then greedy (temperature 0) or top-k / top-p / min-p /
+    temperature sampling with this sequence's own RNG (so an answer does not depend on its batch-mates)."""
+    logits = np.array(logits, dtype=np.float32)  # a copy: the buffer belongs to llama.cpp
+    if params.repeat_penalty and params.repeat_penalty != 1.0 and history:
+        recent = np.unique(np.asarray(history[-PENALTY_LAST_N:], dtype=np.int64))
+        values = logits[recent]
+        logits[recent] = np.where(values > 0, values / params.repeat_penalty, values * params.repeat_penalty)
+    if params.temperature <= 0:
+        return int(np.argmax(logits))
+    order = np.argsort(-logits)
+    if params.top_k:
+        order = order[:params.top_k]
+    scaled = logits[order] / params.temperature
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    keep = len(probs)
+    if params.top_p is not None and params.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(probs), params.top_p) + 1)
+    if params.min_p:
+        keep = min(keep, max(1, int(np.sum(probs >= params.min_p * probs[0]))))
+    probs = probs[:keep] / probs[:keep].sum()
+    return int(order[rng.choice(keep, p=probs)])
+
+
+def complete_utf8(data: bytes) -> str:
+    """Decode, dropping a multi-byte character cut in half at the end (an answer stopped at max tokens
+    can end inside a Chinese character); invalid bytes elsewhere become U+FFFD."""
+    for cut in range(4):
+        try:
+            return data[:len(data) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return data.decode("utf-8", errors="replace")
+
+
 class LlamaCppEngine:
-    def __init__(self, weights: Path, threads: int, context_length: int):
+    def __init__(self, weights: Path, threads: int, context_length: int, batch_flash_attn: bool = True):
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=str(weights), n_ctx=context_length, n_threads=threads,
                          n_threads_batch=threads, verbose=False)
+        self.threads = threads
+        self.context_length = context_length
+        # Flash attention only for batch runs: +13% prefill here, and the page's path stays as measured.
+        self.batch_flash_attn = batch_flash_attn
+        self._formatter = None
+        self._batch_ctx = None
+        self._batch_ctx_key: tuple[int, int] | None = None
+
+    def n_params(self) -> int:
+        return int(self.llm._model.n_params())
 
     def count_prompt_tokens(self, messages: list[dict]) -> int:
         """Tokens the chat prompt takes (content tokens plus template markers, slightly over)."""
@@ -55,3 +115,146 @@ class LlamaCppEngine:
         # The end-of-turn token is sampled (and counted) but not part of the answer.
         completion = counter.calls - (1 if finish == "stop" and counter.calls else 0)
         yield Usage(prompt_tokens=counter.prompt_tokens, completion_tokens=completion, finish_reason=finish)
+
+    # -- batched decoding -----------------------------------------------------------------------
+    def _prompt_tokens(self, messages: list[dict]) -> list[int]:
+        """The chat template embedded in the GGUF, rendered and tokenized as create_chat_completion does."""
+        from llama_cpp import llama_chat_format
+
+        if self._formatter is None:
+            template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise RuntimeError("this GGUF has no embedded chat template; batch decoding needs one")
+            model = self.llm._model
+            eos, bos = model.token_eos(), model.token_bos()
+            self._formatter = llama_chat_format.Jinja2ChatFormatter(
+                template=template, eos_token=model.token_get_text(eos) if eos != -1 else "",
+                bos_token=model.token_get_text(bos) if bos != -1 else "")
+        rendered = self._formatter(messages=messages)
+        return self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+
+    def _context(self, n_seq: int, per_seq: int):
+        """A context for ``n_seq`` sequences of up to ``per_seq`` tokens each.
+
+        llama.cpp splits n_ctx evenly over n_seq_max (kv_unified off), so n_ctx = n_seq x per_seq;
+        and it silently caps n_batch at n_ctx, so n_batch is set to at most n_ctx here and the
+        prefill below never sends more than n_batch tokens (more hits a GGML_ASSERT that kills
+        the process instead of returning an error)."""
+        import llama_cpp
+        from llama_cpp._internals import LlamaContext
+
+        per_seq = -(-per_seq // 256) * 256
+        key = (n_seq, per_seq)
+        if self._batch_ctx is not None and self._batch_ctx_key == key:
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._batch_ctx.ctx), True)
+            return self._batch_ctx
+        if self._batch_ctx is not None:
+            self._batch_ctx.close()
+            self._batch_ctx = None
+        p = llama_cpp.llama_context_default_params()
+        p.n_ctx = n_seq * per_seq
+        p.n_batch = p.n_ubatch = min(N_BATCH, p.n_ctx)
+        p.n_seq_max = n_seq
+        p.kv_unified = False
+        p.n_threads = p.n_threads_batch = self.threads
+        p.no_perf = True
+        p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.batch_flash_attn
+                             else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        self._batch_ctx = LlamaContext(model=self.llm._model, params=p, verbose=False)
+        self._batch_ctx_key = key
+        return self._batch_ctx
+
+    def batch_chat(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
+        answers: list[BatchAnswer] = []
+        for start in range(0, len(requests), MAX_BATCH):
+            answers.extend(self._decode_group(requests[start:start + MAX_BATCH], params))
+        return answers
+
+    def _decode_group(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch
+
+        started = time.perf_counter()
+        answers = [BatchAnswer() for _ in requests]
+        prompts: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            try:
+                tokens = self._prompt_tokens(request.messages)
+            except Exception as exc:
+                answers[i].error = f"could not build the prompt: {type(exc).__name__}: {exc}"
+                continue
+            if len(tokens) + 1 >= self.context_length:
+                answers[i].error = (f"prompt of {len(tokens)} tokens does not fit the context of "
+                                    f"{self.context_length} tokens")
+                continue
+            prompts[i] = tokens
+        if not prompts:
+            return answers
+        limit = {i: min(params.max_new_tokens, self.context_length - len(t)) for i, t in prompts.items()}
+        per_seq = max(len(prompts[i]) + limit[i] for i in prompts)
+        seqs = list(prompts)  # seq_id s answers request seqs[s]
+        ctx = self._context(len(seqs), per_seq)
+        n_batch = llama_cpp.llama_n_batch(ctx.ctx)
+        vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        rngs = {i: np.random.default_rng(requests[i].seed if requests[i].seed is not None else 0) for i in seqs}
+        generated: dict[int, list[int]] = {i: [] for i in seqs}
+        finish: dict[int, str] = {}
+        batch = LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        try:
+            def decode(entries: list[tuple[int, int, int, bool]]) -> None:
+                """entries: (seq_id, position, token, wants_logits); len(entries) <= n_batch."""
+                assert len(entries) <= n_batch  # a larger batch would abort the process inside ggml
+                b = batch.batch
+                for j, (s, pos, tok, want) in enumerate(entries):
+                    b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = tok, pos, 1, want
+                    b.seq_id[j][0] = s
+                b.n_tokens = len(entries)
+                rc = llama_cpp.llama_decode(ctx.ctx, b)
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode returned {rc}")
+
+            def take(j: int, i: int) -> None:
+                """Sample request i's next token from output row j; note first-token and finish times."""
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, j), shape=(n_vocab,))
+                token = sample_token(logits, generated[i], params, rngs[i])
+                now = time.perf_counter() - started
+                if answers[i].ttft_s is None:
+                    answers[i].ttft_s = now
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish[i] = "stop"
+                else:
+                    generated[i].append(token)
+                    if len(generated[i]) >= limit[i]:
+                        finish[i] = "length"
+                if i in finish:
+                    answers[i].total_s = now
+
+            # Prefill: every prompt, in chunks of at most n_batch tokens; logits only for each prompt's last token.
+            flat = [(s, pos, tok, pos == len(prompts[i]) - 1)
+                    for s, i in enumerate(seqs) for pos, tok in enumerate(prompts[i])]
+            for at in range(0, len(flat), n_batch):
+                chunk = flat[at:at + n_batch]
+                decode(chunk)
+                for j, (s, _, _, want) in enumerate(chunk):
+                    if want:
+                        take(j, seqs[s])
+            # Decode: one token per unfinished sequence per step; finished ones leave the batch.
+            while active := [s for s, i in enumerate(seqs) if i not in finish]:
+                decode([(s, len(prompts[seqs[s]]) + len(generated[seqs[s]]) - 1, generated[seqs[s]][-1], True)
+                        for s in active])
+                for j, s in enumerate(active):
+                    take(j, seqs[s])
+        except Exception as exc:
+            for i in seqs:
+                if i not in finish:
+                    answers[i].error = f"batch decoding failed: {type(exc).__name__}: {exc}"
+        finally:
+            batch.close()
+        for i in seqs:
+            answer = answers[i]
+            answer.text = complete_utf8(self.llm.detokenize(generated[i]))
+            answer.usage = Usage(len(prompts[i]), len(generated[i]), finish.get(i, "error"))
+            if answer.total_s is None:
+                answer.total_s = time.perf_counter() - started
+        return answers

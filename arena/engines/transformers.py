@@ -19,9 +19,10 @@ from typing import Iterator
 
 from ..config import ModelConfig, QuantizeConfig
 from ..sources import sha256_of, source_identity
-from . import GenerationParams, Usage, phase
+from . import BatchAnswer, BatchRequest, GenerationParams, Usage, phase
 
 CACHE_FORMAT = 1
+MAX_BATCH = 8  # rows per batched generate(): 3.8x decode at 8 on 2 cores (DESIGN.md §9); more costs RAM
 
 
 class CacheError(RuntimeError):
@@ -245,3 +246,77 @@ class TransformersEngine:
         finished = len(generated) > 0 and int(generated[-1]) in eos
         count = len(generated) - (1 if finished else 0)
         yield Usage(prompt_tokens, count, "stop" if finished or count < params.max_new_tokens else "length")
+
+    # -- batched generation (batch runs) --------------------------------------------------------
+    def n_params(self) -> int:
+        """Logical parameter count (INT4 tensors report their unpacked shape)."""
+        return int(sum(p.numel() for p in self.hf_model.parameters()))
+
+    def batch_chat(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
+        answers: list[BatchAnswer] = []
+        for start in range(0, len(requests), MAX_BATCH):
+            answers.extend(self._generate_group(requests[start:start + MAX_BATCH], params))
+        return answers
+
+    def _generate_group(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
+        """One batched ``generate`` with left padding; each row's first-token and finish times are
+        taken per step. Unlike llama.cpp, HF keeps computing a finished row until the longest ends,
+        and one RNG serves the whole batch: sampled (temperature > 0) answers depend on the batch."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        tokenizer = self.tokenizer
+        started = time.perf_counter()
+        texts = [tokenizer.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False)
+                 for r in requests]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        side = tokenizer.padding_side
+        tokenizer.padding_side = "left"  # generation continues from the right edge of every row
+        try:
+            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tokenizer.padding_side = side
+        width = int(inputs["input_ids"].shape[1])
+        configured = self.hf_model.generation_config.eos_token_id
+        eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None}
+        first: list[float] = []
+        finished_at: dict[int, float] = {}
+
+        class _Clock(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                now = time.perf_counter() - started
+                if not first:
+                    first.append(now)
+                for row, token in enumerate(input_ids[:, -1].tolist()):
+                    if row not in finished_at and token in eos:
+                        finished_at[row] = now
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+        sample = params.temperature > 0
+        options = {"max_new_tokens": params.max_new_tokens, "do_sample": sample, "pad_token_id": pad,
+                   "stopping_criteria": StoppingCriteriaList([_Clock()])}
+        if sample:
+            options.update(temperature=params.temperature, top_p=params.top_p)
+            if params.top_k:
+                options["top_k"] = params.top_k
+            seed = requests[0].seed
+            torch.manual_seed(seed if seed is not None else 0)
+        if params.repeat_penalty:
+            options["repetition_penalty"] = params.repeat_penalty
+        try:
+            with torch.no_grad():
+                out = self.hf_model.generate(**inputs, **options)
+        except Exception as exc:
+            return [BatchAnswer(error=f"batched generate failed: {type(exc).__name__}: {exc}") for _ in requests]
+        end = time.perf_counter() - started
+        answers = []
+        for row in range(len(requests)):
+            tokens = out[row, width:].tolist()
+            stop = next((k for k, t in enumerate(tokens) if t in eos), None)
+            kept = tokens if stop is None else tokens[:stop]
+            prompt_tokens = int(inputs["attention_mask"][row].sum())
+            answers.append(BatchAnswer(
+                text=tokenizer.decode(kept, skip_special_tokens=True),
+                usage=Usage(prompt_tokens, len(kept), "stop" if stop is not None else "length"),
+                ttft_s=first[0] if first else None, total_s=finished_at.get(row, end)))
+        return answers

@@ -1,0 +1,420 @@
+"""Batch runs: every selected preset through every selected model, stored, resumable, then judged.
+
+The runner talks to models only through the workers the Supervisor runs (the same catalog,
+engines and INT4 cache as the page), with one call per group of questions to the worker's
+``/v1/arena/batch`` endpoint, so engines that decode several sequences at once do.
+
+Resuming: each answer is keyed by (run, model, preset, settings hash, seed, repeat). The
+settings hash covers the generation settings, the model's models.yaml entry and the
+question text, so a changed question or model entry is a new key, and ``repeat`` is in the
+key so repeats are never served from one cached answer. A resumed run asks only for keys
+that have no successful answer yet; ``--fresh`` asks again for everything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import platform
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Callable
+
+from . import judge as J
+from .client import EndpointError, batch_chat
+from .config import LOCAL_ENGINES, ModelConfig, Prompt
+from .engines import BatchAnswer, BatchRequest, GenerationParams
+from .store import Store
+from .supervisor import ModelStatus, ModelUnavailable, Supervisor, default_threads
+
+JUDGE_MAX_TOKENS = 200
+LIBRARIES = ("llama-cpp-python", "torch", "transformers", "torchao", "optimum-quanto", "gradio", "numpy")
+
+
+class BatchError(ValueError):
+    """The batch cannot start (or resume); the message says what to change. Raised before any work."""
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Generation settings applied to every model of a run (on top of each model's own defaults)."""
+
+    temperature: float = 0.0          # greedy by default: reproducible
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0                     # answer seed = seed + repeat
+    repeats: int = 1
+    system_prompt: str = ""
+    batch_size: int = 8               # questions per worker call (decoded together where the engine can)
+    judge_max_tokens: int = JUDGE_MAX_TOKENS  # a short reason and the verdict line
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_entry(model: ModelConfig) -> dict:
+    """The models.yaml entry as stored with a run (what produced the answers)."""
+    return json.loads(json.dumps(dataclasses.asdict(model), default=str))
+
+
+def settings_hash(settings: BatchSettings, model: ModelConfig, question: str) -> str:
+    """What an answer depends on besides run, seed and repeat: settings, model entry, question text."""
+    generation = {k: v for k, v in dataclasses.asdict(settings).items()
+                  if k not in ("repeats", "batch_size", "seed", "judge_max_tokens")}
+    entry = {k: v for k, v in model_entry(model).items() if k not in ("line",)}
+    return _digest(generation, entry, question)[:16]
+
+
+def answer_key(run_id: str, model_id: str, preset_id: str, settings_digest: str, seed: int, repeat: int) -> str:
+    """The resume key of one answer."""
+    return _digest("answer", run_id, model_id, preset_id, settings_digest, seed, repeat)[:32]
+
+
+def pair_id(run_id: str, preset_id: str, repeat: int, model_a: str, model_b: str, text_a: str, text_b: str) -> str:
+    """A judged pair; the answer texts are part of the id, so re-asked answers are judged again."""
+    return _digest("pair", run_id, preset_id, repeat, model_a, model_b, text_a, text_b)[:32]
+
+
+def params_for(model: ModelConfig, settings: BatchSettings) -> GenerationParams:
+    """The run's settings on top of the model's own defaults, as the page does (rounds.Settings.params)."""
+    defaults = {k: v for k, v in model.generation.items() if k in GenerationParams.__dataclass_fields__}
+    return GenerationParams(**{**defaults, "temperature": settings.temperature, "top_p": settings.top_p,
+                               "max_new_tokens": settings.max_new_tokens, "seed": None})
+
+
+def messages_for(question: str, system_prompt: str) -> list[dict]:
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+        [{"role": "user", "content": question}]
+
+
+def select_presets(prompts: list[Prompt], preset_ids: list[str] | None, category: str | None) -> list[Prompt]:
+    """The presets of a run, in prompts.yaml order; unknown ids or an empty selection are refused."""
+    known = {p.id: p for p in prompts}
+    if preset_ids:
+        unknown = [p for p in preset_ids if p not in known]
+        if unknown:
+            raise BatchError(f"unknown preset id(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    chosen = [p for p in prompts if (not preset_ids or p.id in preset_ids) and (not category or p.category == category)]
+    if category and not any(p.category == category for p in prompts):
+        raise BatchError(f"unknown category {category!r}; known: {', '.join(dict.fromkeys(p.category for p in prompts))}")
+    if not chosen:
+        raise BatchError("the selection of presets is empty; pick at least one preset (or another category)")
+    return chosen
+
+
+def choose_judge(statuses: list[ModelStatus], catalog: dict[str, ModelConfig]) -> str | None:
+    """The default judge: the ready local model with the most parameters (as its worker's /health reports),
+    ties broken by catalog order. Remote models report no size and are judges only when named."""
+    candidates = [(s.params or 0, -i, s.id) for i, s in enumerate(statuses)
+                  if s.state == "ready" and catalog[s.id].engine in LOCAL_ENGINES and s.params]
+    return max(candidates)[2] if candidates else None
+
+
+def environment(supervisor: Supervisor, model_ids: list[str]) -> dict:
+    """Machine, libraries, threads and models.yaml entries, stored with the run (the report's header)."""
+    cpu = platform.processor() or ""
+    memory = None
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in open("/proc/meminfo", encoding="utf-8"):
+            if line.startswith("MemTotal"):
+                memory = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    models = {}
+    for model_id in model_ids:
+        model = supervisor.model(model_id)
+        models[model_id] = {"entry": model_entry(model),
+                            "threads": model.threads or supervisor.threads or default_threads(),
+                            "params": next((s.params for s in supervisor.statuses() if s.id == model_id), None)}
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "python": platform.python_version(),
+            "platform": platform.platform(), "libraries": versions, "models": models}
+
+
+@dataclass
+class Plan:
+    """A validated run: what to ask, of whom, and who judges."""
+
+    run_id: str
+    models: list[str]
+    presets: list[Prompt]
+    settings: BatchSettings
+    judge: str | None
+    resume: bool = False
+    fresh: bool = False
+
+    def config(self) -> dict:
+        return {"models": self.models, "presets": [dataclasses.asdict(p) for p in self.presets],
+                "settings": dataclasses.asdict(self.settings), "judge": self.judge,
+                "self_judging": self.judge in self.models if self.judge else False,
+                "judge_rule": "named with --judge" if self.judge and self._named_judge else
+                "the ready local model with the most parameters (worker /health)"}
+
+    _named_judge: bool = field(default=False, repr=False)
+
+
+@dataclass
+class Progress:
+    run_id: str
+    done: int
+    total: int
+    phase: str
+    started: float
+
+    @property
+    def eta_s(self) -> float | None:
+        """Remaining time at the average pace so far (answers and judgments weigh alike)."""
+        if not self.done or self.done >= self.total:
+            return None if self.done < self.total else 0.0
+        return (time.time() - self.started) / self.done * (self.total - self.done)
+
+
+def build_pairs(run_id: str, config: dict, answers: list[dict]) -> list[dict]:
+    """Every pair of models per (preset, repeat) whose two answers succeeded, in the run's model order."""
+    presets = {p["id"]: p for p in config["presets"]}
+    by_key = {(a["model"], a["preset_id"], a["repeat"]): a for a in answers}
+    pairs = []
+    for preset in config["presets"]:
+        for repeat in range(config["settings"]["repeats"]):
+            for model_a, model_b in itertools.combinations(config["models"], 2):
+                a, b = by_key.get((model_a, preset["id"], repeat)), by_key.get((model_b, preset["id"], repeat))
+                if not a or not b or a["error"] or b["error"]:
+                    continue
+                p = presets[preset["id"]]
+                pairs.append({
+                    "id": pair_id(run_id, preset["id"], repeat, model_a, model_b, a["text"], b["text"]),
+                    "source": f"run:{run_id}", "run_id": run_id, "preset_id": preset["id"], "repeat": repeat,
+                    "language": J.language_of(p["question"], p.get("language")), "question": p["question"],
+                    "reference": p.get("reference") or None, "model_a": model_a, "model_b": model_b,
+                    "answer_a": a["text"], "answer_b": b["text"], "human_winner": None, "created": time.time()})
+    return pairs
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class BatchRunner:
+    """Runs a Plan against a running Supervisor and stores everything in the Store."""
+
+    def __init__(self, supervisor: Supervisor, store: Store, prompts: list[Prompt]):
+        self.supervisor, self.store, self.prompts = supervisor, store, prompts
+
+    # -- validation: everything that can be refused is refused here, before any work -------------
+    def catalog(self) -> dict[str, ModelConfig]:
+        return {s.id: self.supervisor.model(s.id) for s in self.supervisor.statuses()}
+
+    def check_known(self, models: list[str] | None, judge: str | None) -> None:
+        catalog = self.catalog()
+        unknown = [m for m in (models or []) + ([judge] if judge and judge != "none" else []) if m not in catalog]
+        if unknown:
+            raise BatchError(f"unknown model id(s) {', '.join(unknown)}; known: {', '.join(catalog)}")
+
+    def plan(self, models: list[str] | None = None, preset_ids: list[str] | None = None,
+             category: str | None = None, settings: BatchSettings = BatchSettings(), judge: str | None = None,
+             resume: str | None = None, fresh: bool = False) -> Plan:
+        """Validate a new run (or a resume) against the catalog and the models' current states.
+
+        ``judge``: a model id, None for the default judge, or "none" to skip judging."""
+        if resume:
+            run = self.store.batch_run(resume)
+            if run is None:
+                known = ", ".join(r["id"] for r in self.store.batch_runs()[-5:]) or "none yet"
+                raise BatchError(f"no batch run {resume!r} to resume; recent runs: {known}")
+            config = run["config"]
+            models = config["models"]
+            stored = {p["id"]: Prompt(**p) for p in config["presets"]}
+            presets = list(stored.values())
+            settings = BatchSettings(**config["settings"])
+            judge = config.get("judge") or "none"  # the run's judge, so its report stays one judge's
+        self.check_known(models, judge)
+        statuses = {s.id: s for s in self.supervisor.statuses()}
+        if models:
+            not_ready = [statuses[m] for m in models if statuses[m].state != "ready"]
+            if not_ready:
+                raise BatchError("; ".join(f"model {s.id} is not ready: {s.describe()}" for s in not_ready))
+        else:
+            models = [s.id for s in statuses.values() if s.state == "ready"]
+            if not models:
+                raise BatchError("no model is ready; see each model's status (python -m arena models prepare)")
+        if len(set(models)) != len(models):
+            raise BatchError("a model is listed twice in --models")
+        if not resume:
+            presets = select_presets(self.prompts, preset_ids, category)
+        if settings.repeats < 1 or settings.batch_size < 1 or settings.max_new_tokens < 1:
+            raise BatchError("--repeats, --batch-size and --max-new-tokens must be at least 1")
+        named = judge not in (None, "none")
+        if judge is None:
+            judge = choose_judge(list(statuses.values()), self.catalog())
+            if judge is None and len(models) >= 2:
+                raise BatchError("no ready local model can judge; name one with --judge ID or pass --judge none")
+        elif judge == "none":
+            judge = None
+        elif statuses[judge].state != "ready":
+            raise BatchError(f"judge {judge} is not ready: {statuses[judge].describe()}")
+        plan = Plan(run_id=resume or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], models=models,
+                    presets=presets, settings=settings, judge=judge if len(models) >= 2 else None,
+                    resume=bool(resume), fresh=fresh)
+        plan._named_judge = named
+        return plan
+
+    # -- work ---------------------------------------------------------------------------------------
+    def pending_answers(self, plan: Plan) -> list[tuple[str, Prompt, int, str, str]]:
+        """(model, preset, repeat, settings hash, key) still to ask, model by model."""
+        done = set() if plan.fresh else self.store.answered_keys(plan.run_id)
+        pending = []
+        for model_id in plan.models:
+            model = self.supervisor.model(model_id)
+            for preset in plan.presets:
+                digest = settings_hash(plan.settings, model, preset.question)
+                for repeat in range(plan.settings.repeats):
+                    key = answer_key(plan.run_id, model_id, preset.id, digest, plan.settings.seed + repeat, repeat)
+                    if key not in done:
+                        pending.append((model_id, preset, repeat, digest, key))
+        return pending
+
+    def run(self, plan: Plan, on_progress: ProgressCallback | None = None,
+            stop: threading.Event | None = None) -> str:
+        """Ask, store, judge. Returns the run's final status: 'done' or 'interrupted' (stop set or Ctrl-C)."""
+        stop = stop or threading.Event()
+        if not plan.resume:
+            self.store.create_batch_run(plan.run_id, time.time(), plan.config(),
+                                        environment(self.supervisor, plan.models + ([plan.judge] if plan.judge else [])))
+        else:
+            self.store.set_batch_run_status(plan.run_id, "running")
+        pending = self.pending_answers(plan)
+        n_pairs = len(plan.presets) * plan.settings.repeats * len(plan.models) * (len(plan.models) - 1) // 2
+        progress = Progress(plan.run_id, 0, len(pending) + (2 * n_pairs if plan.judge else 0), "answering",
+                            time.time())
+        report = on_progress or (lambda p: None)
+        report(progress)
+        try:
+            for model_id, group in itertools.groupby(pending, key=lambda item: item[0]):
+                items = list(group)
+                for start in range(0, len(items), plan.settings.batch_size):
+                    if stop.is_set():
+                        return self._finish(plan, "interrupted")
+                    chunk = items[start:start + plan.settings.batch_size]
+                    progress.phase = f"answering: {model_id}"
+                    report(progress)
+                    self._answer(plan, model_id, chunk)
+                    progress.done += len(chunk)
+                    report(progress)
+            if plan.judge:
+                answers = self.store.batch_answers(plan.run_id)
+                pairs = build_pairs(plan.run_id, self.store.batch_run(plan.run_id)["config"], answers)
+                progress.total = progress.done + 2 * len(pairs)
+                self.store.save_judge_pairs(pairs)
+                if not self._judge_pairs(pairs, plan.judge, progress, report, stop, plan.settings.judge_max_tokens,
+                                         fresh=plan.fresh):
+                    return self._finish(plan, "interrupted")
+        except KeyboardInterrupt:
+            self._finish(plan, "interrupted")
+            raise
+        progress.phase = "done"
+        report(progress)
+        return self._finish(plan, "done")
+
+    def _finish(self, plan: Plan, status: str) -> str:
+        self.store.set_batch_run_status(plan.run_id, status, time.time() if status == "done" else None)
+        return status
+
+    def _call(self, model_id: str, requests: list[BatchRequest], params: GenerationParams) -> tuple[list[BatchAnswer], bool]:
+        """One batch call; a failing or vanished model yields one error per request instead of stopping the run."""
+        try:
+            base = self.supervisor.endpoint(model_id, wait=120.0)
+            reply = batch_chat(base, self.supervisor.model(model_id).endpoint.model
+                               if self.supervisor.model(model_id).endpoint else model_id,
+                               requests, params, api_key=self.supervisor.api_key(model_id))
+            return reply.answers, reply.batched
+        except (EndpointError, ModelUnavailable) as exc:
+            return [BatchAnswer(error=str(exc)) for _ in requests], False
+
+    def _answer(self, plan: Plan, model_id: str, chunk: list[tuple]) -> None:
+        model = self.supervisor.model(model_id)
+        requests = [BatchRequest(messages_for(preset.question, plan.settings.system_prompt), plan.settings.seed + repeat)
+                    for _, preset, repeat, _, _ in chunk]
+        answers, batched = self._call(model_id, requests, params_for(model, plan.settings))
+        rows = []
+        for (_, preset, repeat, digest, key), answer in zip(chunk, answers):
+            tokens = answer.usage.completion_tokens if answer.usage else 0
+            decode = (answer.total_s or 0) - (answer.ttft_s or 0)
+            rows.append({
+                "key": key, "run_id": plan.run_id, "model": model_id, "preset_id": preset.id, "repeat": repeat,
+                "seed": plan.settings.seed + repeat, "settings_hash": digest, "question": preset.question,
+                "text": answer.text, "error": answer.error, "ttft_s": answer.ttft_s, "total_s": answer.total_s,
+                "output_tokens": tokens, "prompt_tokens": answer.usage.prompt_tokens if answer.usage else 0,
+                "tokens_per_s": (tokens - 1) / decode if tokens >= 2 and decode > 0 else None,
+                "finish_reason": answer.usage.finish_reason if answer.usage else "error",
+                "engine": model.engine, "quantization": model.quantization, "batched": int(batched),
+                "batch_size": len(chunk), "created": time.time()})
+        self.store.save_batch_answers(rows)
+
+    def _judge_pairs(self, pairs: list[dict], judge_id: str, progress: Progress, report: ProgressCallback,
+                     stop: threading.Event, max_tokens: int = JUDGE_MAX_TOKENS, fresh: bool = False) -> bool:
+        """Judge every pair in both orders (skipping stored judgments); False if stopped."""
+        done = set() if fresh else {(j["pair_id"], j["shown"]) for j in self.store.judgments(judge_id)
+                                    if j["prompt_version"] == J.PROMPT_VERSION and j["attempts"] > 0}
+        todo = [(p, shown) for p in pairs for shown in ("ab", "ba")]
+        progress.done += sum((p["id"], shown) in done for p, shown in todo)
+        todo = [(p, shown) for p, shown in todo if (p["id"], shown) not in done]
+        size = 8
+        for start in range(0, len(todo), size):
+            if stop.is_set():
+                return False
+            progress.phase = f"judging: {judge_id}"
+            report(progress)
+            chunk = todo[start:start + size]
+            self.store.save_judgments(judge_batch(lambda reqs: self._call(judge_id, reqs, judge_params(max_tokens))[0],
+                                                  chunk, judge_id))
+            progress.done += len(chunk)
+            report(progress)
+        return True
+
+
+def judge_params(max_tokens: int = JUDGE_MAX_TOKENS) -> GenerationParams:
+    """Greedy, short: a reason and a verdict line."""
+    return GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_tokens)
+
+
+def judge_batch(ask: Callable[[list[BatchRequest]], list[BatchAnswer]], chunk: list[tuple[dict, str]],
+                judge_id: str) -> list[dict]:
+    """Judge (pair, shown order) items with one call, retry the unparseable ones once in a second call,
+    and return judgment rows. A failed call is stored as unparsed with the error as its reply."""
+    prompts = []
+    for pair, shown in chunk:
+        first, second = (pair["answer_a"], pair["answer_b"]) if shown == "ab" else (pair["answer_b"], pair["answer_a"])
+        prompts.append(J.build_messages(pair["question"], first, second, pair.get("reference"), pair["language"]))
+    replies = ask([BatchRequest(m, 0) for m in prompts])
+    # attempts = 0 marks a failed call (not a verdict): a resumed run asks again.
+    results = [(J.parse_verdict(r.text) if not r.error else J.Parsed(None, ""), r, 0 if r.error else 1)
+               for r in replies]
+    retry = [i for i, (parsed, reply, _) in enumerate(results) if parsed.label is None and not reply.error]
+    if retry:
+        again = ask([BatchRequest(J.retry_messages(prompts[i], results[i][1].text, chunk[i][0]["language"]), 0)
+                     for i in retry])
+        for i, reply in zip(retry, again):
+            results[i] = (J.parse_verdict(reply.text) if not reply.error else J.Parsed(None, ""), reply,
+                          0 if reply.error else 2)
+    rows = []
+    for (pair, shown), (parsed, reply, attempts) in zip(chunk, results):
+        rows.append({"pair_id": pair["id"], "judge": judge_id, "shown": shown, "label": parsed.label or "unparsed",
+                     "rationale": parsed.rationale, "reply": reply.error or reply.text, "attempts": attempts,
+                     "prompt_version": J.PROMPT_VERSION, "ttft_s": reply.ttft_s, "total_s": reply.total_s,
+                     "created": time.time()})
+    return rows

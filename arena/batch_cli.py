@@ -1,0 +1,269 @@
+"""The ``batch``, ``judge`` and ``report`` subcommands of ``python -m arena``.
+
+Each checks everything it can (ids, presets, files, runs) before starting a worker, starts
+only the workers it needs, shows a progress bar with the ETA, and stops its workers on the
+way out, Ctrl-C included (a batch run then prints the command that resumes it).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .app import default_data_dir
+from .config import DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, ModelConfig, load_models, load_prompts
+
+
+def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
+    batch = sub.add_parser("batch", help="run presets through models, judge both orders, write the report")
+    batch.add_argument("--models", dest="models_list", metavar="ID,ID",
+                       help="comma-separated model ids (default: every model that becomes ready)")
+    # --models names model ids here (as the issue's command line does), so the catalog file is --catalog.
+    batch.add_argument("--catalog", dest="models", type=Path, default=DEFAULT_MODELS_FILE,
+                       help="model catalog (default: models.yaml)")
+    batch.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS_FILE, help="preset questions")
+    batch.add_argument("--data-dir", type=Path, default=default_data_dir(), help="database, models, reports")
+    batch.add_argument("--category", help="only presets of this category")
+    batch.add_argument("--preset", nargs="+", action="extend", metavar="ID", help="only these preset ids")
+    batch.add_argument("--repeats", type=int, default=1, help="answers per question and model (default 1)")
+    batch.add_argument("--judge", help="judge model id, or 'none' (default: the ready local model with the "
+                                       "most parameters)")
+    batch.add_argument("--out", type=Path, help="report directory (default: <data dir>/reports)")
+    batch.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run; asks only what is missing")
+    batch.add_argument("--fresh", action="store_true", help="ask and judge again even what is stored")
+    batch.add_argument("--temperature", type=float, default=0.0, help="default 0: greedy, reproducible")
+    batch.add_argument("--top-p", type=float, default=1.0)
+    batch.add_argument("--seed", type=int, default=0, help="base seed; repeat r uses seed + r")
+    batch.add_argument("--max-new-tokens", type=int, default=512)
+    batch.add_argument("--system-prompt", default="")
+    batch.add_argument("--batch-size", type=int, default=8,
+                       help="questions per worker call, decoded together where the engine can (default 8)")
+    batch.add_argument("--threads", type=int, default=None,
+                       help="threads per worker (default: all cores; a batch asks one model at a time)")
+    batch.add_argument("--load-timeout", type=float, default=900.0, help="seconds to wait for models to load")
+    judge = sub.add_parser("judge", help="judge a FastChat-format battle file in both orders")
+    judge.add_argument("file", type=Path)
+    judge.add_argument("--judge", help="judge model id (default: the ready local model with the most parameters)")
+    judge.add_argument("-o", "--output", type=Path, help="verdicts JSONL (default: <data dir>/judgments/...)")
+    judge.add_argument("--threads", type=int, default=None)
+    judge.add_argument("--load-timeout", type=float, default=900.0)
+    report = sub.add_parser("report", help="write a batch run's report (HTML + Markdown)")
+    report.add_argument("run_id")
+    report.add_argument("--compare", metavar="OTHER_RUN", help="also show per-question changes against this run")
+    report.add_argument("--out", type=Path, help="directory (default: <data dir>/reports)")
+    return [judge, report]  # the caller adds --models/--prompts/--data-dir to these
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _start_workers(catalog: list[ModelConfig], ids: set[str] | None, args: argparse.Namespace):
+    """A Supervisor for the models a command needs (all of them when ``ids`` is None), loaded."""
+    from .supervisor import Supervisor
+
+    models = [m for m in catalog if ids is None or m.id in ids]
+    supervisor = Supervisor(models, args.models, Path(args.data_dir), threads=args.threads or os.cpu_count())
+    supervisor.start()
+    print(f"loading {len(models)} model(s): {', '.join(m.id for m in models)} …", file=sys.stderr, flush=True)
+    for status in supervisor.wait_until_settled(args.load_timeout):
+        print(f"  {status.id}: {status.describe()}", file=sys.stderr)
+    return supervisor
+
+
+def _bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="item", dynamic_ncols=True, smoothing=0.1)
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    from . import report
+    from .batch import BatchError, BatchRunner, BatchSettings, select_presets
+    from .store import Store
+
+    catalog = load_models(args.models)
+    known = {m.id for m in catalog}
+    prompts = load_prompts(args.prompts)
+    store = Store(Path(args.data_dir) / "arena.db")
+    models = [m.strip() for m in args.models_list.split(",") if m.strip()] if args.models_list else None
+    if args.models_list is not None and not models:
+        return _fail("--models is empty; name at least one model id")
+    # Everything that can be refused without a model is refused here, before any worker starts.
+    for model_id in (models or []) + ([args.judge] if args.judge and args.judge != "none" else []):
+        if model_id not in known:
+            return _fail(f"unknown model id {model_id!r}; known: {', '.join(known)}")
+    if args.resume:
+        run = store.batch_run(args.resume)
+        if run is None:
+            return _fail(f"no batch run {args.resume!r} to resume")
+        needed = set(run["config"]["models"]) | ({run["config"]["judge"]} if run["config"].get("judge") else set())
+    else:
+        try:
+            select_presets(prompts, args.preset, args.category)
+        except BatchError as exc:
+            return _fail(str(exc))
+        needed = set(models) | {args.judge} if models and args.judge else None
+        needed = needed - {"none"} if needed else needed
+    settings = BatchSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                             seed=args.seed, repeats=args.repeats, system_prompt=args.system_prompt,
+                             batch_size=args.batch_size)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
+    supervisor = _start_workers(catalog, needed, args)
+    bar = None
+    plan = None
+    try:
+        runner = BatchRunner(supervisor, store, prompts)
+        try:
+            plan = runner.plan(models, args.preset, args.category, settings, args.judge, args.resume, args.fresh)
+        except BatchError as exc:
+            return _fail(str(exc))
+        print(f"run {plan.run_id}: {len(plan.presets)} preset(s) × {len(plan.models)} model(s) × "
+              f"{plan.settings.repeats} repeat(s); judge: {plan.judge or 'none'}"
+              + (" (also a contestant: self-judging is flagged in the report)" if plan.judge in plan.models else ""),
+              file=sys.stderr, flush=True)
+        bar = _bar(0)
+
+        def show(progress) -> None:
+            bar.total = progress.total
+            bar.n = progress.done
+            bar.set_description(progress.phase)
+            bar.refresh()
+
+        status = runner.run(plan, show)
+        bar.close()
+        html_path, md_path = report.write_report(store, plan.run_id, args.out or Path(args.data_dir) / "reports")
+        print(f"run {plan.run_id}: {status}\nreport: {html_path}\nmarkdown: {md_path}")
+        return 0
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        if plan is not None:
+            print(f"\ninterrupted; what was answered is stored. Continue with:\n  python -m arena batch --resume "
+                  f"{plan.run_id}", file=sys.stderr)
+        return 130
+    finally:
+        supervisor.stop()
+
+
+def judge_command(args: argparse.Namespace) -> int:
+    import json
+
+    from . import judge as J
+    from .batch import BatchError, choose_judge, judge_batch, judge_params
+    from .client import EndpointError, batch_chat
+    from .judge_file import BattleFileError, read_pairs
+    from .store import Store
+    from .supervisor import ModelUnavailable
+
+    catalog = load_models(args.models)
+    known = {m.id for m in catalog}
+    try:
+        pairs = read_pairs(args.file)
+    except BattleFileError as exc:
+        return _fail(str(exc))
+    if args.judge and args.judge not in known:
+        return _fail(f"unknown judge {args.judge!r}; known: {', '.join(known)}")
+    store = Store(Path(args.data_dir) / "arena.db")
+    signal.signal(signal.SIGTERM, _interrupt)
+    supervisor = _start_workers(catalog, {args.judge} if args.judge else None, args)
+    try:
+        statuses = {s.id: s for s in supervisor.statuses()}
+        judge_id = args.judge or choose_judge(list(statuses.values()), {m.id: m for m in catalog})
+        if judge_id is None:
+            return _fail("no ready local model can judge; name one with --judge ID")
+        if statuses[judge_id].state != "ready":
+            return _fail(f"judge {judge_id} is not ready: {statuses[judge_id].describe()}")
+        store.save_judge_pairs(pairs)
+        done = {(j["pair_id"], j["shown"]) for j in store.judgments(judge_id)
+                if j["prompt_version"] == J.PROMPT_VERSION and j["attempts"] > 0}
+        todo = [(p, shown) for p in pairs for shown in ("ab", "ba") if (p["id"], shown) not in done]
+        model = supervisor.model(judge_id)
+
+        def ask(requests):
+            try:
+                base = supervisor.endpoint(judge_id, wait=120.0)
+                return batch_chat(base, model.endpoint.model if model.endpoint else judge_id, requests,
+                                  judge_params(), api_key=supervisor.api_key(judge_id)).answers
+            except (EndpointError, ModelUnavailable) as exc:
+                from .engines import BatchAnswer
+                return [BatchAnswer(error=str(exc)) for _ in requests]
+
+        print(f"judging {len(pairs)} pair(s) from {args.file.name} with {judge_id}, both orders "
+              f"({len(todo)} judgment(s) to do)", file=sys.stderr, flush=True)
+        bar = _bar(len(todo))
+        try:
+            for start in range(0, len(todo), 8):
+                chunk = todo[start:start + 8]
+                store.save_judgments(judge_batch(ask, chunk, judge_id))
+                bar.update(len(chunk))
+        except KeyboardInterrupt:
+            bar.close()
+            print("\ninterrupted; stored verdicts are kept and the same command continues", file=sys.stderr)
+            return 130
+        bar.close()
+        rows = [j for j in store.judgments(judge_id) if j["pair_id"] in {p["id"] for p in pairs}]
+        verdicts = J.verdicts_by_pair(rows)
+        output = args.output or Path(args.data_dir) / "judgments" / f"{args.file.stem}.{judge_id}.jsonl"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        by_pair = {(r["pair_id"], r["shown"]): r for r in rows}
+        with open(output, "w", encoding="utf-8") as fh:
+            for p in pairs:
+                v = verdicts.get(p["id"])
+                fh.write(json.dumps({
+                    "pair_id": p["id"], "model_a": p["model_a"], "model_b": p["model_b"], "judge": judge_id,
+                    "judge_winner": v.winner if v else None, "status": v.status if v else "incomplete",
+                    "human_winner": p["human_winner"],
+                    "orders": {s: {"label": by_pair[(p["id"], s)]["label"],
+                                   "rationale": by_pair[(p["id"], s)]["rationale"]}
+                               for s in ("ab", "ba") if (p["id"], s) in by_pair}}, ensure_ascii=False) + "\n")
+        q = J.quality(pairs, verdicts)
+        print(f"verdicts: {output}")
+        print(f"pairs judged: {q.pairs}; unparsed: {q.unparsed}; inconsistent after the swap: "
+              f"{q.inconsistent} ({_pct(q.inconsistency_rate)}); longer answer wins under the judge: "
+              f"{_pct(q.longer_wins_rate)} (n={q.longer_wins_n})")
+        if q.judge_vs_human:
+            jh, lh = q.judge_vs_human, q.length_vs_human
+            print(f"agreement with the file's human votes (n={jh.n}): {_pct(jh.with_ties)} with ties, "
+                  f"{_pct(jh.without_ties)} without (n={jh.n_decisive}), kappa {jh.kappa:.2f}")
+            print(f"baseline 'the longer answer wins': {_pct(lh.with_ties)} with ties, {_pct(lh.without_ties)} "
+                  f"without (n={lh.n_decisive}), kappa {lh.kappa:.2f}")
+            if not q.beats_length_baseline:
+                print("this judge does NOT beat the length baseline on these pairs")
+        elif any(p["human_winner"] for p in pairs):
+            print("no pair with a human winner got a parseable verdict in both orders: no agreement to report")
+        else:
+            print("the file has no human winners: no agreement to report")
+        return 0
+    except BatchError as exc:
+        return _fail(str(exc))
+    finally:
+        supervisor.stop()
+
+
+def _pct(value: float) -> str:
+    return "–" if value != value else f"{100 * value:.0f}%"
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from . import report
+    from .store import Store
+
+    store = Store(Path(args.data_dir) / "arena.db")
+    try:
+        html_path, md_path = report.write_report(store, args.run_id, args.out or Path(args.data_dir) / "reports",
+                                                 args.compare)
+    except report.ReportError as exc:
+        return _fail(str(exc))
+    print(f"report: {html_path}\nmarkdown: {md_path}")
+    return 0
+
+

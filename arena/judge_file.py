@@ -1,0 +1,96 @@
+"""Read a FastChat-format battle file (our JSONL export, FastChat's logs, hand-typed pairs) into
+pairs for the judge. Every line is untrusted: it is validated with pydantic, and the first bad
+line refuses the whole file with its line number, as ``import`` does, before any judging."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import judge as J
+
+MAX_TEXT = 200_000  # characters per message: a judge prompt beyond this is a mistake, not a battle
+
+
+class BattleFileError(ValueError):
+    """The file cannot be judged; names the line. Nothing was stored."""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=MAX_TEXT)
+
+
+class Battle(BaseModel):
+    """The fields of a FastChat clean-battle line that judging needs; others are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model_a: str = Field(min_length=1, max_length=200)
+    model_b: str = Field(min_length=1, max_length=200)
+    winner: Literal["model_a", "model_b", "tie", "tie (bothbad)"] | None = None
+    conversation_a: list[Message] = Field(min_length=2)
+    conversation_b: list[Message] = Field(min_length=2)
+    question_id: str | int | None = None
+    reference: str | None = Field(default=None, max_length=MAX_TEXT)
+    language: Literal["zh", "en"] | None = None
+
+    @field_validator("conversation_a", "conversation_b")
+    @classmethod
+    def _has_exchange(cls, conv: list[Message]) -> list[Message]:
+        if not any(m.role == "user" for m in conv) or not any(m.role == "assistant" for m in conv):
+            raise ValueError("needs at least one user and one assistant message")
+        return conv
+
+
+def _side(conv: list[Message]) -> tuple[list[str], list[str]]:
+    return [m.content for m in conv if m.role == "user"], [m.content for m in conv if m.role == "assistant"]
+
+
+def pair_from(battle: Battle, source: str) -> dict:
+    """A judge pair: the user turns as the question, each side's assistant turns as its answer
+    (turns separated by a rule line, so a multi-turn conversation is judged as a whole)."""
+    questions_a, answers_a = _side(battle.conversation_a)
+    questions_b, answers_b = _side(battle.conversation_b)
+    if questions_a != questions_b:
+        raise ValueError("conversation_a and conversation_b ask different questions; they cannot be compared")
+    sep = "\n\n---\n\n"
+    question = sep.join(questions_a)
+    body = [battle.model_a, battle.model_b, question, sep.join(answers_a), sep.join(answers_b), battle.reference]
+    return {"id": hashlib.sha256(json.dumps(["file", *body], ensure_ascii=False).encode()).hexdigest()[:32],
+            "source": source, "run_id": None, "preset_id": None if battle.question_id is None else str(battle.question_id),
+            "repeat": None, "language": J.language_of(question, battle.language), "question": question,
+            "reference": battle.reference, "model_a": battle.model_a, "model_b": battle.model_b,
+            "answer_a": sep.join(answers_a), "answer_b": sep.join(answers_b), "human_winner": battle.winner,
+            "created": time.time()}
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """All pairs of the file, de-duplicated; the first invalid line raises BattleFileError."""
+    path = Path(path)
+    if not path.is_file():
+        raise BattleFileError(f"{path}: file not found")
+    pairs: dict[str, dict] = {}
+    with open(path, encoding="utf-8-sig") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                pair = pair_from(Battle.model_validate(data), f"file:{path.name}")
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first.get("loc", ())) or "line"
+                raise BattleFileError(f"{path.name} line {number}: {where}: {first.get('msg')}. Nothing was judged; "
+                                      f"fix or delete that line.") from None
+            except (ValueError, TypeError) as exc:
+                raise BattleFileError(f"{path.name} line {number}: {exc}. Nothing was judged; fix or delete that "
+                                      f"line.") from None
+            pairs.setdefault(pair["id"], pair)
+    if not pairs:
+        raise BattleFileError(f"{path.name}: no battles in the file")
+    return list(pairs.values())

