@@ -81,17 +81,21 @@ def snapshot(page: Page) -> list[str]:
                 document.querySelector('#metrics-b').innerText]; }""")
 
 
-def saw_both_streaming(page: Page, timeout: float = 120) -> bool:
-    """Watch one turn to its end: was there a moment where both panes held text and neither was finished?"""
-    seen, deadline = False, time.time() + timeout
+def saw_both_streaming(page: Page, timeout: float = 120, trace: bool = False):
+    """Watch one turn to its end: was there a moment where both panes held text and neither was finished?
+    With ``trace``, also return what was seen: (characters in A, in B, A answering?, B answering?) changes."""
+    seen, deadline, history = False, time.time() + timeout, []
     while time.time() < deadline:
         a, b, metrics_a, metrics_b = snapshot(page)
-        if a.strip("… ") and b.strip("… ") and "answering" in metrics_a and "answering" in metrics_b:
+        state = (len(a.strip("… ")), len(b.strip("… ")), "answering" in metrics_a, "answering" in metrics_b)
+        if not history or history[-1] != state:
+            history.append(state)
+        if all(state):
             seen = True
         if page.locator("#vote-a").is_enabled() or page.locator("#reveal").inner_text():
-            return seen
+            return (seen, history) if trace else seen
         time.sleep(0.05)
-    raise AssertionError("the turn did not finish")
+    raise AssertionError(f"the turn did not finish; saw {history[-12:]}")
 
 
 def set_max_tokens(page: Page, value: int) -> None:
@@ -118,17 +122,12 @@ def shot(page: Page, name: str) -> None:
 
 # -- the main flow, on the shipped default pair ------------------------------------------------
 
-def test_default_pair_streams_both_at_once_and_answers_a_report_puzzle(browser, default_pair_app):
-    """The shipped Qwen + SmolLM2 pair: a long answer streams in both panes at the same moment; then,
-    in a new round, a report puzzle picked by category and sent with Enter gets real timings, and the
-    vote reveals the reference answer."""
+def test_default_pair_answers_a_report_puzzle_then_streams_both_at_once(browser, default_pair_app):
+    """The shipped Qwen + SmolLM2 pair: a report puzzle picked by category and sent with Enter gets
+    real timings, and the vote reveals the reference answer; then, in a new round, a long answer
+    streams in both panes at the same moment."""
     page = open_page(browser, default_pair_app.url)
-    set_max_tokens(page, 256)
-    page.locator("#question textarea").fill(LONG)
-    page.locator("#send").click()
-    # A long story keeps SmolLM2 busy well past Qwen's first token, even on a loaded machine.
-    assert saw_both_streaming(page, timeout=600), "both panes should hold partial text at the same moment"
-    page.locator("#new-round").click()
+    set_max_tokens(page, 384)
     pick(page, "category", "中文语义 Chinese wordplay")
     pick(page, "preset", "zh-wordplay-4:")
     question = page.locator("#question textarea")
@@ -145,6 +144,14 @@ def test_default_pair_streams_both_at_once_and_answers_a_report_puzzle(browser, 
     shot(page, "default-pair-voted")
     stored = default_pair_app.rounds()[-1]
     assert stored["preset_id"] == "zh-wordplay-4" and stored["winner"] == "model_a" and len(stored["turns"]) == 1
+
+    # Both workers are warm now (the first answer pages a model's weights in from disk), and a long
+    # story keeps SmolLM2 busy well past Qwen's first token, even on a loaded machine.
+    page.locator("#new-round").click()
+    page.locator("#question textarea").fill(LONG)
+    page.locator("#send").click()
+    seen, trace = saw_both_streaming(page, timeout=600, trace=True)
+    assert seen, f"both panes should hold partial text at the same moment; saw {trace[-12:]}"
     page.context.close()
 
 

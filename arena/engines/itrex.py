@@ -272,6 +272,11 @@ class ItrexEngine:
         self._tokenizer = model_utils.MODELS[str(hf_dir)]["tokenizer"]
         self._ns_model = model_utils.MODELS[str(hf_dir)]["model"]
 
+    def count_prompt_tokens(self, messages: list[dict]) -> int:
+        """What the prompt takes of the context (the worker fits long conversations with it)."""
+        prompt = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(self._tokenizer(prompt)["input_ids"])
+
     def stream_chat(self, messages: list[dict], params: GenerationParams) -> Iterator[str | Usage]:
         from intel_extension_for_transformers.neural_chat.config import GenerationConfig
 
