@@ -17,6 +17,7 @@ import itertools
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +68,9 @@ def main() -> None:
             started = time.perf_counter()
             for at in range(0, len(todo), 8):
                 chunk = todo[at:at + 8]
-                store.save_judgments(judge_batch(lambda r: batch_chat(base, judge, r, judge_params()).answers,
-                                                 chunk, judge))
+                ask = partial(lambda r, url, model: batch_chat(url, model, r, judge_params()).answers,
+                              url=base, model=judge)
+                store.save_judgments(judge_batch(ask, chunk, judge))
                 print(f"{judge}: {min(at + 8, len(todo))}/{len(todo)}", flush=True)
             seconds[judge] = time.perf_counter() - started
             ids = {p["id"] for p in pairs}
