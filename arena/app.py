@@ -132,14 +132,19 @@ def serve(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     yield_cpu_to_workers()
     arena.supervisor.start()
+    from .batch_service import BatchService
+
+    reports = Path(args.data_dir) / "reports"
+    batch = BatchService(arena.supervisor, arena.store, arena.prompts, reports)
     demo = build_ui(arena, export_dir=Path(args.data_dir) / "exports", admin_token=admin_token(args),
-                    max_upload_bytes=int(args.max_upload_mb * 1e6), trusted_proxies=frozenset(args.trusted_proxy))
+                    max_upload_bytes=int(args.max_upload_mb * 1e6), trusted_proxies=frozenset(args.trusted_proxy),
+                    batch=batch)
     print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)
     try:
         demo.queue(default_concurrency_limit=8).launch(
             server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
             max_file_size=int(args.max_upload_mb * 1e6),
-            allowed_paths=[str(Path(args.data_dir) / "exports")])
+            allowed_paths=[str(Path(args.data_dir) / "exports"), str(reports)])
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,6 +1,6 @@
 """The page's Batch tab without the browser: start ONE batch run at a time in a background
 thread of the app process (so it keeps going when the browser closes), and report its progress,
-run id and report path. The Gradio layer (batch_tab.py) only calls these methods.
+run id and report path. The Gradio layer (ui/batch_panel.py) only calls these methods.
 """
 from __future__ import annotations
 

@@ -414,3 +414,26 @@ def test_chinese_browser_gets_chinese_page_and_the_switch_changes_it(browser, ap
     page.get_by_label("中文").check()
     expect(page.locator("#new-round")).to_have_text("新一轮")
     page.context.close()
+
+
+def test_batch_tab_runs_presets_shows_progress_and_offers_the_report(page, app, tmp_path):
+    """From the Batch tab: pick a preset and a judge, start, watch the progress line move, get the
+    report; the Leaderboard tab then shows the judge's own table beside the human one."""
+    page.get_by_role("tab", name="Batch").click()
+    expect(page.locator("#batch-status")).to_contain_text("No batch run yet")
+    page.locator("#batch-presets").get_by_label(re.compile(r"· en-common-2:")).check()
+    pick(page, "batch-judge", "Smol A")
+    page.locator("#batch-start").click()
+    expect(page.locator("#batch-status")).to_contain_text(re.compile(r"Running|Done"), timeout=30_000)
+    expect(page.locator("#batch-status")).to_contain_text("Done", timeout=600_000)
+    link = page.locator("#batch-report a").first
+    expect(link).to_be_visible(timeout=15_000)
+    with page.expect_download() as download:
+        link.click()
+    download.value.save_as(tmp_path / "report.html")
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Which is heavier" in report and "Smol A" in report and "Smol B" in report
+    shot(page, "batch-done")
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.locator("#refresh-leaderboard").click()
+    expect(page.locator("#judge-table")).to_contain_text("Smol")

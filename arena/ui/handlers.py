@@ -35,8 +35,10 @@ class Handlers:
     """The page's behaviour over one ``Arena``; holds no per-visitor state (that lives in gr.State)."""
 
     def __init__(self, arena: Arena, export_dir: Path, admin_token: str | None = None,
-                 max_upload_bytes: int = exports.MAX_IMPORT_BYTES, trusted_proxies: frozenset[str] = frozenset()):
+                 max_upload_bytes: int = exports.MAX_IMPORT_BYTES, trusted_proxies: frozenset[str] = frozenset(),
+                 batch=None):
         self.arena, self.export_dir = arena, Path(export_dir)
+        self.batch = batch  # a BatchService: the Batch tab and the judge's table
         self.trusted_proxies = trusted_proxies
         self.admin_token, self.max_upload_bytes = admin_token, max_upload_bytes
         self.leaderboard = CachedLeaderboard(arena.store)
@@ -120,7 +122,8 @@ class Handlers:
                 "ratings_plot": charts.ratings_chart(table, lang),
                 "matrix_plot": charts.win_fraction_chart(matrix, lang),
                 "speed_plot": charts.speed_quality_chart(table, lang),
-                "named_board": named.rename(columns=lambda c: t(f"col_{c}", lang))}
+                "named_board": named.rename(columns=lambda c: t(f"col_{c}", lang)),
+                "judge_board": self.batch.judge_leaderboard() if self.batch is not None else None}
 
     # -- export / import ---------------------------------------------------------------
     def export(self, kind: str, token: str | None = None, lang: str = "en") -> str:

@@ -14,7 +14,7 @@ import gradio as gr
 
 from ..rounds import Settings
 from ..texts import LANGUAGES, language_of, t
-from . import api, render
+from . import api, batch_panel, render
 from .handlers import ARENA_OUTPUTS, VOTE_KEYS, Handlers, address_of, session_of
 from .i18n import I18N
 
@@ -95,6 +95,7 @@ def leaderboard_panel() -> Components:
             c["speed_plot"] = gr.Plot(label=I18N("speed_plot"), elem_id="speed-plot")
         c["matrix_plot"] = gr.Plot(label=I18N("winrate_plot"), elem_id="winrate-plot")
     c["named_board"] = gr.Dataframe(label=I18N("named_table"), elem_id="named-table", interactive=False)
+    c["judge_board"] = gr.Dataframe(label=I18N("judge_table"), elem_id="judge-table", interactive=False)
     return c
 
 
@@ -126,9 +127,14 @@ def layout(handlers: Handlers) -> tuple[gr.Blocks, Components]:
                 c.update(arena_panel(handlers))
             with gr.Tab(I18N("tab_leaderboard"), id="leaderboard") as c["tab_leaderboard"]:
                 c.update(leaderboard_panel())
+            if handlers.batch is not None:
+                with gr.Tab(I18N("tab_batch"), id="batch") as c["tab_batch"]:
+                    c.update(batch_panel.batch_panel(handlers.batch))
             with gr.Tab(I18N("tab_export"), id="export") as c["tab_export"]:
                 c.update(export_panel(handlers.admin_token is not None))
         wire(handlers, c, demo)
+        if handlers.batch is not None:
+            batch_panel.wire(handlers.batch, c)
         api.register(handlers.arena, handlers.trusted_proxies)
     return demo, c
 
@@ -153,7 +159,12 @@ RELABEL = {  # component -> (property, text key) changed by the language switch
     "named_board": ("label", "named_table"), "export_intro": ("value", "export_intro"),
     "export_csv": ("value", "export_csv"), "export_jsonl": ("value", "export_jsonl"),
     "export_file": ("label", "download"), "import_file": ("label", "import_file"),
-    "include_imported": ("label", "include_imported"),
+    "include_imported": ("label", "include_imported"), "judge_board": ("label", "judge_table"),
+    "tab_batch": ("label", "tab_batch"), "batch_intro": ("value", "batch_intro"),
+    "batch_models": ("label", "batch_models"), "batch_presets": ("label", "batch_presets"),
+    "batch_repeats": ("label", "batch_repeats"), "batch_judge": ("label", "batch_judge"),
+    "batch_start": ("value", "batch_start"), "batch_stop": ("value", "batch_stop"),
+    "batch_refresh": ("value", "batch_refresh"), "batch_report": ("label", "batch_report"),
     **{name: ("value", name) for name in VOTE_KEYS.values()},
 }
 
@@ -214,7 +225,8 @@ def _vote_handler(h: Handlers, choice: str, c: Components) -> Callable:
 
 def _wire_other_tabs(h: Handlers, c: Components) -> None:
     private = {"api_visibility": "private"}
-    board_names = ("board", "board_empty", "charts", "ratings_plot", "matrix_plot", "speed_plot", "named_board")
+    board_names = ("board", "board_empty", "charts", "ratings_plot", "matrix_plot", "speed_plot", "named_board",
+                   "judge_board")
     board_out = [c[n] for n in board_names]
     show_board = lambda lang, imported: _by_name(c, board_names)(h.leaderboard_view(lang, imported))  # noqa: E731
     board_in = [c["lang"], c["include_imported"]]
@@ -252,11 +264,12 @@ def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
 
 
 def build_ui(arena, export_dir: Path | None = None, admin_token: str | None = None,
-             max_upload_bytes: int = 20_000_000, trusted_proxies: frozenset[str] = frozenset()) -> gr.Blocks:
+             max_upload_bytes: int = 20_000_000, trusted_proxies: frozenset[str] = frozenset(),
+             batch=None) -> gr.Blocks:
     """The whole page over ``arena``; exports are written to ``export_dir``; with ``admin_token``
     export and import require it."""
     import tempfile
 
     export_dir = Path(export_dir or tempfile.mkdtemp(prefix="arena-export-"))
-    demo, _ = layout(Handlers(arena, export_dir, admin_token, max_upload_bytes, trusted_proxies))
+    demo, _ = layout(Handlers(arena, export_dir, admin_token, max_upload_bytes, trusted_proxies, batch))
     return demo
