@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, AsyncIterator
 
 import httpx
 
-from .engines import BatchAnswer, BatchRequest, GenerationParams, Notice, Usage
+from .engines import AnswerCollector, BatchAnswer, BatchRequest, GenerationParams, Notice, Usage, with_seed
 
 
 class EndpointError(RuntimeError):
@@ -164,21 +163,14 @@ def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: 
 def _one_at_a_time(base_url: str, model: str, requests: list[BatchRequest], params: GenerationParams,
                    api_key: str | None) -> list[BatchAnswer]:
     async def one(request: BatchRequest) -> BatchAnswer:
-        answer, pieces = BatchAnswer(), []
-        seeded = params if request.seed is None else GenerationParams(**{**params.__dict__, "seed": request.seed})
-        started = time.perf_counter()
+        collector = AnswerCollector()
         try:
-            async for item in stream_chat(base_url, model, request.messages, seeded, api_key=api_key):
-                if isinstance(item, Usage):
-                    answer.usage = item
-                    continue
-                if answer.ttft_s is None:
-                    answer.ttft_s = time.perf_counter() - started
-                pieces.append(item)
+            async for item in stream_chat(base_url, model, request.messages, with_seed(params, request.seed),
+                                          api_key=api_key):
+                collector.add(item)
         except EndpointError as exc:
-            answer.error = str(exc)
-        answer.text, answer.total_s = "".join(pieces), time.perf_counter() - started
-        return answer
+            return collector.finish(str(exc))
+        return collector.finish()
 
     async def run() -> list[BatchAnswer]:
         return [await one(r) for r in requests]

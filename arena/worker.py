@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from dataclasses import replace
 
-from .engines import BatchAnswer, BatchRequest, ChatEngine, GenerationParams, Notice, Usage, n_params
+from .engines import AnswerCollector, BatchAnswer, BatchRequest, ChatEngine, GenerationParams, Notice, Usage, n_params, with_seed
 from .engines.context import ContextOverflow, fit_context
 
 ERROR_PREFIX = "ARENA_WORKER_ERROR: "  # the supervisor shows the text after this as the failure reason
@@ -41,23 +41,14 @@ def run_batch(engine: ChatEngine, requests: list[BatchRequest], params: Generati
         return engine.batch_chat(requests, params), True
     answers = []
     for request in requests:
-        answer = BatchAnswer()
-        started = time.perf_counter()
-        pieces: list[str] = []
+        collector = AnswerCollector()
         try:
-            seeded = params if request.seed is None else GenerationParams(**{**params.__dict__, "seed": request.seed})
-            for item in engine.stream_chat(request.messages, seeded):
-                if isinstance(item, Usage):
-                    answer.usage = item
-                    continue
-                if answer.ttft_s is None:
-                    answer.ttft_s = time.perf_counter() - started
-                pieces.append(item)
+            for item in engine.stream_chat(request.messages, with_seed(params, request.seed)):
+                collector.add(item)
         except Exception as exc:
-            answer.error = f"{type(exc).__name__}: {exc}"
-        answer.text = "".join(pieces)
-        answer.total_s = time.perf_counter() - started
-        answers.append(answer)
+            answers.append(collector.finish(f"{type(exc).__name__}: {exc}"))
+            continue
+        answers.append(collector.finish())
     return answers, False
 
 

@@ -6,7 +6,9 @@ in the OpenAI-compatible HTTP protocol, so nothing above the worker knows engine
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -68,6 +70,32 @@ class BatchAnswer:
     ttft_s: float | None = None   # batch start -> this sequence's first token
     total_s: float | None = None  # batch start -> this sequence finished
     error: str | None = None
+
+
+class AnswerCollector:
+    """Builds one BatchAnswer from a streamed answer (text pieces, a Notice, a Usage), timing it
+    from construction: the one place a stream becomes a stored batch answer, local or remote."""
+
+    def __init__(self) -> None:
+        self.answer, self.pieces = BatchAnswer(), []
+        self.started = time.perf_counter()
+
+    def add(self, item: "str | Usage | Notice") -> None:
+        if isinstance(item, Usage):
+            self.answer.usage = item
+        elif isinstance(item, str):
+            if self.answer.ttft_s is None:
+                self.answer.ttft_s = time.perf_counter() - self.started
+            self.pieces.append(item)
+
+    def finish(self, error: str | None = None) -> BatchAnswer:
+        self.answer.text, self.answer.error = "".join(self.pieces), error
+        self.answer.total_s = time.perf_counter() - self.started
+        return self.answer
+
+
+def with_seed(params: GenerationParams, seed: int | None) -> GenerationParams:
+    return params if seed is None else replace(params, seed=seed)
 
 
 class BatchEngine(Protocol):
