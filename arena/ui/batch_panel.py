@@ -33,9 +33,20 @@ def progress_markdown(state: dict, lang: str = "en") -> str:
     return f"`{'█' * filled}{'░' * (20 - filled)}` {done}/{total} · {line}"
 
 
+def model_choices(service: BatchService) -> list[tuple[str, str]]:
+    """Every catalog model by name; one that is not ready is refused, with its state, when the run starts."""
+    return [(s.name, s.id) for s in service.supervisor.statuses()]
+
+
 def judge_choices(service: BatchService, lang: str) -> list[tuple[str, str]]:
-    ready = [(s.name, s.id) for s in service.supervisor.statuses() if s.state == "ready"]
-    return [(t("batch_judge_default", lang), DEFAULT_JUDGE), (t("batch_judge_none", lang), NO_JUDGE), *ready]
+    return [(t("batch_judge_default", lang), DEFAULT_JUDGE), (t("batch_judge_none", lang), NO_JUDGE),
+            *model_choices(service)]
+
+
+def refreshed(service: BatchService, chosen: list[str] | None, lang: str) -> tuple[dict, dict]:
+    """Model and judge lists as they are now: models load after the page was built."""
+    value = chosen or service.ready_models()[:2]
+    return gr.update(choices=model_choices(service), value=value), gr.update(choices=judge_choices(service, lang))
 
 
 def start(service: BatchService, models: list[str], presets: list[str], repeats: float, judge: str,
@@ -54,7 +65,7 @@ def poll(service: BatchService, lang: str) -> tuple[str, Any]:
 
 def batch_panel(service: BatchService) -> dict:
     c: dict = {"batch_intro": gr.Markdown(I18N("batch_intro"))}
-    c["batch_models"] = gr.CheckboxGroup(service.list_models(), value=service.ready_models()[:2],
+    c["batch_models"] = gr.CheckboxGroup(model_choices(service), value=service.ready_models()[:2],
                                          label=I18N("batch_models"), elem_id="batch-models")
     c["batch_presets"] = gr.CheckboxGroup(service.list_presets(), value=[], label=I18N("batch_presets"),
                                           elem_id="batch-presets")
@@ -78,8 +89,10 @@ def wire(service: BatchService, c: dict) -> None:
     c["batch_start"].click(lambda *v: start(service, *v), inputs, [c["batch_status"]], api_name="batch_start")
     c["batch_stop"].click(lambda code: (service.stop(), progress_markdown(service.progress(), code))[1], [lang],
                           [c["batch_status"]], api_name="batch_stop")
-    c["batch_refresh"].click(lambda code: (gr.update(choices=service.list_models()),
-                                           gr.update(choices=judge_choices(service, code))),
-                             [lang], [c["batch_models"], c["batch_judge"]], api_visibility="private")
+    lists = [c["batch_models"], c["batch_judge"]]
+    c["batch_refresh"].click(lambda chosen, code: refreshed(service, chosen, code), [c["batch_models"], lang], lists,
+                             api_visibility="private")
+    c["tab_batch"].select(lambda chosen, code: refreshed(service, chosen, code), [c["batch_models"], lang], lists,
+                          api_visibility="private")
     gr.Timer(POLL_SECONDS).tick(lambda code: poll(service, code), [lang], [c["batch_status"], c["batch_report"]],
                                 api_name="batch_progress", show_progress="hidden")

@@ -18,7 +18,7 @@ from .. import charts, exports
 from ..leaderboard import CachedLeaderboard
 from ..memory import resident_mb
 from ..rounds import VOTE_CHOICES, Arena, ArenaError, Settings
-from ..texts import t
+from ..texts import TEXTS, t
 from . import render
 
 VOTE_KEYS = dict(zip(VOTE_CHOICES, ("vote_a", "vote_b", "vote_tie", "vote_bothbad")))  # button label -> output
@@ -123,7 +123,14 @@ class Handlers:
                 "matrix_plot": charts.win_fraction_chart(matrix, lang),
                 "speed_plot": charts.speed_quality_chart(table, lang),
                 "named_board": named.rename(columns=lambda c: t(f"col_{c}", lang)),
-                "judge_board": self.batch.judge_leaderboard() if self.batch is not None else None}
+                "judge_board": self._judge_table(lang)}
+
+    def _judge_table(self, lang: str):
+        """The automatic judge's ratings, apart from the human ones (None without a batch service)."""
+        if self.batch is None:
+            return None
+        table = self.batch.judge_leaderboard()
+        return table.rename(columns=lambda c: t(f"col_{c}", lang) if f"col_{c}" in TEXTS["en"] else c)
 
     # -- export / import ---------------------------------------------------------------
     def export(self, kind: str, token: str | None = None, lang: str = "en") -> str:
