@@ -128,3 +128,12 @@ def test_send_handler_refusal_is_a_translated_gradio_error(handlers):
             pass
     with pytest.raises(gr.Error, match="问题为空"):
         asyncio.run(go())
+
+
+def test_the_page_builds_without_a_batch_service(handlers, tmp_path):
+    """build_ui wires only the tabs it has: no Batch tab, and the language switch still covers the rest."""
+    from arena.ui import build_ui
+
+    demo = build_ui(handlers.arena, tmp_path / "exports")
+    labels = [getattr(block, "label", None) for block in demo.blocks.values()]
+    assert not any(isinstance(label, str) and label == "Batch" for label in labels)

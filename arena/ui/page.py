@@ -197,6 +197,7 @@ def wire(h: Handlers, c: Components, demo: gr.Blocks) -> None:
 
     for trigger in (c["send"].click, c["question"].submit):
         trigger(on_send, send_in, [*arena_out, c["question"]], concurrency_limit=None, **private)
+
     def on_stop(round_id, request: gr.Request) -> None:
         h.stop(round_id, session_of(request))
 
@@ -245,7 +246,7 @@ def _wire_other_tabs(h: Handlers, c: Components) -> None:
 
 def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
     """The page opens in the browser's language; the switch changes every label (and an empty round's panes)."""
-    relabeled = [*RELABEL, "question", "system_prompt", "admin_token"]
+    relabeled = [n for n in (*RELABEL, "question", "system_prompt", "admin_token") if n in c]  # no Batch tab: fewer
     panes = ["chat_a", "chat_b", "metrics_a", "metrics_b"]
     outputs = [c["lang"], *(c[n] for n in relabeled + panes)]
 
