@@ -135,5 +135,5 @@ def test_the_page_builds_without_a_batch_service(handlers, tmp_path):
     from arena.ui import build_ui
 
     demo = build_ui(handlers.arena, tmp_path / "exports")
-    labels = [getattr(block, "label", None) for block in demo.blocks.values()]
-    assert not any(isinstance(label, str) and label == "Batch" for label in labels)
+    ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
+    assert {"send", "language", "leaderboard-table", "export-csv"} <= ids and "batch-start" not in ids
