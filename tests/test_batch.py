@@ -217,8 +217,8 @@ def test_batch_tab_starts_a_run_shows_progress_and_offers_the_report(running):
     supervisor, store, tmp = running
     service = BatchService(supervisor, store, PROMPTS, tmp / "tab-reports", FAST)
     with gr.Blocks() as demo:
-        with gr.Tab("Batch"):
-            components = {"lang": gr.State("en"), **batch_panel.batch_panel(service)}
+        with gr.Tab("Batch") as tab:
+            components = {"lang": gr.State("en"), "tab_batch": tab, **batch_panel.batch_panel(service)}
             batch_panel.wire(service, components)
     _, url, _ = demo.launch(prevent_thread_lock=True, allowed_paths=[str(tmp / "tab-reports")], quiet=True)
     try:

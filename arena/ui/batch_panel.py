@@ -84,6 +84,7 @@ def batch_panel(service: BatchService) -> dict:
 
 
 def wire(service: BatchService, c: dict) -> None:
+    """Events of the tab; ``c`` also holds the page's ``lang`` state and the tab itself (``tab_batch``)."""
     lang = c["lang"]
     inputs = [c["batch_models"], c["batch_presets"], c["batch_repeats"], c["batch_judge"], lang]
     c["batch_start"].click(lambda *v: start(service, *v), inputs, [c["batch_status"]], api_name="batch_start")
