@@ -150,8 +150,11 @@ def test_default_pair_answers_a_report_puzzle_then_streams_both_at_once(browser,
     # Both workers are warm now (the first answer pages a model's weights in from disk), and a long
     # story keeps SmolLM2 busy well past Qwen's first token, even on a loaded machine.
     page.locator("#new-round").click()
+    expect(page.locator("#chat-a [data-testid='user']")).to_have_count(0)
+    expect(page.locator("#reveal")).to_have_text("")
     page.locator("#question textarea").fill(LONG)
     page.locator("#send").click()
+    expect(page.locator("#chat-a [data-testid='user']")).to_have_count(1)
     seen, trace = saw_both_streaming(page, timeout=600, trace=True)
     assert seen, f"both panes should hold partial text at the same moment; saw {trace[-12:]}"
     page.context.close()
