@@ -12,27 +12,21 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import judge as J
-
-MAX_TEXT = 200_000  # characters per message: a judge prompt beyond this is a mistake, not a battle
+from .battle_schema import MAX_NAME, MAX_TEXT, Message, Winner
 
 
 class BattleFileError(ValueError):
     """The file cannot be judged; names the line. Nothing was stored."""
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=MAX_TEXT)
-
-
 class Battle(BaseModel):
-    """The fields of a FastChat clean-battle line that judging needs; others are ignored."""
+    """The fields of a FastChat clean-battle line that judging needs; others are ignored. Messages are
+    the import schema's (battle_schema), so both readers of battle files refuse the same text."""
 
     model_config = ConfigDict(extra="ignore")
-    model_a: str = Field(min_length=1, max_length=200)
-    model_b: str = Field(min_length=1, max_length=200)
-    winner: Literal["model_a", "model_b", "tie", "tie (bothbad)"] | None = None
+    model_a: str = Field(min_length=1, max_length=MAX_NAME)
+    model_b: str = Field(min_length=1, max_length=MAX_NAME)
+    winner: Winner | None = None
     conversation_a: list[Message] = Field(min_length=2)
     conversation_b: list[Message] = Field(min_length=2)
     question_id: str | int | None = None
