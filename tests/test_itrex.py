@@ -139,10 +139,8 @@ def test_a_natively_supported_architecture_skips_the_conversion(tmp_path):
     assert "converting to neural-speed fp32" in _log(data, "tiny-llama")  # neural-speed's own reader did
 
 
-@needs_itrex
-def test_a_converter_dies_with_its_worker_when_the_app_is_killed(tmp_path):
-    """The worker runs neural-speed's converter as a child. SIGKILL the app mid-conversion: the worker's
-    parent-watch kills its process group, so neither the worker nor the converter survives."""
+def tiny_llama_catalog(tmp_path: Path) -> Path:
+    """A random-weight Llama built in the ITREX env (tests/make_tiny_llama.py) and a models.yaml serving it."""
     model_dir = tmp_path / "tiny-llama"
     subprocess.run([str(itrex_python()), str(ROOT / "tests" / "make_tiny_llama.py"), str(model_dir)], check=True,
                    cwd=ROOT, capture_output=True)
@@ -156,6 +154,15 @@ def test_a_converter_dies_with_its_worker_when_the_app_is_killed(tmp_path):
     license: none
     threads: 1
 """)
+    return catalog
+
+
+@needs_itrex
+def test_a_converter_dies_with_its_worker_when_the_app_is_killed(tmp_path):
+    """The worker runs neural-speed's converter as a child. SIGKILL the app mid-conversion: the worker's
+    parent-watch kills its process group, so neither the worker nor the converter survives."""
+    catalog = tiny_llama_catalog(tmp_path)
+    model_dir = tmp_path / "tiny-llama"
     script = ("import sys, time; sys.path.insert(0, %r)\n"
               "from arena.supervisor import Supervisor\nfrom arena.config import load_models\n"
               "from pathlib import Path\nm = Path(%r)\ns = Supervisor(load_models(m), m, Path(%r), threads=1)\n"
@@ -195,19 +202,7 @@ def _alive(pid: int) -> bool:
 def test_a_half_written_quantization_is_redone_not_used(tmp_path):
     """Simulate a worker killed while writing its INT4 file: the file is truncated and COMPLETE is
     missing. The next start does not trust it: it quantizes again and the model answers."""
-    model_dir = tmp_path / "tiny-llama"
-    subprocess.run([str(itrex_python()), str(ROOT / "tests" / "make_tiny_llama.py"), str(model_dir)], check=True,
-                   cwd=ROOT, capture_output=True)
-    catalog = tmp_path / "models.yaml"
-    catalog.write_text(f"""models:
-  - id: tiny-llama
-    name: Tiny Llama
-    engine: itrex
-    source: {{dir: {model_dir}}}
-    quantization: RTN INT4
-    license: none
-    threads: 1
-""")
+    catalog = tiny_llama_catalog(tmp_path)
     data = tmp_path / "data"
     for start in (1, 2):
         supervisor = Supervisor(load_models(catalog), catalog, data, threads=1)
