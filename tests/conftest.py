@@ -41,6 +41,16 @@ def smol_weights() -> Path:
     return package_file(SMOL)
 
 
+def spawn_smol_worker(models: Path, weights: Path, threads: int) -> tuple[subprocess.Popen, int]:
+    """A real worker process serving 'smol-a' from ``models`` (see smol_catalog) on a free port."""
+    from arena.supervisor import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "arena.worker", "--models", str(models), "--model", "smol-a",
+                             "--weights", str(weights), "--port", str(port), "--threads", str(threads)], cwd=ROOT)
+    return proc, port
+
+
 def collect(base_url: str, messages: list[dict], params, **kwargs) -> tuple[str, object]:
     """One whole answer of model 'smol-a' from an OpenAI-compatible endpoint (base_url ends in /v1)."""
     from arena import client

@@ -15,17 +15,14 @@ from arena.config import load_models
 from arena.engines import GenerationParams
 from arena.rounds import Arena, ArenaError, Settings
 from arena.store import Store
-from arena.supervisor import Supervisor, free_port
+from arena.supervisor import Supervisor
 
-from .conftest import ROOT, collect, smol_catalog, wait_for
+from .conftest import ROOT, collect, smol_catalog, spawn_smol_worker, wait_for
 
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory, smol_weights):
-    models = smol_catalog(tmp_path_factory.mktemp("worker") / "models.yaml")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "arena.worker", "--models", str(models), "--model", "smol-a",
-                             "--weights", str(smol_weights), "--port", str(port), "--threads", "2"], cwd=ROOT)
+    proc, port = spawn_smol_worker(smol_catalog(tmp_path_factory.mktemp("worker") / "models.yaml"), smol_weights, 2)
     base = f"http://127.0.0.1:{port}"
 
     def healthy():

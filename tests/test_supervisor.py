@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from arena.config import load_models
-from arena.supervisor import Catalog, Supervisor, WorkerProcesses, free_port
+from arena.supervisor import Catalog, Supervisor, WorkerProcesses
 
-from .conftest import ROOT, smol_catalog, wait_for
+from .conftest import ROOT, smol_catalog, spawn_smol_worker, wait_for
 
 
 class _Server:
@@ -82,9 +82,7 @@ def test_a_remote_answering_html_is_named_and_the_watcher_keeps_watching(html_se
 @pytest.fixture(scope="module")
 def smol_worker(tmp_path_factory, smol_weights):
     models = smol_catalog(tmp_path_factory.mktemp("health") / "models.yaml")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "arena.worker", "--models", str(models), "--model", "smol-a",
-                             "--weights", str(smol_weights), "--port", str(port), "--threads", "1"], cwd=ROOT)
+    proc, port = spawn_smol_worker(models, smol_weights, 1)
     wait_for(lambda: _health(port), 60, "the SmolLM2 worker")
     yield models, port, proc
     proc.terminate()
