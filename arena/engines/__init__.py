@@ -10,7 +10,7 @@ import time
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from ..config import ModelConfig
 
@@ -92,6 +92,14 @@ class AnswerCollector:
         self.answer.text, self.answer.error = "".join(self.pieces), error
         self.answer.total_s = time.perf_counter() - self.started
         return self.answer
+
+
+def in_groups(requests: list, size: int, decode: "Callable[[list], list]") -> list:
+    """Answers for ``requests``, decoded ``size`` at a time (the engine's batch limit), in order."""
+    answers: list = []
+    for start in range(0, len(requests), size):
+        answers.extend(decode(requests[start:start + size]))
+    return answers
 
 
 def with_seed(params: GenerationParams, seed: int | None) -> GenerationParams:

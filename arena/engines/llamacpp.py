@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import BatchAnswer, BatchRequest, GenerationParams, Usage
+from . import BatchAnswer, BatchRequest, GenerationParams, Usage, in_groups
 from .context import approximate_count
 
 PENALTY_LAST_N = 64  # llama-cpp-python's default window for repeat_penalty (last_n_tokens_size)
@@ -165,10 +165,7 @@ class LlamaCppEngine:
         return self._batch_ctx
 
     def batch_chat(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
-        answers: list[BatchAnswer] = []
-        for start in range(0, len(requests), MAX_BATCH):
-            answers.extend(self._decode_group(requests[start:start + MAX_BATCH], params))
-        return answers
+        return in_groups(requests, MAX_BATCH, lambda group: self._decode_group(group, params))
 
     def _decode_group(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
         import llama_cpp

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from ..config import ModelConfig, QuantizeConfig
 from ..sources import sha256_of, source_identity
-from . import BatchAnswer, BatchRequest, GenerationParams, Usage, phase
+from . import BatchAnswer, BatchRequest, GenerationParams, Usage, in_groups, phase
 
 CACHE_FORMAT = 1
 MAX_BATCH = 8  # rows per batched generate(): 3.8x decode at 8 on 2 cores (DESIGN.md §9); more costs RAM
@@ -253,10 +253,7 @@ class TransformersEngine:
         return int(sum(p.numel() for p in self.hf_model.parameters()))
 
     def batch_chat(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
-        answers: list[BatchAnswer] = []
-        for start in range(0, len(requests), MAX_BATCH):
-            answers.extend(self._generate_group(requests[start:start + MAX_BATCH], params))
-        return answers
+        return in_groups(requests, MAX_BATCH, lambda group: self._generate_group(group, params))
 
     def _generate_group(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
         """One batched ``generate`` with left padding; each row's first-token and finish times are
