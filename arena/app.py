@@ -133,6 +133,7 @@ def serve(argv: list[str] | None = None) -> None:
     yield_cpu_to_workers()
     arena.supervisor.start()
     from .batch_service import BatchService
+    from .ui.i18n import I18N
 
     reports = Path(args.data_dir) / "reports"
     batch = BatchService(arena.supervisor, arena.store, arena.prompts, reports)
@@ -142,7 +143,7 @@ def serve(argv: list[str] | None = None) -> None:
     print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)
     try:
         demo.queue(default_concurrency_limit=8).launch(
-            server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True,
+            server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True, i18n=I18N,
             max_file_size=int(args.max_upload_mb * 1e6),
             allowed_paths=[str(Path(args.data_dir) / "exports"), str(reports)])
     except KeyboardInterrupt:

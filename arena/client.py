@@ -13,8 +13,10 @@ from functools import lru_cache
 from typing import Any, AsyncIterator
 
 import httpx
+from pydantic import ValidationError
 
 from .engines import AnswerCollector, BatchAnswer, BatchRequest, GenerationParams, Notice, Usage, with_seed
+from .openai_schema import BatchResponse, StreamEvent
 
 
 class EndpointError(RuntimeError):
@@ -43,9 +45,19 @@ def _error_message(body: str) -> str:
     return body[:300]
 
 
-def _notice(raw: dict) -> Notice:
-    dropped, budget = raw.get("dropped_turns"), raw.get("max_new_tokens")
-    return Notice(dropped if isinstance(dropped, int) else 0, budget if isinstance(budget, int) else None)
+def _event(url: str, data: str) -> StreamEvent:
+    """One streamed event, checked against the schema: a server sending something else is named."""
+    try:
+        return StreamEvent.model_validate_json(data)
+    except ValidationError as exc:
+        raise EndpointError(f"{url} sent a malformed stream event ({_first_problem(exc)}); "
+                            f"is it an OpenAI-compatible server?") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "event"
+    return f"{where}: {error['msg']}"
 
 
 @lru_cache(maxsize=1)
@@ -78,23 +90,20 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    event = json.loads(data)
-                    if not isinstance(event, dict):
-                        raise EndpointError(f"{url} sent an event that is not a JSON object")
-                    if isinstance(event.get("arena_notice"), dict):
-                        yield _notice(event["arena_notice"])
-                    if "error" in event:
-                        error = event["error"]
-                        raise EndpointError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
-                    for choice in event.get("choices") or []:
-                        if text := (choice.get("delta") or {}).get("content"):
+                    event = _event(url, data)
+                    if event.arena_notice is not None:
+                        yield Notice(event.arena_notice.dropped_turns, event.arena_notice.max_new_tokens)
+                    if event.error is not None:
+                        error = event.error
+                        raise EndpointError(error if isinstance(error, str) else error.message or f"{url} failed")
+                    for choice in event.choices or []:
+                        if text := choice.delta and choice.delta.content:
                             pieces += 1
                             yield text
-                        if choice.get("finish_reason"):
-                            usage = Usage(0, 0, choice["finish_reason"])
-                    if event.get("usage"):
-                        u = event["usage"]
-                        usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0),
+                        if choice.finish_reason:
+                            usage = Usage(0, 0, choice.finish_reason)
+                    if event.usage is not None:
+                        usage = Usage(event.usage.prompt_tokens or 0, event.usage.completion_tokens or 0,
                                       usage.finish_reason if usage else "stop")
                 else:
                     raise EndpointError(f"{url} closed the stream before it finished (no [DONE]); "
@@ -149,15 +158,16 @@ def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: 
     if response.status_code != 200:
         hint = " Check the API key environment variable." if response.status_code in (401, 403) else ""
         raise EndpointError(f"{url} answered HTTP {response.status_code}: {response.text[:300]}{hint}")
-    data = response.json()
-    results = data.get("results") or []
-    if len(results) != len(requests):
-        raise EndpointError(f"{url} returned {len(results)} answers for {len(requests)} requests")
-    answers = [BatchAnswer(text=r.get("text") or "", error=r.get("error"), ttft_s=r.get("ttft_s"),
-                           total_s=r.get("total_s"),
-                           usage=Usage(int(r.get("prompt_tokens") or 0), int(r.get("completion_tokens") or 0),
-                                       r.get("finish_reason") or "stop")) for r in results]
-    return BatchReply(answers, bool(data.get("batched")), "worker batch endpoint")
+    try:
+        data = BatchResponse.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise EndpointError(f"{url} sent a malformed batch reply ({_first_problem(exc)})") from None
+    if len(data.results) != len(requests):
+        raise EndpointError(f"{url} returned {len(data.results)} answers for {len(requests)} requests")
+    answers = [BatchAnswer(text=r.text or "", error=r.error, ttft_s=r.ttft_s, total_s=r.total_s,
+                           usage=Usage(r.prompt_tokens, r.completion_tokens, r.finish_reason or "stop"))
+               for r in data.results]
+    return BatchReply(answers, data.batched, "worker batch endpoint")
 
 
 def _one_at_a_time(base_url: str, model: str, requests: list[BatchRequest], params: GenerationParams,

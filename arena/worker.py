@@ -52,6 +52,36 @@ def run_batch(engine: ChatEngine, requests: list[BatchRequest], params: Generati
     return answers, False
 
 
+def run_fitted_batch(engine: ChatEngine, requests: list[BatchRequest], params: GenerationParams,
+                     context_length: int | None) -> tuple[list[BatchAnswer], bool]:
+    """``run_batch`` after fitting each conversation to the context, as a streamed answer is.
+
+    A request that can't fit gets the refusal with the numbers as its error, without reaching the
+    engine; one whose answer budget had to shrink is answered alone with that budget, so its
+    batch-mates keep the settings the run asked for."""
+    answers: list[BatchAnswer | None] = [None] * len(requests)
+    together: list[tuple[int, BatchRequest]] = []
+    alone: list[tuple[int, BatchRequest, GenerationParams]] = []
+    for index, request in enumerate(requests):
+        try:
+            messages, fitted, _ = fit(engine, request.messages, params, context_length)
+        except ContextOverflow as exc:
+            answers[index] = BatchAnswer(error=str(exc))
+            continue
+        if fitted == params:
+            together.append((index, replace(request, messages=messages)))
+        else:
+            alone.append((index, replace(request, messages=messages), fitted))
+    batched = False
+    if together:
+        group, batched = run_batch(engine, [request for _, request in together], params)
+        for (index, _), answer in zip(together, group):
+            answers[index] = answer
+    for index, request, fitted in alone:
+        answers[index] = run_batch(engine, [request], fitted)[0][0]
+    return answers, batched
+
+
 def _params(body: dict[str, Any]) -> GenerationParams:
     defaults = GenerationParams()
     return GenerationParams(
@@ -119,7 +149,7 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
 
         def work() -> tuple[list[BatchAnswer], bool]:
             with generation_lock:  # the page's single answers wait for this batch group, and vice versa
-                return run_batch(engine, requests, params)
+                return run_fitted_batch(engine, requests, params, context_length)
 
         try:
             answers, together = await asyncio.to_thread(work)

@@ -4,6 +4,7 @@ usage), remembers every request body, and obeys cues in the last user message:
     SLOW-START   wait (up to 30 s) before the first token: a long prefill or a restarting worker
     IMAGE <url>  answer with a Markdown image and an <img> tag pointing at <url>
     LONG <n>     answer with n pieces (benchmarks: a stream that lasts)
+    RAW <text>   send <text> verbatim as the only event (a server speaking broken JSON)
 
 Everything else is answered as ``<model> heard: <question>`` in a few timed pieces.
 It stands in for a model server only where a test must see exactly what the arena sent.
@@ -42,7 +43,8 @@ class StubOpenAI:
                 self.end_headers()
                 try:
                     for piece in stub.answer(body):
-                        self.wfile.write(b"data: " + json.dumps(piece).encode() + b"\n\n")
+                        raw = piece if isinstance(piece, str) else json.dumps(piece)
+                        self.wfile.write(b"data: " + raw.encode() + b"\n\n")
                         self.wfile.flush()
                     self.wfile.write(b"data: [DONE]\n\n")
                 except (BrokenPipeError, ConnectionResetError):
@@ -68,6 +70,9 @@ class StubOpenAI:
         question = body["messages"][-1]["content"]
         if "SLOW-START" in question:
             time.sleep(30)
+        if question.startswith("RAW "):
+            yield question[4:]
+            return
         if question.startswith("LONG "):
             words = [f"w{i} " for i in range(int(question.split()[1]))]
         elif question.startswith("IMAGE "):

@@ -52,3 +52,34 @@ def test_an_answer_cut_inside_a_chinese_character_drops_the_half_character():
     data = "白白喜欢明明".encode("utf-8")
     assert complete_utf8(data[:-1]) == "白白喜欢明"
     assert complete_utf8(data) == "白白喜欢明明"
+
+
+class CountingEngine:
+    """A fake engine that counts a token per word and records each batch_chat call's prompts and budget."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], int]] = []
+
+    def count_prompt_tokens(self, messages: list[dict]) -> int:
+        return sum(len(m["content"].split()) for m in messages)
+
+    def batch_chat(self, requests: list[BatchRequest], params: GenerationParams) -> list:
+        from arena.engines import BatchAnswer
+
+        self.calls.append(([r.messages[-1]["content"][:5] for r in requests], params.max_new_tokens))
+        return [BatchAnswer(text="ok") for _ in requests]
+
+
+def test_batch_fitting_refuses_overflow_and_answers_a_squeezed_request_alone():
+    """With a 200-token context and 100 new tokens: a 250-word question is refused with the numbers, a
+    120-word one is answered alone with an 80-token budget, and the short ones decode together with 100."""
+    from arena.worker import run_fitted_batch
+
+    engine = CountingEngine()
+    ask = lambda words, tag: BatchRequest([{"role": "user", "content": tag + " w" * (words - 1)}])  # noqa: E731
+    requests = [ask(3, "short"), ask(250, "huge"), ask(120, "tight"), ask(5, "brief")]
+    answers, batched = run_fitted_batch(engine, requests, GenerationParams(max_new_tokens=100), context_length=200)
+    assert batched
+    assert "needs 250 tokens" in answers[1].error and answers[1].text == ""
+    assert [a.text for i, a in enumerate(answers) if i != 1] == ["ok", "ok", "ok"]
+    assert engine.calls == [(["short", "brief"], 100), (["tight"], 80)]

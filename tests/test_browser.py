@@ -13,6 +13,8 @@ import time
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from arena.texts import TEXTS
+
 from .conftest import ARTIFACTS, default_pair_catalog, start_app
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -36,6 +38,9 @@ def open_page(browser, url: str, locale: str = "en-US") -> Page:
     page = context.new_page()
     page.goto(url)
     expect(page.locator("#send")).to_be_visible(timeout=30_000)
+    # The load event picked the browser's language.
+    expected = "中文" if locale.startswith("zh") else "English"
+    expect(page.locator("#language input:checked + span")).to_have_text(expected, timeout=30_000)
     return page
 
 
@@ -163,14 +168,14 @@ def test_default_pair_answers_a_report_puzzle_then_streams_both_at_once(browser,
 def test_sequential_schedule_never_streams_both_panes_at_once(browser, app, sequential_app):
     """The both-streaming check can fail: under --schedule sequential it sees no such moment,
     while the default concurrent schedule does, on the same models and question."""
-    results = {}
+    results, traces = {}, {}
     for name, running in (("concurrent", app), ("sequential", sequential_app)):
         page = open_page(browser, running.url)
         page.locator("#question textarea").fill(LONG)
         page.locator("#send").click()
-        results[name] = saw_both_streaming(page)
+        results[name], traces[name] = saw_both_streaming(page, trace=True)
         page.context.close()
-    assert results == {"concurrent": True, "sequential": False}
+    assert results == {"concurrent": True, "sequential": False}, f"(chars A, chars B, A answering, B answering): {traces}"
 
 
 # -- every control -------------------------------------------------------------------------------
@@ -403,6 +408,20 @@ def test_import_upload_of_a_good_and_a_malformed_file(page, tmp_path, app):
     page.locator("#import-file input[type='file']").set_input_files(str(bad))
     expect(page.locator("#import-result")).to_contain_text("line 2", timeout=15_000)
     expect(page.locator("#import-result")).to_contain_text("Nothing was imported")
+
+
+def test_every_static_text_is_translated_in_the_browser(browser, app):
+    """gr.I18n renders each label in the browser's language on every tab: no line of the page is a bare
+    text key (as when the translations are not handed to Gradio's launch)."""
+    keys = {key for key, text in TEXTS["en"].items() if key != text}
+    for locale in ("en-US", "zh-CN"):
+        page = open_page(browser, app.url, locale=locale)
+        page.locator("#settings").click()
+        for tab in range(4):
+            page.get_by_role("tab").nth(tab).click()
+            lines = {line.strip() for line in page.locator("body").inner_text().splitlines()}
+            assert not lines & keys, f"{locale}, tab {tab}: untranslated {sorted(lines & keys)}"
+        page.context.close()
 
 
 def test_chinese_browser_gets_chinese_page_and_the_switch_changes_it(browser, app):

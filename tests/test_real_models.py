@@ -183,3 +183,17 @@ def test_a_long_conversation_drops_its_oldest_turns_with_a_notice(worker):
     notices = [i for i in items if isinstance(i, Notice)]
     assert len(notices) == 1 and notices[0].dropped_turns >= 1
     assert "".join(i for i in items if isinstance(i, str)).strip()
+
+
+def test_a_batch_refuses_an_overlong_question_and_answers_its_batch_mates(worker):
+    """The batch endpoint fits every conversation as a streamed answer is: a question too long for
+    SmolLM2's 2,048 tokens gets the refusal with the numbers as its error, not a llama.cpp failure,
+    and the other question of the same call is still answered."""
+    from arena.engines import BatchRequest
+
+    requests = [BatchRequest([{"role": "user", "content": "请解释这句话的意思。" * 800}]),
+                BatchRequest([{"role": "user", "content": "Say OK."}])]
+    reply = client.batch_chat(worker + "/v1", "smol-a", requests, GenerationParams(temperature=0.0, max_new_tokens=16))
+    refused, answered = reply.answers
+    assert "holds 2,048 tokens" in refused.error and not refused.text
+    assert answered.error is None and answered.text.strip()

@@ -1,6 +1,7 @@
 """The `openai` engine against a real OpenAI-compatible server started on loopback (our own
 worker, serving SmolLM2-135M with an API key), plus the endpoint's failure messages."""
 import os
+import re
 import subprocess
 import sys
 
@@ -117,3 +118,40 @@ def test_openai_entries_are_validated(tmp_path):
     path.write_text("models:" + entry)
     with pytest.raises(ConfigError, match="takes 'endpoint:'"):
         load_models(path)
+
+
+
+@pytest.mark.parametrize("event, problem", [
+    ('{"choices": [{"delta": "oops"}]}', "choices.0.delta"),
+    ('{"usage": {"prompt_tokens": -5}}', "usage.prompt_tokens"),
+    ('[1, 2]', "event"),
+    ("<html>busy</html>", "event"),
+])
+def test_a_malformed_stream_event_is_named_not_crashed_on(stub, event, problem):
+    """A server's streamed JSON is checked against a schema: a wrong type becomes an error naming the
+    server and the field, never an AttributeError in a pane or a negative token count in the store."""
+    with pytest.raises(client.EndpointError, match=rf"sent a malformed stream event \({re.escape(problem)}"):
+        collect(stub.base_url, [{"role": "user", "content": "RAW " + event}], GenerationParams())
+
+
+def test_unknown_fields_and_null_usage_are_accepted(stub):
+    """Servers add fields of their own and some send null counts: those answers still come through."""
+    event = '{"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop", "logprobs": null}], ' \
+            '"usage": {"prompt_tokens": null, "completion_tokens": 1}, "system_fingerprint": "x"}'
+    text, usage = collect(stub.base_url, [{"role": "user", "content": "RAW " + event}], GenerationParams())
+    assert text == "hi" and usage.completion_tokens == 1 and usage.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("reply, problem", [
+    (b'{"results": [{"text": 5}]}', "results.0.text"),
+    (b'{"results": [{"text": "a", "completion_tokens": -1}]}', "results.0.completion_tokens"),
+    (b'{"batched": true}', "results"),
+])
+def test_a_malformed_batch_reply_is_refused(monkeypatch, reply, problem):
+    """The batch endpoint's JSON is checked the same way (the real endpoint is exercised in
+    test_real_models and test_batch)."""
+    from arena.engines import BatchRequest
+
+    monkeypatch.setattr(client.httpx, "post", lambda *a, **k: client.httpx.Response(200, content=reply))
+    with pytest.raises(client.EndpointError, match=rf"malformed batch reply \({re.escape(problem)}"):
+        client.batch_chat("http://far:1/v1", "m", [BatchRequest([{"role": "user", "content": "q"}])], GenerationParams())

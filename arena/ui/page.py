@@ -118,7 +118,7 @@ def layout(handlers: Handlers) -> tuple[gr.Blocks, Components]:
         c["lang"] = gr.State("en")
         with gr.Row():
             c["title"] = gr.Markdown(I18N("title"))
-            c["language"] = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value=None,
+            c["language"] = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value="en",
                                      label=I18N("language"), elem_id="language", scale=0, min_width=160)
         with gr.Accordion(I18N("model_status"), open=True) as c["status_box"]:
             c["status"] = gr.Markdown(handlers.status("en"), elem_id="model-status")
@@ -257,6 +257,8 @@ def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
         return {c["lang"]: lang, **_by_name(c, relabeled + panes)(result)}
 
     def on_load(request: gr.Request):
+        # The page is built in English: only another language fires the switch (and its relabel, which
+        # would reset an input a fast user had already started typing into).
         return language_of(request.headers.get("accept-language") if request else None)
 
     c["language"].change(switch, [c["language"], c["mode"], c["model_a"], c["model_b"], c["round_id"]], outputs,

@@ -1,0 +1,66 @@
+"""What a remote OpenAI-compatible server may send us, as pydantic schemas.
+
+A model server's JSON is untrusted input like an upload: a field of the wrong type must become
+an ``EndpointError`` that names the server, never an ``AttributeError`` in a pane or a wrong figure
+in the store. Unknown fields are ignored (servers add their own); the fields we read are checked.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
+
+MAX_TEXT = 1_000_000  # characters of one answer or one streamed piece
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Delta(_Lenient):
+    content: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+class Choice(_Lenient):
+    delta: Delta | None = None
+    finish_reason: str | None = Field(default=None, max_length=64)
+
+
+class TokenUsage(_Lenient):
+    prompt_tokens: NonNegativeInt | None = None  # some servers send null: counted as unknown (0)
+    completion_tokens: NonNegativeInt | None = None
+
+
+class ErrorBody(_Lenient):
+    message: str = Field(default="", max_length=2000)
+
+
+class ArenaNotice(_Lenient):
+    """Our workers' extension: how the conversation was fitted to the context."""
+
+    dropped_turns: NonNegativeInt = 0
+    max_new_tokens: NonNegativeInt | None = None
+
+
+class StreamEvent(_Lenient):
+    """One ``data:`` line of a streamed chat completion."""
+
+    choices: list[Choice] | None = None
+    usage: TokenUsage | None = None
+    error: ErrorBody | str | None = None
+    arena_notice: ArenaNotice | None = None
+
+
+class BatchResult(_Lenient):
+    """One answer of our workers' ``POST /v1/arena/batch``."""
+
+    text: str | None = Field(default="", max_length=MAX_TEXT)
+    error: str | None = Field(default=None, max_length=5000)
+    ttft_s: NonNegativeFloat | None = None
+    total_s: NonNegativeFloat | None = None
+    prompt_tokens: NonNegativeInt = 0
+    completion_tokens: NonNegativeInt = 0
+    finish_reason: str | None = Field(default="stop", max_length=64)
+
+
+class BatchResponse(_Lenient):
+    batched: bool = False
+    results: list[BatchResult]
