@@ -129,12 +129,15 @@ def bench_memory(app: App, args) -> dict:
         with ThreadPoolExecutor(args.threads) as pool:
             list(pool.map(round_in_thread, range(n)))
 
-    for target in (100, args.rounds):
+    started = time.perf_counter()
+    for target in sorted({100, args.rounds // 4, args.rounds // 2, 3 * args.rounds // 4, args.rounds}):
         run(target - done)
         done = target
         marks[target] = resident_mb(app.proc.pid)
-    return {"rounds": done, "rss_mb_after_100": round(marks[100]), f"rss_mb_after_{done}": round(marks[done]),
-            "ratio": round(marks[done] / marks[100], 2), "stored_votes": app.stored_votes(),
+        print(f"{done} rounds, {time.perf_counter() - started:.0f} s: {marks[target]:.0f} MB", file=sys.stderr, flush=True)
+    return {"rounds": done, "rss_mb": {n: round(mb) for n, mb in marks.items()},
+            "ratio_last_to_100": round(marks[done] / marks[100], 2), "stored_votes": app.stored_votes(),
+            "rounds_per_s": round(done / (time.perf_counter() - started), 1),
             "failed_rounds": len(failures), "first_failures": failures[:3]}
 
 
