@@ -254,6 +254,14 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
     return app
 
 
+def warm_up(engine: ChatEngine) -> None:
+    """Generate one token before reporting ready, so the first user's stopwatch does not pay for
+    paging the weights in and setting up the engine's buffers (see BENCHMARKS.md §11). An engine that
+    cannot produce a token fails here, at load, rather than in every pane."""
+    for _ in engine.stream_chat([{"role": "user", "content": "Hi"}], GenerationParams(temperature=0.0, max_new_tokens=1)):
+        pass
+
+
 def _exit_with_parent() -> None:
     """No orphans: if the app dies (even by SIGKILL) the worker follows within a second, and takes
     its process group along (converters and other grandchildren) when it leads one, as under the
@@ -293,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key-env", help="require the key held by this environment variable on /v1 routes")
     parser.add_argument("--data-dir", help="where engines keep caches (the INT4 cache); default: next to the weights")
     parser.add_argument("--rebuild-cache", action="store_true", help="ignore and rebuild this model's INT4 cache")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="report ready without generating a first token (benchmarks of the warm-up itself)")
     args = parser.parse_args(argv)
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:  # before loading: a model can take minutes to load
@@ -313,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         engine = load_engine(model, Path(args.weights), threads=args.threads,
                              data_dir=Path(args.data_dir) if args.data_dir else None, rebuild=args.rebuild_cache)
+        if args.warmup:
+            warm_up(engine)
         load_seconds = time.perf_counter() - started
     except StopIteration:
         print(f"{ERROR_PREFIX}model {args.model!r} is not in {args.models}", file=sys.stderr, flush=True)
