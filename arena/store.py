@@ -232,10 +232,9 @@ def _with_folder(path: Path) -> Path:
 
 
 def _sqlite_engine(url: URL) -> Engine:
-    """One shared connection (StaticPool) used under Store's lock, as the store always did: writes
-    are serial in SQLite anyway, and threads then queue in Python instead of spinning in SQLite's
-    busy handler. The driver runs in autocommit so the ``begin`` hook can say BEGIN IMMEDIATE for
-    writes (the write lock is taken up front: no deadlock with another process upgrading a read)."""
+    """SQLite with the driver in autocommit: Store says BEGIN IMMEDIATE itself for writes (the write
+    lock is taken up front, so two processes never deadlock upgrading a read), and a read is one
+    statement, as the store always did."""
     engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -243,10 +242,6 @@ def _sqlite_engine(url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         for pragma in SQLITE_PRAGMAS:
             dbapi_connection.execute(pragma)
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get("write") else "BEGIN")
 
     return engine
 
@@ -267,7 +262,11 @@ class Store:
         self.dialect = self.url.get_backend_name()
         sqlite_file = self.dialect == "sqlite"
         self._engine = _sqlite_engine(self.url) if sqlite_file else _postgresql_engine(self.url)
-        self._writer = self._engine.execution_options(write=True)
+        # SQLite: one connection for the store's life, used under a lock, as the store always did:
+        # writes are serial in SQLite anyway, threads then queue in Python instead of spinning in
+        # SQLite's busy handler, and no pool round trip per vote (BENCHMARKS.md section 8).
+        # PostgreSQL: a connection from the pool per call; the server does the locking.
+        self._sqlite = self._engine.connect() if sqlite_file else None
         self._lock: AbstractContextManager = threading.Lock() if sqlite_file else nullcontext()
         self._insert = _INSERTS[self.dialect]
         try:
@@ -294,18 +293,28 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            if self._sqlite is not None:
+                self._sqlite.close()
             self._engine.dispose()
+
+    def _connection(self) -> AbstractContextManager[Connection]:
+        return nullcontext(self._sqlite) if self._sqlite is not None else self._engine.connect()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction: committed on exit, rolled back on an exception."""
-        with self._lock, self._writer.begin() as conn:
+        with self._lock, self._connection() as conn, conn.begin():
+            if self._sqlite is not None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._lock, self._engine.connect() as conn:
-            yield conn
+        with self._lock, self._connection() as conn:
+            try:
+                yield conn
+            finally:
+                conn.rollback()  # ends the implicit transaction of a read: the next begin() starts clean
 
     @staticmethod
     def _to_row(record: RoundRecord) -> dict[str, Any]:
