@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import (URL, CheckConstraint, Column, Connection, Engine, Executable, Float, Index, Integer, MetaData, Table, Text,
-                        bindparam, create_engine, event, func, make_url, select, union_all, update)
+from sqlalchemy import (URL, CheckConstraint, Column, Connection, Engine, Executable, Float, Index, Integer, MetaData,
+                        Table, Text, bindparam, create_engine, event, func, make_url, select, union_all, update)
 from sqlalchemy import text as _sql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -316,8 +316,14 @@ class Store:
         COMMIT: on PostgreSQL that is one round trip instead of three, on SQLite one statement
         fewer (BENCHMARKS.md section 8). Returns the rows it changed."""
         with self._lock, self._connection(autocommit=True) as conn:
-            changed = conn.execute(statement, params).rowcount
-            conn.commit()  # nothing to commit at the database; ends SQLAlchemy's implicit transaction
+            # The driver is in autocommit, so commit/rollback here only end SQLAlchemy's implicit
+            # transaction (the SQLite connection is reused: it must be left clean even after an error).
+            try:
+                changed = conn.execute(statement, params).rowcount
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
         return changed
 
     @contextmanager

@@ -190,9 +190,12 @@ def postgres():
     try:
         server = TempPostgres(durable=False)
     except PostgresMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.stop()
+        missing = str(exc)
+    else:
+        yield server
+        server.stop()
+        return
+    pytest.fail(missing, pytrace=False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

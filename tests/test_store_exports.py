@@ -48,6 +48,24 @@ def test_exactly_one_vote_per_round(store):
     assert store.get_round("r1").winner == "model_a"
 
 
+def test_a_refused_write_leaves_the_store_working(store):
+    """A write the schema refuses (a winner outside the CHECK list, a round without a session)
+    raises, stores nothing, and the next writes and reads work: the shared SQLite connection and
+    the pooled PostgreSQL ones come back clean."""
+    from sqlalchemy.exc import IntegrityError
+
+    store.save_round(record(1))
+    with pytest.raises(IntegrityError):
+        store.record_vote("r1", "model_c", 1.0, rated=True, flag=None)
+    with pytest.raises(IntegrityError):
+        store.save_round(RoundRecord(id="r2", tstamp=1.0, session=None, mode="blind", model_a="x", model_b="y"))
+    with pytest.raises(IntegrityError):
+        store.save_batch_answers([{"key": "k", "run_id": "run"}])  # many columns NOT NULL
+    assert store.record_vote("r1", "tie", 1.0, rated=True, flag=None) is True
+    assert store.get_round("r1").winner == "tie" and store.get_round("r2") is None
+    assert store.batch_answers("run") == []
+
+
 def test_neutralise_only_touches_formula_text():
     for bad in ("=1+1", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\rx"):
         assert exports.neutralise(bad) == "'" + bad
