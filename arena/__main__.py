@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .app import add_common_flags, serve
+from .app import add_common_flags, open_store, serve
 from .config import ConfigError, load_models
 
 
@@ -40,10 +40,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _leaderboard(args: argparse.Namespace) -> int:
     from . import leaderboard
-    from .store import Store
-
     names = {m.id: m.name for m in load_models(args.models)}
-    store = Store(Path(args.data_dir) / "arena.db")
+    store = open_store(args)
     if args.source == "judge":
         table, _ = leaderboard.judge_table(store, names, args.judge, args.bootstrap, args.seed)
         if table.empty:
@@ -66,9 +64,7 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from . import exports
-    from .store import Store
-
-    records = Store(Path(args.data_dir) / "arena.db").voted_rounds()
+    records = open_store(args).voted_rounds()
     out = args.output or Path(f"arena-{'votes' if args.format == 'csv' else 'battles'}.{args.format}")
     (exports.write_csv if args.format == "csv" else exports.write_jsonl)(records, out)
     print(f"wrote {len(records)} vote(s) to {out}")
@@ -77,11 +73,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from . import exports
-    from .store import Store
-
     try:
         catalog = {m.id: m for m in load_models(args.models)}
-        added, skipped = exports.import_battles(Store(Path(args.data_dir) / "arena.db"), args.file,
+        added, skipped = exports.import_battles(open_store(args), args.file,
                                                 trust=args.trust_import, catalog=catalog,
                                                 max_bytes=int(args.max_upload_mb * 1e6))
     except exports.ImportError_ as exc:

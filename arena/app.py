@@ -25,6 +25,20 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(),
                         help="votes database, assembled model files and worker logs "
                              "(default: $ARENA_DATA_DIR or ./data)")
+    add_database_flag(parser)
+
+
+def add_database_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database", default=os.environ.get("ARENA_DATABASE"), metavar="URL",
+                        help="where votes, rounds and batch runs are stored: postgresql://user@host/db for several "
+                             "app processes on one database, or a SQLite file path "
+                             "(default: $ARENA_DATABASE, else <data dir>/arena.db)")
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    """The store every command uses: --database if given, else the SQLite file in --data-dir
+    (where it always was, so existing data dirs keep working)."""
+    return Store(args.database or Path(args.data_dir) / "arena.db")
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -79,7 +93,7 @@ def build_arena(args: argparse.Namespace) -> Arena:
                     questions_per_minute=args.questions_per_minute, max_turns=args.max_turns,
                     votes_per_minute_per_address=args.votes_per_minute_per_address,
                     questions_per_minute_per_address=args.questions_per_minute_per_address)
-    return Arena(supervisor, Store(data_dir / "arena.db"), prompts, limits, schedule=args.schedule,
+    return Arena(supervisor, open_store(args), prompts, limits, schedule=args.schedule,
                  blind_hold=args.blind_together)
 
 

@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .app import default_data_dir
+from .app import add_database_flag, default_data_dir, open_store
 from .config import DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, ModelConfig, load_models, load_prompts
 
 
@@ -25,6 +25,7 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
                        help="model catalog (default: models.yaml)")
     batch.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS_FILE, help="preset questions")
     batch.add_argument("--data-dir", type=Path, default=default_data_dir(), help="database, models, reports")
+    add_database_flag(batch)
     batch.add_argument("--category", help="only presets of this category")
     batch.add_argument("--preset", nargs="+", action="extend", metavar="ID", help="only these preset ids")
     batch.add_argument("--repeats", type=int, default=1, help="answers per question and model (default 1)")
@@ -87,12 +88,11 @@ def _bar(total: int):
 def batch_command(args: argparse.Namespace) -> int:
     from . import report
     from .batch import BatchError, BatchRunner, BatchSettings, select_presets
-    from .store import Store
 
     catalog = load_models(args.models)
     known = {m.id for m in catalog}
     prompts = load_prompts(args.prompts)
-    store = Store(Path(args.data_dir) / "arena.db")
+    store = open_store(args)
     models = [m.strip() for m in args.models_list.split(",") if m.strip()] if args.models_list else None
     if args.models_list is not None and not models:
         return _fail("--models is empty; name at least one model id")
@@ -161,7 +161,6 @@ def judge_command(args: argparse.Namespace) -> int:
     from .batch import BatchError, choose_judge, judge_batch, judge_params
     from .client import EndpointError, batch_chat
     from .judge_file import BattleFileError, read_pairs
-    from .store import Store
     from .supervisor import ModelUnavailable
 
     catalog = load_models(args.models)
@@ -172,7 +171,7 @@ def judge_command(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.judge and args.judge not in known:
         return _fail(f"unknown judge {args.judge!r}; known: {', '.join(known)}")
-    store = Store(Path(args.data_dir) / "arena.db")
+    store = open_store(args)
     signal.signal(signal.SIGTERM, _interrupt)
     supervisor = _start_workers(catalog, {args.judge} if args.judge else None, args)
     try:
@@ -255,9 +254,8 @@ def _pct(value: float) -> str:
 
 def report_command(args: argparse.Namespace) -> int:
     from . import report
-    from .store import Store
 
-    store = Store(Path(args.data_dir) / "arena.db")
+    store = open_store(args)
     try:
         html_path, md_path = report.write_report(store, args.run_id, args.out or Path(args.data_dir) / "reports",
                                                  args.compare)

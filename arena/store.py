@@ -1,117 +1,166 @@
-"""The one module that owns the SQLite database (WAL mode).
+"""The one module that owns the database: SQLite (the embedded default, WAL mode) or PostgreSQL
+(several arena processes behind a load balancer sharing one database; README "Deployment").
 
-A round is one row: who fought, with which settings, every turn's answers and
-timings, any error, and the vote. Votes are an atomic ``UPDATE ... WHERE winner
-IS NULL`` so two clicks (or two API calls) can never record two votes.
+A round is one row: who fought, with which settings, every turn's answers and timings, any error,
+and the vote. Votes are an atomic ``UPDATE ... WHERE id=? AND winner IS NULL`` so two clicks, two
+API calls or two app processes can never record two votes: the database decides, not a process.
 
-Batch runs live in tables of their own (``batch_runs``, ``batch_answers``,
-``judge_pairs``, ``judgments``): a batch answer is not a vote and a judge verdict
-is not a human's, so neither can reach the ``rounds`` table or the human leaderboard.
+Batch runs live in tables of their own (``batch_runs``, ``batch_answers``, ``judge_pairs``,
+``judgments``): a batch answer is not a vote and a judge verdict is not a human's, so neither can
+reach the ``rounds`` table or the human leaderboard.
+
+Both backends run the same SQLAlchemy Core statements over one schema (the Table objects below).
+The one per-dialect choice is which ``insert`` construct renders ``ON CONFLICT``: SQLite's and
+PostgreSQL's take the same arguments (``_INSERTS``). JSON columns are TEXT on both.
 """
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rounds (
-    id            TEXT PRIMARY KEY,
-    tstamp        REAL NOT NULL,             -- unix time the round started
-    session       TEXT NOT NULL,
-    mode          TEXT NOT NULL CHECK (mode IN ('named', 'blind')),
-    model_a       TEXT NOT NULL,
-    model_b       TEXT NOT NULL,
-    model_a_info  TEXT NOT NULL DEFAULT '{}', -- JSON: name, engine, quantization
-    model_b_info  TEXT NOT NULL DEFAULT '{}',
-    settings      TEXT NOT NULL DEFAULT '{}', -- JSON: temperature, top_p, max_new_tokens, system_prompt
-    preset_id     TEXT,
-    turns         TEXT NOT NULL DEFAULT '[]', -- JSON list: question, settings, a/b answer with metrics and error
-    error         TEXT,                       -- first failed answer of the round, if any
-    ttft_a REAL, ttft_b REAL, tps_a REAL, tps_b REAL, -- first-turn TTFT, overall decode tokens/s
-    winner        TEXT CHECK (winner IN ('model_a', 'model_b', 'tie', 'tie (bothbad)')),
-    vote_tstamp   REAL,
-    rated         INTEGER NOT NULL DEFAULT 0, -- 1 = feeds the Bradley-Terry leaderboard
-    flag          TEXT,                       -- why a blind vote is not rated (e.g. a model named itself)
-    origin        TEXT NOT NULL DEFAULT 'local' -- 'local', or the file a battle was imported from
-);
-CREATE INDEX IF NOT EXISTS rounds_rating ON rounds (rated, model_a, model_b, winner, ttft_a, ttft_b, tps_a, tps_b);
-CREATE INDEX IF NOT EXISTS rounds_votes ON rounds (vote_tstamp) WHERE winner IS NOT NULL;
+from sqlalchemy import (URL, CheckConstraint, Column, Connection, Engine, Executable, Float, Index, Integer, MetaData,
+                        Table, Text, bindparam, create_engine, event, func, make_url, select, union_all, update)
+from sqlalchemy import text as _sql
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import StaticPool
 
-CREATE TABLE IF NOT EXISTS batch_runs (
-    id            TEXT PRIMARY KEY,
-    created       REAL NOT NULL,
-    finished      REAL,
-    status        TEXT NOT NULL,              -- running, interrupted, done, failed
-    config        TEXT NOT NULL DEFAULT '{}', -- JSON: models, presets, repeats, settings, judge
-    environment   TEXT NOT NULL DEFAULT '{}'  -- JSON: library versions, CPU, threads, models.yaml entries
-);
-CREATE TABLE IF NOT EXISTS batch_answers (
-    key           TEXT PRIMARY KEY,           -- batch.answer_key(run, model, preset, settings hash, seed, repeat)
-    run_id        TEXT NOT NULL,
-    model         TEXT NOT NULL,
-    preset_id     TEXT NOT NULL,
-    repeat        INTEGER NOT NULL,
-    seed          INTEGER,
-    settings_hash TEXT NOT NULL,
-    question      TEXT NOT NULL,
-    text          TEXT NOT NULL DEFAULT '',
-    error         TEXT,
-    ttft_s REAL, total_s REAL, output_tokens INTEGER, prompt_tokens INTEGER, tokens_per_s REAL,
-    finish_reason TEXT,
-    engine        TEXT,
-    quantization  TEXT,
-    batched       INTEGER NOT NULL DEFAULT 0, -- 1 = decoded together with others: timings under batching
-    batch_size    INTEGER,
-    created       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS batch_answers_run ON batch_answers (run_id, model, preset_id, repeat);
-CREATE TABLE IF NOT EXISTS judge_pairs (
-    id            TEXT PRIMARY KEY,
-    source        TEXT NOT NULL,              -- 'run:<run id>' or 'file:<name>'
-    run_id        TEXT,
-    preset_id     TEXT,
-    repeat        INTEGER,
-    language      TEXT NOT NULL DEFAULT 'en',
-    question      TEXT NOT NULL,
-    reference     TEXT,
-    model_a       TEXT NOT NULL,
-    model_b       TEXT NOT NULL,
-    answer_a      TEXT NOT NULL,
-    answer_b      TEXT NOT NULL,
-    human_winner  TEXT CHECK (human_winner IN ('model_a', 'model_b', 'tie', 'tie (bothbad)')),
-    created       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS judge_pairs_run ON judge_pairs (run_id);
-CREATE TABLE IF NOT EXISTS judgments (
-    pair_id       TEXT NOT NULL,
-    judge         TEXT NOT NULL,              -- model id of the judge
-    shown         TEXT NOT NULL CHECK (shown IN ('ab', 'ba')), -- order the answers were shown in
-    label         TEXT NOT NULL CHECK (label IN ('A', 'B', 'tie', 'bothbad', 'unparsed')), -- as shown
-    rationale     TEXT NOT NULL DEFAULT '',
-    reply         TEXT NOT NULL DEFAULT '',   -- the judge's last raw reply
-    attempts      INTEGER NOT NULL,
-    prompt_version TEXT NOT NULL,
-    ttft_s REAL, total_s REAL,
-    created       REAL NOT NULL,
-    PRIMARY KEY (pair_id, judge, shown)
-);
-"""
+from .config import ConfigError
 
-BATCH_RUN_COLUMNS = ("id", "created", "finished", "status", "config", "environment")
-BATCH_ANSWER_COLUMNS = ("key", "run_id", "model", "preset_id", "repeat", "seed", "settings_hash", "question", "text",
-                        "error", "ttft_s", "total_s", "output_tokens", "prompt_tokens", "tokens_per_s",
-                        "finish_reason", "engine", "quantization", "batched", "batch_size", "created")
-JUDGE_PAIR_COLUMNS = ("id", "source", "run_id", "preset_id", "repeat", "language", "question", "reference", "model_a",
-                      "model_b", "answer_a", "answer_b", "human_winner", "created")
-JUDGMENT_COLUMNS = ("pair_id", "judge", "shown", "label", "rationale", "reply", "attempts", "prompt_version",
-                    "ttft_s", "total_s", "created")
+WINNERS = "('model_a', 'model_b', 'tie', 'tie (bothbad)')"
+EMPTY_OBJECT, EMPTY_LIST = "'{}'", "'[]'"
+
+metadata = MetaData()
+
+
+def _real(name: str, *args: Any, **kwargs: Any) -> Column:
+    """A float column (REAL in SQLite, double precision in PostgreSQL): timings and unix times."""
+    return Column(name, Float, *args, **kwargs)
+
+
+def _int(name: str, *args: Any, **kwargs: Any) -> Column:
+    return Column(name, Integer, *args, **kwargs)
+
+
+def _text(name: str, *args: Any, default: str | None = None, **kwargs: Any) -> Column:
+    """A TEXT column; ``default`` is SQL (a quoted literal), as the schema stores it."""
+    if default is not None:
+        kwargs["server_default"] = _sql(default)
+    return Column(name, Text, *args, **kwargs)
+
+
+ROUNDS = Table(
+    "rounds", metadata,
+    _text("id", primary_key=True),
+    _real("tstamp", nullable=False),                      # unix time the round started
+    _text("session", nullable=False),
+    _text("mode", CheckConstraint("mode IN ('named', 'blind')"), nullable=False),
+    _text("model_a", nullable=False),
+    _text("model_b", nullable=False),
+    _text("model_a_info", nullable=False, default=EMPTY_OBJECT),  # JSON: name, engine, quantization
+    _text("model_b_info", nullable=False, default=EMPTY_OBJECT),
+    _text("settings", nullable=False, default=EMPTY_OBJECT),  # JSON: temperature, top_p, max_new_tokens, system_prompt
+    _text("preset_id"),
+    _text("turns", nullable=False, default=EMPTY_LIST),    # JSON list: question, settings, a/b answer with metrics
+    _text("error"),                                        # first failed answer of the round, if any
+    _real("ttft_a"), _real("ttft_b"), _real("tps_a"), _real("tps_b"),  # first-turn TTFT, overall decode tokens/s
+    _text("winner", CheckConstraint(f"winner IN {WINNERS}")),
+    _real("vote_tstamp"),
+    _int("rated", nullable=False, server_default=_sql("0")),  # 1 = feeds the Bradley-Terry leaderboard
+    _text("flag"),                                         # why a blind vote is not rated (e.g. a model named itself)
+    _text("origin", nullable=False, default="'local'"),    # 'local', or the file a battle was imported from
+)
+Index("rounds_rating", *(ROUNDS.c[c] for c in ("rated", "model_a", "model_b", "winner", "ttft_a", "ttft_b",
+                                               "tps_a", "tps_b")))
+Index("rounds_votes", ROUNDS.c.vote_tstamp, sqlite_where=ROUNDS.c.winner.is_not(None),
+      postgresql_where=ROUNDS.c.winner.is_not(None))
+
+BATCH_RUNS = Table(
+    "batch_runs", metadata,
+    _text("id", primary_key=True),
+    _real("created", nullable=False),
+    _real("finished"),
+    _text("status", nullable=False),                       # running, interrupted, done, failed
+    _text("config", nullable=False, default=EMPTY_OBJECT),  # JSON: models, presets, repeats, settings, judge
+    _text("environment", nullable=False, default=EMPTY_OBJECT),  # JSON: library versions, CPU, threads, models.yaml
+)
+BATCH_ANSWERS = Table(
+    "batch_answers", metadata,
+    _text("key", primary_key=True),                        # batch.answer_key(run, model, preset, settings, seed, repeat)
+    _text("run_id", nullable=False),
+    _text("model", nullable=False),
+    _text("preset_id", nullable=False),
+    _int("repeat", nullable=False),
+    _int("seed"),
+    _text("settings_hash", nullable=False),
+    _text("question", nullable=False),
+    _text("text", nullable=False, default="''"),
+    _text("error"),
+    _real("ttft_s"), _real("total_s"), _int("output_tokens"), _int("prompt_tokens"), _real("tokens_per_s"),
+    _text("finish_reason"),
+    _text("engine"),
+    _text("quantization"),
+    _int("batched", nullable=False, server_default=_sql("0")),  # 1 = decoded together with others: batched timings
+    _int("batch_size"),
+    _real("created", nullable=False),
+)
+Index("batch_answers_run", *(BATCH_ANSWERS.c[c] for c in ("run_id", "model", "preset_id", "repeat")))
+JUDGE_PAIRS = Table(
+    "judge_pairs", metadata,
+    _text("id", primary_key=True),
+    _text("source", nullable=False),                       # 'run:<run id>' or 'file:<name>'
+    _text("run_id"),
+    _text("preset_id"),
+    _int("repeat"),
+    _text("language", nullable=False, default="'en'"),
+    _text("question", nullable=False),
+    _text("reference"),
+    _text("model_a", nullable=False),
+    _text("model_b", nullable=False),
+    _text("answer_a", nullable=False),
+    _text("answer_b", nullable=False),
+    _text("human_winner", CheckConstraint(f"human_winner IN {WINNERS}")),
+    _real("created", nullable=False),
+)
+Index("judge_pairs_run", JUDGE_PAIRS.c.run_id)
+JUDGMENTS = Table(
+    "judgments", metadata,
+    _text("pair_id", primary_key=True),
+    _text("judge", primary_key=True),                      # model id of the judge
+    _text("shown", CheckConstraint("shown IN ('ab', 'ba')"), primary_key=True),  # order the answers were shown in
+    _text("label", CheckConstraint("label IN ('A', 'B', 'tie', 'bothbad', 'unparsed')"), nullable=False),  # as shown
+    _text("rationale", nullable=False, default="''"),
+    _text("reply", nullable=False, default="''"),          # the judge's last raw reply
+    _int("attempts", nullable=False),
+    _text("prompt_version", nullable=False),
+    _real("ttft_s"), _real("total_s"),
+    _real("created", nullable=False),
+)
+
+BATCH_RUN_COLUMNS = tuple(BATCH_RUNS.c.keys())
+BATCH_ANSWER_COLUMNS = tuple(BATCH_ANSWERS.c.keys())
+JUDGE_PAIR_COLUMNS = tuple(JUDGE_PAIRS.c.keys())
+JUDGMENT_COLUMNS = tuple(JUDGMENTS.c.keys())
 
 JSON_COLUMNS = ("model_a_info", "model_b_info", "settings", "turns")
+VOTE_COLUMNS = ("winner", "vote_tstamp", "rated", "flag")  # written by record_vote only
+
+# The atomic one-vote rule: the row changes only while it has no winner (rowcount 1 = this call voted).
+# Under PostgreSQL's READ COMMITTED a second, concurrent UPDATE waits for the first to commit and then
+# re-checks ``winner IS NULL`` on the new row version, so it changes nothing: exactly one vote either way.
+VOTE = update(ROUNDS).where(ROUNDS.c.id == bindparam("round_id"), ROUNDS.c.winner.is_(None))
+
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # same ON CONFLICT API on both
+SCHEMA_LOCK = 7_0707  # pg_advisory_xact_lock key: replicas starting together create the schema once
+SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+
+
+class StoreUnavailable(ConfigError):
+    """The database named by --database cannot be opened: a start-up error, said in one line."""
 
 
 @dataclass
@@ -150,78 +199,175 @@ class RoundRecord:
 
 
 COLUMNS = tuple(RoundRecord.__dataclass_fields__)
+assert COLUMNS == tuple(ROUNDS.c.keys()), "RoundRecord fields and the rounds table must list the same columns"
+
+
+def database_url(target: Path | str | URL) -> URL:
+    """What ``--database`` (or the default ``<data dir>/arena.db``) names, as the URL to open.
+
+    A plain path or ``sqlite:///path`` is a SQLite file (its folder is created); ``postgresql://``
+    (or ``postgres://``) means psycopg 3, the driver requirements.txt installs, rather than
+    SQLAlchemy's psycopg2 default."""
+    if isinstance(target, URL):
+        return target
+    text = str(target)
+    if "://" not in text:
+        return URL.create("sqlite", database=str(_with_folder(Path(text).expanduser())))
+    try:
+        url = make_url(text)
+    except ArgumentError as exc:
+        raise StoreUnavailable(f"--database {text!r} is not a database URL ({exc})") from None
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and url.database:
+        return url.set(database=str(_with_folder(Path(url.database).expanduser())))
+    raise StoreUnavailable(f"--database {url.render_as_string(hide_password=True)}: use a SQLite file path "
+                           f"(the default is <data dir>/arena.db) or postgresql://user@host/database")
+
+
+def _with_folder(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    """SQLite with the driver in autocommit: Store says BEGIN IMMEDIATE itself for writes (the write
+    lock is taken up front, so two processes never deadlock upgrading a read), and a read is one
+    statement, as the store always did."""
+    engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        for pragma in SQLITE_PRAGMAS:
+            dbapi_connection.execute(pragma)
+
+    return engine
+
+
+def _postgresql_engine(url: URL) -> Engine:
+    """A small pool per process: each thread gets its own connection, PostgreSQL does the locking.
+    pre_ping replaces a connection the server dropped (a restart) instead of failing a vote with it."""
+    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True,
+                         connect_args={"connect_timeout": 10, "application_name": "llm-arena"})
 
 
 class Store:
-    """Thread-safe access to the arena database; one connection guarded by a lock."""
+    """Thread-safe access to the arena database. Every method blocks: callers on the event loop use
+    ``asyncio.to_thread``."""
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, target: Path | str | URL):
+        self.url = database_url(target)
+        self.dialect = self.url.get_backend_name()
+        sqlite_file = self.dialect == "sqlite"
+        self._engine = _sqlite_engine(self.url) if sqlite_file else _postgresql_engine(self.url)
+        # SQLite: one connection for the store's life, used under a lock, as the store always did:
+        # writes are serial in SQLite anyway, threads then queue in Python instead of spinning in
+        # SQLite's busy handler, and no pool round trip per vote (BENCHMARKS.md section 8).
+        # PostgreSQL: a connection from the pool per call; the server does the locking.
+        self._sqlite = self._engine.connect() if sqlite_file else None
+        self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._lock: AbstractContextManager = threading.Lock() if sqlite_file else nullcontext()
+        self._insert = _INSERTS[self.dialect]
+        try:
+            self._create_schema()
+        except OperationalError as exc:
+            self._engine.dispose()
+            raise StoreUnavailable(f"cannot open the database {self.describe()}: {str(exc.orig).strip()}") from None
+        upsert = self._insert(ROUNDS)
+        self._save_round = upsert.on_conflict_do_update(
+            index_elements=[ROUNDS.c.id],
+            set_={c: upsert.excluded[c] for c in COLUMNS if c != "id" and c not in VOTE_COLUMNS})
+
+    def describe(self) -> str:
+        """The database's URL without its password: for messages and logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    def _create_schema(self) -> None:
+        """CREATE TABLE/INDEX IF NOT EXISTS, in one transaction. On PostgreSQL an advisory lock makes
+        replicas that start at once take turns (two concurrent CREATE TABLEs of one name collide)."""
+        with self._write() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK)))
+            metadata.create_all(conn)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._sqlite is not None:
+                self._sqlite.close()
+            self._engine.dispose()
+
+    def _connection(self, autocommit: bool = False) -> AbstractContextManager[Connection]:
+        if self._sqlite is not None:  # its driver is in autocommit already
+            return nullcontext(self._sqlite)
+        return (self._autocommit if autocommit else self._engine).connect()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction: committed on exit, rolled back on an exception."""
+        with self._lock, self._connection() as conn, conn.begin():
+            if self._sqlite is not None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+
+    def _write_one(self, statement: Executable, params: dict[str, Any]) -> int:
+        """One statement that is atomic on its own (a vote, a round's upsert), run without BEGIN and
+        COMMIT: on PostgreSQL that is one round trip instead of three, on SQLite one statement
+        fewer (BENCHMARKS.md section 8). Returns the rows it changed."""
+        with self._lock, self._connection(autocommit=True) as conn:
+            # The driver is in autocommit, so commit/rollback here only end SQLAlchemy's implicit
+            # transaction (the SQLite connection is reused: it must be left clean even after an error).
             try:
-                yield self._db
-                self._db.execute("COMMIT")
+                changed = conn.execute(statement, params).rowcount
             except BaseException:
-                self._db.execute("ROLLBACK")
+                conn.rollback()
                 raise
+            conn.commit()
+        return changed
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._lock, self._connection() as conn:
+            try:
+                yield conn
+            finally:
+                conn.rollback()  # ends the implicit transaction of a read: the next begin() starts clean
 
     @staticmethod
-    def _to_row(record: RoundRecord) -> tuple:
-        return tuple(json.dumps(getattr(record, c), ensure_ascii=False) if c in JSON_COLUMNS else getattr(record, c)
-                     for c in COLUMNS)
+    def _to_row(record: RoundRecord) -> dict[str, Any]:
+        return {c: json.dumps(getattr(record, c), ensure_ascii=False) if c in JSON_COLUMNS else getattr(record, c)
+                for c in COLUMNS}
 
     @staticmethod
-    def _from_row(row: tuple) -> RoundRecord:
-        values = {c: (json.loads(v) if c in JSON_COLUMNS else v) for c, v in zip(COLUMNS, row)}
-        return RoundRecord(**values)
+    def _from_row(row) -> RoundRecord:
+        return RoundRecord(**{c: (json.loads(v) if c in JSON_COLUMNS else v) for c, v in zip(COLUMNS, row)})
 
     def save_round(self, record: RoundRecord) -> None:
         """Insert or update everything about a round except its vote."""
-        vote_free = [c for c in COLUMNS if c not in ("winner", "vote_tstamp", "rated", "flag")]
-        updates = ", ".join(f"{c}=excluded.{c}" for c in vote_free if c != "id")
-        with self._transaction() as db:
-            db.execute(f"INSERT INTO rounds ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-                       f"ON CONFLICT(id) DO UPDATE SET {updates}", self._to_row(record))
+        self._write_one(self._save_round, self._to_row(record))
 
     def get_round(self, round_id: str) -> RoundRecord | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM rounds WHERE id=?", (round_id,)).fetchone()
+        with self._read() as conn:
+            row = conn.execute(select(ROUNDS).where(ROUNDS.c.id == round_id)).first()
         return self._from_row(row) if row else None
 
     def record_vote(self, round_id: str, winner: str, tstamp: float, rated: bool, flag: str | None) -> bool:
         """Store the vote unless one exists already; returns whether this call stored it."""
-        with self._transaction() as db:
-            cur = db.execute("UPDATE rounds SET winner=?, vote_tstamp=?, rated=?, flag=? "
-                             "WHERE id=? AND winner IS NULL", (winner, tstamp, int(rated), flag, round_id))
-            return cur.rowcount == 1
+        return self._write_one(VOTE, {"round_id": round_id, "winner": winner, "vote_tstamp": tstamp,
+                                      "rated": int(rated), "flag": flag}) == 1
 
     def voted_rounds(self) -> list[RoundRecord]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM rounds WHERE winner IS NOT NULL "
-                                    f"ORDER BY vote_tstamp").fetchall()
+        with self._read() as conn:
+            rows = conn.execute(select(ROUNDS).where(ROUNDS.c.winner.is_not(None))
+                                .order_by(ROUNDS.c.vote_tstamp)).all()
         return [self._from_row(r) for r in rows]
 
     def existing_ids(self, ids: list[str]) -> set[str]:
         found: set[str] = set()
-        with self._lock:
+        with self._read() as conn:
             for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                found.update(r[0] for r in self._db.execute(
-                    f"SELECT id FROM rounds WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+                found.update(conn.scalars(select(ROUNDS.c.id).where(ROUNDS.c.id.in_(ids[start:start + 500]))))
         return found
 
     def insert_voted_rounds(self, records: list[RoundRecord], chunk: int = 2000) -> int:
@@ -230,28 +376,33 @@ class Store:
         Written ``chunk`` rows per transaction so a live round's save never waits for a whole
         100,000-line import (BENCHMARKS.md). The caller validated every line first; if the process
         dies mid-way, importing the file again adds exactly the missing battles (ids dedupe)."""
-        added = 0
-        sql = f"INSERT OR IGNORE INTO rounds ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-        for start in range(0, len(records), chunk):
-            rows = [self._to_row(r) for r in records[start:start + chunk]]
-            with self._transaction() as db:
-                added += db.executemany(sql, rows).rowcount
-        return added
+        return self.insert_round_rows([self._to_row(r) for r in records], chunk)
+
+    def insert_round_rows(self, rows: list[dict[str, Any]], chunk: int = 2000) -> int:
+        """``insert_voted_rounds`` for rows already in ``_to_row`` form (benchmarks fill millions)."""
+        return sum(self._put(ROUNDS, rows[start:start + chunk], replace=False) for start in range(0, len(rows), chunk))
 
     def speed_samples(self, include_imported: bool = True) -> list[tuple[str, float]]:
         """(model, decode tokens/s) of every side of every rated battle, for medians."""
-        local = "" if include_imported else " AND origin='local'"
-        with self._lock:
-            return self._db.execute(
-                f"SELECT model_a, tps_a FROM rounds WHERE rated=1 AND winner IS NOT NULL AND tps_a IS NOT NULL{local} "
-                f"UNION ALL SELECT model_b, tps_b FROM rounds WHERE rated=1 AND winner IS NOT NULL "
-                f"AND tps_b IS NOT NULL{local}").fetchall()
+        sides = [select(ROUNDS.c[f"model_{s}"], ROUNDS.c[f"tps_{s}"])
+                 .where(*self._rated_votes("rated", include_imported), ROUNDS.c[f"tps_{s}"].is_not(None))
+                 for s in "ab"]
+        with self._read() as conn:
+            return [tuple(r) for r in conn.execute(union_all(*sides))]
 
     def votes_version(self) -> tuple:
-        """Changes whenever a vote is stored or imported: the leaderboard's cache key."""
-        with self._lock:
-            return tuple(self._db.execute(
-                "SELECT COUNT(*), MAX(vote_tstamp) FROM rounds WHERE winner IS NOT NULL").fetchone())
+        """Changes whenever a vote is stored or imported: the leaderboard's cache key. Read from the
+        database each time, so a vote taken by another replica changes it too."""
+        with self._read() as conn:
+            return tuple(conn.execute(select(func.count(), func.max(ROUNDS.c.vote_tstamp))
+                                      .where(ROUNDS.c.winner.is_not(None))).one())
+
+    @staticmethod
+    def _rated_votes(kind: str, include_imported: bool) -> list:
+        """WHERE terms: voted battles of one ``kind``, "rated" (blind, not flagged) or "named"."""
+        terms = [ROUNDS.c.winner.is_not(None)]
+        terms += [ROUNDS.c.rated == 1] if kind == "rated" else [ROUNDS.c.rated == 0, ROUNDS.c.mode == "named"]
+        return terms if include_imported else [*terms, ROUNDS.c.origin == "local"]
 
     def rating_aggregates(self, kind: str = "rated", include_imported: bool = True) -> list[tuple[Any, ...]]:
         """Voted battles grouped by (model_a, model_b, winner) with counts and metric sums.
@@ -259,88 +410,94 @@ class Store:
         ``kind`` is "rated" (blind, not flagged: the leaderboard) or "named". Grouping
         in SQL over a covering index keeps a million battles well under a second.
         """
-        where = {"rated": "rated=1", "named": "rated=0 AND mode='named'"}[kind]
-        if not include_imported:
-            where += " AND origin='local'"
-        with self._lock:
-            return self._db.execute(
-                "SELECT model_a, model_b, winner, COUNT(*), "
-                "SUM(ttft_a), COUNT(ttft_a), SUM(ttft_b), COUNT(ttft_b), "
-                "SUM(tps_a), COUNT(tps_a), SUM(tps_b), COUNT(tps_b) "
-                f"FROM rounds WHERE {where} AND winner IS NOT NULL GROUP BY model_a, model_b, winner").fetchall()
+        if kind not in ("rated", "named"):
+            raise KeyError(kind)
+        c = ROUNDS.c
+        metrics = [f(c[m]) for m in ("ttft_a", "ttft_b", "tps_a", "tps_b") for f in (func.sum, func.count)]
+        query = (select(c.model_a, c.model_b, c.winner, func.count(), *metrics)
+                 .where(*self._rated_votes(kind, include_imported)).group_by(c.model_a, c.model_b, c.winner))
+        with self._read() as conn:
+            return [tuple(r) for r in conn.execute(query)]
 
     # -- batch runs, judge pairs and judgments (never in the rounds table) -------------------------------
-    def _insert(self, table: str, columns: tuple[str, ...], rows: list[dict], replace: bool) -> int:
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-        with self._transaction() as db:
-            cur = db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                                 [tuple(row.get(c) for c in columns) for row in rows])
-            return cur.rowcount
+    def _put(self, table: Table, rows: list[dict], replace: bool) -> int:
+        """Insert rows; on a primary-key clash overwrite the stored row (``replace``) or keep it.
+        Returns how many rows were written: counted from RETURNING, because psycopg reports no
+        rowcount for a batch of statements."""
+        if not rows:
+            return 0
+        keys = [c.name for c in table.primary_key]
+        stmt = self._insert(table)
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.c
+                                                                     if not c.primary_key}) \
+            if replace else stmt.on_conflict_do_nothing(index_elements=keys)
+        columns = table.c.keys()
+        every = set(columns)  # rows from _to_row have every column: passed as they are (imports of 100,000)
+        params = [row if row.keys() == every else {c: row.get(c) for c in columns} for row in rows]
+        with self._write() as conn:
+            return len(conn.execute(stmt.returning(*table.primary_key), params).all())
 
-    def _select(self, table: str, columns: tuple[str, ...], where: str = "1", args: tuple = (),
-                order: str = "rowid") -> list[dict]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE {where} ORDER BY {order}",
-                                    args).fetchall()
-        return [dict(zip(columns, row)) for row in rows]
+    def _select(self, table: Table, *where, order: tuple = ()) -> list[dict]:
+        """Rows as dicts; by default in the order they were created (ties by primary key)."""
+        order = order or (table.c.created, *table.primary_key)
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(table).where(*where).order_by(*order))]
 
     def create_batch_run(self, run_id: str, created: float, config: dict, environment: dict) -> None:
-        self._insert("batch_runs", BATCH_RUN_COLUMNS, [{
+        self._put(BATCH_RUNS, [{
             "id": run_id, "created": created, "status": "running",
             "config": json.dumps(config, ensure_ascii=False), "environment": json.dumps(environment, ensure_ascii=False)}],
             replace=False)
 
     def set_batch_run_status(self, run_id: str, status: str, finished: float | None = None) -> None:
-        with self._transaction() as db:
-            db.execute("UPDATE batch_runs SET status=?, finished=? WHERE id=?", (status, finished, run_id))
+        with self._write() as conn:
+            conn.execute(update(BATCH_RUNS).where(BATCH_RUNS.c.id == run_id).values(status=status, finished=finished))
 
-    def batch_run(self, run_id: str) -> dict | None:
-        rows = self._select("batch_runs", BATCH_RUN_COLUMNS, "id=?", (run_id,))
-        if not rows:
-            return None
-        row = rows[0]
+    @staticmethod
+    def _decoded_run(row: dict) -> dict:
         return {**row, "config": json.loads(row["config"]), "environment": json.loads(row["environment"])}
 
+    def batch_run(self, run_id: str) -> dict | None:
+        rows = self._select(BATCH_RUNS, BATCH_RUNS.c.id == run_id)
+        return self._decoded_run(rows[0]) if rows else None
+
     def batch_runs(self) -> list[dict]:
-        return [{**r, "config": json.loads(r["config"]), "environment": json.loads(r["environment"])}
-                for r in self._select("batch_runs", BATCH_RUN_COLUMNS, order="created")]
+        return [self._decoded_run(r) for r in self._select(BATCH_RUNS)]
 
     def save_batch_answers(self, answers: list[dict]) -> None:
         """Insert or overwrite answers by key (``--fresh`` overwrites; resume never re-asks a stored one)."""
-        self._insert("batch_answers", BATCH_ANSWER_COLUMNS, answers, replace=True)
+        self._put(BATCH_ANSWERS, answers, replace=True)
 
     def batch_answers(self, run_id: str) -> list[dict]:
-        return self._select("batch_answers", BATCH_ANSWER_COLUMNS, "run_id=?", (run_id,),
-                            order="model, preset_id, repeat")
+        c = BATCH_ANSWERS.c
+        return self._select(BATCH_ANSWERS, c.run_id == run_id, order=(c.model, c.preset_id, c.repeat))
 
     def answered_keys(self, run_id: str) -> set[str]:
         """Keys of the run's answers that succeeded: a failed answer is asked again on resume."""
-        with self._lock:
-            return {r[0] for r in self._db.execute(
-                "SELECT key FROM batch_answers WHERE run_id=? AND error IS NULL", (run_id,))}
+        c = BATCH_ANSWERS.c
+        with self._read() as conn:
+            return set(conn.scalars(select(c.key).where(c.run_id == run_id, c.error.is_(None))))
 
     def save_judge_pairs(self, pairs: list[dict]) -> int:
         """Store pairs to judge; a pair already stored (same id) is kept as it was."""
-        return self._insert("judge_pairs", JUDGE_PAIR_COLUMNS, pairs, replace=False) if pairs else 0
+        return self._put(JUDGE_PAIRS, pairs, replace=False)
 
     def judge_pairs(self, run_id: str | None = None, ids: list[str] | None = None) -> list[dict]:
         if run_id is not None:
-            return self._select("judge_pairs", JUDGE_PAIR_COLUMNS, "run_id=?", (run_id,))
+            return self._select(JUDGE_PAIRS, JUDGE_PAIRS.c.run_id == run_id)
         if ids is not None:
             found: list[dict] = []
             for start in range(0, len(ids), 500):
-                chunk = tuple(ids[start:start + 500])
-                found += self._select("judge_pairs", JUDGE_PAIR_COLUMNS, f"id IN ({', '.join('?' * len(chunk))})",
-                                      chunk)
+                found += self._select(JUDGE_PAIRS, JUDGE_PAIRS.c.id.in_(ids[start:start + 500]))
             return found
-        return self._select("judge_pairs", JUDGE_PAIR_COLUMNS)
+        return self._select(JUDGE_PAIRS)
 
     def save_judgments(self, judgments: list[dict]) -> None:
-        self._insert("judgments", JUDGMENT_COLUMNS, judgments, replace=True)
+        self._put(JUDGMENTS, judgments, replace=True)
 
     def judgments(self, judge: str | None = None, pair_ids: list[str] | None = None) -> list[dict]:
-        where, args = ("judge=?", (judge,)) if judge else ("1", ())
-        rows = self._select("judgments", JUDGMENT_COLUMNS, where, args, order="pair_id, shown")
+        c = JUDGMENTS.c
+        rows = self._select(JUDGMENTS, *([c.judge == judge] if judge else []), order=(c.pair_id, c.shown))
         if pair_ids is not None:
             wanted = set(pair_ids)
             rows = [r for r in rows if r["pair_id"] in wanted]

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from arena import leaderboard  # noqa: E402
-from arena.store import COLUMNS, RoundRecord, Store  # noqa: E402
+from arena.store import RoundRecord, Store  # noqa: E402
 
 
 def fill(store: Store, battles: int, models: int, seed: int = 1) -> np.ndarray:
@@ -32,16 +32,9 @@ def fill(store: Store, battles: int, models: int, seed: int = 1) -> np.ndarray:
     template = RoundRecord(id="", tstamp=0.0, session="bench", mode="blind", model_a="", model_b="",
                            rated=1, winner="model_a", ttft_a=0.3, ttft_b=0.4, tps_a=20.0, tps_b=30.0)
     base = Store._to_row(template)
-    idx = {c: i for i, c in enumerate(COLUMNS)}
-    rows = []
-    for i in range(battles):
-        row = list(base)
-        row[idx["id"]] = f"b{i}"
-        row[idx["model_a"]], row[idx["model_b"]] = f"model-{a[i]:02d}", f"model-{b[i]:02d}"
-        row[idx["winner"]] = winner[i]
-        rows.append(tuple(row))
-    with store._transaction() as db:
-        db.executemany(f"INSERT INTO rounds ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+    rows = [{**base, "id": f"b{i}", "model_a": f"model-{a[i]:02d}", "model_b": f"model-{b[i]:02d}",
+             "winner": str(winner[i])} for i in range(battles)]
+    store.insert_round_rows(rows, chunk=50_000)
     return strength
 
 

@@ -4,7 +4,7 @@
     python bench/bench_server.py stall    # longest gap between stream updates while another session imports
     python bench/bench_server.py memory   # app RSS after 100 and after 10,000 API rounds
     python bench/bench_server.py load     # 100 concurrent sessions x 10 rounds: errors, stored vs acknowledged
-    python bench/bench_server.py votes    # vote writes per second of the store alone (SQLite)
+    python bench/bench_server.py votes    # vote writes per second of the store alone: SQLite, PostgreSQL
 """
 from __future__ import annotations
 
@@ -172,22 +172,42 @@ def bench_load(app: App, args) -> dict:
             "first_errors": errors[:3]}
 
 
-def bench_votes(args) -> dict:
-    """Vote writes per second of the store alone: one atomic UPDATE per vote, as the app does."""
+def vote_rate(target: Path | str, n: int, threads: int) -> dict:
+    """Vote writes per second of one store: ``n`` rounds saved, then voted from ``threads`` threads,
+    one atomic UPDATE per vote in its own transaction, as the app does."""
     from arena.store import RoundRecord, Store
 
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "arena.db")
-        for i in range(args.n):
+    store = Store(target)
+    try:
+        for i in range(n):
             store.save_round(RoundRecord(id=f"r{i}", tstamp=float(i), session="s", mode="blind",
                                          model_a="a", model_b="b", turns=[]))
         started = time.perf_counter()
-        with ThreadPoolExecutor(args.threads) as pool:
-            stored = sum(pool.map(lambda i: store.record_vote(f"r{i}", "tie", time.time(), True, None),
-                                  range(args.n)))
+        with ThreadPoolExecutor(threads) as pool:
+            stored = sum(pool.map(lambda i: store.record_vote(f"r{i}", "tie", time.time(), True, None), range(n)))
         elapsed = time.perf_counter() - started
+    finally:
         store.close()
-    return {"backend": "sqlite", "votes": stored, "threads": args.threads, "votes_per_s": round(stored / elapsed)}
+    return {"backend": store.dialect, "votes": stored, "threads": threads, "votes_per_s": round(stored / elapsed)}
+
+
+def bench_votes(args) -> list[dict]:
+    """SQLite and PostgreSQL side by side: a temp SQLite file and a throwaway PostgreSQL server with
+    its default (durable) settings, started like the test fixture; or the --database URLs given."""
+    from tests.pg_server import TempPostgres
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in args.database or [Path(tmp) / "arena.db", "temp-postgresql"]:
+            if target != "temp-postgresql":
+                results.append(vote_rate(target, args.n, args.threads))
+                continue
+            server = TempPostgres(durable=True)
+            try:
+                results.append({**vote_rate(server.new_database(), args.n, args.threads), "server": "temporary"})
+            finally:
+                server.stop()
+    return results
 
 
 def main() -> None:
@@ -199,9 +219,13 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--n", type=int, default=20_000, help="votes: how many")
+    parser.add_argument("--database", action="append", metavar="URL",
+                        help="votes: measure this database (a SQLite path, postgresql://…; repeatable) instead of "
+                             "a temp SQLite file and a temporary PostgreSQL server")
     args = parser.parse_args()
     if args.what == "votes":
-        print(json.dumps(bench_votes(args)))
+        for result in bench_votes(args):
+            print(json.dumps(result))
         return
     args.rounds = args.rounds or {"memory": 10_000, "load": 10}.get(args.what, 0)
     stub = StubOpenAI(piece_delay=0.02 if args.what == "stall" else 0.001)

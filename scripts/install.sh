@@ -2,7 +2,7 @@
 # Installs the arena into a virtualenv (default: ./.venv). Idempotent: a second
 # run reuses the venv and the cached llama-cpp-python wheel, so it takes seconds.
 #   scripts/install.sh          app + embedded models
-#   scripts/install.sh --test   also pytest, Playwright and Debian Chromium
+#   scripts/install.sh --test   also pytest, Playwright, Debian Chromium and PostgreSQL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,10 +52,11 @@ if [ "${1:-}" = "--test" ]; then
   log "installing requirements-test.txt"
   "${PIP[@]}" -r requirements-test.txt
   # Browser tests drive Debian's Chromium (Playwright cannot download a browser here);
-  # the fonts make Chinese text and status icons legible in the test screenshots.
-  APT_PACKAGES=(chromium fonts-noto-cjk fonts-noto-color-emoji)
+  # the fonts make Chinese text and status icons legible in the test screenshots. The store
+  # tests also run on PostgreSQL: a throwaway server from Debian's package (tests/pg_server.py).
+  APT_PACKAGES=(chromium fonts-noto-cjk fonts-noto-color-emoji postgresql)
   if ! dpkg -s "${APT_PACKAGES[@]}" >/dev/null 2>&1; then
-    log "installing ${APT_PACKAGES[*]} (apt) for the browser tests"
+    log "installing ${APT_PACKAGES[*]} (apt) for the browser and PostgreSQL tests"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null

@@ -179,3 +179,44 @@ def default_pair_catalog() -> str:
 
     shipped = yaml.safe_load((ROOT / "models.yaml").read_text(encoding="utf-8"))
     return yaml.safe_dump({"models": shipped["models"][:2]}, allow_unicode=True, sort_keys=False)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for the session (tests/pg_server.py). Missing binaries fail the
+    tests that need it, with the fix in the message: CI installs them, so a skip would hide a broken install."""
+    from .pg_server import PostgresMissing, TempPostgres
+
+    try:
+        server = TempPostgres(durable=False)
+    except PostgresMissing as exc:
+        missing = str(exc)
+    else:
+        yield server
+        server.stop()
+        return
+    pytest.fail(missing, pytrace=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_store(request, tmp_path):
+    """Opens a fresh, empty store of the test's backend per call (each a new database); closes and
+    drops them afterwards. The store tests take it, so every one runs on both backends."""
+    from arena.store import Store
+
+    opened, databases = [], []
+
+    def make() -> Store:
+        if request.param == "sqlite":
+            target = tmp_path / f"arena{len(opened)}.db"
+        else:
+            target = request.getfixturevalue("postgres").new_database()
+            databases.append(target)
+        opened.append(Store(target))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
+    for url in databases:
+        request.getfixturevalue("postgres").drop_database(url)

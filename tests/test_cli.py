@@ -51,3 +51,26 @@ def test_import_then_leaderboard_and_export_from_the_command_line(tmp_path):
     broken.write_text('{"model_a": "m1"}\n')
     result = run("import", str(broken), *data)
     assert result.returncode == 2 and "broken.jsonl line 1" in result.stderr
+
+
+def test_database_flag_points_every_command_at_postgresql(tmp_path, postgres):
+    """--database postgresql://… replaces <data dir>/arena.db for import, leaderboard and export."""
+    url = postgres.new_database()
+    battles = tmp_path / "battles.jsonl"
+    battles.write_text("".join(json.dumps({"id": f"b{i}", "model_a": "m1", "model_b": "m2", "winner": "model_a",
+                                           "anony": True, "tstamp": i}) + "\n" for i in range(3)))
+    flags = ["--data-dir", str(tmp_path / "d"), "--database", url]
+    assert "imported 3 battle(s) (blind ones rated" in run("import", str(battles), "--trust-import", *flags).stdout
+    assert "3 already stored" in run("import", str(battles), *flags).stdout  # the same database: all known
+    assert "m1" in run("leaderboard", *flags).stdout
+    assert "wrote 3 vote(s)" in run("export", "--format", "jsonl", "-o", str(tmp_path / "b.jsonl"), *flags).stdout
+    assert not (tmp_path / "d" / "arena.db").exists()
+
+
+def test_unreachable_database_stops_start_up_and_commands_with_its_reason(tmp_path):
+    dead = "postgresql://arena:secret@127.0.0.1:1/arena"
+    for args in (("--models", str(smol_catalog(tmp_path / "m.yaml"))), ("leaderboard",)):
+        result = run(*args, "--data-dir", str(tmp_path / "d"), "--database", dead)
+        assert result.returncode != 0
+        assert "cannot open the database postgresql+psycopg://arena:***@127.0.0.1:1/arena" in result.stderr
+        assert "secret" not in result.stderr and "Connection refused" in result.stderr

@@ -1,10 +1,12 @@
-"""Unit: SQLite round trip, exactly one vote per round, CSV escaping, JSONL export/import."""
+"""Unit, on SQLite and on PostgreSQL (the ``make_store`` fixture): round trip, exactly one vote per
+round (also from two stores racing), the batch tables, CSV escaping, JSONL export/import."""
 import csv
 import json
 
 import pytest
 
 from arena import exports, leaderboard
+from arena import store as arena_store
 from arena.store import RoundRecord, Store
 
 
@@ -22,10 +24,8 @@ def record(i: int, winner: str | None = None, mode: str = "blind", a: str = "x",
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "arena.db")
-    yield s
-    s.close()
+def store(make_store):
+    return make_store()
 
 
 def test_round_trip_keeps_every_field(store):
@@ -33,7 +33,9 @@ def test_round_trip_keeps_every_field(store):
     store.save_round(r)
     back = store.get_round("r1")
     assert back == r
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if store.dialect == "sqlite":
+        with store._read() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_exactly_one_vote_per_round(store):
@@ -44,6 +46,24 @@ def test_exactly_one_vote_per_round(store):
     # saving the round again (a late turn) must not erase the vote
     store.save_round(record(1))
     assert store.get_round("r1").winner == "model_a"
+
+
+def test_a_refused_write_leaves_the_store_working(store):
+    """A write the schema refuses (a winner outside the CHECK list, a round without a session)
+    raises, stores nothing, and the next writes and reads work: the shared SQLite connection and
+    the pooled PostgreSQL ones come back clean."""
+    from sqlalchemy.exc import IntegrityError
+
+    store.save_round(record(1))
+    with pytest.raises(IntegrityError):
+        store.record_vote("r1", "model_c", 1.0, rated=True, flag=None)
+    with pytest.raises(IntegrityError):
+        store.save_round(RoundRecord(id="r2", tstamp=1.0, session=None, mode="blind", model_a="x", model_b="y"))
+    with pytest.raises(IntegrityError):
+        store.save_batch_answers([{"key": "k", "run_id": "run"}])  # many columns NOT NULL
+    assert store.record_vote("r1", "tie", 1.0, rated=True, flag=None) is True
+    assert store.get_round("r1").winner == "tie" and store.get_round("r2") is None
+    assert store.batch_answers("run") == []
 
 
 def test_neutralise_only_touches_formula_text():
@@ -70,7 +90,7 @@ def test_csv_is_utf8_bom_one_row_per_vote_and_injection_safe(store, tmp_path):
     assert row["tokens_per_s_a"] == "11.25" and row["ttft_b_s"] == "0.3"
 
 
-def test_jsonl_export_reimports_to_the_same_leaderboard(store, tmp_path):
+def test_jsonl_export_reimports_to_the_same_leaderboard(store, make_store, tmp_path):
     outcomes = ["model_a"] * 6 + ["model_b"] * 2 + ["tie"] * 2
     for i, w in enumerate(outcomes):
         store.save_round(record(i))
@@ -79,7 +99,7 @@ def test_jsonl_export_reimports_to_the_same_leaderboard(store, tmp_path):
     line = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
     assert {"model_a", "model_b", "winner", "tstamp", "anony", "conversation_a", "conversation_b"} <= set(line)
     assert line["anony"] is True and line["conversation_a"][0] == {"role": "user", "content": "问题？"}
-    other = Store(tmp_path / "other.db")
+    other = make_store()
     assert exports.import_battles(other, path, trust=True) == (10, 0)
     assert exports.import_battles(other, path, trust=True) == (0, 10)  # de-duplicated by id
     before = leaderboard.from_store(store)[0]
@@ -118,7 +138,7 @@ def battle_line(**changes) -> str:
     return json.dumps({**line, **changes})
 
 
-def test_a_file_cannot_rate_itself(store, tmp_path):
+def test_a_file_cannot_rate_itself(store, make_store, tmp_path):
     """A named battle claiming "rated": true, or a blind one whose answer names a model, is not rated
     even with --trust-import; a clean blind battle is rated only with it."""
     path = tmp_path / "claims.jsonl"
@@ -129,7 +149,7 @@ def test_a_file_cannot_rate_itself(store, tmp_path):
         battle_line(id="clean")]) + "\n")
     exports.import_battles(store, path)
     assert {r.id: r.rated for r in store.voted_rounds()} == {"named": 0, "names-itself": 0, "clean": 0}
-    trusted = Store(tmp_path / "trusted.db")
+    trusted = make_store()
     exports.import_battles(trusted, path, trust=True)
     rounds = {r.id: r for r in trusted.voted_rounds()}
     assert {k: r.rated for k, r in rounds.items()} == {"named": 0, "names-itself": 0, "clean": 1}
@@ -175,3 +195,80 @@ def test_leaderboard_can_leave_out_imported_battles(store, tmp_path):
     everything = leaderboard.from_store(store)[0]
     local = leaderboard.from_store(store, include_imported=False)[0]
     assert set(everything["model"]) == {"x", "y", "far1", "far2"} and set(local["model"]) == {"x", "y"}
+
+
+def test_two_stores_racing_on_the_same_rounds_store_one_vote_each(store):
+    """Two Store objects on one database stand for two app processes: 8 threads vote every round at
+    once, and each round keeps exactly the vote of the one call that returned True."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    other = Store(store.url)
+    try:
+        for i in range(30):
+            store.save_round(record(i))
+        calls = [(s, f"r{i}", winner) for i in range(30) for s, winner in
+                 ((store, "model_a"), (other, "model_b"), (store, "tie"), (other, "tie (bothbad)"))]
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda c: c[0].record_vote(c[1], c[2], 1.0, rated=True, flag=None), calls))
+        won = {round_id: winner for (_, round_id, winner), ok in zip(calls, results) if ok}
+        assert sum(results) == 30 and len(won) == 30
+        assert {r.id: r.winner for r in other.voted_rounds()} == won
+    finally:
+        other.close()
+
+
+def test_stores_opening_a_new_database_at_once_create_the_schema_once(make_store):
+    """Replicas starting together: concurrent CREATE TABLE must not fail any of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = make_store()
+    with first._write() as conn:  # back to an empty database, then four stores open it at once
+        for table in reversed(list(arena_store.metadata.sorted_tables)):
+            table.drop(conn)
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: Store(first.url), range(4)))
+    stores[0].save_round(record(1))
+    assert all(s.get_round("r1") is not None for s in stores)
+    for s in stores:
+        s.close()
+
+
+def test_import_writes_in_chunks_and_counts_only_new_rounds(store):
+    for i in range(4):
+        store.save_round(record(i))
+    assert store.insert_voted_rounds([record(i, winner="tie") for i in range(10)], chunk=3) == 6
+    assert store.existing_ids([f"r{i}" for i in range(12)]) == {f"r{i}" for i in range(10)}
+
+
+def test_batch_tables_keep_or_overwrite_by_key(store):
+    store.create_batch_run("run1", 1.0, {"models": ["x"]}, {"cpu": "é"})
+    store.create_batch_run("run1", 2.0, {"models": ["changed"]}, {})  # an existing run is kept
+    store.set_batch_run_status("run1", "done", 3.0)
+    assert {k: store.batch_run("run1")[k] for k in ("created", "status", "finished", "config", "environment")} == \
+        {"created": 1.0, "status": "done", "finished": 3.0, "config": {"models": ["x"]}, "environment": {"cpu": "é"}}
+    assert [r["id"] for r in store.batch_runs()] == ["run1"] and store.batch_run("nope") is None
+
+    def answer(key: str, model: str, error: str | None = None, text: str = "t") -> dict:
+        return {"key": key, "run_id": "run1", "model": model, "preset_id": "p", "repeat": 0, "settings_hash": "h",
+                "question": "q", "text": text, "error": error, "batched": 0, "created": 1.0}
+    store.save_batch_answers([answer("k2", "y", error="boom"), answer("k1", "x")])
+    store.save_batch_answers([answer("k1", "x", text="again")])  # --fresh overwrites by key
+    assert [(a["key"], a["text"]) for a in store.batch_answers("run1")] == [("k1", "again"), ("k2", "t")]
+    assert store.answered_keys("run1") == {"k1"}
+
+    def pair(pair_id: str, created: float, answer_a: str = "a") -> dict:
+        return {"id": pair_id, "source": "run:run1", "run_id": "run1", "language": "en", "question": "q", "model_a": "x",
+                "model_b": "y", "answer_a": answer_a, "answer_b": "b", "created": created}
+    assert store.save_judge_pairs([pair("p2", 1.0), pair("p1", 2.0)]) == 2
+    assert store.save_judge_pairs([pair("p2", 3.0, answer_a="changed")]) == 0  # a stored pair is kept
+    assert [(p["id"], p["answer_a"]) for p in store.judge_pairs("run1")] == [("p2", "a"), ("p1", "a")]
+    assert [p["id"] for p in store.judge_pairs(ids=["p1"])] == ["p1"] and len(store.judge_pairs()) == 2
+
+    def verdict(pair_id: str, shown: str, label: str) -> dict:
+        return {"pair_id": pair_id, "judge": "j", "shown": shown, "label": label, "rationale": "", "reply": "",
+                "attempts": 1, "prompt_version": "v1", "created": 1.0}
+    store.save_judgments([verdict("p2", "ba", "A"), verdict("p2", "ab", "B"), verdict("p1", "ab", "tie")])
+    store.save_judgments([verdict("p2", "ab", "unparsed")])  # a judge asked again overwrites
+    assert [(j["pair_id"], j["shown"], j["label"]) for j in store.judgments("j")] == \
+        [("p1", "ab", "tie"), ("p2", "ab", "unparsed"), ("p2", "ba", "A")]
+    assert [j["pair_id"] for j in store.judgments(pair_ids=["p1"])] == ["p1"] and store.judgments("other") == []
