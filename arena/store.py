@@ -294,6 +294,12 @@ class Store:
         with self._transaction() as db:
             db.execute("UPDATE batch_runs SET status=?, finished=? WHERE id=?", (status, finished, run_id))
 
+    def set_batch_run_environment(self, run_id: str, environment: dict) -> None:
+        """Replace a run's environment: measurements taken during the run (a worker's memory) join it."""
+        with self._transaction() as db:
+            db.execute("UPDATE batch_runs SET environment=? WHERE id=?",
+                       (json.dumps(environment, ensure_ascii=False), run_id))
+
     def batch_run(self, run_id: str) -> dict | None:
         rows = self._select("batch_runs", BATCH_RUN_COLUMNS, "id=?", (run_id,))
         if not rows:
@@ -337,6 +343,11 @@ class Store:
 
     def save_judgments(self, judgments: list[dict]) -> None:
         self._insert("judgments", JUDGMENT_COLUMNS, judgments, replace=True)
+
+    def judgments_version(self) -> tuple:
+        """Changes whenever a judgment is stored or replaced: the judge table's cache key."""
+        with self._lock:
+            return tuple(self._db.execute("SELECT COUNT(*), MAX(rowid), MAX(created) FROM judgments").fetchone())
 
     def judgments(self, judge: str | None = None, pair_ids: list[str] | None = None) -> list[dict]:
         where, args = ("judge=?", (judge,)) if judge else ("1", ())
