@@ -124,6 +124,12 @@ def _win(win: tuple | None) -> str:
     return "–" if not win else f"{100 * win[0]:.0f}% [{100 * win[1]:.0f}–{100 * win[2]:.0f}%] (n={win[3]})"
 
 
+def _versions(data: RunData) -> str:
+    """The judge prompt version(s) of this run's stored judgments (an older run may hold v1 verdicts)."""
+    found = sorted({r["prompt_version"] for r in data.judgments.values()}) or [J.PROMPT_VERSION]
+    return " and ".join(f"`{v}`" for v in found)
+
+
 def judge_block(data: RunData) -> list[str]:
     """Plain sentences (Markdown-safe, no model text) describing the judge and how far to trust it."""
     cfg = data.config
@@ -131,7 +137,7 @@ def judge_block(data: RunData) -> list[str]:
     if not judge:
         return ["No judge: this run was not judged (fewer than two models, or `--judge none`)."]
     lines = [f"Judge: **{_md_inline(data.name(judge))}** (`{judge}`), chosen as {cfg.get('judge_rule', '?')}. "
-             f"Prompt `{J.PROMPT_VERSION}`: pairwise, reference-guided where the preset has a reference, in the "
+             f"Prompt {_versions(data)}: pairwise, reference-guided where the preset has a reference, in the "
              "question's language, greedy; every pair judged in both orders."]
     if cfg.get("self_judging"):
         lines.append(f"**Self-judging:** the judge is also a contestant in this run. Judges tend to prefer their "

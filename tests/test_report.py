@@ -146,6 +146,7 @@ def test_summary_shows_each_workers_recorded_memory(tmp_path):
     html_path, md_path = report.write_report(store, "r1", tmp_path / "out")
     rows = [line for line in md_path.read_text(encoding="utf-8").splitlines() if line.startswith("| Model m")]
     assert rows[0].endswith("| 512 / 601 |") and rows[1].endswith("| – |")
+    assert "Prompt `pairwise-ref-v1`" in md_path.read_text(encoding="utf-8")  # the stored verdicts' version
     assert report.MEMORY_HEADING in html_path.read_text(encoding="utf-8")
 
 
