@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--catalog", type=Path, default=ROOT / "models.yaml")
     parser.add_argument("--prompts", type=Path, default=ROOT / "prompts.yaml")
     parser.add_argument("--out", type=Path, help="JSONL of every judgment made in memory (other versions)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads per judge worker (default: all cores; 1 on a host busier than its cores, "
+                             "where llama.cpp's threads wait on each other: BENCHMARKS.md §10)")
     args = parser.parse_args()
     versions = args.versions.split(",")
     unknown = [v for v in versions if v not in J.PROTOCOLS]
@@ -86,7 +89,7 @@ def main() -> None:
     ids = {p["id"] for p in pairs}
     judges = args.judges.split(",")
     catalog = [m for m in load_models(args.catalog) if m.id in judges]
-    supervisor = Supervisor(catalog, args.catalog, args.data_dir, threads=os.cpu_count())
+    supervisor = Supervisor(catalog, args.catalog, args.data_dir, threads=args.threads)
     supervisor.start()
     verdicts: dict[tuple[str, str], dict[str, J.Verdict]] = {}
     seconds: dict[tuple[str, str], float] = {}
