@@ -415,6 +415,19 @@ def _asked(ask: JudgeAsk, conversations: list[list[dict]], max_tokens: int) -> l
     return ask([BatchRequest(m, 0) for m in conversations], max_tokens) if conversations else []
 
 
+def _v1_label(text: str) -> str | None:
+    return J.parse_verdict(text).label
+
+
+def _second_turn(ask: JudgeAsk, conversations: list[list[dict]], first: list[BatchAnswer]) -> list[BatchAnswer]:
+    """v2's one-word turn for every conversation whose first turn succeeded (a failed one keeps its error)."""
+    replies = list(first)
+    asked = [i for i, r in enumerate(first) if not r.error]
+    for i, reply in zip(asked, _asked(ask, [conversations[i] for i in asked], J.CHOICE_MAX_TOKENS)):
+        replies[i] = reply
+    return replies
+
+
 def judge_batch(ask: JudgeAsk, chunk: list[tuple[dict, str]], judge_id: str, version: str = J.PROMPT_VERSION,
                 max_tokens: int = JUDGE_MAX_TOKENS) -> list[dict]:
     """Judge (pair, shown order) items with one call per turn, retry the unparseable ones once, and return
@@ -424,17 +437,12 @@ def judge_batch(ask: JudgeAsk, chunk: list[tuple[dict, str]], judge_id: str, ver
                for p, shown in chunk]
     replies = ask([BatchRequest(m, 0) for m in prompts], max_tokens)
     if version == J.PROMPT_V1:
-        conversations, limit = prompts, max_tokens
-        parse = lambda text: J.parse_verdict(text).label  # noqa: E731
-        reason = lambda i, reply: J.parse_verdict(reply.text).rationale  # noqa: E731
+        reasons, conversations, limit, parse = None, prompts, max_tokens, _v1_label
     else:
-        reasons = [r.text.strip() for r in replies]
+        reasons = ["" if r.error else r.text.strip() for r in replies]
         conversations = [J.choice_messages(m, r.text, p["language"]) for m, r, (p, _) in zip(prompts, replies, chunk)]
         limit, parse = J.CHOICE_MAX_TOKENS, J.parse_choice
-        reason = lambda i, reply: reasons[i]  # noqa: E731
-        asked = [i for i, r in enumerate(replies) if not r.error]
-        for i, reply in zip(asked, _asked(ask, [conversations[i] for i in asked], limit)):
-            replies[i] = reply
+        replies = _second_turn(ask, conversations, replies)
     # attempts = 0 marks a failed call (not a verdict): a resumed run asks again.
     results = [(None if r.error else parse(r.text), r, 0 if r.error else 1) for r in replies]
     retry = [i for i, (label, reply, _) in enumerate(results) if label is None and not reply.error]
@@ -442,11 +450,14 @@ def judge_batch(ask: JudgeAsk, chunk: list[tuple[dict, str]], judge_id: str, ver
                          for i in retry], limit)
     for i, reply in zip(retry, again):
         results[i] = (None if reply.error else parse(reply.text), reply, 0 if reply.error else 2)
-    return [{"pair_id": pair["id"], "judge": judge_id, "shown": shown, "label": label or "unparsed",
-             "rationale": "" if reply.error else reason(i, reply)[:J.RATIONALE_CHARS],
-             "reply": reply.error or reply.text, "attempts": attempts, "prompt_version": version,
-             "ttft_s": reply.ttft_s, "total_s": reply.total_s, "created": time.time()}
-            for i, ((pair, shown), (label, reply, attempts)) in enumerate(zip(chunk, results))]
+    rows = []
+    for i, ((pair, shown), (label, reply, attempts)) in enumerate(zip(chunk, results)):
+        rationale = reasons[i] if reasons is not None else "" if reply.error else J.parse_verdict(reply.text).rationale
+        rows.append({"pair_id": pair["id"], "judge": judge_id, "shown": shown, "label": label or "unparsed",
+                     "rationale": "" if reply.error else rationale[:J.RATIONALE_CHARS],
+                     "reply": reply.error or reply.text, "attempts": attempts, "prompt_version": version,
+                     "ttft_s": reply.ttft_s, "total_s": reply.total_s, "created": time.time()})
+    return rows
 
 
 def judge_pending(store: Store, pairs: list[dict], judge_id: str, fresh: bool = False,
