@@ -116,6 +116,8 @@ def main() -> None:
                 rows = [j for j in store.judgments(judge) if j["pair_id"] in ids and j["prompt_version"] == version]
             in_memory += [] if stored else rows
             verdicts[judge, version] = J.verdicts_by_pair(rows)
+            # Each row as soon as it is known: on a busy host a long run may be stopped before the tables.
+            print(quality_row(judge, version, seconds[judge, version], pairs, verdicts[judge, version]), flush=True)
     finally:
         supervisor.stop()
     if args.out and in_memory:
