@@ -88,7 +88,10 @@ def main() -> None:
     store.save_judge_pairs(pairs)
     ids = {p["id"] for p in pairs}
     judges = args.judges.split(",")
-    catalog = [m for m in load_models(args.catalog) if m.id in judges]
+    todos = {(judge, version): judge_pending(store, pairs, judge, version=version) if version == J.PROMPT_VERSION
+             else [(p, s) for p in pairs for s in ("ab", "ba")] for judge, version in itertools.product(judges, versions)}
+    busy = {judge for (judge, _), todo in todos.items() if todo}  # only judges with work get a worker
+    catalog = [m for m in load_models(args.catalog) if m.id in busy]
     supervisor = Supervisor(catalog, args.catalog, args.data_dir, threads=args.threads)
     supervisor.start()
     verdicts: dict[tuple[str, str], dict[str, J.Verdict]] = {}
@@ -97,10 +100,8 @@ def main() -> None:
     try:
         supervisor.wait_until_settled(900)
         for judge, version in itertools.product(judges, versions):
-            base = supervisor.endpoint(judge)
-            stored = version == J.PROMPT_VERSION
-            todo = judge_pending(store, pairs, judge, version=version) if stored else \
-                [(p, s) for p in pairs for s in ("ab", "ba")]
+            stored, todo = version == J.PROMPT_VERSION, todos[judge, version]
+            base = supervisor.endpoint(judge) if todo else ""
             started, rows = time.perf_counter(), []
             for at in range(0, len(todo), 8):
                 chunk = judge_batch(lambda reqs, limit, url=base, model=judge:
