@@ -37,11 +37,20 @@ def agreement_cell(a: J.Agreement | None) -> str:
     return "–" if not a else f"{pct(a.with_ties)} / {pct(a.without_ties)} (n={a.n_decisive}) / {a.kappa:.2f}"
 
 
-def quality_row(judge: str, version: str, seconds: float, pairs: list[dict], verdicts: dict[str, J.Verdict]) -> str:
+def label_counts(rows: list[dict]) -> str:
+    """How often each label was given, over single judgments (one order each): a judge that answers
+    TIE to everything parses fine and says nothing."""
+    counts = {label: sum(r["label"] == label for r in rows) for label in (*J.LABELS, "unparsed")}
+    return " ".join(f"{label} {n}" for label, n in counts.items() if n)
+
+
+def quality_row(judge: str, version: str, seconds: float, pairs: list[dict], verdicts: dict[str, J.Verdict],
+                rows: list[dict]) -> str:
     """One Markdown row of the per-judge table."""
     q = J.quality(pairs, verdicts)
     human = "no human votes" if not q.judge_vs_human else agreement_cell(q.judge_vs_human)
-    return (f"| {judge} | {version} | {seconds:.0f} | {q.unparsed}/{q.pairs} | {pct(q.inconsistency_rate)} "
+    return (f"| {judge} | {version} | {seconds:.0f} | {label_counts(rows)} | {q.unparsed}/{q.pairs} | "
+            f"{pct(q.inconsistency_rate)} "
             f"({q.inconsistent}/{q.pairs - q.unparsed}) | {pct(q.longer_wins_rate)} (n={q.longer_wins_n}) | {human} | "
             f"{agreement_cell(q.length_vs_human)} |")
 
@@ -97,6 +106,7 @@ def main() -> None:
     verdicts: dict[tuple[str, str], dict[str, J.Verdict]] = {}
     seconds: dict[tuple[str, str], float] = {}
     in_memory: list[dict] = []
+    judged: dict[tuple[str, str], list[dict]] = {}
     try:
         supervisor.wait_until_settled(900)
         for judge, version in itertools.product(judges, versions):
@@ -117,8 +127,10 @@ def main() -> None:
                 rows = [j for j in store.judgments(judge) if j["pair_id"] in ids and j["prompt_version"] == version]
             in_memory += [] if stored else rows
             verdicts[judge, version] = J.verdicts_by_pair(rows)
+            judged[judge, version] = rows
             # Each row as soon as it is known: on a busy host a long run may be stopped before the tables.
-            print(quality_row(judge, version, seconds[judge, version], pairs, verdicts[judge, version]), flush=True)
+            print(quality_row(judge, version, seconds[judge, version], pairs, verdicts[judge, version], rows),
+                  flush=True)
     finally:
         supervisor.stop()
     if args.out and in_memory:
@@ -126,12 +138,13 @@ def main() -> None:
             fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in in_memory)
     print(f"\n{len(pairs)} pairs, each judged in both orders; {sum(bool(p['human_winner']) for p in pairs)} "
           f"with a human vote\n")
-    print("| judge | prompt | judging time, s (this call) | unparsed pairs | inconsistent after the swap | longer "
-          "answer wins | agreement with human votes (with ties / without ties / kappa) | length baseline vs human "
-          "votes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| judge | prompt | judging time, s (this call) | labels given (both orders) | unparsed pairs | inconsistent "
+          "after the swap | longer answer wins | agreement with human votes (with ties / without ties (n) / kappa) | "
+          "length baseline vs human votes |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for judge, version in itertools.product(judges, versions):
-        print(quality_row(judge, version, seconds[judge, version], pairs, verdicts[judge, version]))
+        print(quality_row(judge, version, seconds[judge, version], pairs, verdicts[judge, version],
+                          judged[judge, version]))
     print("\n| prompt | judge x | judge y | pairs both gave a verdict | agreement with ties | without ties (n) | kappa |")
     print("|---|---|---|---|---|---|---|")
     for version in versions:
