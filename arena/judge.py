@@ -10,6 +10,8 @@ Why each rule (DESIGN.md §11):
 - **Reason first, then one word** (v2). The first turn asks for a short comparison without any verdict
   syntax; a second turn of the same conversation asks for one word (A, B, TIE, BOTH_BAD). Under v1's
   single turn, which showed the verdict line, the 0.5B judge copied that line instead of choosing.
+  Measured weakness of v2 (BENCHMARKS.md §10): the local 0.5B and 1.5B then answer TIE to nearly
+  everything, so their verdicts parse but carry no information; the reports' quality block shows it.
 - **Strict parsing.** A v2 reply must be exactly one choice (a v1 reply exactly one distinct verdict
   token). Anything else is retried once and then stored as *unparsed*: never dropped, never read as a
   win, and a copied list of options is never read as its first option.
