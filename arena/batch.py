@@ -26,6 +26,7 @@ from importlib import metadata
 from typing import Callable
 
 from . import judge as J
+from . import memory
 from .client import EndpointError, batch_chat
 from .config import LOCAL_ENGINES, ModelConfig, Prompt
 from .engines import BatchAnswer, BatchRequest, GenerationParams
@@ -315,6 +316,7 @@ class BatchRunner:
                     self._answer(plan, model_id, chunk)
                     progress.done += len(chunk)
                     report(progress)
+                self._record_memory(plan.run_id, model_id, "after its answers")
             if plan.judge:
                 answers = self.store.batch_answers(plan.run_id)
                 pairs = build_pairs(plan.run_id, self.store.batch_run(plan.run_id)["config"], answers)
@@ -323,12 +325,24 @@ class BatchRunner:
                 if not self._judge_pairs(pairs, plan.judge, progress, report, stop, plan.settings.judge_max_tokens,
                                          fresh=plan.fresh):
                     return self._finish(plan, "interrupted")
+                self._record_memory(plan.run_id, plan.judge, "after judging")
         except KeyboardInterrupt:
             self._finish(plan, "interrupted")
             raise
         progress.phase = "done"
         report(progress)
         return self._finish(plan, "done")
+
+    def _record_memory(self, run_id: str, model_id: str, when: str) -> None:
+        """The model's worker memory now (after its answers or verdicts: weights touched, batch context
+        allocated) and at its peak, into the run's environment for the report. None for remote models."""
+        pid = self.supervisor.pid(model_id)
+        rss, peak = (memory.resident_mb(pid), memory.peak_resident_mb(pid)) if pid else (None, None)
+        run = self.store.batch_run(run_id)
+        info = run["environment"].setdefault("models", {}).setdefault(model_id, {})
+        info.update(rss_mb=round(rss, 1) if rss else None, peak_rss_mb=round(peak, 1) if peak else None,
+                    rss_when=when)
+        self.store.set_batch_run_environment(run_id, run["environment"])
 
     def _finish(self, plan: Plan, status: str) -> str:
         self.store.set_batch_run_status(plan.run_id, status, time.time() if status == "done" else None)
@@ -368,11 +382,8 @@ class BatchRunner:
     def _judge_pairs(self, pairs: list[dict], judge_id: str, progress: Progress, report: ProgressCallback,
                      stop: threading.Event, max_tokens: int = JUDGE_MAX_TOKENS, fresh: bool = False) -> bool:
         """Judge every pair in both orders (skipping stored judgments); False if stopped."""
-        done = set() if fresh else {(j["pair_id"], j["shown"]) for j in self.store.judgments(judge_id)
-                                    if j["prompt_version"] == J.PROMPT_VERSION and j["attempts"] > 0}
-        todo = [(p, shown) for p in pairs for shown in ("ab", "ba")]
-        progress.done += sum((p["id"], shown) in done for p, shown in todo)
-        todo = [(p, shown) for p, shown in todo if (p["id"], shown) not in done]
+        todo = judge_pending(self.store, pairs, judge_id, fresh)
+        progress.done += 2 * len(pairs) - len(todo)
         size = 8
         for start in range(0, len(todo), size):
             if stop.is_set():
@@ -380,41 +391,79 @@ class BatchRunner:
             progress.phase = f"judging: {judge_id}"
             report(progress)
             chunk = todo[start:start + size]
-            self.store.save_judgments(judge_batch(lambda reqs: self._call(judge_id, reqs, judge_params(max_tokens))[0],
-                                                  chunk, judge_id))
+            self.store.save_judgments(judge_batch(lambda reqs, limit: self._call(judge_id, reqs, judge_params(limit))[0],
+                                                  chunk, judge_id, max_tokens=max_tokens))
             progress.done += len(chunk)
             report(progress)
         return True
 
 
 def judge_params(max_tokens: int = JUDGE_MAX_TOKENS) -> GenerationParams:
-    """Greedy, short: a reason and a verdict line."""
+    """Greedy, short: a reason (and under v1 the verdict line), or v2's one-word choice."""
     return GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=max_tokens)
 
 
-def judge_batch(ask: Callable[[list[BatchRequest]], list[BatchAnswer]], chunk: list[tuple[dict, str]],
-                judge_id: str) -> list[dict]:
-    """Judge (pair, shown order) items with one call, retry the unparseable ones once in a second call,
-    and return judgment rows. A failed call is stored as unparsed with the error as its reply."""
-    prompts = []
-    for pair, shown in chunk:
-        first, second = (pair["answer_a"], pair["answer_b"]) if shown == "ab" else (pair["answer_b"], pair["answer_a"])
-        prompts.append(J.build_messages(pair["question"], first, second, pair.get("reference"), pair["language"]))
-    replies = ask([BatchRequest(m, 0) for m in prompts])
+# ask(requests, max_new_tokens) -> one answer per request: a judge's batch endpoint, greedy.
+JudgeAsk = Callable[[list[BatchRequest], int], list[BatchAnswer]]
+
+
+def _ordered(pair: dict, shown: str) -> tuple[str, str]:
+    return (pair["answer_a"], pair["answer_b"]) if shown == "ab" else (pair["answer_b"], pair["answer_a"])
+
+
+def _asked(ask: JudgeAsk, conversations: list[list[dict]], max_tokens: int) -> list[BatchAnswer]:
+    return ask([BatchRequest(m, 0) for m in conversations], max_tokens) if conversations else []
+
+
+def _v1_label(text: str) -> str | None:
+    return J.parse_verdict(text).label
+
+
+def _second_turn(ask: JudgeAsk, conversations: list[list[dict]], first: list[BatchAnswer]) -> list[BatchAnswer]:
+    """v2's one-word turn for every conversation whose first turn succeeded (a failed one keeps its error)."""
+    replies = list(first)
+    asked = [i for i, r in enumerate(first) if not r.error]
+    for i, reply in zip(asked, _asked(ask, [conversations[i] for i in asked], J.CHOICE_MAX_TOKENS)):
+        replies[i] = reply
+    return replies
+
+
+def judge_batch(ask: JudgeAsk, chunk: list[tuple[dict, str]], judge_id: str, version: str = J.PROMPT_VERSION,
+                max_tokens: int = JUDGE_MAX_TOKENS) -> list[dict]:
+    """Judge (pair, shown order) items with one call per turn, retry the unparseable ones once, and return
+    judgment rows. v1: one turn with the verdict format. v2: a reason first, then (same conversation) a
+    one-word choice. A failed call is stored as unparsed with attempts 0 and the error as its reply."""
+    prompts = [J.build_messages(p["question"], *_ordered(p, shown), p.get("reference"), p["language"], version)
+               for p, shown in chunk]
+    replies = ask([BatchRequest(m, 0) for m in prompts], max_tokens)
+    if version == J.PROMPT_V1:
+        reasons, conversations, limit, parse = None, prompts, max_tokens, _v1_label
+    else:
+        reasons = ["" if r.error else r.text.strip() for r in replies]
+        conversations = [J.choice_messages(m, r.text, p["language"]) for m, r, (p, _) in zip(prompts, replies, chunk)]
+        limit, parse = J.CHOICE_MAX_TOKENS, J.parse_choice
+        replies = _second_turn(ask, conversations, replies)
     # attempts = 0 marks a failed call (not a verdict): a resumed run asks again.
-    results = [(J.parse_verdict(r.text) if not r.error else J.Parsed(None, ""), r, 0 if r.error else 1)
-               for r in replies]
-    retry = [i for i, (parsed, reply, _) in enumerate(results) if parsed.label is None and not reply.error]
-    if retry:
-        again = ask([BatchRequest(J.retry_messages(prompts[i], results[i][1].text, chunk[i][0]["language"]), 0)
-                     for i in retry])
-        for i, reply in zip(retry, again):
-            results[i] = (J.parse_verdict(reply.text) if not reply.error else J.Parsed(None, ""), reply,
-                          0 if reply.error else 2)
+    results = [(None if r.error else parse(r.text), r, 0 if r.error else 1) for r in replies]
+    retry = [i for i, (label, reply, _) in enumerate(results) if label is None and not reply.error]
+    again = _asked(ask, [J.retry_messages(conversations[i], results[i][1].text, chunk[i][0]["language"], version)
+                         for i in retry], limit)
+    for i, reply in zip(retry, again):
+        results[i] = (None if reply.error else parse(reply.text), reply, 0 if reply.error else 2)
     rows = []
-    for (pair, shown), (parsed, reply, attempts) in zip(chunk, results):
-        rows.append({"pair_id": pair["id"], "judge": judge_id, "shown": shown, "label": parsed.label or "unparsed",
-                     "rationale": parsed.rationale, "reply": reply.error or reply.text, "attempts": attempts,
-                     "prompt_version": J.PROMPT_VERSION, "ttft_s": reply.ttft_s, "total_s": reply.total_s,
-                     "created": time.time()})
+    for i, ((pair, shown), (label, reply, attempts)) in enumerate(zip(chunk, results)):
+        rationale = reasons[i] if reasons is not None else "" if reply.error else J.parse_verdict(reply.text).rationale
+        rows.append({"pair_id": pair["id"], "judge": judge_id, "shown": shown, "label": label or "unparsed",
+                     "rationale": "" if reply.error else rationale[:J.RATIONALE_CHARS],
+                     "reply": reply.error or reply.text, "attempts": attempts, "prompt_version": version,
+                     "ttft_s": reply.ttft_s, "total_s": reply.total_s, "created": time.time()})
     return rows
+
+
+def judge_pending(store: Store, pairs: list[dict], judge_id: str, fresh: bool = False,
+                  version: str = J.PROMPT_VERSION) -> list[tuple[dict, str]]:
+    """(pair, shown order) items still to judge: those without a stored verdict attempt of this prompt
+    version (all of them with ``fresh``)."""
+    done = set() if fresh else {(j["pair_id"], j["shown"]) for j in store.judgments(judge_id)
+                                if j["prompt_version"] == version and j["attempts"] > 0}
+    return [(p, shown) for p in pairs for shown in ("ab", "ba") if (p["id"], shown) not in done]

@@ -158,15 +158,15 @@ def judge_command(args: argparse.Namespace) -> int:
     import json
 
     from . import judge as J
-    from .batch import BatchError, choose_judge, judge_batch, judge_params
+    from .batch import BatchError, choose_judge, judge_batch, judge_params, judge_pending
     from .client import EndpointError, batch_chat
-    from .judge_file import BattleFileError, read_pairs
+    from .judge_file import BattleFileError, read_pairs, with_references
     from .supervisor import ModelUnavailable
 
     catalog = load_models(args.models)
     known = {m.id for m in catalog}
     try:
-        pairs = read_pairs(args.file)
+        pairs = with_references(read_pairs(args.file), load_prompts(args.prompts))
     except BattleFileError as exc:
         return _fail(str(exc))
     if args.judge and args.judge not in known:
@@ -182,16 +182,14 @@ def judge_command(args: argparse.Namespace) -> int:
         if statuses[judge_id].state != "ready":
             return _fail(f"judge {judge_id} is not ready: {statuses[judge_id].describe()}")
         store.save_judge_pairs(pairs)
-        done = {(j["pair_id"], j["shown"]) for j in store.judgments(judge_id)
-                if j["prompt_version"] == J.PROMPT_VERSION and j["attempts"] > 0}
-        todo = [(p, shown) for p in pairs for shown in ("ab", "ba") if (p["id"], shown) not in done]
+        todo = judge_pending(store, pairs, judge_id)
         model = supervisor.model(judge_id)
 
-        def ask(requests):
+        def ask(requests, max_tokens):
             try:
                 base = supervisor.endpoint(judge_id, wait=120.0)
                 return batch_chat(base, model.endpoint.model if model.endpoint else judge_id, requests,
-                                  judge_params(), api_key=supervisor.api_key(judge_id)).answers
+                                  judge_params(max_tokens), api_key=supervisor.api_key(judge_id)).answers
             except (EndpointError, ModelUnavailable) as exc:
                 from .engines import BatchAnswer
                 return [BatchAnswer(error=str(exc)) for _ in requests]

@@ -30,6 +30,7 @@ class BatchService:
         self.report_dir = Path(report_dir)
         self.settings = settings
         self.runner = BatchRunner(supervisor, store, prompts)
+        self._judge_table = leaderboard.CachedJudgeTable(store)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -108,13 +109,19 @@ class BatchService:
 
     # -- the Leaderboard tab's second table -------------------------------------------------------------
     def judge_leaderboard(self, judge: str | None = None) -> pd.DataFrame:
-        """Bradley-Terry ratings with 95% CIs from the automatic judge's verdicts only (never human votes)."""
-        return judge_leaderboard(self.store, {s.id: s.name for s in self.supervisor.statuses()}, judge)
+        """Bradley-Terry ratings with 95% CIs from the automatic judge's verdicts only (never human votes),
+        cached until a judgment changes."""
+        table, _ = self._judge_table.get({s.id: s.name for s in self.supervisor.statuses()}, judge)
+        return _judge_frame(table)
 
 
 def judge_leaderboard(store: Store, names: dict[str, str] | None = None, judge: str | None = None) -> pd.DataFrame:
     """The judge table for the Leaderboard tab: rank, model, rating, CI, pairs judged, win rate."""
     table, _ = leaderboard.judge_table(store, names, judge)
+    return _judge_frame(table)
+
+
+def _judge_frame(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop(columns=["ci_low", "ci_high", "mean_tokens_per_s", "mean_ttft_s"], errors="ignore") \
         .rename(columns={"battles": "judged_pairs"})
 

@@ -7,8 +7,14 @@ Why each rule (DESIGN.md §11):
   judged as (A, B) and as (B, A); if the two disagree the verdict is a tie, counted *inconsistent*.
 - **Reference-guided**, in the question's language: MT-Bench's reference answers cut GPT-4's math
   grading errors from 14/20 to 3/20; OpenCompass judges Chinese questions with Chinese prompts.
-- **Strict parsing.** A reply must contain exactly one of the four verdict tokens. Anything else is
-  retried once and then stored as *unparsed*: never dropped, never read as a win.
+- **Reason first, then one word** (v2). The first turn asks for a short comparison without any verdict
+  syntax; a second turn of the same conversation asks for one word (A, B, TIE, BOTH_BAD). Under v1's
+  single turn, which showed the verdict line, the 0.5B judge copied that line instead of choosing.
+  Measured weakness of v2 (BENCHMARKS.md §10): the local 0.5B and 1.5B then answer TIE to nearly
+  everything, so their verdicts parse but carry no information; the reports' quality block shows it.
+- **Strict parsing.** A v2 reply must be exactly one choice (a v1 reply exactly one distinct verdict
+  token). Anything else is retried once and then stored as *unparsed*: never dropped, never read as a
+  win, and a copied list of options is never read as its first option.
 - **Measured against a floor.** "The longer answer wins" agrees with humans 62% of the time
   (AlpacaEval); a judge that does not beat it on the same pairs is labelled so.
 """
@@ -20,11 +26,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PROMPT_VERSION = "pairwise-ref-v1"
+# v2 (current): the reason is asked first with no verdict syntax in sight, then a second turn of the same
+# conversation asks for one word. v1 showed the verdict line "Verdict: <one of [[A]], [[B]], …>" and
+# small judges copied it instead of choosing (BENCHMARKS.md §10). v1 is kept to reproduce and compare.
+PROMPT_V1, PROMPT_V2 = "pairwise-ref-v1", "pairwise-ref-v2"
+PROMPT_VERSION = PROMPT_V2
+PROTOCOLS = (PROMPT_V1, PROMPT_V2)
 LABELS = ("A", "B", "tie", "bothbad")          # as shown to the judge
 TOKENS = {"A": "[[A]]", "B": "[[B]]", "tie": "[[TIE]]", "bothbad": "[[BOTH_BAD]]"}
 _TOKEN_RE = re.compile(r"\[\[\s*(A|B|TIE|BOTH[ _]BAD)\s*\]\]", re.IGNORECASE)
+# v2's one-word reply: the whole reply must be one choice, optionally tagged ("Verdict:", "Answer") and
+# bracketed or emphasised; a list of choices, a sentence or two different words is not a choice.
+_CHOICE_RE = re.compile(r"(?:(?:verdict|final verdict|answer|结论|答案|回答)\s*[:：]?\s*)?"
+                        r"[\[(（【]*\s*(A|B|TIE|BOTH[ _]?BAD)\s*[\])）】]*", re.IGNORECASE)
+_CHOICE_STRIP = " \t\r\n*`\"'“”「」.。!！"
 RATIONALE_CHARS = 600
+CHOICE_MAX_TOKENS = 8   # one word; a longer reply is not a choice anyway
 # The arena's four vote labels, in FastChat's words (the winner column of a battle).
 WINNERS = ("model_a", "model_b", "tie", "tie (bothbad)")
 
@@ -32,26 +49,48 @@ _SYSTEM = {
     "en": "You are an impartial judge. You compare two AI assistants' answers to the same user question.",
     "zh": "你是一位公正的评审。你要比较两个 AI 助手对同一个用户问题的回答。",
 }
-_TEMPLATE = {
-    "en": ("[Question]\n{question}\n\n{reference}[Answer A]\n{first}\n\n[Answer B]\n{second}\n\n"
-           "Judge which answer is better: correct{ref_hint}, helpful and clear. The order of the answers and "
-           "their length must not influence you.\n"
-           "Reply in exactly this format:\nReason: <one or two short sentences>\nVerdict: <one of [[A]], [[B]], "
-           "[[TIE]], [[BOTH_BAD]]>\n"
-           "[[A]] means A is better, [[B]] means B is better, [[TIE]] means equally good, [[BOTH_BAD]] means "
-           "both are wrong or useless."),
-    "zh": ("【问题】\n{question}\n\n{reference}【回答 A】\n{first}\n\n【回答 B】\n{second}\n\n"
-           "请判断哪个回答更好：是否正确{ref_hint}、是否有帮助、是否清楚。回答的先后顺序和长短都不应影响你的判断。\n"
-           "请严格按以下格式回复：\nReason: <一两句简短理由>\nVerdict: <[[A]]、[[B]]、[[TIE]]、[[BOTH_BAD]] 之一>\n"
-           "[[A]] 表示 A 更好，[[B]] 表示 B 更好，[[TIE]] 表示一样好，[[BOTH_BAD]] 表示两个都错或都没用。"),
+_PAIR = {
+    "en": "[Question]\n{question}\n\n{reference}[Answer A]\n{first}\n\n[Answer B]\n{second}\n\n",
+    "zh": "【问题】\n{question}\n\n{reference}【回答 A】\n{first}\n\n【回答 B】\n{second}\n\n",
+}
+_INSTRUCTIONS = {
+    PROMPT_V1: {
+        "en": ("Judge which answer is better: correct{ref_hint}, helpful and clear. The order of the answers and "
+               "their length must not influence you.\n"
+               "Reply in exactly this format:\nReason: <one or two short sentences>\nVerdict: <one of [[A]], [[B]], "
+               "[[TIE]], [[BOTH_BAD]]>\n"
+               "[[A]] means A is better, [[B]] means B is better, [[TIE]] means equally good, [[BOTH_BAD]] means "
+               "both are wrong or useless."),
+        "zh": ("请判断哪个回答更好：是否正确{ref_hint}、是否有帮助、是否清楚。回答的先后顺序和长短都不应影响你的判断。\n"
+               "请严格按以下格式回复：\nReason: <一两句简短理由>\nVerdict: <[[A]]、[[B]]、[[TIE]]、[[BOTH_BAD]] 之一>\n"
+               "[[A]] 表示 A 更好，[[B]] 表示 B 更好，[[TIE]] 表示一样好，[[BOTH_BAD]] 表示两个都错或都没用。"),
+    },
+    PROMPT_V2: {
+        "en": ("Compare the two answers: which one is correct{ref_hint}, helpful and clear? The order of the "
+               "answers and their length must not influence you. Explain your comparison in one or two short "
+               "sentences. Do not give a final verdict yet."),
+        "zh": ("请比较这两个回答：哪个正确{ref_hint}、有帮助、清楚？回答的先后顺序和长短都不应影响你的判断。"
+               "用一两句话说明你的比较，先不要给出最终结论。"),
+    },
+}
+_CHOICE = {
+    "en": ("Now your verdict, as one word and nothing else. Write A if Answer A is better, B if Answer B is "
+           "better, TIE if they are equally good, BOTH_BAD if both are wrong or useless."),
+    "zh": "现在给出结论，只写一个词，不写别的。回答 A 更好写 A，回答 B 更好写 B，一样好写 TIE，两个都错或都没用写 BOTH_BAD。",
 }
 _REFERENCE = {"en": "[Reference answer]\n{reference}\n\n", "zh": "【参考答案】\n{reference}\n\n"}
 _REF_HINT = {"en": " (compare with the reference answer)", "zh": "（请对照参考答案）"}
 _RETRY = {
-    "en": "Your reply did not contain exactly one verdict. Reply again: one short reason, then a last line "
-          "'Verdict: ' followed by exactly one of [[A]], [[B]], [[TIE]], [[BOTH_BAD]].",
-    "zh": "你的回复没有给出唯一的结论。请重新回复：一句简短理由，最后一行写 'Verdict: '，后面只跟 [[A]]、[[B]]、"
-          "[[TIE]]、[[BOTH_BAD]] 之一。",
+    PROMPT_V1: {
+        "en": "Your reply did not contain exactly one verdict. Reply again: one short reason, then a last line "
+              "'Verdict: ' followed by exactly one of [[A]], [[B]], [[TIE]], [[BOTH_BAD]].",
+        "zh": "你的回复没有给出唯一的结论。请重新回复：一句简短理由，最后一行写 'Verdict: '，后面只跟 [[A]]、[[B]]、"
+              "[[TIE]]、[[BOTH_BAD]] 之一。",
+    },
+    PROMPT_V2: {
+        "en": "That was not one word. Reply with a single word: A, B, TIE or BOTH_BAD. Choose one.",
+        "zh": "这不是一个词。请只回复一个词：A、B、TIE 或 BOTH_BAD，选其中一个。",
+    },
 }
 
 
@@ -63,19 +102,33 @@ def language_of(text: str, declared: str | None = None) -> str:
     return "zh" if text and cjk / max(len(text), 1) >= 0.1 else "en"
 
 
-def build_messages(question: str, first: str, second: str, reference: str | None, language: str) -> list[dict]:
-    """The pairwise judge prompt with ``first`` shown as Answer A and ``second`` as Answer B."""
-    lang = language if language in _TEMPLATE else "en"
+def _lang(language: str) -> str:
+    return language if language in _SYSTEM else "en"
+
+
+def build_messages(question: str, first: str, second: str, reference: str | None, language: str,
+                   version: str = PROMPT_VERSION) -> list[dict]:
+    """The pairwise judge prompt with ``first`` shown as Answer A and ``second`` as Answer B: under v1 the
+    whole task with the verdict format, under v2 the first turn (a reason, no verdict)."""
+    if version not in PROTOCOLS:
+        raise ValueError(f"unknown judge prompt version {version!r}; known: {', '.join(PROTOCOLS)}")
+    lang = _lang(language)
     ref = _REFERENCE[lang].format(reference=reference.strip()) if reference and reference.strip() else ""
-    user = _TEMPLATE[lang].format(question=question.strip(), reference=ref, first=first.strip() or "(empty)",
-                                  second=second.strip() or "(empty)", ref_hint=_REF_HINT[lang] if ref else "")
+    user = _PAIR[lang].format(question=question.strip(), reference=ref, first=first.strip() or "(empty)",
+                              second=second.strip() or "(empty)") + \
+        _INSTRUCTIONS[version][lang].format(ref_hint=_REF_HINT[lang] if ref else "")
     return [{"role": "system", "content": _SYSTEM[lang]}, {"role": "user", "content": user}]
 
 
-def retry_messages(messages: list[dict], reply: str, language: str) -> list[dict]:
+def choice_messages(messages: list[dict], rationale: str, language: str) -> list[dict]:
+    """v2's second turn: the same conversation, the judge's own reason, then the one-word question."""
+    return [*messages, {"role": "assistant", "content": rationale.strip() or "(no reason given)"},
+            {"role": "user", "content": _CHOICE[_lang(language)]}]
+
+
+def retry_messages(messages: list[dict], reply: str, language: str, version: str = PROMPT_VERSION) -> list[dict]:
     """The same conversation with the unparseable reply and a request to answer in the format."""
-    lang = language if language in _RETRY else "en"
-    return [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": _RETRY[lang]}]
+    return [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": _RETRY[version][_lang(language)]}]
 
 
 @dataclass(frozen=True)
@@ -97,8 +150,16 @@ def parse_verdict(reply: str) -> Parsed:
     return Parsed(found.pop() if len(found) == 1 else None, rationale)
 
 
+def parse_choice(reply: str) -> str | None:
+    """v2's one-word verdict, strictly: the whole reply (trimmed of spaces, quotes, emphasis and a final
+    full stop) must be one choice, optionally tagged ("Verdict:", "Answer") or bracketed. "A, B, TIE or
+    BOTH_BAD" (the options copied), "A is better" or an empty reply are not choices."""
+    match = _CHOICE_RE.fullmatch((reply or "").strip(_CHOICE_STRIP))
+    return _normalise(match.group(1)) if match else None
+
+
 def _normalise(token: str) -> str:
-    token = token.upper().replace(" ", "_")
+    token = token.upper().replace(" ", "_").replace("BOTHBAD", "BOTH_BAD")
     return {"A": "A", "B": "B", "TIE": "tie", "BOTH_BAD": "bothbad"}[token]
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import judge as J
 from .battle_schema import MAX_NAME, MAX_TEXT, Message, Winner
+from .config import Prompt
 
 
 class BattleFileError(ValueError):
@@ -88,3 +89,18 @@ def read_pairs(path: Path) -> list[dict]:
     if not pairs:
         raise BattleFileError(f"{path.name}: no battles in the file")
     return list(pairs.values())
+
+
+def with_references(pairs: list[dict], prompts: list[Prompt]) -> list[dict]:
+    """Pairs whose ``question_id`` names a preset asking the same question get that preset's reference
+    answer and language (our export carries the preset id, not the reference), so a judged export is
+    reference-guided like a batch run. A reference already in the file wins; other pairs are unchanged."""
+    presets = {p.id: p for p in prompts}
+    out = []
+    for pair in pairs:
+        preset = presets.get(pair.get("preset_id") or "")
+        if preset and not pair.get("reference") and preset.question.strip() == pair["question"].strip():
+            pair = {**pair, "reference": preset.reference or None,
+                    "language": J.language_of(preset.question, preset.language)}
+        out.append(pair)
+    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -152,20 +153,43 @@ def from_store(store, names: dict[str, str] | None = None, rounds: int = 100, se
     return table, matrix, named_table(store.rating_aggregates("named", include_imported), names)
 
 
+class _Memo:
+    """The last value and the key it was computed for: recompute only when the key changes."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: object = None
+
+    def get(self, key: tuple, compute: Callable[[], object]):
+        if key != self._key:
+            self._value = compute()
+            self._key = key
+        return self._value
+
+
 class CachedLeaderboard:
     """``from_store`` recomputed only when a vote changed it (votes_version), not on every page view."""
 
     def __init__(self, store, rounds: int = 100, seed: int = 42):
         self.store, self.rounds, self.seed = store, rounds, seed
-        self._key: tuple | None = None
-        self._value: tuple | None = None
+        self._memo = _Memo()
 
     def get(self, names: dict[str, str], include_imported: bool = True) -> tuple[pd.DataFrame, ...]:
         key = (self.store.votes_version(), tuple(sorted(names.items())), include_imported)
-        if key != self._key:
-            self._value = from_store(self.store, names, self.rounds, self.seed, include_imported)
-            self._key = key
-        return self._value
+        return self._memo.get(key, lambda: from_store(self.store, names, self.rounds, self.seed, include_imported))
+
+
+class CachedJudgeTable:
+    """``judge_table`` recomputed only when a judgment was stored or replaced (judgments_version), not on
+    every page view: like the human table, its bootstrap refits Bradley-Terry ``rounds`` times."""
+
+    def __init__(self, store, rounds: int = 100, seed: int = 42):
+        self.store, self.rounds, self.seed = store, rounds, seed
+        self._memo = _Memo()
+
+    def get(self, names: dict[str, str], judge: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        key = (self.store.judgments_version(), tuple(sorted(names.items())), judge)
+        return self._memo.get(key, lambda: judge_table(self.store, names, judge, self.rounds, self.seed))
 
 
 def judge_table(store, names: dict[str, str] | None = None, judge: str | None = None, rounds: int = 100,

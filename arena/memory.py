@@ -151,10 +151,21 @@ def preflight(model_id: str, step: str, params: int | None, file_size: int | Non
 def resident_mb(pid: int) -> float | None:
     """VmRSS of ``pid`` in MB (Linux /proc), or None where it can't be read. "Does it fit on my
     laptop" is the first question of an INT4 deployment: the status panel and the CSV show this."""
+    return _status_mb(pid, "VmRSS")
+
+
+def peak_resident_mb(pid: int) -> float | None:
+    """VmHWM (the highest resident memory so far) of ``pid`` in MB, or None. A batch run's report shows it
+    next to the RSS after the answers: a worker's batch context is replaced when the group shape changes,
+    so the RSS at one moment can be below what the model needed at its peak."""
+    return _status_mb(pid, "VmHWM")
+
+
+def _status_mb(pid: int, field: str) -> float | None:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except (OSError, ValueError, IndexError):
         return None

@@ -31,6 +31,8 @@ BATCH_TIMING_NOTE = (
     "share of the batch's aggregate throughput. Compare such figures with each other, not with the page's "
     "single-stream timings. Batched greedy answers are reproducible run to run but may differ from the page's "
     "single-stream answers (different kernel paths break near-ties differently).")
+# The worker's resident memory, recorded by the run after the model's answers (rss) and its peak (VmHWM).
+MEMORY_HEADING = "worker memory, MB (after answers / peak)"
 REFERENCE_FIGURES = (
     "For scale: GPT-4 as a judge agreed with humans 66% of the time with ties and 85% without (humans with "
     "each other: 63% and 81%), and kept its verdict after a swap only 65% of the time (MT-Bench). \"The longer "
@@ -96,8 +98,16 @@ def summary(data: RunData) -> list[dict]:
             "win": rates.get(model), "ttft": _stats([a["ttft_s"] for a in ok]),
             "tps": _stats([a["tokens_per_s"] for a in ok]), "total": _stats([a["total_s"] for a in ok]),
             "tokens": _stats([a["output_tokens"] for a in ok]), "chars": _stats([len(a["text"]) for a in ok]),
-            "batched": sum(a["batched"] for a in ok)})
+            "batched": sum(a["batched"] for a in ok), "memory": _memory(data, model)})
     return rows
+
+
+def _memory(data: RunData, model: str) -> str:
+    """The worker's resident memory after its answers and its peak, MB, as the run recorded them."""
+    info = data.run["environment"].get("models", {}).get(model, {})
+    if info.get("rss_mb") is None:
+        return "–"
+    return f"{info['rss_mb']:.0f} / {_f(info.get('peak_rss_mb'), 0)}"
 
 
 def _f(value: float | None, digits: int = 2, pct: bool = False) -> str:
@@ -114,6 +124,12 @@ def _win(win: tuple | None) -> str:
     return "–" if not win else f"{100 * win[0]:.0f}% [{100 * win[1]:.0f}–{100 * win[2]:.0f}%] (n={win[3]})"
 
 
+def _versions(data: RunData) -> str:
+    """The judge prompt version(s) of this run's stored judgments (an older run may hold v1 verdicts)."""
+    found = sorted({r["prompt_version"] for r in data.judgments.values()}) or [J.PROMPT_VERSION]
+    return " and ".join(f"`{v}`" for v in found)
+
+
 def judge_block(data: RunData) -> list[str]:
     """Plain sentences (Markdown-safe, no model text) describing the judge and how far to trust it."""
     cfg = data.config
@@ -121,7 +137,7 @@ def judge_block(data: RunData) -> list[str]:
     if not judge:
         return ["No judge: this run was not judged (fewer than two models, or `--judge none`)."]
     lines = [f"Judge: **{_md_inline(data.name(judge))}** (`{judge}`), chosen as {cfg.get('judge_rule', '?')}. "
-             f"Prompt `{J.PROMPT_VERSION}`: pairwise, reference-guided where the preset has a reference, in the "
+             f"Prompt {_versions(data)}: pairwise, reference-guided where the preset has a reference, in the "
              "question's language, greedy; every pair judged in both orders."]
     if cfg.get("self_judging"):
         lines.append(f"**Self-judging:** the judge is also a contestant in this run. Judges tend to prefer their "
@@ -341,12 +357,12 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
              "<h2>Summary</h2><table><tr><th>model</th><th>judge win rate [95% CI]</th>"
              "<th>first token, s (mean / median)</th><th>tokens/s (mean / median)</th>"
              "<th>total, s (mean / median)</th><th>answer tokens (mean / median)</th><th>answer chars (mean)</th>"
-             "<th>answers (errors, batched)</th></tr>"]
+             f"<th>answers (errors, batched)</th><th>{MEMORY_HEADING}</th></tr>"]
     for r in summary(data):
         parts.append(f"<tr><td>{_h(r['name'])}<br><code>{_h(r['model'])}</code></td><td>{_h(_win(r['win']))}</td>"
                      f"<td>{_pair(r['ttft'])}</td><td>{_pair(r['tps'], 1)}</td><td>{_pair(r['total'])}</td>"
                      f"<td>{_pair(r['tokens'], 0)}</td><td>{_f(r['chars'][0] if r['chars'] else None, 0)}</td>"
-                     f"<td>{r['answers']} ({r['errors']}, {r['batched']})</td></tr>")
+                     f"<td>{r['answers']} ({r['errors']}, {r['batched']})</td><td>{_h(r['memory'])}</td></tr>")
     parts.append("</table><h2>The judge, and how far to trust it</h2>")
     parts += [_html_paragraph(line) for line in judge_block(data)]
     parts.append("<h2>Charts</h2>")
@@ -392,11 +408,12 @@ def write_markdown(data: RunData, compare: "Comparison | None" = None) -> str:
     out += [f"- **{_md_inline(k)}**: {_md_inline(v)}" for k, v in _header_facts(data)]
     out += ["", "> " + BATCH_TIMING_NOTE, "", "## Summary", "",
             "| model | judge win rate [95% CI] | first token, s (mean / median) | tokens/s (mean / median) | "
-            "total, s (mean / median) | answer tokens (mean / median) | answers (errors, batched) |",
-            "|---|---|---|---|---|---|---|"]
+            f"total, s (mean / median) | answer tokens (mean / median) | answers (errors, batched) | {MEMORY_HEADING} |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in summary(data):
         out.append(f"| {_md_inline(r['name'])} | {_win(r['win'])} | {_pair(r['ttft'])} | {_pair(r['tps'], 1)} | "
-                   f"{_pair(r['total'])} | {_pair(r['tokens'], 0)} | {r['answers']} ({r['errors']}, {r['batched']}) |")
+                   f"{_pair(r['total'])} | {_pair(r['tokens'], 0)} | {r['answers']} ({r['errors']}, {r['batched']}) | "
+                   f"{r['memory']} |")
     out += ["", "## The judge, and how far to trust it", ""]
     for line in judge_block(data):
         out += [line, ""]

@@ -453,6 +453,12 @@ class Store:
         with self._write() as conn:
             conn.execute(update(BATCH_RUNS).where(BATCH_RUNS.c.id == run_id).values(status=status, finished=finished))
 
+    def set_batch_run_environment(self, run_id: str, environment: dict) -> None:
+        """Replace a run's environment: measurements taken during the run (a worker's memory) join it."""
+        with self._write() as conn:
+            conn.execute(update(BATCH_RUNS).where(BATCH_RUNS.c.id == run_id)
+                         .values(environment=json.dumps(environment, ensure_ascii=False)))
+
     @staticmethod
     def _decoded_run(row: dict) -> dict:
         return {**row, "config": json.loads(row["config"]), "environment": json.loads(row["environment"])}
@@ -494,6 +500,13 @@ class Store:
 
     def save_judgments(self, judgments: list[dict]) -> None:
         self._put(JUDGMENTS, judgments, replace=True)
+
+    def judgments_version(self) -> tuple:
+        """Changes whenever a judgment is stored or replaced (a replacement gets a new ``created``):
+        the judge table's cache key, read from the database so another replica's judgments count."""
+        created = JUDGMENTS.c.created
+        with self._read() as conn:
+            return tuple(conn.execute(select(func.count(), func.max(created), func.sum(created))).one())
 
     def judgments(self, judge: str | None = None, pair_ids: list[str] | None = None) -> list[dict]:
         c = JUDGMENTS.c

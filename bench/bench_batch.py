@@ -33,9 +33,12 @@ TOPICS = ["the printing press", "the steam engine", "the telescope", "vaccinatio
           "photography", "the radio", "the microscope", "the clock", "the sewing machine"]
 
 
-def prompts(n: int) -> list[list[dict]]:
-    return [[{"role": "user", "content": f"Write a detailed essay about the history of {TOPICS[i % len(TOPICS)]}."}]
-            for i in range(n)]
+def prompts(n: int, take: int = 0) -> list[list[dict]]:
+    """n distinct essay requests. ``take`` opens each prompt differently, so a call never finds the previous
+    call's prompts in llama.cpp's KV cache (the batch path reuses cached prefixes): every measured call
+    prefills its prompts, as a batch run's first call does."""
+    return [[{"role": "user", "content": f"Take {take}. Write a detailed essay about the history of "
+                                         f"{TOPICS[i % len(TOPICS)]}."}] for i in range(n)]
 
 
 def one_at_a_time(engine, convs, params) -> dict:
@@ -112,12 +115,12 @@ def main() -> None:
         defaults = {k: v for k, v in model.generation.items() if k in GenerationParams.__dataclass_fields__}
         params = GenerationParams(**{**defaults, "temperature": 0.0, "top_p": 1.0, "max_new_tokens": plan["tokens"]})
         warm = dataclasses.replace(params, max_new_tokens=4)  # first calls allocate buffers: keep them out
-        list(engine.stream_chat(prompts(1)[0], warm))
-        engine.batch_chat([BatchRequest(c, 0) for c in prompts(plan["sizes"][0])], warm)
+        list(engine.stream_chat(prompts(1, -1)[0], warm))
+        engine.batch_chat([BatchRequest(c, 0) for c in prompts(plan["sizes"][0], -1)], warm)
         for size in plan["sizes"]:
-            convs = prompts(size)
             runs = {"one at a time": [], f"batched B={size}": []}
-            for _ in range(args.repeats):
+            for repeat in range(args.repeats):
+                convs = prompts(size, repeat)  # both modes get the same prompts; no call repeats an earlier one
                 runs["one at a time"].append(one_at_a_time(engine, convs, params))
                 runs[f"batched B={size}"].append(together(engine, convs, params))
                 print(name, size, {k: (round(v[-1]["aggregate_tps"], 1), round(v[-1]["cpu_tps"], 1))

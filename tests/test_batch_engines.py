@@ -83,3 +83,29 @@ def test_batch_fitting_refuses_overflow_and_answers_a_squeezed_request_alone():
     assert "needs 250 tokens" in answers[1].error and answers[1].text == ""
     assert [a.text for i, a in enumerate(answers) if i != 1] == ["ok", "ok", "ok"]
     assert engine.calls == [(["short", "brief"], 100), (["tight"], 80)]
+
+
+def test_llamacpp_batch_reuses_a_cached_prefix_with_the_same_greedy_answers(smol_weights, monkeypatch):
+    """A second turn of the same conversations (like a judge's one-word question) prefills only what follows
+    the tokens already in each sequence's cache, even in the other order, and answers exactly as a fresh
+    engine does."""
+    import llama_cpp
+
+    from arena.engines.llamacpp import LlamaCppEngine
+
+    greedy = GenerationParams(temperature=0.0, max_new_tokens=12)
+    first = [[{"role": "user", "content": q}] for q in ("Name a fruit.", "What is 2 + 2?")]
+    engine = LlamaCppEngine(smol_weights, threads=2, context_length=1024)
+    replies = engine.batch_chat([BatchRequest(c, 0) for c in first], greedy)
+    second = [c + [{"role": "assistant", "content": r.text}, {"role": "user", "content": "One word only."}]
+              for c, r in zip(first, replies)][::-1]
+    decoded: list[int] = []
+    original = llama_cpp.llama_decode
+    monkeypatch.setattr(llama_cpp, "llama_decode", lambda ctx, b: decoded.append(b.n_tokens) or original(ctx, b))
+    reused = engine.batch_chat([BatchRequest(c, 0) for c in second], greedy)
+    monkeypatch.setattr(llama_cpp, "llama_decode", original)
+    fresh = LlamaCppEngine(smol_weights, threads=2, context_length=1024).batch_chat(
+        [BatchRequest(c, 0) for c in second], greedy)
+    assert all(a.error is None for a in reused) and [a.text for a in reused] == [a.text for a in fresh]
+    prompts = sum(a.usage.prompt_tokens for a in reused)
+    assert decoded[0] < prompts / 2, (decoded[0], prompts)  # the prefill call (both prompts fit one chunk)

@@ -51,23 +51,87 @@ def test_unparseable_reply_is_retried_once_then_stored_unparsed():
     calls = []
     scripted = [["Verdict: [[A]]", "no idea", "still no idea", "Verdict: [[TIE]]"], ["Verdict: [[B]]", "hmm"]]
 
-    def ask(requests):
+    def ask(requests, max_tokens):
         calls.append(requests)
         return [BatchAnswer(text=t) for t in scripted[len(calls) - 1]]
 
     pair = {"id": "p1", "question": "q", "answer_a": "x", "answer_b": "yy", "reference": None, "language": "en"}
     pair2 = {**pair, "id": "p2"}
-    rows = judge_batch(ask, [(pair, "ab"), (pair, "ba"), (pair2, "ab"), (pair2, "ba")], "judge")
+    rows = judge_batch(ask, [(pair, "ab"), (pair, "ba"), (pair2, "ab"), (pair2, "ba")], "judge", J.PROMPT_V1)
     assert len(calls) == 2 and len(calls[1]) == 2
     assert "did not contain exactly one verdict" in calls[1][0].messages[-1]["content"]
     assert [(r["label"], r["attempts"]) for r in rows] == [("A", 1), ("B", 2), ("unparsed", 2), ("tie", 1)]
+    assert {r["prompt_version"] for r in rows} == {J.PROMPT_V1}
 
 
 def test_a_failed_judge_call_is_not_a_verdict():
     """An endpoint error is stored as unparsed with attempts=0 (so a resumed run asks again), not retried."""
-    rows = judge_batch(lambda reqs: [BatchAnswer(error="cannot connect") for _ in reqs],
+    rows = judge_batch(lambda reqs, limit: [BatchAnswer(error="cannot connect") for _ in reqs],
                        [({"id": "p", "question": "q", "answer_a": "a", "answer_b": "b", "language": "en"}, "ab")], "j")
     assert rows[0]["label"] == "unparsed" and rows[0]["attempts"] == 0 and rows[0]["reply"] == "cannot connect"
+
+
+def test_v2_asks_for_the_reason_then_one_word_in_the_same_conversation():
+    """v2: turn 1 gets the reason (long limit), turn 2 the one-word choice (short limit) after the judge's
+    own reason; an unparseable choice is asked once more; the reason is stored as the rationale."""
+    calls = []
+    scripted = [["B gives 5 cents, A says 10.", "Both are wrong."],          # turn 1: reasons
+                ["B", "A, B, TIE or BOTH_BAD"],                              # turn 2: one choice, one copied list
+                ["BOTH_BAD"]]                                                # retry of the copied list
+
+    def ask(requests, max_tokens):
+        calls.append((requests, max_tokens))
+        return [BatchAnswer(text=t) for t in scripted[len(calls) - 1]]
+
+    pair = {"id": "p1", "question": "q", "answer_a": "x", "answer_b": "yy", "reference": None, "language": "en"}
+    rows = judge_batch(ask, [(pair, "ab"), (pair, "ba")], "judge", J.PROMPT_V2, max_tokens=200)
+    assert [limit for _, limit in calls] == [200, J.CHOICE_MAX_TOKENS, J.CHOICE_MAX_TOKENS]
+    second = calls[1][0][0].messages
+    assert second[-2] == {"role": "assistant", "content": "B gives 5 cents, A says 10."}
+    assert "one word" in second[-1]["content"] and "[[" not in second[1]["content"]
+    assert len(calls[2][0]) == 1 and calls[2][0][0].messages[-2]["content"] == "A, B, TIE or BOTH_BAD"
+    assert [(r["label"], r["attempts"], r["rationale"]) for r in rows] == [
+        ("B", 1, "B gives 5 cents, A says 10."), ("bothbad", 2, "Both are wrong.")]
+    assert {r["prompt_version"] for r in rows} == {J.PROMPT_V2}
+
+
+def test_v2_failed_first_turn_is_not_asked_for_a_choice():
+    """A judge call that fails in turn 1 is stored with attempts 0 and never reaches the choice turn."""
+    calls = []
+
+    def ask(requests, max_tokens):
+        calls.append(requests)
+        return [BatchAnswer(error="cannot connect") if len(calls) == 1 and i == 0 else BatchAnswer(text="A")
+                for i, _ in enumerate(requests)]
+
+    pair = {"id": "p", "question": "q", "answer_a": "a", "answer_b": "b", "language": "en"}
+    rows = judge_batch(ask, [(pair, "ab"), (pair, "ba")], "j", J.PROMPT_V2)
+    assert len(calls[1]) == 1
+    assert [(r["label"], r["attempts"]) for r in rows] == [("unparsed", 0), ("A", 1)]
+
+
+@pytest.mark.parametrize("reply,label", [
+    ("A", "A"), ("b", "B"), (" TIE\n", "tie"), ("BOTH_BAD", "bothbad"), ("both bad", "bothbad"),
+    ("BOTHBAD", "bothbad"), ("B.", "B"), ("**A**", "A"), ("[[B]]", "B"), ("Verdict: A", "A"), ("Answer B", "B"),
+    ("结论：TIE", "tie"), ("回答 A", "A"), ("“B”。", "B"),
+])
+def test_v2_one_word_choice_is_read(reply, label):
+    """The v2 choice is the whole reply, allowing a tag, brackets, emphasis and a final full stop."""
+    assert J.parse_choice(reply) == label
+
+
+@pytest.mark.parametrize("reply", [
+    "A, B, TIE or BOTH_BAD",            # the options copied: never read as the first one
+    "A、B、TIE、BOTH_BAD",
+    "A or B",
+    "A is better",
+    "Answer A is better than B",
+    "I think B",
+    "C", "", "   ", "AB", "Verdict:",
+])
+def test_v2_anything_but_one_choice_is_unparseable(reply):
+    """Strict: anything that is not exactly one choice is not read as any label (retried, then unparsed)."""
+    assert J.parse_choice(reply) is None
 
 
 # -- prompts ------------------------------------------------------------------------------------------
@@ -212,3 +276,17 @@ def test_corrupt_or_foreign_battle_files_are_refused_with_the_line_number(tmp_pa
     f.write_text(_battle() + "\n" + bad + "\n")
     with pytest.raises(BattleFileError, match=expect):
         read_pairs(f)
+
+
+def test_an_exported_preset_battle_gets_its_reference_from_prompts_yaml():
+    """Our export carries the preset id, not the reference: with_references adds the preset's reference and
+    language when the question is the preset's, and leaves a changed question or a file's own reference alone."""
+    from arena.config import Prompt
+    from arena.judge_file import with_references
+
+    preset = Prompt("en-1", "c", "Which is heavier?", "Neither.", "team", "en")
+    base = {"id": "x", "preset_id": "en-1", "question": "Which is heavier?", "reference": None, "language": "zh"}
+    same, edited, own = with_references([base, {**base, "question": "Which is lighter?"},
+                                         {**base, "reference": "file's own"}], [preset])
+    assert (same["reference"], same["language"]) == ("Neither.", "en")
+    assert edited["reference"] is None and own["reference"] == "file's own"

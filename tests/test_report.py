@@ -133,3 +133,39 @@ def test_cli_judge_refuses_a_bad_file_before_starting_any_model(tmp_path):
     bad.write_text('{"model_a": "x"}\n', encoding="utf-8")
     result = _cli("judge", str(bad), "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 2 and "battles.jsonl line 1" in result.stderr and "loading" not in result.stderr
+
+
+def test_summary_shows_each_workers_recorded_memory(tmp_path):
+    """The summary table carries the worker RSS a run recorded after the model's answers and its peak;
+    a model without a measurement (remote, or a run from before this column) shows a dash."""
+    store = Store(tmp_path / "a.db")
+    _stored_run(store)
+    env = store.batch_run("r1")["environment"]
+    env["models"]["m1"].update(rss_mb=512.4, peak_rss_mb=601.0, rss_when="after its answers")
+    store.set_batch_run_environment("r1", env)
+    html_path, md_path = report.write_report(store, "r1", tmp_path / "out")
+    rows = [line for line in md_path.read_text(encoding="utf-8").splitlines() if line.startswith("| Model m")]
+    assert rows[0].endswith("| 512 / 601 |") and rows[1].endswith("| – |")
+    assert "Prompt `pairwise-ref-v1`" in md_path.read_text(encoding="utf-8")  # the stored verdicts' version
+    assert report.MEMORY_HEADING in html_path.read_text(encoding="utf-8")
+
+
+def test_judge_table_is_cached_until_a_judgment_changes(tmp_path, monkeypatch):
+    """The Leaderboard's judge table is computed once per state of the judgments table: page views
+    reuse it; a stored or replaced judgment recomputes it, and the recomputed table shows the change."""
+    store = Store(tmp_path / "a.db")
+    _stored_run(store)
+    calls = []
+    real = leaderboard.judge_table
+    monkeypatch.setattr(leaderboard, "judge_table", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cached = leaderboard.CachedJudgeTable(store, rounds=10)
+    first, _ = cached.get({})
+    assert cached.get({})[0] is first and len(calls) == 1
+    assert first["rating"].nunique() == 1  # the judge picked the first-shown answer twice: a tie
+    pair = store.judge_pairs("r1")[0]
+    store.save_judgments([{"pair_id": pair["id"], "judge": "m1", "shown": "ba", "label": "B", "rationale": "",
+                           "reply": "B", "attempts": 1, "prompt_version": "pairwise-ref-v2", "ttft_s": 1.0,
+                           "total_s": 2.0, "created": time.time()}])   # replaces the 'ba' verdict: now agreed
+    again, _ = cached.get({})
+    assert len(calls) == 2 and list(again["model"]) == ["m1", "m2"] and again["rating"].iloc[0] > 1000
+    assert cached.get({}, judge="m1")[0] is not again and len(calls) == 3  # another filter, another entry

@@ -64,6 +64,16 @@ def sample_token(logits: np.ndarray, history: list[int], params: GenerationParam
     return int(order[rng.choice(keep, p=probs)])
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def complete_utf8(data: bytes) -> str:
     """Decode, dropping a multi-byte character cut in half at the end (an answer stopped at max tokens
     can end inside a Chinese character); invalid bytes elsewhere become U+FFFD."""
@@ -88,6 +98,9 @@ class LlamaCppEngine:
         self._formatter = None
         self._batch_ctx = None
         self._batch_ctx_key: tuple[int, int] | None = None
+        # Tokens held in the batch context's KV cache per sequence id, from the previous call: a request
+        # that starts with them (a judge's second turn, the same system prompt) prefills only the rest.
+        self._kv_tokens: dict[int, list[int]] = {}
 
     def n_params(self) -> int:
         return int(self.llm._model.n_params())
@@ -134,23 +147,24 @@ class LlamaCppEngine:
         return self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
     def _context(self, n_seq: int, per_seq: int):
-        """A context for ``n_seq`` sequences of up to ``per_seq`` tokens each.
+        """A context for ``n_seq`` sequences of up to ``per_seq`` tokens each, kept between calls.
 
         llama.cpp splits n_ctx evenly over n_seq_max (kv_unified off), so n_ctx = n_seq x per_seq;
         and it silently caps n_batch at n_ctx, so n_batch is set to at most n_ctx here and the
         prefill below never sends more than n_batch tokens (more hits a GGML_ASSERT that kills
-        the process instead of returning an error)."""
+        the process instead of returning an error). The previous context is reused (with its KV
+        cache, see ``_reuse``) while it has as many sequences and room enough; a new one gets
+        256 tokens of headroom per sequence, so a follow-up turn of the same conversations fits."""
         import llama_cpp
         from llama_cpp._internals import LlamaContext
 
-        per_seq = -(-per_seq // 256) * 256
-        key = (n_seq, per_seq)
-        if self._batch_ctx is not None and self._batch_ctx_key == key:
-            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._batch_ctx.ctx), True)
+        if self._batch_ctx is not None and self._batch_ctx_key[0] == n_seq and self._batch_ctx_key[1] >= per_seq:
             return self._batch_ctx
         if self._batch_ctx is not None:
             self._batch_ctx.close()
             self._batch_ctx = None
+        per_seq = min(-(-per_seq // 256) * 256 + 256, max(self.context_length, per_seq))
+        self._kv_tokens = {}
         p = llama_cpp.llama_context_default_params()
         p.n_ctx = n_seq * per_seq
         p.n_batch = p.n_ubatch = min(N_BATCH, p.n_ctx)
@@ -161,8 +175,28 @@ class LlamaCppEngine:
         p.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.batch_flash_attn
                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         self._batch_ctx = LlamaContext(model=self.llm._model, params=p, verbose=False)
-        self._batch_ctx_key = key
+        self._batch_ctx_key = (n_seq, per_seq)
         return self._batch_ctx
+
+    def _reuse(self, ctx, prompts: dict[int, list[int]]) -> tuple[list[int], dict[int, int]]:
+        """Give each request the sequence id whose cached tokens share its longest prefix and drop the
+        cached tokens after that prefix. Returns (request index per sequence id, cached prefix length
+        per request). A prompt's last token is always decoded again: its logits give the first token."""
+        import llama_cpp
+
+        free = list(range(len(prompts)))
+        owner: dict[int, int] = {}
+        cached: dict[int, int] = {}
+        for i, tokens in prompts.items():
+            s = max(free, key=lambda s: _common_prefix(self._kv_tokens.get(s, []), tokens))
+            free.remove(s)
+            owner[s] = i
+            cached[i] = min(_common_prefix(self._kv_tokens.get(s, []), tokens), len(tokens) - 1)
+        memory = llama_cpp.llama_get_memory(ctx.ctx)
+        if not all(llama_cpp.llama_memory_seq_rm(memory, s, cached[i], -1) for s, i in owner.items()):
+            llama_cpp.llama_memory_clear(memory, True)  # this cache can't drop a tail: prefill everything
+            cached = dict.fromkeys(prompts, 0)
+        return [owner[s] for s in range(len(prompts))], cached
 
     def batch_chat(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
         return in_groups(requests, MAX_BATCH, lambda group: self._decode_group(group, params))
@@ -189,8 +223,10 @@ class LlamaCppEngine:
             return answers
         limit = {i: min(params.max_new_tokens, self.context_length - len(t)) for i, t in prompts.items()}
         per_seq = max(len(prompts[i]) + limit[i] for i in prompts)
-        seqs = list(prompts)  # seq_id s answers request seqs[s]
-        ctx = self._context(len(seqs), per_seq)
+        ctx = self._context(len(prompts), per_seq)
+        seqs, cached = self._reuse(ctx, prompts)  # seq_id s answers request seqs[s]
+        self._kv_tokens = {}  # unknown until this call ends well
+        fed = dict.fromkeys(seqs, 0)  # generated tokens decoded into the cache, per request
         n_batch = llama_cpp.llama_n_batch(ctx.ctx)
         vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
@@ -228,8 +264,9 @@ class LlamaCppEngine:
                     answers[i].total_s = now
 
             # Prefill: every prompt, in chunks of at most n_batch tokens; logits only for each prompt's last token.
+            # A prefix already in this sequence's cache (see _reuse) is not decoded again.
             flat = [(s, pos, tok, pos == len(prompts[i]) - 1)
-                    for s, i in enumerate(seqs) for pos, tok in enumerate(prompts[i])]
+                    for s, i in enumerate(seqs) for pos, tok in enumerate(prompts[i]) if pos >= cached[i]]
             for at in range(0, len(flat), n_batch):
                 chunk = flat[at:at + n_batch]
                 decode(chunk)
@@ -241,8 +278,11 @@ class LlamaCppEngine:
                 decode([(s, len(prompts[seqs[s]]) + len(generated[seqs[s]]) - 1, generated[seqs[s]][-1], True)
                         for s in active])
                 for j, s in enumerate(active):
+                    fed[seqs[s]] += 1
                     take(j, seqs[s])
+            self._kv_tokens = {s: prompts[i] + generated[i][:fed[i]] for s, i in enumerate(seqs)}
         except Exception as exc:
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx.ctx), True)
             for i in seqs:
                 if i not in finish:
                     answers[i].error = f"batch decoding failed: {type(exc).__name__}: {exc}"
