@@ -45,6 +45,20 @@ def _error_message(body: str) -> str:
     return body[:300]
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The Bearer header of an OpenAI-compatible server, or none without a key."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _http_error(url: str, status: int, body: str) -> EndpointError:
+    """A non-200 answer as the error a pane shows: the server's own message, and what to check."""
+    detail = _error_message(body)
+    if status == 400 and "context" in detail:
+        return EndpointError(detail)  # ours: already says what to do
+    hint = " Check the API key environment variable." if status in (401, 403) else ""
+    return EndpointError(f"{url} answered HTTP {status}: {detail}{hint}")
+
+
 def _event(url: str, data: str) -> StreamEvent:
     """One streamed event, checked against the schema: a server sending something else is named."""
     try:
@@ -71,7 +85,7 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
                       read_timeout: float = 300.0) -> AsyncIterator[str | Usage | Notice]:
     """Stream one answer from ``{base_url}/chat/completions`` (base_url ends in /v1)."""
     url = base_url.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
     usage: Usage | None = None
     pieces = 0
@@ -79,11 +93,7 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
         async with httpx.AsyncClient(timeout=timeout, verify=_tls()) as http:
             async with http.stream("POST", url, json=request_body(model, messages, params), headers=headers) as resp:
                 if resp.status_code != 200:
-                    detail = _error_message((await resp.aread()).decode("utf-8", "replace"))
-                    if resp.status_code == 400 and "context" in detail:
-                        raise EndpointError(detail)  # ours: already says what to do
-                    hint = " Check the API key environment variable." if resp.status_code in (401, 403) else ""
-                    raise EndpointError(f"{url} answered HTTP {resp.status_code}: {detail}{hint}")
+                    raise _http_error(url, resp.status_code, (await resp.aread()).decode("utf-8", "replace"))
                 async for line in resp.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -128,10 +138,6 @@ class BatchReply:
     via: str         # "worker batch endpoint" or "one stream at a time (server has no batch endpoint)"
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-
 def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: GenerationParams, *,
                api_key: str | None = None, timeout: float = 1800.0) -> BatchReply:
     """Answer several conversations: one ``POST {base_url}/arena/batch`` to an arena worker, or, for any
@@ -143,7 +149,7 @@ def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: 
     body.pop("seed", None)
     body["requests"] = [{"messages": r.messages, "seed": r.seed} for r in requests]
     try:
-        response = httpx.post(url, json=body, headers=_headers(api_key), verify=_tls(),
+        response = httpx.post(url, json=body, headers=auth_headers(api_key), verify=_tls(),
                               timeout=httpx.Timeout(timeout, connect=5.0))
     except httpx.ConnectError as exc:
         raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
@@ -156,8 +162,7 @@ def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: 
         return BatchReply(_one_at_a_time(base_url, model, requests, params, api_key), False,
                           "one stream at a time (server has no batch endpoint)")
     if response.status_code != 200:
-        hint = " Check the API key environment variable." if response.status_code in (401, 403) else ""
-        raise EndpointError(f"{url} answered HTTP {response.status_code}: {response.text[:300]}{hint}")
+        raise _http_error(url, response.status_code, response.text)
     try:
         data = BatchResponse.model_validate_json(response.content)
     except ValidationError as exc:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from .client import auth_headers
 from .config import PROJECT_DIR, ModelConfig
 from .engines import PHASE_PREFIX
 from .engines.registry import engine_spec
@@ -296,7 +297,7 @@ class RemoteProber:
             return
         key = self.api_key(worker.model)
         try:
-            response = http.get(endpoint.base_url + "/models", headers={"Authorization": f"Bearer {key}"} if key else {})
+            response = http.get(endpoint.base_url + "/models", headers=auth_headers(key))
         except httpx.HTTPError as exc:
             set_(worker, "failed", f"cannot reach {endpoint.base_url} ({type(exc).__name__}); "
                                    f"is the server running? Retrying every 15 s")
