@@ -188,10 +188,11 @@ class LlamaCppEngine:
         owner: dict[int, int] = {}
         cached: dict[int, int] = {}
         for i, tokens in prompts.items():
-            s = max(free, key=lambda s: _common_prefix(self._kv_tokens.get(s, []), tokens))
+            shared = {s: _common_prefix(self._kv_tokens.get(s, []), tokens) for s in free}
+            s = max(free, key=shared.__getitem__)
             free.remove(s)
             owner[s] = i
-            cached[i] = min(_common_prefix(self._kv_tokens.get(s, []), tokens), len(tokens) - 1)
+            cached[i] = min(shared[s], len(tokens) - 1)
         memory = llama_cpp.llama_get_memory(ctx.ctx)
         if not all(llama_cpp.llama_memory_seq_rm(memory, s, cached[i], -1) for s, i in owner.items()):
             llama_cpp.llama_memory_clear(memory, True)  # this cache can't drop a tail: prefill everything
