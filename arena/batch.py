@@ -322,7 +322,7 @@ class BatchRunner:
                 pairs = build_pairs(plan.run_id, self.store.batch_run(plan.run_id)["config"], answers)
                 progress.total = progress.done + 2 * len(pairs)
                 self.store.save_judge_pairs(pairs)
-                if not self._judge_pairs(pairs, plan.judge, progress, report, stop, plan.settings.judge_max_tokens,
+                if not self.judge_pairs(pairs, plan.judge, progress, report, stop, plan.settings.judge_max_tokens,
                                          fresh=plan.fresh):
                     return self._finish(plan, "interrupted")
                 self._record_memory(plan.run_id, plan.judge, "after judging")
@@ -379,9 +379,10 @@ class BatchRunner:
                 "batch_size": len(chunk), "created": time.time()})
         self.store.save_batch_answers(rows)
 
-    def _judge_pairs(self, pairs: list[dict], judge_id: str, progress: Progress, report: ProgressCallback,
-                     stop: threading.Event, max_tokens: int = JUDGE_MAX_TOKENS, fresh: bool = False) -> bool:
-        """Judge every pair in both orders (skipping stored judgments); False if stopped."""
+    def judge_pairs(self, pairs: list[dict], judge_id: str, progress: Progress, report: ProgressCallback,
+                    stop: threading.Event, max_tokens: int = JUDGE_MAX_TOKENS, fresh: bool = False) -> bool:
+        """Judge every pair in both orders (skipping stored judgments), 8 judgments per call; False if
+        stopped. Batch runs and ``python -m arena judge FILE`` both judge through here."""
         todo = judge_pending(self.store, pairs, judge_id, fresh)
         progress.done += 2 * len(pairs) - len(todo)
         size = 8

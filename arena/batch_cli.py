@@ -10,6 +10,8 @@ import argparse
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from .app import add_database_flag, default_data_dir, open_store
@@ -85,6 +87,16 @@ def _bar(total: int):
     return tqdm(total=total, unit="item", dynamic_ncols=True, smoothing=0.1)
 
 
+def _shown_on(bar):
+    """A progress callback that moves ``bar`` to a runner's Progress (done, total, phase)."""
+    def show(progress) -> None:
+        bar.total = progress.total
+        bar.n = progress.done
+        bar.set_description(progress.phase)
+        bar.refresh()
+    return show
+
+
 def batch_command(args: argparse.Namespace) -> int:
     from . import report
     from .batch import BatchError, BatchRunner, BatchSettings, select_presets
@@ -131,14 +143,7 @@ def batch_command(args: argparse.Namespace) -> int:
               + (" (also a contestant: self-judging is flagged in the report)" if plan.judge in plan.models else ""),
               file=sys.stderr, flush=True)
         bar = _bar(0)
-
-        def show(progress) -> None:
-            bar.total = progress.total
-            bar.n = progress.done
-            bar.set_description(progress.phase)
-            bar.refresh()
-
-        status = runner.run(plan, show)
+        status = runner.run(plan, _shown_on(bar))
         bar.close()
         html_path, md_path = report.write_report(store, plan.run_id, args.out or Path(args.data_dir) / "reports")
         print(f"run {plan.run_id}: {status}\nreport: {html_path}\nmarkdown: {md_path}")
@@ -158,10 +163,8 @@ def judge_command(args: argparse.Namespace) -> int:
     import json
 
     from . import judge as J
-    from .batch import BatchError, choose_judge, judge_batch, judge_params, judge_pending
-    from .client import EndpointError, batch_chat
+    from .batch import BatchError, BatchRunner, Progress, choose_judge
     from .judge_file import BattleFileError, read_pairs, with_references
-    from .supervisor import ModelUnavailable
 
     catalog = load_models(args.models)
     known = {m.id for m in catalog}
@@ -182,26 +185,12 @@ def judge_command(args: argparse.Namespace) -> int:
         if statuses[judge_id].state != "ready":
             return _fail(f"judge {judge_id} is not ready: {statuses[judge_id].describe()}")
         store.save_judge_pairs(pairs)
-        todo = judge_pending(store, pairs, judge_id)
-        model = supervisor.model(judge_id)
-
-        def ask(requests, max_tokens):
-            try:
-                base = supervisor.endpoint(judge_id, wait=120.0)
-                return batch_chat(base, model.endpoint.model if model.endpoint else judge_id, requests,
-                                  judge_params(max_tokens), api_key=supervisor.api_key(judge_id)).answers
-            except (EndpointError, ModelUnavailable) as exc:
-                from .engines import BatchAnswer
-                return [BatchAnswer(error=str(exc)) for _ in requests]
-
         print(f"judging {len(pairs)} pair(s) from {args.file.name} with {judge_id}, both orders "
-              f"({len(todo)} judgment(s) to do)", file=sys.stderr, flush=True)
-        bar = _bar(len(todo))
+              f"(verdicts already stored are kept)", file=sys.stderr, flush=True)
+        progress = Progress(run_id=f"file:{args.file.name}", done=0, total=2 * len(pairs), phase="", started=time.time())
+        bar = _bar(progress.total)
         try:
-            for start in range(0, len(todo), 8):
-                chunk = todo[start:start + 8]
-                store.save_judgments(judge_batch(ask, chunk, judge_id))
-                bar.update(len(chunk))
+            BatchRunner(supervisor, store, []).judge_pairs(pairs, judge_id, progress, _shown_on(bar), threading.Event())
         except KeyboardInterrupt:
             bar.close()
             print("\ninterrupted; stored verdicts are kept and the same command continues", file=sys.stderr)

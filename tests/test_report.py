@@ -169,3 +169,35 @@ def test_judge_table_is_cached_until_a_judgment_changes(tmp_path, monkeypatch):
     again, _ = cached.get({})
     assert len(calls) == 2 and list(again["model"]) == ["m1", "m2"] and again["rating"].iloc[0] > 1000
     assert cached.get({}, judge="m1")[0] is not again and len(calls) == 3  # another filter, another entry
+
+
+def test_cli_judge_judges_a_battle_file_with_a_real_model(tmp_path):
+    """`judge FILE --judge smol-a` on a two-battle file: SmolLM2 judges both orders of each pair (4 stored
+    judgments, whatever the labels), the verdicts file holds both pairs, and the agreement with the file's
+    human votes is printed; a second run finds nothing left to judge and keeps the same verdicts."""
+    import json
+
+    from .conftest import smol_catalog
+
+    catalog = smol_catalog(tmp_path / "models.yaml")
+    battles = tmp_path / "battles.jsonl"
+    battles.write_text("".join(json.dumps({
+        "question_id": f"q{i}", "model_a": "far-a", "model_b": "far-b", "winner": winner,
+        "conversation_a": [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": a}],
+        "conversation_b": [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": b}]}) + "\n"
+        for i, (winner, a, b) in enumerate([("model_a", "4", "5"), ("model_b", "22", "It is 4.")])), encoding="utf-8")
+    data = ("--models", str(catalog), "--data-dir", str(tmp_path / "d"))
+    first = _cli("judge", str(battles), "--judge", "smol-a", "--threads", "1", *data)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "agreement with the file's human votes (n=" in first.stdout or "no agreement to report" in first.stdout
+    store = Store(tmp_path / "d" / "arena.db")
+    try:
+        stored = store.judgments("smol-a")
+        assert sorted(j["shown"] for j in stored) == ["ab", "ab", "ba", "ba"]
+        assert all(j["attempts"] > 0 for j in stored)  # every order got a reply (parsed or not), none a failed call
+    finally:
+        store.close()
+    verdicts = (tmp_path / "d" / "judgments" / "battles.smol-a.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(verdicts) == 2 and {json.loads(v)["human_winner"] for v in verdicts} == {"model_a", "model_b"}
+    again = _cli("judge", str(battles), "--judge", "smol-a", "--threads", "1", *data)
+    assert again.returncode == 0 and again.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]
