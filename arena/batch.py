@@ -29,7 +29,7 @@ from . import judge as J
 from . import memory
 from .client import EndpointError, batch_chat
 from .config import LOCAL_ENGINES, ModelConfig, Prompt
-from .engines import BatchAnswer, BatchRequest, GenerationParams
+from .engines import BatchAnswer, BatchRequest, GenerationParams, decode_speed
 from .store import Store
 from .supervisor import ModelStatus, ModelUnavailable, Supervisor, default_threads
 
@@ -367,13 +367,12 @@ class BatchRunner:
         rows = []
         for (_, preset, repeat, digest, key), answer in zip(chunk, answers):
             tokens = answer.usage.completion_tokens if answer.usage else 0
-            decode = (answer.total_s or 0) - (answer.ttft_s or 0)
             rows.append({
                 "key": key, "run_id": plan.run_id, "model": model_id, "preset_id": preset.id, "repeat": repeat,
                 "seed": plan.settings.seed + repeat, "settings_hash": digest, "question": preset.question,
                 "text": answer.text, "error": answer.error, "ttft_s": answer.ttft_s, "total_s": answer.total_s,
                 "output_tokens": tokens, "prompt_tokens": answer.usage.prompt_tokens if answer.usage else 0,
-                "tokens_per_s": (tokens - 1) / decode if tokens >= 2 and decode > 0 else None,
+                "tokens_per_s": decode_speed(tokens, answer.ttft_s, answer.total_s),
                 "finish_reason": answer.usage.finish_reason if answer.usage else "error",
                 "engine": model.engine, "quantization": model.quantization, "batched": int(batched),
                 "batch_size": len(chunk), "created": time.time()})

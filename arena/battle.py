@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 from .client import EndpointError
-from .engines import Notice, Usage
+from .engines import Notice, Usage, decode_speed
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,7 @@ class Answer:
 
     @property
     def tokens_per_s(self) -> float | None:
-        """Decode speed: tokens after the first, over the time after the first token."""
-        if self.ttft_s is None or self.total_s is None or self.output_tokens < 2:
-            return None
-        decode = self.total_s - self.ttft_s
-        return (self.output_tokens - 1) / decode if decode > 0 else None
+        return decode_speed(self.output_tokens, self.ttft_s, self.total_s)
 
     def metrics(self) -> dict:
         return {"ttft_s": _round(self.ttft_s), "total_s": _round(self.total_s), "output_tokens": self.output_tokens,

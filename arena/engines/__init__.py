@@ -102,6 +102,15 @@ def in_groups(requests: list, size: int, decode: "Callable[[list], list]") -> li
     return answers
 
 
+def decode_speed(output_tokens: int, ttft_s: float | None, total_s: float | None) -> float | None:
+    """Tokens/s as the arena reports it: tokens after the first over the time after the first token,
+    so prefill (in the time to first token) does not count twice. None below two tokens."""
+    if ttft_s is None or total_s is None or output_tokens < 2:
+        return None
+    decode = total_s - ttft_s
+    return (output_tokens - 1) / decode if decode > 0 else None
+
+
 def with_seed(params: GenerationParams, seed: int | None) -> GenerationParams:
     return params if seed is None else replace(params, seed=seed)
 
