@@ -165,6 +165,7 @@ def judge_command(args: argparse.Namespace) -> int:
     from . import judge as J
     from .batch import BatchError, BatchRunner, Progress, choose_judge
     from .judge_file import BattleFileError, read_pairs, with_references
+    from .report import figure
 
     catalog = load_models(args.models)
     known = {m.id for m in catalog}
@@ -214,13 +215,13 @@ def judge_command(args: argparse.Namespace) -> int:
         q = J.quality(pairs, verdicts)
         print(f"verdicts: {output}")
         print(f"pairs judged: {q.pairs}; unparsed: {q.unparsed}; inconsistent after the swap: "
-              f"{q.inconsistent} ({_pct(q.inconsistency_rate)}); longer answer wins under the judge: "
-              f"{_pct(q.longer_wins_rate)} (n={q.longer_wins_n})")
+              f"{q.inconsistent} ({figure(q.inconsistency_rate, pct=True)}); longer answer wins under the judge: "
+              f"{figure(q.longer_wins_rate, pct=True)} (n={q.longer_wins_n})")
         if q.judge_vs_human:
             jh, lh = q.judge_vs_human, q.length_vs_human
-            print(f"agreement with the file's human votes (n={jh.n}): {_pct(jh.with_ties)} with ties, "
-                  f"{_pct(jh.without_ties)} without (n={jh.n_decisive}), kappa {jh.kappa:.2f}")
-            print(f"baseline 'the longer answer wins': {_pct(lh.with_ties)} with ties, {_pct(lh.without_ties)} "
+            print(f"agreement with the file's human votes (n={jh.n}): {figure(jh.with_ties, pct=True)} with ties, "
+                  f"{figure(jh.without_ties, pct=True)} without (n={jh.n_decisive}), kappa {jh.kappa:.2f}")
+            print(f"baseline 'the longer answer wins': {figure(lh.with_ties, pct=True)} with ties, {figure(lh.without_ties, pct=True)} "
                   f"without (n={lh.n_decisive}), kappa {lh.kappa:.2f}")
             if not q.beats_length_baseline:
                 print("this judge does NOT beat the length baseline on these pairs")
@@ -233,10 +234,6 @@ def judge_command(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     finally:
         supervisor.stop()
-
-
-def _pct(value: float) -> str:
-    return "–" if value != value else f"{100 * value:.0f}%"
 
 
 def report_command(args: argparse.Namespace) -> int:

@@ -107,10 +107,11 @@ def _memory(data: RunData, model: str) -> str:
     info = data.run["environment"].get("models", {}).get(model, {})
     if info.get("rss_mb") is None:
         return "–"
-    return f"{info['rss_mb']:.0f} / {_f(info.get('peak_rss_mb'), 0)}"
+    return f"{info['rss_mb']:.0f} / {figure(info.get('peak_rss_mb'), 0)}"
 
 
-def _f(value: float | None, digits: int = 2, pct: bool = False) -> str:
+def figure(value: float | None, digits: int = 2, pct: bool = False) -> str:
+    """A number for people: a dash for missing or NaN (an undefined kappa), else fixed digits or a percentage."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{100 * value:.0f}%" if pct else f"{value:.{digits}f}"
@@ -144,18 +145,18 @@ def judge_block(data: RunData) -> list[str]:
                      f"own answers (self-preference), so treat `{judge}`'s win rate with extra suspicion.")
     q = J.quality(data.pairs, data.verdicts)
     lines.append(f"On this run: {q.pairs} pair(s) judged; {q.unparsed} unparsed after one retry (not counted as "
-                 f"wins); inconsistent after the swap (counted as ties): {_f(q.inconsistency_rate, pct=True)} "
+                 f"wins); inconsistent after the swap (counted as ties): {figure(q.inconsistency_rate, pct=True)} "
                  f"({q.inconsistent} of {q.pairs - q.unparsed}). The longer answer won "
-                 f"{_f(q.longer_wins_rate, pct=True)} of the judge's decisive verdicts (n={q.longer_wins_n}).")
+                 f"{figure(q.longer_wins_rate, pct=True)} of the judge's decisive verdicts (n={q.longer_wins_n}).")
     h = J.quality(data.human_pairs, data.human_verdicts)
     if h.judge_vs_human and h.judge_vs_human.n:
         jh, lh = h.judge_vs_human, h.length_vs_human
         lines.append(
             f"Against human votes (all stored pairs with a human vote that this judge judged, n={jh.n}): the judge "
-            f"agrees {_f(jh.with_ties, pct=True)} with ties, {_f(jh.without_ties, pct=True)} without "
-            f"(n={jh.n_decisive}), Cohen's kappa {_f(jh.kappa)}; the baseline \"the longer answer wins\" agrees "
-            f"{_f(lh.with_ties, pct=True)} with ties, {_f(lh.without_ties, pct=True)} without (n={lh.n_decisive}), "
-            f"kappa {_f(lh.kappa)}. Inconsistency on those pairs: {_f(h.inconsistency_rate, pct=True)}.")
+            f"agrees {figure(jh.with_ties, pct=True)} with ties, {figure(jh.without_ties, pct=True)} without "
+            f"(n={jh.n_decisive}), Cohen's kappa {figure(jh.kappa)}; the baseline \"the longer answer wins\" agrees "
+            f"{figure(lh.with_ties, pct=True)} with ties, {figure(lh.without_ties, pct=True)} without (n={lh.n_decisive}), "
+            f"kappa {figure(lh.kappa)}. Inconsistency on those pairs: {figure(h.inconsistency_rate, pct=True)}.")
         if not h.beats_length_baseline:
             lines.append("**This judge does not beat the length baseline** on human-voted pairs: its verdicts are "
                          "no better than picking the longer answer.")
@@ -263,8 +264,8 @@ def _fence(text: str) -> str:
 def _timing(a: dict) -> str:
     if a["error"]:
         return f"error: {a['error']}"
-    return (f"first token {_f(a['ttft_s'])} s · total {_f(a['total_s'])} s · {a['output_tokens']} tokens · "
-            f"{_f(a['tokens_per_s'], 1)} tok/s" + (f" · batched ×{a['batch_size']}" if a["batched"] else "")
+    return (f"first token {figure(a['ttft_s'])} s · total {figure(a['total_s'])} s · {a['output_tokens']} tokens · "
+            f"{figure(a['tokens_per_s'], 1)} tok/s" + (f" · batched ×{a['batch_size']}" if a["batched"] else "")
             + (" · cut at max tokens" if a["finish_reason"] == "length" else ""))
 
 
@@ -361,7 +362,7 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
     for r in summary(data):
         parts.append(f"<tr><td>{_h(r['name'])}<br><code>{_h(r['model'])}</code></td><td>{_h(_win(r['win']))}</td>"
                      f"<td>{_pair(r['ttft'])}</td><td>{_pair(r['tps'], 1)}</td><td>{_pair(r['total'])}</td>"
-                     f"<td>{_pair(r['tokens'], 0)}</td><td>{_f(r['chars'][0] if r['chars'] else None, 0)}</td>"
+                     f"<td>{_pair(r['tokens'], 0)}</td><td>{figure(r['chars'][0] if r['chars'] else None, 0)}</td>"
                      f"<td>{r['answers']} ({r['errors']}, {r['batched']})</td><td>{_h(r['memory'])}</td></tr>")
     parts.append("</table><h2>The judge, and how far to trust it</h2>")
     parts += [_html_paragraph(line) for line in judge_block(data)]
@@ -458,10 +459,10 @@ class Comparison:
         parts = [f"<h2>Changes against run {_h(self.other)}</h2><p>Models matched: "
                  + ", ".join(f"{_h(a)} ↔ {_h(b)}" for a, b in self.mapping) + "</p>",
                  "<table><tr><th>model</th><th>median tokens/s, this run ÷ other</th></tr>"]
-        parts += [f"<tr><td>{_h(m)}</td><td>{_f(r)}</td></tr>" for m, r in self.speed]
+        parts += [f"<tr><td>{_h(m)}</td><td>{figure(r)}</td></tr>" for m, r in self.speed]
         parts.append("</table><table><tr><th>question</th><th>model</th><th>answer</th><th>tokens/s ratio</th></tr>")
         parts += [f"<tr><td>{_h(r['preset_id'])}</td><td>{_h(r['model'])}</td><td>{_h(r['change'])}</td>"
-                  f"<td>{_f(r['tps_ratio'])}</td></tr>" for r in self.rows]
+                  f"<td>{figure(r['tps_ratio'])}</td></tr>" for r in self.rows]
         parts.append("</table>")
         if self.flips:
             parts.append("<p>Verdicts that changed:</p><ul>" + "".join(
@@ -475,9 +476,9 @@ class Comparison:
         out = [f"## Changes against run {_md_inline(self.other)}", "",
                "Models matched: " + ", ".join(f"{_md_inline(a)} ↔ {_md_inline(b)}" for a, b in self.mapping), "",
                "| model | median tokens/s, this run ÷ other |", "|---|---|"]
-        out += [f"| {_md_inline(m)} | {_f(r)} |" for m, r in self.speed]
+        out += [f"| {_md_inline(m)} | {figure(r)} |" for m, r in self.speed]
         out += ["", "| question | model | answer | tokens/s ratio |", "|---|---|---|---|"]
-        out += [f"| {_md_inline(r['preset_id'])} | {_md_inline(r['model'])} | {r['change']} | {_f(r['tps_ratio'])} |"
+        out += [f"| {_md_inline(r['preset_id'])} | {_md_inline(r['model'])} | {r['change']} | {figure(r['tps_ratio'])} |"
                 for r in self.rows]
         out += [""] + ([f"- {_md_inline(f['preset_id'])}, {_md_inline(f['pair'])}: {_md_inline(f['before'])} → "
                         f"{_md_inline(f['after'])}" for f in self.flips] or ["No judge verdict changed."])
