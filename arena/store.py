@@ -449,15 +449,16 @@ class Store:
             "config": json.dumps(config, ensure_ascii=False), "environment": json.dumps(environment, ensure_ascii=False)}],
             replace=False)
 
-    def set_batch_run_status(self, run_id: str, status: str, finished: float | None = None) -> None:
+    def _update_run(self, run_id: str, **values: Any) -> None:
         with self._write() as conn:
-            conn.execute(update(BATCH_RUNS).where(BATCH_RUNS.c.id == run_id).values(status=status, finished=finished))
+            conn.execute(update(BATCH_RUNS).where(BATCH_RUNS.c.id == run_id).values(**values))
+
+    def set_batch_run_status(self, run_id: str, status: str, finished: float | None = None) -> None:
+        self._update_run(run_id, status=status, finished=finished)
 
     def set_batch_run_environment(self, run_id: str, environment: dict) -> None:
         """Replace a run's environment: measurements taken during the run (a worker's memory) join it."""
-        with self._write() as conn:
-            conn.execute(update(BATCH_RUNS).where(BATCH_RUNS.c.id == run_id)
-                         .values(environment=json.dumps(environment, ensure_ascii=False)))
+        self._update_run(run_id, environment=json.dumps(environment, ensure_ascii=False))
 
     @staticmethod
     def _decoded_run(row: dict) -> dict:
