@@ -18,12 +18,11 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-
-from dataclasses import replace
 
 from .engines import AnswerCollector, BatchAnswer, BatchRequest, ChatEngine, GenerationParams, Notice, Usage, n_params, with_seed
 from .engines.context import ContextOverflow, fit_context
@@ -333,8 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{ERROR_PREFIX}could not load {args.weights}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         sys.exit(3)
     app = create_app(engine, model.id, load_seconds, api_key, model.context_length)
-    uvicorn.run(app, host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":
