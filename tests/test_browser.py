@@ -97,7 +97,9 @@ def saw_both_streaming(page: Page, timeout: float = 120, trace: bool = False):
             history.append(state)
         if all(state):
             seen = True
-        if page.locator("#vote-a").is_enabled() or page.locator("#reveal").inner_text():
+        # The vote buttons unlock when both answers are done. (Not "#reveal has text": while the turn is
+        # pending, Gradio writes its own "processing | 0.1s" into every output, that line included.)
+        if page.locator("#vote-a").is_enabled():
             return (seen, history) if trace else seen
         time.sleep(0.05)
     raise AssertionError(f"the turn did not finish; saw {history[-12:]}")
@@ -277,7 +279,7 @@ def test_blind_battle_hides_names_and_timings_then_reveals_and_rates(page):
         assert "hidden" in metrics and not re.search(r"\d", metrics), metrics
         assert page.locator(f"#chat-{side} label, #chat-{side} [data-testid='block-label']").first.inner_text() \
             == f"Model {side.upper()}"
-    assert page.locator("#reveal").inner_text().strip() == ""
+    expect(page.locator("#reveal")).to_have_text("")  # waits out Gradio's "processing" line of the last update
     page.locator("#vote-tie").click()
     expect(page.locator("#reveal")).to_contain_text(re.compile(r"Model A was Smol [AB]"))
     expect(page.locator("#reveal")).to_contain_text(re.compile(r"time to first token \d+\.\d+ s"))
