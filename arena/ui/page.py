@@ -257,8 +257,8 @@ def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
         return {c["lang"]: lang, **_by_name(c, relabeled + panes)(result)}
 
     def on_load(request: gr.Request):
-        # The page is built in English: only another language fires the switch (and its relabel, which
-        # would reset an input a fast user had already started typing into).
+        # The page is built in English (gr.I18n already shows the browser's language): only another
+        # language fires the switch, and its relabel round trip.
         return language_of(request.headers.get("accept-language") if request else None)
 
     c["language"].change(switch, [c["language"], c["mode"], c["model_a"], c["model_b"], c["round_id"]], outputs,
