@@ -8,6 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
+from .battle_schema import MAX_TEXT, MAX_TURNS
 from .config import DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, PROJECT_DIR, ConfigError, load_models, load_prompts
 from .rounds import Arena, Limits
 from .store import Store
@@ -58,7 +59,8 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blind-together", action="store_true",
                         help="blind battles show both answers only when both are finished, so streaming speed "
                              "can't give a model away (a page setting too; default: stream as they come)")
-    parser.add_argument("--max-question-chars", type=int, default=8000, help="longest question accepted")
+    parser.add_argument("--max-question-chars", type=int, default=8000,
+                        help=f"longest question accepted (at most {MAX_TEXT:,})")
     parser.add_argument("--max-upload-mb", type=float, default=20, help="largest battle file the Export tab accepts")
     parser.add_argument("--votes-per-minute", type=int, default=30, help="vote rate limit per session")
     parser.add_argument("--questions-per-minute", type=int, default=30, help="question rate limit per session")
@@ -66,10 +68,11 @@ def serve_parser() -> argparse.ArgumentParser:
                         help="vote rate limit per client address (a new session does not reset it)")
     parser.add_argument("--questions-per-minute-per-address", type=int, default=120,
                         help="question rate limit per client address")
-    parser.add_argument("--max-turns", type=int, default=20, help="questions per round")
+    parser.add_argument("--max-turns", type=int, default=20, help=f"questions per round (at most {MAX_TURNS})")
     parser.add_argument("--trusted-proxy", action="append", default=[], metavar="IP",
                         help="a reverse proxy whose X-Forwarded-For header is believed for rate limits "
-                             "(repeatable); without it the direct peer's address counts")
+                             "(repeatable); without it the direct peer's address counts. Behind a proxy the "
+                             "page is exposed, so export, import and batch runs then need the admin token")
     return parser
 
 
@@ -82,6 +85,14 @@ def check_port_free(host: str, port: int) -> None:
             raise SystemExit(f"error: port {port} on {host} is in use ({exc.strerror}). "
                              f"Start with --port {port + 1} (or another free port), or stop the program using it."
                              ) from None
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """Limits whose rounds the arena could store but not export and import again (battle_schema.py)."""
+    if not 1 <= args.max_turns <= MAX_TURNS:
+        raise SystemExit(f"error: --max-turns must be from 1 to {MAX_TURNS}, got {args.max_turns}")
+    if not 1 <= args.max_question_chars <= MAX_TEXT:
+        raise SystemExit(f"error: --max-question-chars must be from 1 to {MAX_TEXT:,}, got {args.max_question_chars}")
 
 
 def build_arena(args: argparse.Namespace) -> Arena:
@@ -101,19 +112,21 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def admin_token(args: argparse.Namespace) -> str | None:
-    """The token import and export need, or None when they are open.
+    """The token export, import and batch runs need, or None when they are open.
 
-    They are open on loopback (only this machine's users reach the page). Beyond loopback or with
-    --share anyone who finds the page could read every conversation or poison the data, so a token
-    is required: $ARENA_ADMIN_TOKEN if set (which also closes them on loopback), else a new one,
-    printed once at start-up."""
+    They are open on loopback (only this machine's users reach the page), as long as no request comes
+    through a proxy (access.py refuses those). Beyond loopback, with --share or behind a reverse proxy
+    (--trusted-proxy) anyone who finds the page could read every conversation, poison the data or keep
+    the CPU busy for hours, so a token is required: $ARENA_ADMIN_TOKEN if set (which also closes them
+    on loopback), else a new one, printed once at start-up."""
     if token := os.environ.get("ARENA_ADMIN_TOKEN"):
         return token
-    if args.share or args.host not in LOOPBACK:
+    if args.share or args.host not in LOOPBACK or args.trusted_proxy:
         import secrets
 
         token = secrets.token_urlsafe(18)
-        print(f"Export and import need the admin token {token} (set ARENA_ADMIN_TOKEN to choose one).", flush=True)
+        print(f"Export, import and batch runs need the admin token {token} (set ARENA_ADMIN_TOKEN to choose one).",
+              flush=True)
         return token
     return None
 
@@ -135,6 +148,7 @@ def _interrupt(*_: object) -> None:
 
 def serve(argv: list[str] | None = None) -> None:
     args = serve_parser().parse_args(argv)
+    check_limits(args)
     try:
         arena = build_arena(args)
     except ConfigError as exc:
@@ -146,23 +160,57 @@ def serve(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     yield_cpu_to_workers()
     arena.supervisor.start()
+    from .access import AdminAccess, address_of
     from .batch_service import BatchService
+    from .downloads import Downloads
     from .ui.i18n import I18N
 
-    reports = Path(args.data_dir) / "reports"
-    batch = BatchService(arena.supervisor, arena.store, arena.prompts, reports)
-    demo = build_ui(arena, export_dir=Path(args.data_dir) / "exports", admin_token=admin_token(args),
-                    max_upload_bytes=int(args.max_upload_mb * 1e6), trusted_proxies=frozenset(args.trusted_proxy),
-                    batch=batch)
+    data_dir = Path(args.data_dir).resolve()
+    batch = BatchService(arena.supervisor, arena.store, arena.prompts, data_dir / "reports")
+    access = AdminAccess(admin_token(args), frozenset(args.trusted_proxy))
+    downloads = Downloads()
+    demo = build_ui(arena, downloads, access, max_upload_bytes=int(args.max_upload_mb * 1e6), batch=batch)
     print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)
     try:
         demo.queue(default_concurrency_limit=8).launch(
             server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True, i18n=I18N,
             max_file_size=int(args.max_upload_mb * 1e6),
-            allowed_paths=[str(Path(args.data_dir) / "exports"), str(reports)])
+            # Nothing of ours is served as a plain file: exports and reports go through download tickets.
+            blocked_paths=[str(data_dir), str(downloads.directory)],
+            app_kwargs={"routes": [downloads.route(lambda r: address_of(r, access.trusted_proxies))],
+                        "middleware": [security_headers()]})
     except KeyboardInterrupt:
         pass
     finally:
         print("Stopping model workers…", file=sys.stderr, flush=True)
         arena.supervisor.stop()
         arena.store.close()
+        downloads.close()
+
+
+# The page loads images only from itself: whatever slips through as an image (or a diagram) in a model's
+# answer, the browser does not fetch it from elsewhere (safe_markdown.py is the first line of defence).
+CONTENT_SECURITY_POLICY = "img-src 'self' data: blob:; media-src 'self' data: blob:"
+
+
+def security_headers():
+    """Middleware adding the Content-Security-Policy to every response."""
+    from starlette.middleware import Middleware
+
+    class _Headers:
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+
+            async def with_headers(message):
+                if message["type"] == "http.response.start":
+                    message.setdefault("headers", []).append(
+                        (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                await send(message)
+
+            return await self.app(scope, receive, with_headers)
+
+    return Middleware(_Headers)

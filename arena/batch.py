@@ -464,6 +464,6 @@ def judge_pending(store: Store, pairs: list[dict], judge_id: str, fresh: bool = 
                   version: str = J.PROMPT_VERSION) -> list[tuple[dict, str]]:
     """(pair, shown order) items still to judge: those without a stored verdict attempt of this prompt
     version (all of them with ``fresh``)."""
-    done = set() if fresh else {(j["pair_id"], j["shown"]) for j in store.judgments(judge_id)
+    done = set() if fresh else {(j["pair_id"], j["shown"]) for j in store.judgments(judge_id, [p["id"] for p in pairs])
                                 if j["prompt_version"] == version and j["attempts"] > 0}
     return [(p, shown) for p in pairs for shown in ("ab", "ba") if (p["id"], shown) not in done]

@@ -197,7 +197,7 @@ def judge_command(args: argparse.Namespace) -> int:
             print("\ninterrupted; stored verdicts are kept and the same command continues", file=sys.stderr)
             return 130
         bar.close()
-        rows = [j for j in store.judgments(judge_id) if j["pair_id"] in {p["id"] for p in pairs}]
+        rows = store.judgments(judge_id, [p["id"] for p in pairs])
         verdicts = J.verdicts_by_pair(rows)
         output = args.output or Path(args.data_dir) / "judgments" / f"{args.file.stem}.{judge_id}.jsonl"
         output.parent.mkdir(parents=True, exist_ok=True)

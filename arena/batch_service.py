@@ -4,6 +4,7 @@ run id and report path. The Gradio layer (ui/batch_panel.py) only calls these me
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import replace
@@ -17,6 +18,7 @@ from .config import Prompt
 from .store import Store
 from .supervisor import Supervisor
 
+log = logging.getLogger(__name__)
 DEFAULT_JUDGE = "default"  # the ready local model with the most parameters
 NO_JUDGE = "none"
 
@@ -89,6 +91,7 @@ class BatchService:
             with self._lock:
                 self._state.update(state=status, report=str(html_path), markdown=str(md_path), eta_s=0.0)
         except Exception as exc:  # shown on the tab; the run's stored answers stay for --resume
+            log.exception("batch run %s failed", plan.run_id)  # the tab shows one line; the log keeps the traceback
             with self._lock:
                 self._state.update(state="failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -1,7 +1,9 @@
 """The schema of one imported battle line: FastChat's clean-battle format plus our ``arena`` part.
 
 An uploaded file is untrusted, so every field is checked for type and size, nested turns
-included, and text for characters SQLite and JSON can't hold. A line that breaks a rule is
+included, text for characters SQLite and JSON can't hold, and every number for being finite and
+every time for lying between 1970 and 2100 (a ``tstamp`` of 1e20 would pass a float check and then
+break every later export). A line that breaks a rule is
 refused with its line number (see exports.import_battles); unknown extra fields (FastChat
 logs carry many) are ignored, never stored.
 """
@@ -12,12 +14,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import textcheck
+from .outcomes import Winner
 
-MAX_TEXT = 100_000       # characters in one message or answer
-MAX_NAME = 200           # model ids, names, engines
-MAX_MESSAGES = 200       # per conversation
-MAX_TURNS = 100          # per battle
-Winner = Literal["model_a", "model_b", "tie", "tie (bothbad)"]
+MAX_TEXT = 1_000_000     # characters in one message or answer (8,192 tokens of long tokens fit)
+MAX_NAME = 200           # model ids, names, engines (config.MAX_LABEL)
+MAX_TURNS = 100          # per battle (the ceiling of --max-turns)
+MAX_MESSAGES = 2 * MAX_TURNS + 1  # per conversation: every turn's question and answer, and a system prompt
+MAX_TSTAMP = 4_102_444_800.0  # 2100-01-01 UTC: later (or infinite) unix times are refused
+
+
+def Time(**kwargs):  # noqa: N802 - a field type, named like one
+    """A unix time: finite, from 1970 to 2100."""
+    return Field(None, ge=0, le=MAX_TSTAMP, **kwargs)
 
 
 def _clean(value):
@@ -27,7 +35,7 @@ def _clean(value):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=False)
+    model_config = ConfigDict(extra="ignore", strict=False, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -40,6 +48,11 @@ class Message(_Strict):
     content: str = Field(max_length=MAX_TEXT)
 
 
+class Notice(_Strict):
+    dropped_turns: int = Field(0, ge=0, le=10_000)
+    max_new_tokens: int | None = Field(None, ge=0, le=1_000_000)
+
+
 class Answer(_Strict):
     text: str = Field("", max_length=MAX_TEXT)
     error: str | None = Field(None, max_length=2000)
@@ -49,6 +62,8 @@ class Answer(_Strict):
     output_tokens: int = Field(0, ge=0)
     tokens_per_s: float | None = Field(None, ge=0)
     prompt_tokens: int = Field(0, ge=0)
+    queue_s: float | None = Field(None, ge=0)
+    notice: Notice | None = None
 
 
 class Settings(_Strict):
@@ -63,7 +78,7 @@ class Turn(_Strict):
     a: Answer
     b: Answer
     settings: Settings | None = None
-    tstamp: float | None = None
+    tstamp: float | None = Time()
 
 
 class ModelInfo(_Strict):
@@ -78,7 +93,8 @@ class ArenaPart(_Strict):
 
     mode: Literal["named", "blind"] | None = None
     flag: str | None = Field(None, max_length=2000)
-    started: float | None = None
+    started: float | None = Time()
+    hold: bool = False
     settings: Settings | None = None
     model_a_info: ModelInfo | None = None
     model_b_info: ModelInfo | None = None
@@ -94,7 +110,7 @@ class BattleLine(_Strict):
     model_a: str = Field(min_length=1, max_length=MAX_NAME)
     model_b: str = Field(min_length=1, max_length=MAX_NAME)
     winner: Winner
-    tstamp: float | None = None
+    tstamp: float | None = Time()
     anony: bool = False
     judge: str | None = Field(None, max_length=MAX_NAME)
     turn: int | None = Field(None, ge=0)

@@ -15,8 +15,9 @@ from typing import Any, AsyncIterator
 import httpx
 from pydantic import ValidationError
 
-from .engines import AnswerCollector, BatchAnswer, BatchRequest, GenerationParams, Notice, Usage, with_seed
+from .engines import AnswerCollector, BatchAnswer, BatchRequest, GenerationParams, Notice, Started, Usage, with_seed
 from .openai_schema import BatchResponse, StreamEvent
+from .redact import without_credentials
 
 
 class EndpointError(RuntimeError):
@@ -82,16 +83,22 @@ def _tls() -> ssl.SSLContext:
 
 async def stream_chat(base_url: str, model: str, messages: list[dict], params: GenerationParams, *,
                       api_key: str | None = None, connect_timeout: float = 5.0,
-                      read_timeout: float = 300.0) -> AsyncIterator[str | Usage | Notice]:
-    """Stream one answer from ``{base_url}/chat/completions`` (base_url ends in /v1)."""
-    url = base_url.rstrip("/") + "/chat/completions"
+                      read_timeout: float = 300.0) -> AsyncIterator[str | Usage | Notice | Started]:
+    """Stream one answer from ``{base_url}/chat/completions`` (base_url ends in /v1).
+
+    Yields ``Started`` as the request goes out and again when one of our workers says its engine took
+    the request (any wait in between was a queue); then text pieces; last one ``Usage``."""
+    target = base_url.rstrip("/") + "/chat/completions"
+    url = without_credentials(target)  # what error messages may show
     headers = auth_headers(api_key)
     timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
     usage: Usage | None = None
     pieces = 0
     try:
         async with httpx.AsyncClient(timeout=timeout, verify=_tls()) as http:
-            async with http.stream("POST", url, json=request_body(model, messages, params), headers=headers) as resp:
+            yield Started()
+            async with http.stream("POST", target, json=request_body(model, messages, params),
+                                   headers=headers) as resp:
                 if resp.status_code != 200:
                     raise _http_error(url, resp.status_code, (await resp.aread()).decode("utf-8", "replace"))
                 async for line in resp.aiter_lines():
@@ -101,6 +108,8 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
                     if data == "[DONE]":
                         break
                     event = _event(url, data)
+                    if event.arena_started is not None:
+                        yield Started(event.arena_started.queue_s)
                     if event.arena_notice is not None:
                         yield Notice(event.arena_notice.dropped_turns, event.arena_notice.max_new_tokens)
                     if event.error is not None:
@@ -143,13 +152,14 @@ def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: 
     """Answer several conversations: one ``POST {base_url}/arena/batch`` to an arena worker, or, for any
     other OpenAI-compatible server (which answers 404), one streamed chat completion after the other,
     timed here. Every failure of the whole call becomes an ``EndpointError``."""
-    url = base_url.rstrip("/") + "/arena/batch"
+    target = base_url.rstrip("/") + "/arena/batch"
+    url = without_credentials(target)
     body = request_body(model, [], params)
     body.pop("messages"), body.pop("stream"), body.pop("stream_options")
     body.pop("seed", None)
     body["requests"] = [{"messages": r.messages, "seed": r.seed} for r in requests]
     try:
-        response = httpx.post(url, json=body, headers=auth_headers(api_key), verify=_tls(),
+        response = httpx.post(target, json=body, headers=auth_headers(api_key), verify=_tls(),
                               timeout=httpx.Timeout(timeout, connect=5.0))
     except httpx.ConnectError as exc:
         raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from . import textcheck
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = PROJECT_DIR / "models.yaml"
 DEFAULT_PROMPTS_FILE = PROJECT_DIR / "prompts.yaml"
@@ -22,6 +24,7 @@ ENGINES = ("llamacpp", "transformers", "itrex", "openai")
 LOCAL_ENGINES = ("llamacpp", "transformers", "itrex")  # run in a worker process of ours; openai over HTTP
 HF_SOURCES = ("file", "package", "parts", "dir", "modelscope", "hf")
 SOURCE_KINDS = {"llamacpp": ("file", "package", "parts"), "transformers": HF_SOURCES, "itrex": HF_SOURCES}
+MAX_LABEL = 200  # model ids and names, preset ids: what a battle file may carry (battle_schema.MAX_NAME)
 GENERATION_KEYS = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_new_tokens", "seed"}
 
 
@@ -92,6 +95,20 @@ class _Entry:
             raise self.fail(f"'{key}' must be {names}, got {value!r}")
         if isinstance(value, str) and not value.strip() and required:
             raise self.fail(f"'{key}' must not be empty")
+        return value
+
+    def text(self, key: str, limit: int, required: bool = True) -> str | None:
+        """A label the arena stores with every round and writes into its exports: at most ``limit``
+        characters and nothing an import would refuse (battle_schema.py), so exports read back."""
+        value = self.get(key, str, required)
+        if value is None:
+            return None
+        if len(value) > limit:
+            raise self.fail(f"'{key}' is {len(value)} characters long; at most {limit} are allowed")
+        try:
+            textcheck.check(value)
+        except textcheck.TextProblem as exc:
+            raise self.fail(f"'{key}' holds {exc}; remove it") from None
         return value
 
     def reject_unknown(self, allowed: set[str]) -> None:
@@ -324,7 +341,7 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
         entry.reject_unknown({"id", "name", "engine", "source", "endpoint", "quantization", "license",
                               "generation", "identity_words", "threads", "context_length", "quantize",
                               "trust_remote_code", "install"})
-        model_id = entry.get("id", str)
+        model_id = entry.text("id", MAX_LABEL)
         if model_id in seen:
             raise entry.fail(f"duplicate id (first defined at line {seen[model_id]}); ids must be unique")
         seen[model_id] = entry.line
@@ -342,13 +359,13 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
             raise entry.fail("'threads' must be at least 1 (or leave it out to let the app decide)")
         models.append(ModelConfig(
             id=model_id,
-            name=entry.get("name", str),
+            name=entry.text("name", MAX_LABEL),
             engine=engine,
             source=_parse_source(entry, path.parent, engine) if engine in LOCAL_ENGINES else None,
             endpoint=_parse_endpoint(entry) if engine == "openai" else None,
             quantize=_parse_quantize(entry, engine),
             trust_remote_code=entry.get("trust_remote_code", bool, required=False, default=False),
-            quantization=entry.get("quantization", str),
+            quantization=entry.text("quantization", 1000),
             license=entry.get("license", str),
             generation=generation,
             identity_words=tuple(str(w) for w in words),
@@ -370,7 +387,7 @@ def load_prompts(path: Path | str = DEFAULT_PROMPTS_FILE) -> list[Prompt]:
     for index, raw in enumerate(_entries(path, _load_yaml(path), "prompts")):
         entry = _Entry(path, raw, "prompt", index)
         entry.reject_unknown({"id", "category", "question", "reference", "source", "language"})
-        prompt_id = entry.get("id", str)
+        prompt_id = entry.text("id", MAX_LABEL)
         if prompt_id in seen:
             raise entry.fail(f"duplicate id (first defined at line {seen[prompt_id]}); ids must be unique")
         seen[prompt_id] = entry.line

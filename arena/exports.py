@@ -5,8 +5,10 @@ and text cells that a spreadsheet would run as a formula are neutralised.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,13 @@ import pandas as pd
 
 from .battle_schema import BattleLine, problem_of
 from .config import ModelConfig
-from .rounds import VOTE_CHOICES, self_identification
-from .store import RoundRecord, Store
+from .outcomes import Winner
+from .records import ModelInfo, RoundRecord, Settings, Turn
+from .rounds import _fallback_model, self_identification
+from .store import Store
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-VOTE_LABELS = {v: k for k, v in VOTE_CHOICES.items()}
+JUDGE_PREFIX = "arena_user_"  # FastChat's battle logs name the voter so; the rest is our session id
 TURN_SEPARATOR = "\n\n---\n\n"
 MAX_IMPORT_BYTES = 20_000_000
 
@@ -66,7 +70,7 @@ def _iso(tstamp: float | None) -> str | None:
 
 
 def _sum(record: RoundRecord, side: str, key: str) -> float | None:
-    values = [t[side].get(key) for t in record.turns if t[side].get(key) is not None]
+    values = [getattr(t.side(side), key) for t in record.turns if getattr(t.side(side), key) is not None]
     return round(sum(values), 3) if values else None
 
 
@@ -76,43 +80,48 @@ def votes_frame(records: list[RoundRecord]) -> pd.DataFrame:
         settings = r.settings
         row = {
             "round_id": r.id, "voted_at": _iso(r.vote_tstamp), "started_at": _iso(r.tstamp), "session": r.session,
-            "mode": r.mode, "rated": int(r.rated), "flag": r.flag or "", "vote": VOTE_LABELS.get(r.winner, ""),
-            "winner": r.winner, "model_a": r.model_a, "model_b": r.model_b,
+            "mode": r.mode, "rated": int(r.rated), "flag": r.flag or "", "vote": r.winner.label if r.winner else "",
+            "winner": r.winner.value if r.winner else "", "model_a": r.model_a, "model_b": r.model_b,
             "preset_id": r.preset_id or "", "turns": len(r.turns),
-            "question": TURN_SEPARATOR.join(t["question"] for t in r.turns),
-            "temperature": settings.get("temperature"), "top_p": settings.get("top_p"),
-            "max_new_tokens": settings.get("max_new_tokens"), "system_prompt": settings.get("system_prompt", ""),
+            "question": TURN_SEPARATOR.join(t.question for t in r.turns),
+            "temperature": settings.temperature, "top_p": settings.top_p,
+            "max_new_tokens": settings.max_new_tokens, "system_prompt": settings.system_prompt,
         }
         for side in "ab":
-            info = getattr(r, f"model_{side}_info")
-            row.update({f"name_{side}": info.get("name", ""), f"engine_{side}": info.get("engine", ""),
-                        f"quantization_{side}": info.get("quantization", ""),
-                        f"answer_{side}": TURN_SEPARATOR.join(t[side]["text"] for t in r.turns),
+            info = r.info(side)
+            row.update({f"name_{side}": info.name, f"engine_{side}": info.engine or "",
+                        f"quantization_{side}": info.quantization or "",
+                        f"answer_{side}": TURN_SEPARATOR.join(t.side(side).text for t in r.turns),
                         f"ttft_{side}_s": getattr(r, f"ttft_{side}"), f"total_{side}_s": _sum(r, side, "total_s"),
                         f"tokens_{side}": _sum(r, side, "output_tokens"),
                         f"tokens_per_s_{side}": getattr(r, f"tps_{side}"),
-                        f"rss_{side}_mb": round(info["rss_mb"]) if info.get("rss_mb") else None})
+                        f"rss_{side}_mb": round(info.rss_mb) if info.rss_mb else None})
         rows.append(row)
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
 
 
 def write_csv(records: list[RoundRecord], path: Path) -> Path:
+    """Every text cell quoted: a carriage return or line feed inside a question or an answer stays in its
+    cell (unquoted, a lone CR starts a new row in Excel and Python's csv reader, and that row's first
+    cell could be a live formula); numbers stay unquoted."""
     frame = votes_frame(records)
     frame = frame.map(neutralise)
-    frame.to_csv(path, index=False, encoding="utf-8-sig")
+    frame.to_csv(path, index=False, encoding="utf-8-sig", quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
     return path
 
 
 def battle_json(record: RoundRecord) -> dict:
     """One battle in FastChat's clean-battle format, plus our timings under 'arena'."""
     return {
-        "id": record.id, "model_a": record.model_a, "model_b": record.model_b, "winner": record.winner,
-        "judge": f"arena_user_{record.session}", "turn": len(record.turns), "anony": record.mode == "blind",
+        "id": record.id, "model_a": record.model_a, "model_b": record.model_b,
+        "winner": record.winner.value if record.winner else None,
+        "judge": JUDGE_PREFIX + record.session, "turn": len(record.turns), "anony": record.mode == "blind",
         "tstamp": record.vote_tstamp, "conversation_a": record.conversation("a"),
         "conversation_b": record.conversation("b"), "question_id": record.preset_id,
         "arena": {"mode": record.mode, "rated": bool(record.rated), "flag": record.flag, "started": record.tstamp,
-                  "settings": record.settings, "model_a_info": record.model_a_info,
-                  "model_b_info": record.model_b_info, "turns": record.turns,
+                  "settings": record.settings.to_json(), "model_a_info": record.model_a_info.to_json(),
+                  "model_b_info": record.model_b_info.to_json(), "turns": [t.to_json() for t in record.turns],
+                  "hold": record.hold,
                   "ttft_a": record.ttft_a, "ttft_b": record.ttft_b, "tps_a": record.tps_a, "tps_b": record.tps_b},
     }
 
@@ -128,7 +137,7 @@ class ImportError_(ValueError):
     """A battle file cannot be imported; names the line. Nothing was stored."""
 
 
-def _turns_from_conversations(conv_a: list[dict], conv_b: list[dict]) -> list[dict]:
+def _turns_from_conversations(conv_a: list[dict], conv_b: list[dict]) -> list[Turn]:
     def pairs(conv: list[dict]) -> list[tuple[str, str]]:
         out, question = [], None
         for message in conv:
@@ -139,12 +148,8 @@ def _turns_from_conversations(conv_a: list[dict], conv_b: list[dict]) -> list[di
                 question = None
         return out
 
-    turns = []
-    for (question, text_a), (_, text_b) in zip(pairs(conv_a), pairs(conv_b)):
-        empty = {"error": None, "stopped": False, "ttft_s": None, "total_s": None, "output_tokens": 0,
-                 "tokens_per_s": None}
-        turns.append({"question": question, "a": {**empty, "text": text_a}, "b": {**empty, "text": text_b}})
-    return turns
+    return [Turn.from_json({"question": question, "a": {"text": text_a}, "b": {"text": text_b}})
+            for (question, text_a), (_, text_b) in zip(pairs(conv_a), pairs(conv_b))]
 
 
 UNTRUSTED_FLAG = "imported: shown but not rated (import from the command line with --trust-import to rate it)"
@@ -168,29 +173,30 @@ def parse_battle(line: str, origin: str) -> RoundRecord:
     settings = {k: v for k, v in (ours.get("settings") or {}).items() if v is not None}
     if not settings and conv_a and conv_a[0]["role"] == "system":
         settings = {"system_prompt": conv_a[0]["content"]}
+    turns = [Turn.from_json(t) for t in ours.get("turns") or []] or _turns_from_conversations(conv_a, conv_b)
+    judge = str(data["judge"] or "imported")
     return RoundRecord(
-        id=battle_id, tstamp=float(ours.get("started") or tstamp), session=str(data["judge"] or "imported"),
+        id=battle_id, tstamp=float(ours.get("started") or tstamp),
+        session=judge.removeprefix(JUDGE_PREFIX) if judge != JUDGE_PREFIX else judge,
         mode="blind" if data["anony"] else "named", model_a=data["model_a"], model_b=data["model_b"],
-        model_a_info=ours.get("model_a_info") or {"name": data["model_a"]},
-        model_b_info=ours.get("model_b_info") or {"name": data["model_b"]},
-        settings=settings, preset_id=data["question_id"],
-        turns=ours.get("turns") or _turns_from_conversations(conv_a, conv_b),
+        model_a_info=ModelInfo.from_json(ours.get("model_a_info"), data["model_a"]),
+        model_b_info=ModelInfo.from_json(ours.get("model_b_info"), data["model_b"]),
+        settings=Settings.from_json(settings), preset_id=data["question_id"], turns=tuple(turns),
         ttft_a=ours.get("ttft_a"), ttft_b=ours.get("ttft_b"), tps_a=ours.get("tps_a"), tps_b=ours.get("tps_b"),
-        winner=data["winner"], vote_tstamp=tstamp, flag=ours.get("flag"), rated=0, origin=origin)
+        winner=Winner(data["winner"]), vote_tstamp=tstamp, flag=ours.get("flag"), rated=False, origin=origin,
+        hold=bool(ours.get("hold")))
 
 
-def _decide_rating(record: RoundRecord, trust: bool, catalog: dict[str, ModelConfig]) -> None:
+def _decide_rating(record: RoundRecord, trust: bool, catalog: dict[str, ModelConfig]) -> RoundRecord:
     """Rated only with --trust-import, and then only what the arena itself would rate: a blind
     battle that no file flag marks and whose answers name neither model."""
     if not trust:
-        record.flag = record.flag or UNTRUSTED_FLAG
-        return
+        return replace(record, flag=record.flag or UNTRUSTED_FLAG)
     if record.mode != "blind" or record.flag:
-        return
-    models = tuple(catalog.get(m) or ModelConfig(m, info.get("name", m), "openai", None, "", "")
-                   for m, info in ((record.model_a, record.model_a_info), (record.model_b, record.model_b_info)))
-    record.flag = self_identification(record, models)
-    record.rated = int(record.flag is None)
+        return record
+    models = tuple(catalog.get(record.model(s)) or _fallback_model(record.model(s), record.info(s)) for s in "ab")
+    flag = self_identification(record, models)
+    return replace(record, flag=flag, rated=flag is None)
 
 
 def import_battles(store: Store, path: Path, trust: bool = False, catalog: dict[str, ModelConfig] | None = None,
@@ -220,7 +226,7 @@ def import_battles(store: Store, path: Path, trust: bool = False, catalog: dict[
             except (ValueError, TypeError) as exc:
                 raise ImportError_(f"{path.name} line {number}: {problem_of(exc)}. Nothing was imported; "
                                    f"fix or delete that line and import again.") from None
-            _decide_rating(record, trust, catalog or {})
+            record = _decide_rating(record, trust, catalog or {})
             records.setdefault(record.id, record)
             lines += 1
     existing = store.existing_ids(list(records))

@@ -200,8 +200,9 @@ def judge_table(store, names: dict[str, str] | None = None, judge: str | None = 
     are left out. ``judge`` restricts it to one judge's verdicts."""
     from . import judge as J
 
-    pairs = store.judge_pairs()
-    judgments = store.judgments(judge)
+    judgments = store.judged_matchups(judge)
+    pairs = list({j["pair_id"]: {"id": j["pair_id"], "model_a": j["model_a"], "model_b": j["model_b"]}
+                  for j in judgments}.values())
     rows: list[tuple] = []
     for judge_id in sorted({j["judge"] for j in judgments}):
         rows += J.judge_rows(pairs, J.verdicts_by_pair(judgments, judge_id))

@@ -40,6 +40,12 @@ class ArenaNotice(_Lenient):
     max_new_tokens: NonNegativeInt | None = None
 
 
+class ArenaStarted(_Lenient):
+    """Our workers' extension: the engine started on the request after waiting ``queue_s`` for it."""
+
+    queue_s: NonNegativeFloat | None = None
+
+
 class StreamEvent(_Lenient):
     """One ``data:`` line of a streamed chat completion."""
 
@@ -47,6 +53,7 @@ class StreamEvent(_Lenient):
     usage: TokenUsage | None = None
     error: ErrorBody | str | None = None
     arena_notice: ArenaNotice | None = None
+    arena_started: ArenaStarted | None = None
 
 
 class BatchResult(_Lenient):

@@ -70,14 +70,11 @@ def load(store: Store, run_id: str) -> RunData:
     answers = store.batch_answers(run_id)
     pairs = build_pairs(run_id, run["config"], answers)
     judge = run["config"].get("judge")
-    rows = store.judgments(judge) if judge else []
-    ids = {p["id"] for p in pairs}
-    mine = [r for r in rows if r["pair_id"] in ids]
-    human_pairs = [p for p in store.judge_pairs() if p["human_winner"]] if judge else []
-    human_ids = {p["id"] for p in human_pairs}
+    mine = store.judgments(judge, [p["id"] for p in pairs]) if judge else []
+    human_pairs = store.judge_pairs(human_only=True) if judge else []
+    human = store.judgments(judge, [p["id"] for p in human_pairs]) if judge else []
     return RunData(run, answers, pairs, J.verdicts_by_pair(mine),
-                   {(r["pair_id"], r["shown"]): r for r in mine}, human_pairs,
-                   J.verdicts_by_pair([r for r in rows if r["pair_id"] in human_ids]))
+                   {(r["pair_id"], r["shown"]): r for r in mine}, human_pairs, J.verdicts_by_pair(human))
 
 
 # -- numbers ------------------------------------------------------------------------------------------

@@ -1,60 +1,40 @@
 """The arena's rules: start a round, ask both models, vote, reveal.
 
-Named and blind battles are the same ``Round``; only ``Round.revealed`` differs:
-a named round is revealed from the start, a blind one once its vote is stored.
-Every view handed to the UI or the API goes through ``Arena.view``, so hidden
-identities cannot leak through a second code path.
+Named and blind battles are the same ``Round``; only the reveal differs: a named round is revealed
+from the start, a blind one once its vote is stored. Every view handed to the UI or the API goes
+through ``Arena.view``, so hidden identities cannot leak through a second code path.
+
+One owner for every round: all of ``Arena``'s state (the rounds, their states, the rate limits) is
+read and changed only on the event loop, and a round changes state only through ``Round``'s
+transitions, each checked and taken without an ``await`` between the check and the change. Database
+calls run in threads on frozen snapshots (records.RoundRecord), never on state the loop may change.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import re
 import time
 import uuid
 from collections import OrderedDict, defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
 from functools import partial
 from typing import AsyncIterator
 
-from . import client, memory, textcheck
+from . import client, memory
 from .battle import Answer, run_turn
 from .config import ModelConfig, Prompt
-from .engines import GenerationParams, Usage
-from .store import RoundRecord, Store
+from .engines import GenerationParams, Notice, Started, Usage
+from .outcomes import VOTE_LABELS, Winner, parse_winner
+from .records import DEFAULTS, ModelInfo, RoundRecord, Settings, Turn
+from .refusals import ArenaError, checked_text
+from .store import Store
 from .supervisor import ModelUnavailable, Supervisor
-from .texts import t
 
-VOTE_CHOICES = {  # button label -> FastChat winner value
-    "A better": "model_a", "B better": "model_b", "Tie": "tie", "Both bad": "tie (bothbad)"}
+__all__ = ["DEFAULTS", "Arena", "ArenaError", "Limits", "Round", "RoundState", "RoundView", "Settings"]
 MODES = ("named", "blind")
-DEFAULTS = GenerationParams()  # the one source of the sampling defaults (page, API, worker)
-MAX_SYSTEM_PROMPT_CHARS = 4000
-TIMING_KEYS = ("ttft_s", "total_s", "output_tokens", "tokens_per_s")
-
-
-class ArenaError(ValueError):
-    """A request the arena refuses. ``key`` names the text in arena/texts.py, so the page can show
-    it in the reader's language; ``str()`` is the English text the API and CLI show."""
-
-    def __init__(self, key: str, **values):
-        self.key, self.values = key, values
-        super().__init__(self.message("en"))
-
-    def message(self, lang: str) -> str:
-        values = {k: (t(v, lang) if k in ("what", "who") else v) for k, v in self.values.items()}
-        if "problem" in values:
-            values["problem"] = textcheck.describe(*self.values["problem"], lang=lang)
-        return t(self.key, lang, **values)
-
-
-def checked_text(text: str, what: str) -> str:
-    """``text`` if the arena can store and send it; otherwise a refusal naming the character."""
-    try:
-        textcheck.check(text)
-    except textcheck.TextProblem as exc:
-        raise ArenaError("bad_text", what=what, problem=(exc.kind, exc.code), position=exc.position) from None
-    return text
 
 
 @dataclass(frozen=True)
@@ -69,65 +49,128 @@ class Limits:
     open_rounds: int = 5000        # unvoted rounds kept in memory; older ones are reloaded from the store
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Generation settings applied to both models and stored with the round."""
-
-    temperature: float = DEFAULTS.temperature
-    top_p: float = DEFAULTS.top_p
-    max_new_tokens: int = DEFAULTS.max_new_tokens
-    system_prompt: str = ""
-
-    def checked(self) -> "Settings":
-        if not 0 <= self.temperature <= 2:
-            raise ArenaError("bad_temperature", value=self.temperature)
-        if not 0 < self.top_p <= 1:
-            raise ArenaError("bad_top_p", value=self.top_p)
-        if not 1 <= int(self.max_new_tokens) <= 8192:
-            raise ArenaError("bad_max_tokens", value=self.max_new_tokens)
-        system = checked_text(self.system_prompt or "", "what_system")
-        if len(system) > MAX_SYSTEM_PROMPT_CHARS:
-            raise ArenaError("system_too_long", length=len(system), limit=MAX_SYSTEM_PROMPT_CHARS)
-        return Settings(float(self.temperature), float(self.top_p), int(self.max_new_tokens), system)
-
-    def params(self, model: ModelConfig) -> GenerationParams:
-        """The round's settings on top of the model's own defaults from models.yaml."""
-        defaults = {k: v for k, v in model.generation.items() if k in GenerationParams.__dataclass_fields__}
-        return GenerationParams(**{**defaults, "temperature": self.temperature, "top_p": self.top_p,
-                                   "max_new_tokens": self.max_new_tokens})
+class RoundState(Enum):
+    OPEN = "open"            # started, no answer yet
+    STREAMING = "streaming"  # a turn is being answered and stored
+    ANSWERED = "answered"    # every turn stored; a follow-up or a vote may come
+    VOTING = "voting"        # the vote is being written
+    VOTED = "voted"          # final: the store holds the vote
 
 
-@dataclass
+TRANSITIONS = {
+    RoundState.OPEN: {RoundState.STREAMING},
+    RoundState.STREAMING: {RoundState.ANSWERED},
+    RoundState.ANSWERED: {RoundState.STREAMING, RoundState.VOTING, RoundState.VOTED},
+    RoundState.VOTING: {RoundState.VOTED, RoundState.ANSWERED},  # back to answered if the write failed
+    RoundState.VOTED: set(),
+}
+
+
 class Round:
-    """One battle: open (no answer yet) -> streaming -> answered -> voted.
+    """One battle and its state machine. Used only on the event loop.
 
-    A turn is asked only on an open or answered round and a vote only on an answered one;
-    ``busy`` is the round's lock, held from the moment a question is accepted until its
-    turn is stored, so two tabs (or Enter and Send together) can't interleave turns.
-    """
+    ``record`` is replaced at each change (it is frozen), so a snapshot given to a database thread
+    never changes under it. ``live`` holds the answers of the turn being streamed."""
 
-    record: RoundRecord
-    live: tuple[Answer, Answer] | None = None  # answers of the turn being streamed
-    pending_question: str | None = None
-    stop: asyncio.Event | None = None  # set by Arena.stop to end the streaming turn
-    hold: bool = False  # blind: show both answers only once both are finished
-    busy: bool = False
+    def __init__(self, record: RoundRecord, state: RoundState | None = None):
+        self.record = record
+        self.state = state or (RoundState.VOTED if record.winner else
+                               RoundState.ANSWERED if record.turns else RoundState.OPEN)
+        self.live: tuple[Answer, Answer] | None = None
+        self.pending_question: str | None = None
+        self.stop: asyncio.Event | None = None  # set by Arena.stop to end the streaming turn
 
     @property
     def id(self) -> str:
         return self.record.id
 
     @property
-    def state(self) -> str:
-        if self.record.winner is not None:
-            return "voted"
-        if self.busy:
-            return "streaming"
-        return "answered" if self.record.turns else "open"
+    def revealed(self) -> bool:
+        return self.record.mode == "named" or self.state is RoundState.VOTED
+
+    def _move(self, to: RoundState) -> None:
+        if to not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"round {self.id}: no transition from {self.state.value} to {to.value}")
+        self.state = to
+
+    def start_turn(self, question: str) -> None:
+        self._move(RoundState.STREAMING)
+        self.pending_question, self.stop = question, asyncio.Event()
+        self.live = (Answer(), Answer())
+
+    def finish_turn(self, turn: Turn) -> RoundRecord:
+        """The turn joins the record; the round stays streaming until the caller has stored it."""
+        self.record = self.record.with_turn(turn)
+        self.live, self.pending_question = None, None
+        return self.record
+
+    def stored(self) -> None:
+        self._move(RoundState.ANSWERED)
+
+    def start_vote(self) -> None:
+        self._move(RoundState.VOTING)
+
+    def vote_failed(self) -> None:
+        self._move(RoundState.ANSWERED)
+
+    def voted(self, record: RoundRecord) -> None:
+        self.record = record
+        self._move(RoundState.VOTED)
+
+
+@dataclass(frozen=True)
+class TurnView:
+    question: str
+    text: str
+    error: str | None
+    stopped: bool
+    done: bool
+    notice: Notice | None
+    ttft_s: float | None
+    total_s: float | None
+    output_tokens: int | None
+    tokens_per_s: float | None
+    queue_s: float | None
+
+
+@dataclass(frozen=True)
+class SideView:
+    label: str
+    turns: tuple[TurnView, ...]
+    model: str | None = None        # the rest only once revealed
+    engine: str | None = None
+    quantization: str | None = None
+    rss_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """What the browser or an API client may see of a round at one moment."""
+
+    round_id: str
+    mode: str
+    revealed: bool
+    streaming: bool
+    held: bool
+    a: SideView
+    b: SideView
+    error: str | None
+    vote: str | None          # the vote's label ('A better', …) once voted
+    rated: bool | None
+    flag: str | None
+    reference: str | None
+
+    def side(self, key: str) -> SideView:
+        return self.a if key == "a" else self.b
 
     @property
-    def revealed(self) -> bool:
-        return self.record.mode == "named" or self.record.winner is not None
+    def votable(self) -> bool:
+        """Votes unlock only on a finished, unvoted round whose answers did not fail."""
+        return not self.streaming and not self.vote and not self.error and bool(self.a.turns)
+
+    def as_dict(self) -> dict:
+        """The API's JSON form."""
+        return asdict(self)
 
 
 def identity_words(model: ModelConfig) -> tuple[str, ...]:
@@ -140,18 +183,33 @@ def identity_words(model: ModelConfig) -> tuple[str, ...]:
 
 def self_identification(record: RoundRecord, models: tuple[ModelConfig, ModelConfig]) -> str | None:
     """Why a blind battle must not be rated, if an answer names either model (FastChat does the same)."""
-    for side, key in (("A", "a"), ("B", "b")):
-        text = " ".join(t[key]["text"] for t in record.turns).lower()
+    for side in "ab":
+        text = " ".join(turn.side(side).text for turn in record.turns).lower()
         for model in models:
             for word in identity_words(model):
                 if word and word in text:
-                    return f"Model {side}'s answer contains {word!r}, which identifies {model.name}"
+                    return f"Model {side.upper()}'s answer contains {word!r}, which identifies {model.name}"
     return None
+
+
+def address_key(address: str) -> str:
+    """The rate-limit key of a client address: an IPv6 address counts by its /64 (one subscriber gets a
+    whole /64 and could otherwise take a fresh address per request); IPv4 and names count as they are."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 class _RateLimiter:
     """At most ``per_minute`` events per key in any 60 s. Keys idle for a minute are swept out,
-    so the dict holds only the last minute's clients, not everyone who ever came."""
+    so the dict holds only the last minute's clients, not everyone who ever came. Used only on the
+    event loop (Arena's one owner), so a sweep never meets an insert from another thread."""
 
     def __init__(self, per_minute: int):
         self.per_minute = per_minute
@@ -178,6 +236,11 @@ class _RateLimiter:
         return len(self._events)
 
 
+def _fallback_model(model_id: str, info: ModelInfo) -> ModelConfig:
+    """A model that has left the catalog, described by what the round stored (for the identity check)."""
+    return ModelConfig(model_id, info.name, info.engine or "openai", None, info.quantization or "", "")
+
+
 @dataclass
 class Arena:
     supervisor: Supervisor
@@ -189,7 +252,7 @@ class Arena:
     blind_hold: bool = False  # default for "show both blind answers only when both are finished"
 
     def __post_init__(self) -> None:
-        self._rounds: OrderedDict[str, Round] = OrderedDict()  # unvoted rounds, oldest first
+        self._rounds: OrderedDict[str, Round] = OrderedDict()  # rounds not yet voted, oldest first
         self._vote_limiter = _RateLimiter(self.limits.votes_per_minute)
         self._ask_limiter = _RateLimiter(self.limits.questions_per_minute)
         self._address_vote_limiter = _RateLimiter(self.limits.votes_per_minute_per_address)
@@ -215,12 +278,11 @@ class Arena:
                 raise ArenaError("model_unavailable", detail=str(exc)) from None
         return model_a, model_b
 
-    def _model_info(self, model_id: str) -> dict:
+    def _model_info(self, model_id: str) -> ModelInfo:
         """What the reveal, the CSV and the report say about a model, including its resident memory now."""
         model = self.supervisor.model(model_id)
         pid = self.supervisor.pid(model_id)
-        return {"name": model.name, "engine": model.engine, "quantization": model.quantization,
-                "rss_mb": memory.resident_mb(pid) if pid else None}
+        return ModelInfo(model.name, model.engine, model.quantization, memory.resident_mb(pid) if pid else None)
 
     def new_round(self, session: str, mode: str, model_a: str | None = None, model_b: str | None = None,
                   settings: Settings = Settings(), preset_id: str | None = None, hold: bool | None = None) -> Round:
@@ -229,9 +291,10 @@ class Arena:
         a, b = self._pick_models(mode, model_a, model_b)
         record = RoundRecord(
             id=uuid.uuid4().hex, tstamp=time.time(), session=session, mode=mode, model_a=a, model_b=b,
-            model_a_info=self._model_info(a), model_b_info=self._model_info(b),
-            settings=settings.checked().__dict__, preset_id=preset_id if preset_id in self._prompts else None)
-        round_ = Round(record, hold=mode == "blind" and (self.blind_hold if hold is None else hold))
+            model_a_info=self._model_info(a), model_b_info=self._model_info(b), settings=settings.checked(),
+            preset_id=preset_id if preset_id in self._prompts else None,
+            hold=mode == "blind" and (self.blind_hold if hold is None else bool(hold)))
+        round_ = Round(record)
         self._remember(round_)
         return round_
 
@@ -240,7 +303,7 @@ class Arena:
         self._rounds[round_.id] = round_
         self._rounds.move_to_end(round_.id)
         while len(self._rounds) > self.limits.open_rounds:
-            oldest = next((k for k, r in self._rounds.items() if not r.busy), None)
+            oldest = next((k for k, r in self._rounds.items() if r.state is RoundState.ANSWERED), None)
             if oldest is None:
                 break
             del self._rounds[oldest]
@@ -248,17 +311,18 @@ class Arena:
     def open_rounds(self) -> int:
         return len(self._rounds)
 
-    def _round_for(self, session: str, round_id: str | None) -> Round | None:
-        if not round_id:
+    async def _find(self, round_id: str) -> Round | None:
+        """The round from memory, else from the store (after a restart, or evicted from memory)."""
+        if round_id in self._rounds:
+            return self._rounds[round_id]
+        record = await asyncio.to_thread(self.store.get_round, round_id)
+        if round_id in self._rounds:  # loaded by another request while this one read the store
+            return self._rounds[round_id]
+        if record is None:
             return None
-        round_ = self._rounds.get(round_id)
-        if round_ is None:  # evicted from memory, or the server restarted: the store has it
-            record = self.store.get_round(round_id)
-            if record is not None and record.session == session and record.winner is None:
-                round_ = Round(record)
-                self._remember(round_)
-        if round_ is None or round_.record.session != session:
-            raise ArenaError("round_not_open", round_id=round_id)
+        round_ = Round(record)
+        if round_.state is not RoundState.VOTED:
+            self._remember(round_)
         return round_
 
     def validate_question(self, question: str) -> str:
@@ -268,65 +332,70 @@ class Arena:
             raise ArenaError("question_too_long", length=len(question), limit=self.limits.max_question_chars)
         return checked_text(question, "what_question").strip()
 
-    def _check_rate(self, session: str, address: str | None) -> None:
-        self._ask_limiter.check(session, "what_questions")
+    def _check_rate(self, limiter: _RateLimiter, by_address: _RateLimiter, session: str, address: str | None,
+                    what: str) -> None:
+        limiter.check(session, what)
         if address:
-            self._address_ask_limiter.check(address, "what_questions", "who_address")
+            by_address.check(address_key(address), what, "who_address")
 
     async def ask(self, session: str, question: str, *, round_id: str | None = None, mode: str = "named",
                   model_a: str | None = None, model_b: str | None = None, settings: Settings = Settings(),
                   preset_id: str | None = None, hold: bool | None = None,
-                  address: str | None = None) -> AsyncIterator[dict]:
+                  address: str | None = None) -> AsyncIterator[RoundView]:
         """Send ``question`` to both models of the round and yield a view after every streamed piece.
 
-        Continuing an answered, unvoted round keeps each pane's conversation (multi-turn);
-        otherwise a new round starts. The turn is stored even if the stream is stopped.
+        A follow-up on an answered round keeps each pane's conversation (multi-turn). Without a round,
+        or after its vote, a new round starts with the given mode and models. The turn is stored even
+        if the stream is stopped or the client goes away.
         """
         question = self.validate_question(question)
         settings = settings.checked()
-        round_ = await asyncio.to_thread(self._round_for, session, round_id)  # may read the store
-        if round_ is not None and round_.busy:
+        round_ = await self._find(round_id) if round_id else None
+        # From here to start_turn nothing awaits: no vote or other question can slip in between.
+        if round_ is not None and round_.record.session != session:
+            raise ArenaError("round_not_open", round_id=round_id)
+        if round_ is not None and round_.state is RoundState.STREAMING:
             raise ArenaError("still_streaming")
-        if round_ is not None and round_.state == "answered" and len(round_.record.turns) >= self.limits.max_turns:
+        if round_ is not None and round_.state in (RoundState.VOTING, RoundState.VOTED):
+            round_ = None  # the next question after a vote starts a new round
+        if round_ is not None and len(round_.record.turns) >= self.limits.max_turns:
             raise ArenaError("too_many_turns", turns=len(round_.record.turns))
-        self._check_rate(session, address)
-        if round_ is None or round_.state == "voted":
+        self._check_rate(self._ask_limiter, self._address_ask_limiter, session, address, "what_questions")
+        if round_ is None:
             preset = self._prompts.get(preset_id or "")
             preset_id = preset_id if preset and preset.question == question else None
             round_ = self.new_round(session, mode, model_a, model_b, settings, preset_id, hold)
-        round_.busy = True  # taken before the first await: a second ask on this round is refused above
-        try:
-            async for view in self._stream_turn(round_, question, settings):
-                yield view
-        finally:
-            round_.busy = False
+        round_.start_turn(question)
+        async for view in self._stream_turn(round_, question, settings):
+            yield view
         yield self.view(round_)
 
-    async def _stream_turn(self, round_: Round, question: str, settings: Settings) -> AsyncIterator[dict]:
+    async def _stream_turn(self, round_: Round, question: str, settings: Settings) -> AsyncIterator[RoundView]:
         record = round_.record
         models = (self.supervisor.model(record.model_a), self.supervisor.model(record.model_b))
-        history = (record.conversation("a"), record.conversation("b"))
         if settings.system_prompt and not record.turns:
-            record.settings = settings.__dict__
+            round_.record = replace(record, settings=settings)
+        history = (round_.record.conversation("a"), round_.record.conversation("b"))
         streams = tuple(partial(self._stream, model, history[i] + [{"role": "user", "content": question}],
                                 settings.params(model)) for i, model in enumerate(models))
-        round_.pending_question = question
-        round_.stop = asyncio.Event()
-        answers = (Answer(), Answer())
-        round_.live = answers
+        answers = round_.live
         try:
             yield self.view(round_)  # the question shows at once, before either model's first token
             async for answers in run_turn(streams, self.schedule, stop=round_.stop):
                 round_.live = answers
                 yield self.view(round_)
         finally:
-            self._finish_turn(round_, question, settings, answers)
-            # Off the event loop (other sessions keep streaming), and shielded: a client that goes
-            # away mid-write must not lose the turn.
-            await asyncio.shield(asyncio.to_thread(self.store.save_round, record))
+            snapshot = round_.finish_turn(Turn(question, answers[0].finished(), answers[1].finished(), settings,
+                                               time.time()))
+            try:
+                # Off the event loop (other sessions keep streaming), and shielded: a client that goes
+                # away mid-write must not lose the turn. The round stays streaming until it is stored.
+                await asyncio.shield(asyncio.to_thread(self.store.save_round, snapshot))
+            finally:
+                round_.stored()
 
-    def stop(self, session: str, round_id: str | None) -> bool:
-        """End the round's streaming answers where they are (call from the event loop).
+    async def stop(self, session: str, round_id: str | None) -> bool:
+        """End the round's streaming answers where they are (runs on the event loop, like the stream).
 
         Works before the first token too (during prefill, or while waiting for a restarting
         worker). Returns whether anything was streaming; ask() then stores the partial turn
@@ -335,13 +404,13 @@ class Arena:
         round_ = self._rounds.get(round_id or "")
         if round_ is None or round_.record.session != session:
             return False
-        if not round_.busy or round_.stop is None:
+        if round_.state is not RoundState.STREAMING or round_.stop is None:
             return False
         round_.stop.set()
         return True
 
     async def _stream(self, model: ModelConfig, messages: list[dict], params: GenerationParams
-                      ) -> AsyncIterator[str | Usage]:
+                      ) -> AsyncIterator[str | Usage | Notice | Started]:
         try:
             # May wait for a restarting worker: off the event loop, so other sessions keep streaming.
             base_url = await asyncio.to_thread(self.supervisor.endpoint, model.id, self.limits.restart_wait_s)
@@ -351,105 +420,105 @@ class Arena:
         async for item in client.stream_chat(
                 base_url, endpoint.model if endpoint else model.id, messages, params,
                 api_key=self.supervisor.api_key(model.id), read_timeout=endpoint.timeout_s if endpoint else 300.0):
-            yield textcheck.clean_model_text(item) if isinstance(item, str) else item
-
-    def _finish_turn(self, round_: Round, question: str, settings: Settings, answers: tuple[Answer, Answer]) -> None:
-        record = round_.record
-        turn = {"question": question, "settings": settings.__dict__, "tstamp": time.time()}
-        for key, answer in zip("ab", answers):
-            stopped = answer.error == "stopped by user"
-            turn[key] = {"text": answer.text, "error": None if stopped else answer.error,
-                         "stopped": stopped or not answer.done, "notice": answer.notice, **answer.metrics()}
-        record.turns.append(turn)
-        for key in "ab":
-            if record.error is None and turn[key]["error"]:
-                record.error = f"Model {key.upper()}: {turn[key]['error']}"
-            first = record.turns[0][key]
-            setattr(record, f"ttft_{key}", first["ttft_s"])
-            tokens = sum(t[key]["output_tokens"] for t in record.turns)
-            decode = sum((t[key]["total_s"] or 0) - (t[key]["ttft_s"] or 0) for t in record.turns)
-            setattr(record, f"tps_{key}", round((tokens - len(record.turns)) / decode, 3)
-                    if decode > 0 and tokens > len(record.turns) else None)
-        round_.live, round_.pending_question = None, None
+            yield item
 
     # -- votes ------------------------------------------------------------------------
-    def vote(self, session: str, round_id: str, choice: str, address: str | None = None) -> dict:
-        """Store the one vote of a round and return the revealed view. Blocking (SQLite): call it
-        from a worker thread, as Gradio does for plain functions."""
-        winner = VOTE_CHOICES.get(choice, choice)
-        if winner not in VOTE_CHOICES.values():
-            raise ArenaError("unknown_vote", choice=choice, choices=", ".join(VOTE_CHOICES))
-        live = self._rounds.get(round_id or "")
-        if live is not None and live.busy:
-            raise ArenaError("vote_while_streaming")
-        record = self.store.get_round(round_id) if round_id else None
-        if record is None:
+    async def vote(self, session: str, round_id: str | None, choice: str, address: str | None = None) -> RoundView:
+        """Store the one vote of a round and return the revealed view."""
+        try:
+            winner = parse_winner(choice)
+        except ValueError:
+            raise ArenaError("unknown_vote", choice=choice, choices=", ".join(VOTE_LABELS)) from None
+        round_ = await self._find(round_id) if round_id else None
+        # From here to start_vote nothing awaits: no question or other vote can slip in between.
+        if round_ is None:
             raise ArenaError("no_such_round")
+        record = round_.record
         if record.session != session:
             raise ArenaError("other_session")
-        if record.winner is not None:
+        if round_.state in (RoundState.VOTING, RoundState.VOTED):
             raise ArenaError("already_voted")
+        if round_.state is RoundState.STREAMING:
+            raise ArenaError("vote_while_streaming")
         if not record.turns:
             raise ArenaError("no_answers")
         if record.error:
             raise ArenaError("failed_round", error=record.error)
-        self._vote_limiter.check(session, "what_votes")
-        if address:
-            self._address_vote_limiter.check(address, "what_votes", "who_address")
-        models = (self.supervisor.model(record.model_a), self.supervisor.model(record.model_b))
-        flag = self_identification(record, models) if record.mode == "blind" else None
-        rated = record.mode == "blind" and flag is None
-        if not self.store.record_vote(round_id, winner, time.time(), rated, flag):
+        self._check_rate(self._vote_limiter, self._address_vote_limiter, session, address, "what_votes")
+        round_.start_vote()
+        try:
+            stored = await asyncio.to_thread(self._store_vote, record, winner)
+        except BaseException:
+            round_.vote_failed()
+            raise
+        self._rounds.pop(record.id, None)  # voted rounds live in the store only
+        if stored is None:  # another app process (a replica) stored a vote first
+            round_.voted(await asyncio.to_thread(self.store.get_round, record.id) or record)
             raise ArenaError("already_voted")
-        self._rounds.pop(round_id, None)  # voted rounds live in the store only
-        return self.view(Round(self.store.get_round(round_id)))
+        round_.voted(stored)
+        return self.view(round_)
+
+    def _store_vote(self, record: RoundRecord, winner: Winner) -> RoundRecord | None:
+        """In a thread: the identity check (it reads every answer) and the one atomic write. Returns the
+        voted record, or None if the store already held a vote."""
+        models = tuple(self._catalog_model(record.model(s), record.info(s)) for s in "ab")
+        flag = self_identification(record, models) if record.mode == "blind" else None
+        voted = replace(record, winner=winner, vote_tstamp=time.time(), rated=record.mode == "blind" and flag is None,
+                        flag=flag)
+        if not self.store.record_vote(record.id, winner, voted.vote_tstamp, voted.rated, flag):
+            return None
+        return voted
+
+    def _catalog_model(self, model_id: str, info: ModelInfo) -> ModelConfig:
+        try:
+            return self.supervisor.model(model_id)
+        except ModelUnavailable:
+            return _fallback_model(model_id, info)
 
     # -- views ------------------------------------------------------------------------
-    def view(self, round_: Round) -> dict:
+    def view(self, round_: Round) -> RoundView:
         """What the browser or an API client may see of a round.
 
         Until a blind round is revealed it carries no model name, engine, server, error text
         or timing figure (speed alone tells a 135M model from a 0.5B one), and with ``hold``
-        no text either until both answers are finished.
+        nothing of the live turn either (no text, and not which side finished first) until
+        both answers are finished.
         """
         record = round_.record
         revealed = round_.revealed
-        turns = [dict(t) for t in record.turns]
-        if round_.live is not None:
-            live = {"question": round_.pending_question}
-            for key, answer in zip("ab", round_.live):
-                live[key] = {"text": answer.text, "error": answer.error, "stopped": False, "done": answer.done,
-                             "notice": answer.notice, **answer.metrics()}
-            turns.append(live)
-        held = not revealed and round_.hold and round_.live is not None
-        sides = {key: self._side_view(record, key, turns, revealed, held) for key in "ab"}
+        held = not revealed and record.hold and round_.live is not None
+        sides = {key: self._side_view(round_, key, revealed, held) for key in "ab"}
         prompt = self._prompts.get(record.preset_id or "")
         voted = record.winner is not None
         error = record.error if revealed or not record.error else "failed"
-        return {
-            "round_id": record.id, "mode": record.mode, "revealed": revealed, "streaming": round_.live is not None,
-            "held": held, "a": sides["a"], "b": sides["b"], "error": error,
-            "vote": next((k for k, v in VOTE_CHOICES.items() if v == record.winner), None),
-            "rated": bool(record.rated) if voted else None, "flag": record.flag if voted else None,
-            "reference": prompt.reference if (voted and prompt) else None,
-        }
+        return RoundView(
+            round_id=record.id, mode=record.mode, revealed=revealed, streaming=round_.live is not None, held=held,
+            a=sides["a"], b=sides["b"], error=error, vote=record.winner.label if voted else None,
+            rated=bool(record.rated) if voted else None, flag=record.flag if voted else None,
+            reference=prompt.reference if (voted and prompt) else None)
 
     @staticmethod
-    def _side_view(record: RoundRecord, key: str, turns: list[dict], revealed: bool, held: bool) -> dict:
-        info = getattr(record, f"model_{key}_info")
-        side_turns = []
-        for turn in turns:
-            answer = turn[key]
-            shown = {"question": turn["question"], "text": "" if held else answer["text"],
-                     "error": answer["error"], "stopped": answer["stopped"], "done": answer.get("done", True),
-                     "notice": answer.get("notice"), **{k: answer.get(k) for k in TIMING_KEYS}}
-            if not revealed:  # how much context a model has would hint at which model it is
-                shown.update({k: None for k in (*TIMING_KEYS, "notice")})
-                shown["error"] = "failed" if answer["error"] else None
-            side_turns.append(shown)
-        side = {"label": info.get("name", getattr(record, f"model_{key}")) if revealed else f"Model {key.upper()}",
-                "turns": side_turns}
-        if revealed:
-            side.update(model=getattr(record, f"model_{key}"), engine=info.get("engine"),
-                        quantization=info.get("quantization"), rss_mb=info.get("rss_mb"))
-        return side
+    def _side_view(round_: Round, key: str, revealed: bool, held: bool) -> SideView:
+        record = round_.record
+        turns = [_stored_turn_view(turn, key) for turn in record.turns]
+        if round_.live is not None:
+            answer = round_.live[0 if key == "a" else 1]
+            turns.append(TurnView(round_.pending_question or "", answer.text, answer.error, False, answer.done,
+                                  answer.notice, answer.ttft_s, answer.total_s, answer.output_tokens,
+                                  answer.tokens_per_s, answer.queue_s))
+        if not revealed:  # timings, and how much context a model has, would hint at which model it is
+            turns = [replace(tv, error="failed" if tv.error else None, notice=None, ttft_s=None, total_s=None,
+                             output_tokens=None, tokens_per_s=None, queue_s=None) for tv in turns]
+        if held:  # the live turn shows nothing, not even which side is done, until both are
+            turns[-1] = replace(turns[-1], text="", error=None, done=False)
+        info = record.info(key)
+        if not revealed:
+            return SideView(f"Model {key.upper()}", tuple(turns))
+        return SideView(info.name, tuple(turns), model=record.model(key), engine=info.engine,
+                        quantization=info.quantization, rss_mb=info.rss_mb)
+
+
+def _stored_turn_view(turn: Turn, key: str) -> TurnView:
+    answer = turn.side(key)
+    return TurnView(turn.question, answer.text, answer.error, answer.stopped, True, answer.notice, answer.ttft_s,
+                    answer.total_s, answer.output_tokens, answer.tokens_per_s, answer.queue_s)

@@ -18,20 +18,23 @@ from __future__ import annotations
 import json
 import threading
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import (URL, CheckConstraint, Column, Connection, Engine, Executable, Float, Index, Integer, MetaData,
-                        Table, Text, bindparam, create_engine, event, func, make_url, select, union_all, update)
+                        Table, Text, bindparam, create_engine, event, func, inspect, make_url, select, union_all, update)
 from sqlalchemy import text as _sql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from .config import ConfigError
+from .outcomes import WINNER_WORDS, Winner
+from .records import ModelInfo, RoundRecord, Settings, Turn
+from .redact import redact_url
 
-WINNERS = "('model_a', 'model_b', 'tie', 'tie (bothbad)')"
+WINNERS = "(" + ", ".join(f"'{w}'" for w in WINNER_WORDS) + ")"
 EMPTY_OBJECT, EMPTY_LIST = "'{}'", "'[]'"
 
 metadata = MetaData()
@@ -73,6 +76,7 @@ ROUNDS = Table(
     _int("rated", nullable=False, server_default=_sql("0")),  # 1 = feeds the Bradley-Terry leaderboard
     _text("flag"),                                         # why a blind vote is not rated (e.g. a model named itself)
     _text("origin", nullable=False, default="'local'"),    # 'local', or the file a battle was imported from
+    _int("hold", nullable=False, server_default=_sql("0")),  # blind: answers shown only once both are finished
 )
 Index("rounds_rating", *(ROUNDS.c[c] for c in ("rated", "model_a", "model_b", "winner", "ttft_a", "ttft_b",
                                                "tps_a", "tps_b")))
@@ -146,7 +150,6 @@ BATCH_ANSWER_COLUMNS = tuple(BATCH_ANSWERS.c.keys())
 JUDGE_PAIR_COLUMNS = tuple(JUDGE_PAIRS.c.keys())
 JUDGMENT_COLUMNS = tuple(JUDGMENTS.c.keys())
 
-JSON_COLUMNS = ("model_a_info", "model_b_info", "settings", "turns")
 VOTE_COLUMNS = ("winner", "vote_tstamp", "rated", "flag")  # written by record_vote only
 
 # The atomic one-vote rule: the row changes only while it has no winner (rowcount 1 = this call voted).
@@ -159,46 +162,30 @@ SCHEMA_LOCK = 7_0707  # pg_advisory_xact_lock key: replicas starting together cr
 SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """A database made by an earlier version gets the columns added since (``ALTER TABLE … ADD COLUMN``
+    with the column's default), so upgrading never needs a manual step and keeps every stored row."""
+    have = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t in metadata.tables}
+    quote = conn.dialect.identifier_preparer.quote
+    for table in metadata.sorted_tables:
+        for column in table.columns:
+            if column.name in have[table.name]:
+                continue
+            ddl = f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {column.type.compile(conn.dialect)}"
+            if column.server_default is not None:
+                ddl += f" DEFAULT {column.server_default.arg.text}" + ("" if column.nullable else " NOT NULL")
+            conn.exec_driver_sql(ddl)
+
+
 class StoreUnavailable(ConfigError):
     """The database named by --database cannot be opened: a start-up error, said in one line."""
 
 
-@dataclass
-class RoundRecord:
-    id: str
-    tstamp: float
-    session: str
-    mode: str
-    model_a: str
-    model_b: str
-    model_a_info: dict = field(default_factory=dict)
-    model_b_info: dict = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
-    preset_id: str | None = None
-    turns: list[dict] = field(default_factory=list)
-    error: str | None = None
-    ttft_a: float | None = None
-    ttft_b: float | None = None
-    tps_a: float | None = None
-    tps_b: float | None = None
-    winner: str | None = None
-    vote_tstamp: float | None = None
-    rated: int = 0
-    flag: str | None = None
-    origin: str = "local"
-
-    def conversation(self, side: str) -> list[dict]:
-        """FastChat-style message list for side 'a' or 'b' (system prompt first, if any)."""
-        messages = []
-        if system := self.settings.get("system_prompt"):
-            messages.append({"role": "system", "content": system})
-        for turn in self.turns:
-            messages.append({"role": "user", "content": turn["question"]})
-            messages.append({"role": "assistant", "content": turn[side]["text"]})
-        return messages
-
-
-COLUMNS = tuple(RoundRecord.__dataclass_fields__)
+COLUMNS = tuple(f.name for f in fields(RoundRecord))
 assert COLUMNS == tuple(ROUNDS.c.keys()), "RoundRecord fields and the rounds table must list the same columns"
 
 
@@ -216,7 +203,9 @@ def database_url(target: Path | str | URL) -> URL:
     try:
         url = make_url(text)
     except ArgumentError as exc:
-        raise StoreUnavailable(f"--database {text!r} is not a database URL ({exc})") from None
+        # Neither the value nor SQLAlchemy's message (which repeats it) may echo a password.
+        raise StoreUnavailable(f"--database {redact_url(text)!r} is not a database URL: "
+                               f"{redact_url(str(exc)).replace(text, redact_url(text))}") from None
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return url.set(drivername="postgresql+psycopg")
@@ -291,6 +280,7 @@ class Store:
             if self.dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK)))
             metadata.create_all(conn)
+            _add_missing_columns(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -336,12 +326,24 @@ class Store:
 
     @staticmethod
     def _to_row(record: RoundRecord) -> dict[str, Any]:
-        return {c: json.dumps(getattr(record, c), ensure_ascii=False) if c in JSON_COLUMNS else getattr(record, c)
-                for c in COLUMNS}
+        """The database edge: the typed record as column values (JSON text for the nested parts)."""
+        row = {c: getattr(record, c) for c in COLUMNS}
+        row.update(model_a_info=_json(record.model_a_info.to_json()), model_b_info=_json(record.model_b_info.to_json()),
+                   settings=_json(record.settings.to_json()), turns=_json([t.to_json() for t in record.turns]),
+                   winner=record.winner.value if record.winner else None, rated=int(record.rated),
+                   hold=int(record.hold))
+        return row
 
     @staticmethod
     def _from_row(row) -> RoundRecord:
-        return RoundRecord(**{c: (json.loads(v) if c in JSON_COLUMNS else v) for c, v in zip(COLUMNS, row)})
+        values = dict(zip(COLUMNS, row))
+        return RoundRecord(**{
+            **values, "model_a_info": ModelInfo.from_json(json.loads(values["model_a_info"]), values["model_a"]),
+            "model_b_info": ModelInfo.from_json(json.loads(values["model_b_info"]), values["model_b"]),
+            "settings": Settings.from_json(json.loads(values["settings"])),
+            "turns": tuple(Turn.from_json(t) for t in json.loads(values["turns"])),
+            "winner": Winner(values["winner"]) if values["winner"] else None, "rated": bool(values["rated"]),
+            "hold": bool(values["hold"])})
 
     def save_round(self, record: RoundRecord) -> None:
         """Insert or update everything about a round except its vote."""
@@ -352,9 +354,10 @@ class Store:
             row = conn.execute(select(ROUNDS).where(ROUNDS.c.id == round_id)).first()
         return self._from_row(row) if row else None
 
-    def record_vote(self, round_id: str, winner: str, tstamp: float, rated: bool, flag: str | None) -> bool:
+    def record_vote(self, round_id: str, winner: Winner, tstamp: float, rated: bool, flag: str | None) -> bool:
         """Store the vote unless one exists already; returns whether this call stored it."""
-        return self._write_one(VOTE, {"round_id": round_id, "winner": winner, "vote_tstamp": tstamp,
+        word = winner.value if isinstance(winner, Winner) else winner  # anything else: the CHECK constraint decides
+        return self._write_one(VOTE, {"round_id": round_id, "winner": word, "vote_tstamp": tstamp,
                                       "rated": int(rated), "flag": flag}) == 1
 
     def voted_rounds(self) -> list[RoundRecord]:
@@ -489,7 +492,11 @@ class Store:
         """Store pairs to judge; a pair already stored (same id) is kept as it was."""
         return self._put(JUDGE_PAIRS, pairs, replace=False)
 
-    def judge_pairs(self, run_id: str | None = None, ids: list[str] | None = None) -> list[dict]:
+    def judge_pairs(self, run_id: str | None = None, ids: list[str] | None = None,
+                    human_only: bool = False) -> list[dict]:
+        """Pairs of one run, of some ids, with a human vote (``human_only``), or all of them."""
+        if human_only:
+            return self._select(JUDGE_PAIRS, JUDGE_PAIRS.c.human_winner.is_not(None))
         if run_id is not None:
             return self._select(JUDGE_PAIRS, JUDGE_PAIRS.c.run_id == run_id)
         if ids is not None:
@@ -510,9 +517,24 @@ class Store:
             return tuple(conn.execute(select(func.count(), func.max(created), func.sum(created))).one())
 
     def judgments(self, judge: str | None = None, pair_ids: list[str] | None = None) -> list[dict]:
+        """Stored judgments, of one judge and of some pairs if given, filtered by the database."""
         c = JUDGMENTS.c
-        rows = self._select(JUDGMENTS, *([c.judge == judge] if judge else []), order=(c.pair_id, c.shown))
-        if pair_ids is not None:
-            wanted = set(pair_ids)
-            rows = [r for r in rows if r["pair_id"] in wanted]
-        return rows
+        where = [c.judge == judge] if judge else []
+        order = (c.pair_id, c.shown)
+        if pair_ids is None:
+            return self._select(JUDGMENTS, *where, order=order)
+        rows: list[dict] = []
+        for start in range(0, len(pair_ids), 500):
+            rows += self._select(JUDGMENTS, *where, c.pair_id.in_(pair_ids[start:start + 500]), order=order)
+        return sorted(rows, key=lambda r: (r["pair_id"], r["shown"]))
+
+    def judged_matchups(self, judge: str | None = None) -> list[dict]:
+        """(pair_id, model_a, model_b, judge, shown, label) of every stored judgment, joined in the database:
+        what the judge's leaderboard needs, without loading the answer texts of every pair."""
+        j, p = JUDGMENTS.c, JUDGE_PAIRS.c
+        query = select(j.pair_id, p.model_a, p.model_b, j.judge, j.shown, j.label) \
+            .join_from(JUDGMENTS, JUDGE_PAIRS, j.pair_id == p.id).order_by(j.pair_id, j.shown)
+        if judge:
+            query = query.where(j.judge == judge)
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]

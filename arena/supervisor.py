@@ -30,7 +30,9 @@ from .config import PROJECT_DIR, ModelConfig
 from .engines import PHASE_PREFIX
 from .engines.registry import engine_spec
 from .memory import InsufficientMemory
+from .redact import without_credentials
 from .sources import SourceError, missing_packages, resolve
+from .texts import t
 from .worker import ERROR_PREFIX
 
 _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
@@ -51,8 +53,9 @@ class ModelStatus:
     load_seconds: float | None = None
     since: float = 0.0
     restarts: int = 0
-    remote: str | None = None  # base_url of a model served elsewhere
+    remote: str | None = None  # base_url of a model served elsewhere, without any credentials in it
     params: int | None = None  # parameter count reported by the worker's /health (picks the default judge)
+    reason: tuple | None = None  # (text key, ((name, value), ...)): ``detail`` in the page's language
 
     def describe(self) -> str:
         elapsed = time.time() - self.since
@@ -83,7 +86,7 @@ class _Worker:
     def __init__(self, model: ModelConfig):
         self.model = model
         self.status = ModelStatus(model.id, model.name, "preparing", since=time.time(),
-                                  remote=model.endpoint.base_url if model.endpoint else None)
+                                  remote=without_credentials(model.endpoint.base_url) if model.endpoint else None)
         self.checked = 0.0  # last probe of a remote endpoint
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -111,12 +114,15 @@ class Catalog:
         with self.lock:
             return [w.status for w in self.workers.values()]
 
-    def set(self, worker: _Worker, state: str, detail: str = "", **changes) -> None:
+    def set(self, worker: _Worker, state: str, detail: str = "", reason: tuple[str, dict] | None = None,
+            **changes) -> None:
+        """``detail`` is the English text (API, CLI, logs); ``reason`` its text key and values for the page."""
         with self.lock:
             if worker.status.state == "stopped":
                 return
             since = worker.status.since if worker.status.state == state else time.time()
-            worker.status = replace(worker.status, state=state, detail=detail, since=since, **changes)
+            key = (reason[0], tuple(reason[1].items())) if reason else None
+            worker.status = replace(worker.status, state=state, detail=detail, since=since, reason=key, **changes)
 
 
 def kill_group(proc: subprocess.Popen, sig: int) -> None:
@@ -139,11 +145,14 @@ class WorkerProcesses:
     def prepare_and_spawn(self, worker: _Worker) -> None:
         spec = engine_spec(worker.model.engine)
         if spec.interpreter() is None:
-            self.catalog.set(worker, "unavailable", spec.install_hint)
+            values = {"engine": spec.name, "command": spec.install_command}
+            self.catalog.set(worker, "unavailable", t("reason_engine_missing", "en", **values),
+                             ("reason_engine_missing", values))
             return
         if worker.model.install and missing_packages(worker.model):
-            self.catalog.set(worker, "unavailable", f"optional model, not installed; run {worker.model.install} "
-                                                    f"then restart the arena")
+            values = {"command": worker.model.install}
+            self.catalog.set(worker, "unavailable", t("reason_optional_missing", "en", **values),
+                             ("reason_optional_missing", values))
             return
         source = worker.model.source
         if source.modelscope or source.hf:
@@ -157,7 +166,9 @@ class WorkerProcesses:
             return
         except Exception as exc:
             log.exception("preparing %s failed", worker.model.id)
-            self.catalog.set(worker, "failed", f"could not prepare weights: {type(exc).__name__}: {exc}")
+            values = {"error": f"{type(exc).__name__}: {exc}"}
+            self.catalog.set(worker, "failed", t("reason_prepare_failed", "en", **values),
+                             ("reason_prepare_failed", values))
             return
         worker.weights, worker.notes = prepared.weights, prepared.notes
         self.spawn(worker, "loading")
@@ -253,8 +264,8 @@ class WorkerProcesses:
         if code is not None:
             kill_group(proc, signal.SIGKILL)  # anything the worker started dies with it
             if state == "ready":  # crashed after serving: bring it back for the next round
-                self.catalog.set(worker, "restarting", f"worker exited with code {code}; restarting",
-                                 restarts=worker.status.restarts + 1)
+                self.catalog.set(worker, "restarting", t("reason_restarting", "en", code=code),
+                                 ("reason_restarting", {"code": code}), restarts=worker.status.restarts + 1)
                 self.spawn(worker, "restarting")
             else:
                 self.catalog.set(worker, "failed", self.failure_reason(worker, code))
@@ -267,8 +278,9 @@ class WorkerProcesses:
                     self.catalog.set(worker, state, detail + (f"; {worker.notes}" if worker.notes else ""))
                 if time.time() - worker.status.since > self.health_timeout:
                     kill_group(proc, signal.SIGKILL)
-                    self.catalog.set(worker, "failed", f"not healthy after {self.health_timeout:.0f} s"
-                                     + (f" ({problem})" if problem else ""))
+                    values = {"seconds": round(self.health_timeout), "problem": f" ({problem})" if problem else ""}
+                    self.catalog.set(worker, "failed", t("reason_not_healthy", "en", **values),
+                                     ("reason_not_healthy", values))
                 return
             self.catalog.set(worker, "ready", load_seconds=answer.get("load_seconds"), params=answer.get("n_params"))
 
@@ -285,29 +297,31 @@ class RemoteProber:
         return os.environ.get(endpoint.api_key_env) if endpoint and endpoint.api_key_env else None
 
     def check(self, worker: _Worker, http: httpx.Client) -> None:
-        endpoint, status, set_ = worker.model.endpoint, worker.status, self.catalog.set
+        endpoint, status = worker.model.endpoint, worker.status
+        url = without_credentials(endpoint.base_url)  # what the page and the API may show
+
+        def fail(key: str, **values) -> None:
+            self.catalog.set(worker, "failed", t(key, "en", url=url, **values), (key, {"url": url, **values}))
+
         now = time.time()
         interval = 60 if status.state == "ready" else 15
         if status.state != "loading" and now - worker.checked < interval:
             return
         worker.checked = now
         if endpoint.api_key_env and not os.environ.get(endpoint.api_key_env):
-            set_(worker, "failed", f"environment variable {endpoint.api_key_env} is not set; export it with "
-                                   f"the API key of {endpoint.base_url} and restart the arena")
+            fail("reason_key_unset", variable=endpoint.api_key_env)
             return
         key = self.api_key(worker.model)
         try:
             response = http.get(endpoint.base_url + "/models", headers=auth_headers(key))
         except httpx.HTTPError as exc:
-            set_(worker, "failed", f"cannot reach {endpoint.base_url} ({type(exc).__name__}); "
-                                   f"is the server running? Retrying every 15 s")
+            fail("reason_unreachable", error=type(exc).__name__)
             return
         if response.status_code in (401, 403):
-            set_(worker, "failed", f"{endpoint.base_url} refused the API key (HTTP {response.status_code}); "
-                                   f"check {endpoint.api_key_env or 'api_key_env'}")
+            fail("reason_key_refused", status=response.status_code, variable=endpoint.api_key_env or "api_key_env")
             return
         if response.status_code != 200:
-            set_(worker, "failed", f"{endpoint.base_url}/models answered HTTP {response.status_code}")
+            fail("reason_http", status=response.status_code)
             return
         try:
             body = response.json()
@@ -316,15 +330,13 @@ class RemoteProber:
                 raise ValueError("no 'data' list")
         except ValueError as exc:
             kind = response.headers.get("content-type", "unknown content type").split(";")[0]
-            set_(worker, "failed", f"{endpoint.base_url}/models did not answer an OpenAI model list ({kind}: {exc}); "
-                                   f"is base_url the API root ending in /v1? Retrying every 15 s")
+            fail("reason_not_openai", error=f"{kind}: {exc}")
             return
         served = [m.get("id") for m in data if isinstance(m, dict)]
         if served and endpoint.model not in served:
-            set_(worker, "failed", f"{endpoint.base_url} does not serve {endpoint.model!r}; it serves "
-                                   f"{', '.join(map(str, served[:5]))}. Fix 'endpoint.model' in models.yaml")
+            fail("reason_not_served", model=endpoint.model, served=", ".join(map(str, served[:5])))
         elif status.state != "ready":
-            set_(worker, "ready", load_seconds=0.0)
+            self.catalog.set(worker, "ready", load_seconds=0.0)
 
 
 class Supervisor:
@@ -350,7 +362,8 @@ class Supervisor:
         """Prepare and spawn every worker in the background, then keep watching them."""
         for worker in self._workers.values():
             if worker.model.endpoint is not None:  # a remote server: nothing to start, only to check
-                self.catalog.set(worker, "loading", f"checking {worker.model.endpoint.base_url}")
+                url = without_credentials(worker.model.endpoint.base_url)
+                self.catalog.set(worker, "loading", t("reason_checking", "en", url=url), ("reason_checking", {"url": url}))
                 continue
             threading.Thread(target=self.processes.prepare_and_spawn, args=(worker,), daemon=True,
                              name=f"prepare-{worker.model.id}").start()

@@ -4,8 +4,10 @@ Questions and system prompts are refused, with the position, when they hold a
 character that SQLite, JSON or UTF-8 cannot carry (a lone surrogate such as
 ``\\ud800``), a NUL or another control character (tab, newline and carriage
 return are fine), or a text-direction override that can make shown text differ
-from what is stored. Model output is never refused, because the answer is already
-paid for: lone surrogates become U+FFFD and control characters are dropped.
+from what is stored. Model output (and an error text a model server sends) is never
+refused, because the answer is already paid for: lone surrogates become U+FFFD, and control
+characters and text-direction overrides are dropped, so whatever the arena stores it can also
+export and import again (battle_schema.py applies these rules to files).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ ALLOWED_CONTROLS = "\t\n\r"
 _BAD = re.compile(r"[\ud800-\udfff]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|[\u202a-\u202e\u2066-\u2069]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_DROPPED = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class TextProblem(ValueError):
@@ -47,7 +50,8 @@ def check(text: str) -> None:
 
 
 def clean_model_text(text: str) -> str:
-    """Model output made storable: lone surrogates -> U+FFFD, control characters (but tab/newline/CR) dropped."""
-    if not _SURROGATE.search(text) and not _CONTROL.search(text):
+    """Model output made storable: lone surrogates -> U+FFFD; control characters (but tab, newline and
+    CR) and text-direction overrides dropped."""
+    if not _BAD.search(text):
         return text
-    return _CONTROL.sub("", _SURROGATE.sub("\ufffd", text))
+    return _DROPPED.sub("", _SURROGATE.sub("\ufffd", text))

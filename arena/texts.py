@@ -64,10 +64,30 @@ TEXTS: dict[str, dict[str, str]] = {
         "import_file": "Import battles (JSONL from another arena or a FastChat log)",
         "imported": "Imported **{added}** battle(s); **{skipped}** were already stored. Imported battles are "
                     "shown but not rated (rate trusted files with `python -m arena import FILE --trust-import`).",
-        "admin_token": "Admin token", "admin_token_info": "Export and import need the token printed when the "
-                       "arena started (or set in ARENA_ADMIN_TOKEN).",
-        "admin_needed": "Export and import need the admin token: the one printed when the arena started, or the "
-                        "value of ARENA_ADMIN_TOKEN. Enter it in the Admin token box.",
+        "admin_token": "Admin token", "admin_token_info": "Export, import and batch runs need the token printed "
+                       "when the arena started (or set in ARENA_ADMIN_TOKEN).",
+        "admin_needed": "Export, import and batch runs need the admin token: the one printed when the arena "
+                        "started, or the value of ARENA_ADMIN_TOKEN. Enter it in the Admin token box.",
+        "admin_behind_proxy": "This request came through a proxy, so the page is reachable from other machines, "
+                              "and export, import and batch runs need an admin token. Restart the arena with "
+                              "--trusted-proxy <proxy address> (it prints a token) or set ARENA_ADMIN_TOKEN.",
+        "download_note": "(one download, for this browser only, within {minutes} min)",
+        "metrics_queued": " · ⏳ waited **{seconds:.1f} s** for the model (busy with another answer)",
+        "reason_engine_missing": "the {engine} engine is not installed; run {command}, then restart the arena",
+        "reason_optional_missing": "optional model, not installed; run {command}, then restart the arena",
+        "reason_prepare_failed": "could not prepare the weights: {error}",
+        "reason_checking": "checking {url}",
+        "reason_key_unset": "environment variable {variable} is not set; export it with the API key of {url} "
+                            "and restart the arena",
+        "reason_unreachable": "cannot reach {url} ({error}); is the server running? Retrying every 15 s",
+        "reason_key_refused": "{url} refused the API key (HTTP {status}); check {variable}",
+        "reason_http": "{url}/models answered HTTP {status}",
+        "reason_not_openai": "{url}/models did not answer an OpenAI model list ({error}); is base_url the API "
+                             "root ending in /v1? Retrying every 15 s",
+        "reason_not_served": "{url} does not serve {model!r}; it serves {served}. Fix 'endpoint.model' in "
+                             "models.yaml",
+        "reason_restarting": "the worker exited with code {code}; restarting",
+        "reason_not_healthy": "not healthy after {seconds} s{problem}",
         "include_imported": "Include imported battles",
         "no_votes": "There are no votes to export yet. Vote on a round first.",
         "col_rank": "rank", "col_model": "model", "col_rating": "rating", "col_ci_95": "95% CI",
@@ -136,9 +156,27 @@ TEXTS: dict[str, dict[str, str]] = {
         "imported": "已导入 **{added}** 场对战；**{skipped}** 场此前已保存。导入的对战只展示、不计分"
                     "（可信文件可用 `python -m arena import FILE --trust-import` 计分）。",
         "admin_token": "管理员令牌",
-        "admin_token_info": "导出和导入需要竞技场启动时打印的令牌（或 ARENA_ADMIN_TOKEN 的值）。",
-        "admin_needed": "导出和导入需要管理员令牌：竞技场启动时打印的那个，或 ARENA_ADMIN_TOKEN 的值。"
+        "admin_token_info": "导出、导入和批量运行需要竞技场启动时打印的令牌（或 ARENA_ADMIN_TOKEN 的值）。",
+        "admin_needed": "导出、导入和批量运行需要管理员令牌：竞技场启动时打印的那个，或 ARENA_ADMIN_TOKEN 的值。"
                         "请在“管理员令牌”框中输入。",
+        "admin_behind_proxy": "此请求经由代理到达，说明页面可从其他机器访问，因此导出、导入和批量运行需要管理员令牌。"
+                              "请用 --trusted-proxy <代理地址> 重启竞技场（会打印令牌），或设置 ARENA_ADMIN_TOKEN。",
+        "download_note": "（仅限本浏览器下载一次，{minutes} 分钟内有效）",
+        "metrics_queued": " · ⏳ 等待模型 **{seconds:.1f} 秒**（模型正忙于其他回答）",
+        "reason_engine_missing": "未安装 {engine} 引擎；请运行 {command}，然后重启竞技场",
+        "reason_optional_missing": "可选模型，尚未安装；请运行 {command}，然后重启竞技场",
+        "reason_prepare_failed": "无法准备权重：{error}",
+        "reason_checking": "正在检查 {url}",
+        "reason_key_unset": "环境变量 {variable} 未设置；请用 {url} 的 API 密钥设置它，然后重启竞技场",
+        "reason_unreachable": "无法连接 {url}（{error}）；服务器在运行吗？每 15 秒重试一次",
+        "reason_key_refused": "{url} 拒绝了 API 密钥（HTTP {status}）；请检查 {variable}",
+        "reason_http": "{url}/models 返回 HTTP {status}",
+        "reason_not_openai": "{url}/models 返回的不是 OpenAI 模型列表（{error}）；base_url 应为以 /v1 结尾的 API "
+                             "根地址。每 15 秒重试一次",
+        "reason_not_served": "{url} 没有提供 {model!r}；它提供的是 {served}。请修改 models.yaml 中的 "
+                             "'endpoint.model'",
+        "reason_restarting": "工作进程以代码 {code} 退出；正在重启",
+        "reason_not_healthy": "{seconds} 秒后仍未就绪{problem}",
         "include_imported": "包括导入的对战",
         "no_votes": "还没有可导出的投票。请先为一轮对战投票。",
         "col_rank": "名次", "col_model": "模型", "col_rating": "评分", "col_ci_95": "95% 置信区间",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import os
 import signal
@@ -24,7 +25,8 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .engines import AnswerCollector, BatchAnswer, BatchRequest, ChatEngine, GenerationParams, Notice, Usage, n_params, with_seed
+from .engines import (AnswerCollector, BatchAnswer, BatchRequest, ChatEngine, GenerationParams, Notice, Started, Usage,
+                      n_params, with_seed)
 from .engines.context import ContextOverflow, fit_context
 
 ERROR_PREFIX = "ARENA_WORKER_ERROR: "  # the supervisor shows the text after this as the failure reason
@@ -116,10 +118,13 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
     app = FastAPI(title=f"arena worker: {model_id}")
     generation_lock = threading.Lock()
 
+    expected = f"Bearer {api_key}".encode() if api_key else b""
+
     @app.middleware("http")
     async def check_key(request: Request, call_next):
+        # compare_digest: how long the check takes must not tell how much of a guessed key was right
         if api_key and request.url.path.startswith("/v1/") and \
-                request.headers.get("authorization") != f"Bearer {api_key}":
+                not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected):
             return JSONResponse({"error": {"message": "invalid API key", "type": "authentication_error"}},
                                 status_code=401)
         return await call_next(request)
@@ -165,15 +170,19 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
     def models() -> dict:
         return {"object": "list", "data": [{"id": model_id, "object": "model", "owned_by": "arena"}]}
 
-    async def generate(messages: list[dict], params: GenerationParams) -> AsyncIterator[str | Usage | Exception]:
-        """Run the blocking engine in a thread; stop it as soon as the consumer goes away."""
+    async def generate(messages: list[dict], params: GenerationParams
+                       ) -> AsyncIterator[str | Usage | Started | Exception]:
+        """Run the blocking engine in a thread; stop it as soon as the consumer goes away. Yields
+        ``Started`` once the engine takes the request (another answer or a batch group may hold it)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
         done = object()
+        asked = time.perf_counter()
 
         def produce() -> None:
             with generation_lock:
+                loop.call_soon_threadsafe(queue.put_nowait, Started(round(time.perf_counter() - asked, 3)))
                 try:
                     for item in engine.stream_chat(messages, params):
                         if cancelled.is_set():
@@ -207,10 +216,12 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
 
-        def chunk(delta: dict, finish: str | None = None, usage: Usage | None = None) -> str:
+        def chunk(delta: dict, finish: str | None = None, usage: Usage | None = None, **extensions: dict) -> str:
+            """One SSE event; ``extensions`` are our own fields (arena_notice, arena_started), which other
+            OpenAI clients ignore."""
             payload: dict[str, Any] = {
                 "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                **extensions, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             if usage is not None:
                 payload["usage"] = {"prompt_tokens": usage.prompt_tokens,
                                     "completion_tokens": usage.completion_tokens,
@@ -222,6 +233,8 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
             async for item in generate(messages, params):
                 if isinstance(item, Exception):
                     return JSONResponse({"error": {"message": str(item), "type": "engine_error"}}, status_code=500)
+                if isinstance(item, Started):
+                    continue
                 if isinstance(item, Usage):
                     usage = item
                 else:
@@ -233,15 +246,16 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
                               "completion_tokens": usage.completion_tokens if usage else 0}}
 
         async def events() -> AsyncIterator[str]:
-            first = chunk({"role": "assistant", "content": ""})
-            if notice is not None:  # an extension field; other OpenAI clients ignore it
-                first = first.replace('"choices"', '"arena_notice": ' + json.dumps(notice.__dict__) + ', "choices"', 1)
-            yield first
+            yield chunk({"role": "assistant", "content": ""},
+                        **({"arena_notice": notice.__dict__} if notice is not None else {}))
             async for item in generate(messages, params):
                 if isinstance(item, Exception):
                     error = {"error": {"message": f"{type(item).__name__}: {item}", "type": "engine_error"}}
                     yield f"data: {json.dumps(error, ensure_ascii=False)}\n\n"
                     break
+                if isinstance(item, Started):
+                    yield chunk({}, arena_started={"queue_s": item.queue_s})
+                    continue
                 if isinstance(item, Usage):
                     yield chunk({}, finish=item.finish_reason, usage=item)
                 else:

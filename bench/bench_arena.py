@@ -108,10 +108,10 @@ def schedule(args) -> None:
         async for view in arena.ask("bench", question, mode="named", model_a=models[0].id, model_b=models[1].id,
                                     settings=settings):
             for key in "ab":
-                if key not in first and view[key]["turns"][-1]["text"]:
+                if key not in first and view.side(key).turns[-1].text:
                     first[key] = time.perf_counter() - started
-        a, b = view["a"]["turns"][-1], view["b"]["turns"][-1]
-        return time.perf_counter() - started, max(first.values()), a["output_tokens"] + b["output_tokens"]
+        a, b = view.a.turns[-1], view.b.turns[-1]
+        return time.perf_counter() - started, max(first.values()), a.output_tokens + b.output_tokens
 
     try:
         for _ in range(args.repeats):

@@ -61,19 +61,19 @@ def collect(base_url: str, messages: list[dict], params, **kwargs) -> tuple[str,
         async for item in client.stream_chat(base_url, "smol-a", messages, params, **kwargs):
             if isinstance(item, Usage):
                 usage = item
-            else:
+            elif isinstance(item, str):
                 text += item
         return text, usage
     return asyncio.run(run())
 
 
 def final_view(arena, question: str, **kwargs) -> dict:
-    """Run ``Arena.ask`` for session 's' to the end and return the last view."""
+    """Run ``Arena.ask`` for session 's' to the end and return the last view, as the API's JSON has it."""
     async def run():
         async for view in arena.ask("s", question, **kwargs):
             last = view
         return last
-    return asyncio.run(run())
+    return asyncio.run(run()).as_dict()
 
 
 def wait_for(predicate, timeout: float, what: str):

@@ -1,7 +1,9 @@
 """Public API via gradio_client against the real app process (two SmolLM2 workers)."""
 import csv
+import io
 import json
 
+import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -24,12 +26,17 @@ def ask(api, *args, **kwargs):
 TIMINGS = ("ttft_s", "total_s", "output_tokens", "tokens_per_s")
 
 
+def download(app_url: str, offer: dict, headers: dict | None = None) -> httpx.Response:
+    """Fetch what /export offered (its url is relative to the app)."""
+    return httpx.get(app_url + offer["url"], headers=headers or {}, timeout=30)
+
+
 def test_models_endpoint_reports_state_and_load_time(api):
     models = {m["id"]: m for m in api.predict(api_name="/models")}
     assert models["smol-a"]["state"] == "ready" and models["smol-a"]["load_seconds"] > 0
 
 
-def test_ask_streams_both_answers_with_timings_then_one_vote_and_export(api):
+def test_ask_streams_both_answers_with_timings_then_one_vote_and_export(api, app):
     partials, view = ask(api, QUESTION, "named", "smol-a", "smol-b", max_new_tokens=48)
     assert len(partials) > 2  # streamed, not one final blob
     for key in "ab":
@@ -41,8 +48,10 @@ def test_ask_streams_both_answers_with_timings_then_one_vote_and_export(api):
     assert voted["vote"] == "B better" and voted["rated"] is False
     with pytest.raises(AppError, match="already has a vote"):
         api.predict(view["round_id"], "A better", api_name="/vote")
-    path = api.predict(api_name="/export")
-    rows = {r["round_id"]: r for r in csv.DictReader(open(path, encoding="utf-8-sig"))}
+    offer = api.predict("csv", "", api_name="/export")
+    response = download(app.url, offer)
+    assert response.status_code == 200 and offer["filename"] in response.headers["content-disposition"]
+    rows = {r["round_id"]: r for r in csv.DictReader(io.StringIO(response.content.decode("utf-8-sig")))}
     row = rows[view["round_id"]]
     assert row["vote"] == "B better" and row["model_a"] == "smol-a" and row["question"] == QUESTION
     assert row["answer_b"] == view["b"]["turns"][-1]["text"]
@@ -122,27 +131,57 @@ def test_stop_ends_a_streaming_round_and_it_can_still_be_voted_on(api):
     assert api.predict(final["round_id"], "Tie", api_name="/vote")["vote"] == "Tie"
 
 
-def test_export_and_import_need_the_admin_token_when_one_is_set(tmp_path_factory, stub):
-    """With ARENA_ADMIN_TOKEN (or when listening beyond loopback) a visitor without the token can
-    neither read every conversation nor add battles; with it both work."""
+def test_off_loopback_exports_imports_and_batches_need_the_token_and_files_go_only_to_who_asked(
+        tmp_path_factory, stub):
+    """Listening on every interface with a token: without it a visitor can't export, import, start, stop or
+    watch a batch run; with it the export downloads once, for that client only. No export or other file of
+    the data directory is readable through Gradio's file route, by the name exports had before or any other."""
     from gradio_client import handle_file
 
     from .conftest import start_app
 
-    running = start_app(tmp_path_factory, "admin", catalog=stub.catalog(), env={"ARENA_ADMIN_TOKEN": "s3cret"}).ready()
+    running = start_app(tmp_path_factory, "admin", catalog=stub.catalog(), args=("--host", "0.0.0.0"),
+                        env={"ARENA_ADMIN_TOKEN": "s3cret"}).ready()
     try:
         api = Client(running.url, verbose=False)
+        _, view = ask(api, "Export me", "named", "stub-a", "stub-b")
+        api.predict(view["round_id"], "Tie", api_name="/vote")
         for token in ("", "wrong"):
             with pytest.raises(AppError, match="need the admin token"):
-                api.predict(token, api_name="/export")
+                api.predict("csv", token, api_name="/export")
+            with pytest.raises(AppError, match="need the admin token"):
+                api.predict(["stub-a", "stub-b"], ["en-logic-1"], 1, "none", token, api_name="/batch_start")
+            with pytest.raises(AppError, match="need the admin token"):
+                api.predict(token, api_name="/batch_stop")
+            status, report = api.predict(token, api_name="/batch_progress")
+            assert status.startswith("🔒") and not report
         battle = tmp_path_factory.mktemp("import") / "one.jsonl"
         battle.write_text(json.dumps({"model_a": "x1", "model_b": "x2", "winner": "tie", "anony": True}) + "\n")
         with pytest.raises(AppError, match="need the admin token"):
             api.predict(handle_file(str(battle)), "", api_name="/import")
         assert "Imported **1** battle(s)" in api.predict(handle_file(str(battle)), "s3cret", api_name="/import")
-        assert api.predict("s3cret", api_name="/export").endswith(".csv")
+        offer = api.predict("jsonl", "s3cret", api_name="/export")
+        assert offer["filename"].startswith("arena-battles-") and len(offer["url"].rsplit("/", 1)[1]) >= 40
+        forged = download(running.url, {"url": offer["url"][:-4] + "AAAA"})
+        assert forged.status_code == 404
+        first = download(running.url, offer)
+        assert first.status_code == 200 and b"Export me" in first.content
+        assert download(running.url, offer).status_code == 404  # one download, then the file is gone
+        for path in (f"data/exports/{offer['filename']}", str(running.tmp / "data" / "arena.db"),
+                     str(running.tmp / "data" / "reports")):
+            assert httpx.get(f"{running.url}gradio_api/file={path}", timeout=10).status_code in (403, 404)
+        assert api.predict(["stub-a", "stub-b"], ["en-logic-1"], 1, "none", "s3cret",
+                           api_name="/batch_start").startswith("`")
     finally:
         running.stop()
+
+
+def test_a_request_through_a_proxy_needs_a_token_even_on_loopback(app):
+    """The app listens on 127.0.0.1 without a token, but a reverse proxy forwards the internet to it: a request
+    carrying X-Forwarded-For is refused export, and told how to set a token."""
+    proxied = Client(app.url, verbose=False, headers={"X-Forwarded-For": "203.0.113.9"})
+    with pytest.raises(AppError, match="came through a proxy.*--trusted-proxy"):
+        proxied.predict("csv", "", api_name="/export")
 
 
 def test_rate_limits_per_session_and_per_address_and_the_turn_cap(tmp_path_factory, stub):

@@ -109,10 +109,10 @@ def test_killing_a_worker_mid_answer_keeps_the_other_pane_and_the_next_round_wor
         async for view in arena.ask("s", "Write a long story about a brave dragon and a small village.",
                                     round_id=round_id, mode="named", model_a="smol-a", model_b="smol-b",
                                     settings=settings):
-            if kill and not killed and view["b"]["turns"][-1]["text"]:
+            if kill and not killed and view.b.turns[-1].text:
                 os.kill(supervised.pid("smol-b"), signal.SIGKILL)
                 killed = True
-        return view
+        return view.as_dict()
 
     view = asyncio.run(run(kill=True))
     a, b = view["a"]["turns"][-1], view["b"]["turns"][-1]
@@ -121,7 +121,7 @@ def test_killing_a_worker_mid_answer_keeps_the_other_pane_and_the_next_round_wor
     stored = arena.store.get_round(view["round_id"])
     assert stored.error.startswith("Model B:")
     with pytest.raises(ArenaError, match="an answer failed"):
-        arena.vote("s", view["round_id"], "A better")
+        asyncio.run(arena.vote("s", view["round_id"], "A better"))
     # the supervisor restarts smol-b; the next round waits for it and works
     view = asyncio.run(run())
     assert view["round_id"] != stored.id

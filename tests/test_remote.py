@@ -97,6 +97,34 @@ def test_endpoint_problems_are_named_in_the_status(server, tmp_path, monkeypatch
         supervisor.stop()
 
 
+def test_a_server_address_is_shown_without_its_credentials(tmp_path):
+    """A base_url with user:password@ (some proxies take them) is used as it is, but every status, /models
+    answer and pane error shows it without them, in English and in Chinese."""
+    from arena.ui.render import describe_status
+
+    path = tmp_path / "models.yaml"
+    path.write_text("models:" + remote_entry("far", "http://alice:pa55word@127.0.0.1:9/v1", key_env=None))
+    supervisor = Supervisor(load_models(path), path, tmp_path / "data")
+    supervisor.start()
+    try:
+        status = wait_for(lambda: next((s for s in supervisor.statuses() if s.state == "failed"), None), 20,
+                          "the failure")
+        shown = [status.detail, status.describe(), status.remote, describe_status(status, "zh")]
+        assert all("pa55word" not in text and "alice" not in text for text in shown), shown
+        assert "cannot reach http://127.0.0.1:9/v1" in status.detail
+        assert describe_status(status, "zh").startswith("失败：无法连接 http://127.0.0.1:9/v1")
+    finally:
+        supervisor.stop()
+
+    async def ask():
+        async for _ in client.stream_chat("http://alice:pa55word@127.0.0.1:9/v1", "m", [], GenerationParams()):
+            pass
+    with pytest.raises(client.EndpointError) as refused:
+        import asyncio
+        asyncio.run(ask())
+    assert "pa55word" not in str(refused.value) and "http://127.0.0.1:9/v1" in str(refused.value)
+
+
 def test_wrong_key_and_timeout_become_pane_errors(server):
     params = GenerationParams(max_new_tokens=200)
     messages = [{"role": "user", "content": "Tell me a long story."}]

@@ -1,13 +1,15 @@
 """Unit: the page's behaviour without a browser — renderers, translations, handlers, charts.
 (test_browser.py checks that the same functions are wired to the controls.)"""
 import asyncio
+import time
 
 import gradio as gr
 import pytest
 from matplotlib.figure import Figure
 
 from arena import charts
-from arena.rounds import Arena, ArenaError, Limits, Settings
+from arena.engines import Started, Usage
+from arena.rounds import Arena, ArenaError, Limits, Settings, SideView, TurnView
 from arena.store import Store
 from arena.supervisor import ModelStatus
 from arena.texts import TEXTS, language_of, t
@@ -18,15 +20,10 @@ from arena.ui.page import RELABEL, relabel
 from .test_rounds import FakeSupervisor, answered
 
 
-def test_images_and_html_in_answers_become_text_and_links():
-    """Nothing in an answer may make a browser fetch a URL; code is left as written."""
-    text = 'see ![x](http://evil/p.png "t") <img src=http://evil/q.png> ![r][ref] `![c](http://c)` and\n' \
-           '```\n<b>![d](http://d)</b>\n```'
-    safe = render.safe_markdown(text)
-    assert "![x]" not in safe and "[🖼 x: http://evil/p.png](http://evil/p.png)" in safe
-    assert "<img" not in safe and "&lt;img src=http://evil/q.png>" in safe
-    assert "[🖼 r][ref]" in safe
-    assert "`![c](http://c)`" in safe and "<b>![d](http://d)</b>" in safe  # code untouched
+def turn_view(**changes) -> TurnView:
+    values = dict(question="q", text="a", error=None, stopped=False, done=True, notice=None, ttft_s=0.5,
+                  total_s=2.0, output_tokens=31, tokens_per_s=20.0, queue_s=None)
+    return TurnView(**{**values, **changes})
 
 
 def test_every_text_exists_in_both_languages_and_formats():
@@ -48,19 +45,26 @@ def test_refusals_read_in_the_readers_language():
 
 
 def test_blind_metrics_are_hidden_until_revealed_and_named_ones_show_numbers():
-    side = {"turns": [{"question": "q", "text": "a", "error": None, "stopped": False, "done": True,
-                       "ttft_s": 0.5, "total_s": 2.0, "output_tokens": 31, "tokens_per_s": 20.0}]}
+    side = SideView("A", (turn_view(),))
     assert render.metrics_markdown(side, revealed=True) == \
         "Time to first token **0.50 s** · total **2.00 s** · tokens **31** · **20.00** tokens/s"
     hidden = render.metrics_markdown(side, revealed=False)
     assert "hidden" in hidden and not any(ch.isdigit() for ch in hidden)
-    streaming = {"turns": [{**side["turns"][0], "done": False}]}
+    streaming = SideView("A", (turn_view(done=False),))
     assert "answering" in render.metrics_markdown(streaming, revealed=True)
     assert render.metrics_markdown(streaming, revealed=False, held=True) == t("held")
 
 
+def test_a_wait_for_the_model_shows_apart_from_the_timings_when_it_is_long():
+    """Time to first token is the engine's; a wait of half a second or more for a busy worker is shown beside it."""
+    assert "waited" not in render.metrics_markdown(SideView("A", (turn_view(queue_s=0.3),)))
+    shown = render.metrics_markdown(SideView("A", (turn_view(queue_s=2.34),)))
+    assert shown.startswith("Time to first token **0.50 s**") and "waited **2.3 s**" in shown
+    assert "等待模型 **2.3 秒**" in render.metrics_markdown(SideView("A", (turn_view(queue_s=2.34),)), lang="zh")
+
+
 def test_a_blind_error_names_no_model_or_server():
-    side = {"turns": [{"question": "q", "text": "", "error": "failed", "stopped": False}]}
+    side = SideView("Model A", (turn_view(text="", error="failed"),))
     shown = render.chat_messages(side)[1]["content"]
     assert "failed" in shown and "http" not in shown
 
@@ -77,7 +81,7 @@ def test_status_shows_load_time_and_resident_memory_in_both_languages():
 @pytest.fixture
 def handlers(tmp_path):
     arena = Arena(FakeSupervisor(), Store(tmp_path / "a.db"), [], Limits(votes_per_minute=100))
-    yield Handlers(arena, tmp_path / "exports")
+    yield Handlers(arena)
     arena.store.close()
 
 
@@ -91,17 +95,44 @@ def test_new_round_clears_panes_and_round_id(handlers):
 
 def test_vote_handler_renders_the_reveal_and_locks_votes(handlers):
     round_ = answered(handlers.arena, session="s1")
-    out = handlers.vote("Tie", round_.id, "en", "s1")
+    out = asyncio.run(handlers.vote("Tie", round_.id, "en", "s1"))
     assert "You voted: Tie" in out["reveal"] and out["vote_a"]["interactive"] is False
     with pytest.raises(gr.Error, match="已经投过票"):
-        handlers.vote("Tie", round_.id, "zh", "s1")
+        asyncio.run(handlers.vote("Tie", round_.id, "zh", "s1"))
+
+
+def test_stop_is_noticed_at_once_while_the_loop_is_idle(handlers):
+    """The page's Stop runs on the event loop (before, a plain function set the round's asyncio.Event from a
+    thread, and an idle loop noticed it only at its next wake-up, 2 s later in a reproduction)."""
+    async def slow(model, messages, params):
+        yield Started()
+        await asyncio.sleep(30)  # prefill of a long question: nothing wakes the loop
+        yield "late"
+        yield Usage(1, 1)
+    handlers.arena._stream = slow
+
+    async def go():
+        views = handlers.send("Q?", "named", "qwen-x", "smol-y", Settings(), False, None, None, "en", "s")
+        first = await views.__anext__()
+        rest = asyncio.create_task(asyncio.wait_for(_drain(views), 5))
+        await asyncio.sleep(0.1)
+        started = time.perf_counter()
+        assert await handlers.stop(first["round_id"], "s") is True
+        await rest
+        return time.perf_counter() - started
+    assert asyncio.run(go()) < 0.5
+
+
+async def _drain(agen):
+    async for _ in agen:
+        pass
 
 
 def test_leaderboard_shows_charts_only_when_there_are_rated_battles(handlers):
     empty = handlers.leaderboard_view("en")
     assert empty["board_empty"]["visible"] is True and empty["charts"]["visible"] is False
     for _ in range(3):
-        handlers.arena.vote("s1", answered(handlers.arena, session="s1").id, "A better")
+        asyncio.run(handlers.arena.vote("s1", answered(handlers.arena, session="s1").id, "A better"))
     full = handlers.leaderboard_view("zh")
     assert full["charts"]["visible"] is True and "评分" in full["board"].columns
     assert set(full["board"]["模型"]) == {"Qwen2.5 X", "SmolLM2 Y"}
@@ -134,6 +165,6 @@ def test_the_page_builds_without_a_batch_service(handlers, tmp_path):
     """build_ui wires only the tabs it has: no Batch tab, and the language switch still covers the rest."""
     from arena.ui import build_ui
 
-    demo = build_ui(handlers.arena, tmp_path / "exports")
+    demo = build_ui(handlers.arena)
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}
     assert {"send", "language", "leaderboard-table", "export-csv"} <= ids and "batch-start" not in ids

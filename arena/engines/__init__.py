@@ -38,6 +38,14 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Started:
+    """The engine started on the request: what came before was waiting (for a worker busy with another
+    session or a batch group, or a restarting one). Stopwatch figures count from the last one seen."""
+
+    queue_s: float | None = None  # the wait, as the server measured it (our workers tell)
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     temperature: float = 0.7
     top_p: float = 0.9
@@ -80,8 +88,10 @@ class AnswerCollector:
         self.answer, self.pieces = BatchAnswer(), []
         self.started = time.perf_counter()
 
-    def add(self, item: "str | Usage | Notice") -> None:
-        if isinstance(item, Usage):
+    def add(self, item: "str | Usage | Notice | Started") -> None:
+        if isinstance(item, Started):  # time spent waiting for the engine is not the answer's
+            self.started = time.perf_counter()
+        elif isinstance(item, Usage):
             self.answer.usage = item
         elif isinstance(item, str):
             if self.answer.ttft_s is None:

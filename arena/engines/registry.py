@@ -34,7 +34,7 @@ class EngineSpec:
     name: str
     sources: tuple[str, ...]
     interpreter: Callable[[], Path | None]
-    install_hint: str
+    install_command: str  # what installs the engine when its interpreter is missing ("" = always there)
     prepare: Callable[[ModelConfig, Path, Path, Report], Prepared]
 
 
@@ -150,9 +150,8 @@ def _itrex_interpreter() -> Path | None:
 ENGINES: dict[str, EngineSpec] = {
     "llamacpp": EngineSpec("llamacpp", SOURCE_KINDS["llamacpp"], _main_python, "", _prepare_llamacpp),
     "transformers": EngineSpec("transformers", SOURCE_KINDS["transformers"], _main_python, "", _prepare_transformers),
-    "itrex": EngineSpec("itrex", SOURCE_KINDS["itrex"], _itrex_interpreter,
-                        "ITREX engine not installed; run scripts/install-itrex.sh (its own 2 GB virtualenv), "
-                        "then restart the arena", _prepare_itrex),
+    "itrex": EngineSpec("itrex", SOURCE_KINDS["itrex"], _itrex_interpreter, "scripts/install-itrex.sh",
+                        _prepare_itrex),
 }
 
 

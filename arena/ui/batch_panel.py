@@ -7,13 +7,15 @@ it). Handlers are plain functions of plain values, like the arena panel's.
 from __future__ import annotations
 
 import html
-from typing import Any
+from pathlib import Path
 
 import gradio as gr
 
+from ..access import address_of
 from ..batch import BatchError
 from ..batch_service import DEFAULT_JUDGE, NO_JUDGE, BatchService
 from ..texts import t
+from .handlers import Handlers, download_link
 from .i18n import I18N
 
 POLL_SECONDS = 1.0
@@ -49,21 +51,38 @@ def refreshed(service: BatchService, chosen: list[str] | None, lang: str) -> tup
     return gr.update(choices=model_choices(service), value=value), gr.update(choices=judge_choices(service, lang))
 
 
-def start(service: BatchService, models: list[str], presets: list[str], repeats: float, judge: str,
-          lang: str) -> str:
+def start(h: Handlers, models: list[str], presets: list[str], repeats: float, judge: str, token: str | None,
+          lang: str, request) -> str:
+    """Start a run: an admin action (it can take every core for hours), so it needs the token when one is set."""
+    h.admin(request, token, lang)
     try:
-        service.start(list(models or []), list(presets or []), int(repeats or 1), judge)
+        h.batch.start(list(models or []), list(presets or []), int(repeats or 1), judge)
     except BatchError as exc:
         raise gr.Error(str(exc), duration=10) from None
-    return progress_markdown(service.progress(), lang)
+    return progress_markdown(h.batch.progress(), lang)
 
 
-def poll(service: BatchService, lang: str) -> tuple[str, Any]:
-    state = service.progress()
-    return progress_markdown(state, lang), state.get("report")
+def stop(h: Handlers, token: str | None, lang: str, request) -> str:
+    h.admin(request, token, lang)
+    h.batch.stop()
+    return progress_markdown(h.batch.progress(), lang)
 
 
-def batch_panel(service: BatchService) -> dict:
+def poll(h: Handlers, token: str | None, lang: str, request) -> tuple[str, str]:
+    """The run's progress and, when its report is written, a download link for this client. Without the
+    admin rule met it says so instead (it is polled every second: a refusal is a line, not a pop-up)."""
+    if key := h.access.refusal(request, token):
+        return "🔒 " + t(key, lang), ""
+    state = h.batch.progress()
+    link = ""
+    if state.get("report") and Path(state["report"]).is_file():
+        offer = h.downloads.offer(Path(state["report"]), Path(state["report"]).name,
+                                  address_of(request, h.trusted_proxies), owned=False)
+        link = download_link(offer, lang)
+    return progress_markdown(state, lang), link
+
+
+def batch_panel(service: BatchService, token_required: bool = False) -> dict:
     c: dict = {"batch_intro": gr.Markdown(I18N("batch_intro"))}
     c["batch_models"] = gr.CheckboxGroup(model_choices(service), value=service.ready_models()[:2],
                                          label=I18N("batch_models"), elem_id="batch-models")
@@ -78,22 +97,37 @@ def batch_panel(service: BatchService) -> dict:
         c["batch_start"] = gr.Button(I18N("batch_start"), variant="primary", elem_id="batch-start")
         c["batch_stop"] = gr.Button(I18N("batch_stop"), elem_id="batch-stop")
         c["batch_refresh"] = gr.Button(I18N("batch_refresh"), elem_id="batch-refresh")
+    c["batch_token"] = gr.Textbox(label=I18N("admin_token"), info=I18N("admin_token_info"), type="password",
+                                  visible=token_required, elem_id="batch-token")
     c["batch_status"] = gr.Markdown(progress_markdown(service.progress()), elem_id="batch-status")
-    c["batch_report"] = gr.File(label=I18N("batch_report"), interactive=False, elem_id="batch-report")
+    c["batch_report"] = gr.HTML("", elem_id="batch-report")
     return c
 
 
-def wire(service: BatchService, c: dict) -> None:
+def wire(h: Handlers, c: dict) -> None:
     """Events of the tab; ``c`` also holds the page's ``lang`` state and the tab itself (``tab_batch``)."""
-    lang = c["lang"]
-    inputs = [c["batch_models"], c["batch_presets"], c["batch_repeats"], c["batch_judge"], lang]
-    c["batch_start"].click(lambda *v: start(service, *v), inputs, [c["batch_status"]], api_name="batch_start")
-    c["batch_stop"].click(lambda code: (service.stop(), progress_markdown(service.progress(), code))[1], [lang],
-                          [c["batch_status"]], api_name="batch_stop")
+    service, lang, token = h.batch, c["lang"], c["batch_token"]
+
+    def on_start(models: list[str], presets: list[str], repeats: float, judge: str, token_: str | None, code: str,
+                 request: gr.Request) -> str:
+        """Start a batch run (needs the admin token when the app has one)."""
+        return start(h, models, presets, repeats, judge, token_, code, request)
+
+    def on_stop(token_: str | None, code: str, request: gr.Request) -> str:
+        """Stop the running batch after its current group (needs the admin token when the app has one)."""
+        return stop(h, token_, code, request)
+
+    def on_poll(token_: str | None, code: str, request: gr.Request) -> tuple[str, str]:
+        """The batch run's progress and its report link (needs the admin token when the app has one)."""
+        return poll(h, token_, code, request)
+
+    inputs = [c["batch_models"], c["batch_presets"], c["batch_repeats"], c["batch_judge"], token, lang]
+    c["batch_start"].click(on_start, inputs, [c["batch_status"]], api_name="batch_start")
+    c["batch_stop"].click(on_stop, [token, lang], [c["batch_status"]], api_name="batch_stop")
     lists = [c["batch_models"], c["batch_judge"]]
     c["batch_refresh"].click(lambda chosen, code: refreshed(service, chosen, code), [c["batch_models"], lang], lists,
                              api_visibility="private")
     c["tab_batch"].select(lambda chosen, code: refreshed(service, chosen, code), [c["batch_models"], lang], lists,
                           api_visibility="private")
-    gr.Timer(POLL_SECONDS).tick(lambda code: poll(service, code), [lang], [c["batch_status"], c["batch_report"]],
+    gr.Timer(POLL_SECONDS).tick(on_poll, [token, lang], [c["batch_status"], c["batch_report"]],
                                 api_name="batch_progress", show_progress="hidden")

@@ -6,7 +6,7 @@ these without a browser; the browser tests check the wiring.
 """
 from __future__ import annotations
 
-import hmac
+import asyncio
 import html
 import time
 from pathlib import Path
@@ -15,13 +15,16 @@ from typing import AsyncIterator
 import gradio as gr
 
 from .. import charts, exports
+from ..access import AdminAccess, address_of
+from ..downloads import Downloads, Offer
 from ..leaderboard import CachedLeaderboard
 from ..memory import resident_mb
-from ..rounds import VOTE_CHOICES, Arena, ArenaError, Settings
+from ..outcomes import Winner
+from ..rounds import Arena, ArenaError, RoundView, Settings
 from ..texts import TEXTS, t
 from . import render
 
-VOTE_KEYS = dict(zip(VOTE_CHOICES, ("vote_a", "vote_b", "vote_tie", "vote_bothbad")))  # button label -> output
+VOTE_KEYS = {w.label: w.text_key for w in Winner}  # button label -> output name
 VOTE_OUTPUTS = tuple(VOTE_KEYS.values())
 ARENA_OUTPUTS = ("chat_a", "chat_b", "metrics_a", "metrics_b", "round_id", "reveal", *VOTE_OUTPUTS)
 TABLE_COLUMNS = ("rank", "model", "rating", "ci_95", "battles", "win_rate", "median_tokens_per_s", "mean_ttft_s")
@@ -32,21 +35,25 @@ def _refusal(exc: ArenaError, lang: str) -> gr.Error:
 
 
 class Handlers:
-    """The page's behaviour over one ``Arena``; holds no per-visitor state (that lives in gr.State)."""
+    """The page's behaviour over one ``Arena``; holds no per-visitor state (that lives in gr.State).
 
-    def __init__(self, arena: Arena, export_dir: Path, admin_token: str | None = None,
-                 max_upload_bytes: int = exports.MAX_IMPORT_BYTES, trusted_proxies: frozenset[str] = frozenset(),
-                 batch=None):
-        self.arena, self.export_dir = arena, Path(export_dir)
+    Rendering (Markdown of questions and answers, linear in their length) runs in a worker thread, never
+    on the event loop, and re-renders only what changed (render.PaneRenderer)."""
+
+    def __init__(self, arena: Arena, downloads: Downloads | None = None, access: AdminAccess = AdminAccess(),
+                 max_upload_bytes: int = exports.MAX_IMPORT_BYTES, batch=None):
+        self.arena = arena
+        self.downloads = downloads or Downloads()
+        self.access = access
         self.batch = batch  # a BatchService: the Batch tab and the judge's table
-        self.trusted_proxies = trusted_proxies
-        self.admin_token, self.max_upload_bytes = admin_token, max_upload_bytes
+        self.trusted_proxies = access.trusted_proxies
+        self.max_upload_bytes = max_upload_bytes
         self.leaderboard = CachedLeaderboard(arena.store)
 
-    def _admin(self, token: str | None, lang: str) -> None:
-        """Export (every conversation) and import (new votes) need the admin token when one is set."""
-        if self.admin_token and not hmac.compare_digest((token or "").encode(), self.admin_token.encode()):
-            raise gr.Error(t("admin_needed", lang), duration=10)
+    def admin(self, request, token: str | None, lang: str) -> None:
+        """Export, import and batch runs are admin actions: see arena/access.py for the rule."""
+        if key := self.access.refusal(request, token):
+            raise gr.Error(t(key, lang), duration=10)
 
     # -- the arena panel ---------------------------------------------------------------
     def pane_labels(self, mode: str, a: str | None, b: str | None, lang: str) -> tuple[str, str]:
@@ -55,21 +62,24 @@ class Handlers:
         names = {s.id: s.name for s in self.arena.supervisor.statuses()}
         return names.get(a or "", t("model_a", lang)), names.get(b or "", t("model_b", lang))
 
-    def render(self, view: dict, lang: str) -> dict:
-        """A round view as the arena panel's outputs. Votes unlock only on a finished, unvoted, unfailed round."""
-        votable = not view["streaming"] and not view["vote"] and not view["error"] and bool(view["a"]["turns"])
-        labels = [view[k]["label"] if view["revealed"] else t(f"model_{k}", lang) for k in "ab"]
-        out = {"round_id": view["round_id"], "reveal": render.reveal_markdown(view, lang)}
-        for key, label in zip("ab", labels):
-            out[f"chat_{key}"] = gr.update(value=render.chat_messages(view[key], lang), label=label)
-            out[f"metrics_{key}"] = render.metrics_markdown(view[key], view["revealed"], lang, view.get("held", False))
-        out.update({name: gr.update(interactive=votable) for name in VOTE_OUTPUTS})
+    def render(self, view: RoundView, lang: str,
+               panes: tuple[render.PaneRenderer, render.PaneRenderer] | None = None) -> dict:
+        """A round view as the arena panel's outputs. Votes unlock only on a finished, unvoted, unfailed round.
+        ``panes`` keep what was rendered for the previous update of the same stream."""
+        panes = panes or (render.PaneRenderer(), render.PaneRenderer())
+        out = {"round_id": view.round_id, "reveal": render.reveal_markdown(view, lang)}
+        for key, pane in zip("ab", panes):
+            side = view.side(key)
+            label = side.label if view.revealed else t(f"model_{key}", lang)
+            out[f"chat_{key}"] = gr.update(value=render.chat_messages(side, lang, pane), label=label)
+            out[f"metrics_{key}"] = render.metrics_markdown(side, view.revealed, lang, view.held)
+        out.update({name: gr.update(interactive=view.votable) for name in VOTE_OUTPUTS})
         return out
 
     def cleared(self, mode: str, a: str | None, b: str | None, lang: str) -> dict:
         """Empty panes for a new round: the next question starts a new round id."""
         la, lb = self.pane_labels(mode, a, b, lang)
-        empty = render.metrics_markdown({"turns": []}, lang=lang)
+        empty = t("metrics_empty", lang)
         return {"chat_a": gr.update(value=[], label=la), "chat_b": gr.update(value=[], label=lb),
                 "metrics_a": empty, "metrics_b": empty, "round_id": None, "reveal": "",
                 **{name: gr.update(interactive=False) for name in VOTE_OUTPUTS}}
@@ -81,22 +91,25 @@ class Handlers:
     async def send(self, question: str, mode: str, a: str | None, b: str | None, settings: Settings, hold: bool,
                    round_id: str | None, preset_id: str | None, lang: str, session: str,
                    address: str | None = None) -> AsyncIterator[dict]:
+        panes = (render.PaneRenderer(), render.PaneRenderer())
         try:
             async for view in self.arena.ask(session, question, round_id=round_id, mode=mode, model_a=a, model_b=b,
                                              settings=settings, preset_id=preset_id, hold=hold, address=address):
-                yield {**self.render(view, lang), "question": ""}
+                yield {**await asyncio.to_thread(self.render, view, lang, panes), "question": ""}
         except ArenaError as exc:
             raise _refusal(exc, lang) from None
 
-    def stop(self, round_id: str | None, session: str) -> bool:
+    async def stop(self, round_id: str | None, session: str) -> bool:
         # The running send() generator draws the stopped answers itself.
-        return self.arena.stop(session, round_id)
+        return await self.arena.stop(session, round_id)
 
-    def vote(self, choice: str, round_id: str | None, lang: str, session: str, address: str | None = None) -> dict:
+    async def vote(self, choice: str, round_id: str | None, lang: str, session: str,
+                   address: str | None = None) -> dict:
         try:
-            return self.render(self.arena.vote(session, round_id, choice, address), lang)
+            view = await self.arena.vote(session, round_id, choice, address)
         except ArenaError as exc:
             raise _refusal(exc, lang) from None
+        return await asyncio.to_thread(self.render, view, lang)
 
     def category_changed(self, category: str | None) -> dict:
         return {"preset": gr.update(choices=render.preset_choices(self.arena.prompts, category), value=None)}
@@ -133,21 +146,28 @@ class Handlers:
         return table.rename(columns=lambda c: t(f"col_{c}", lang) if f"col_{c}" in TEXTS["en"] else c)
 
     # -- export / import ---------------------------------------------------------------
-    def export(self, kind: str, token: str | None = None, lang: str = "en") -> str:
-        self._admin(token, lang)
+    def export(self, kind: str, token: str | None, lang: str, request) -> Offer:
+        """Write every vote (csv) or battle (jsonl) to a private file and offer it to this client only."""
+        self.admin(request, token, lang)
+        if kind not in ("csv", "jsonl"):
+            raise gr.Error(f"unknown export format {kind!r}; use csv or jsonl")
         records = self.arena.store.voted_rounds()
         if not records:
             raise gr.Error(t("no_votes", lang))
-        self.export_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = self.export_dir / f"arena-{'votes' if kind == 'csv' else 'battles'}-{stamp}.{kind}"
-        return str(exports.write_csv(records, path) if kind == "csv" else exports.write_jsonl(records, path))
+        path = self.downloads.new_file(f".{kind}")
+        (exports.write_csv if kind == "csv" else exports.write_jsonl)(records, path)
+        name = f"arena-{'votes' if kind == 'csv' else 'battles'}-{time.strftime('%Y%m%d-%H%M%S')}.{kind}"
+        return self.downloads.offer(path, name, address_of(request, self.trusted_proxies))
 
-    def import_file(self, path: str | None, token: str | None, lang: str) -> str:
+    def export_link(self, kind: str, token: str | None, lang: str, request) -> str:
+        """The Export tab's download link (HTML: a link that downloads, named for the file)."""
+        return download_link(self.export(kind, token, lang, request), lang)
+
+    def import_file(self, path: str | None, token: str | None, lang: str, request=None) -> str:
         """Imports from the page are never rated (anyone can upload); the CLI's --trust-import can."""
         if not path:
             return ""
-        self._admin(token, lang)
+        self.admin(request, token, lang)
         try:
             added, skipped = exports.import_battles(self.arena.store, Path(path), max_bytes=self.max_upload_bytes)
         except (exports.ImportError_, OSError, UnicodeDecodeError) as exc:
@@ -155,19 +175,10 @@ class Handlers:
         return t("imported", lang, added=added, skipped=skipped)
 
 
-def session_of(request: gr.Request | None) -> str:
-    return request.session_hash if request and request.session_hash else "anonymous"
-
-
-def address_of(request: gr.Request | None, trusted_proxies: frozenset[str] = frozenset()) -> str | None:
-    """The client's address for rate limits. X-Forwarded-For is believed only when the direct peer
-    is a proxy the operator named (--trusted-proxy): then the nearest address that is not one."""
-    client = getattr(request, "client", None)
-    peer = getattr(client, "host", None)
-    if peer in trusted_proxies:
-        forwarded = [a.strip() for a in (request.headers.get("x-forwarded-for") or "").split(",") if a.strip()]
-        for address in reversed(forwarded):
-            if address not in trusted_proxies:
-                return address
-    return peer
+def download_link(offer: Offer, lang: str) -> str:
+    """A link that downloads ``offer`` (relative, so it works behind a path prefix), with its expiry."""
+    minutes = max(1, round(offer.expires_in_s / 60))
+    return (f'<a class="arena-download" href="{html.escape(offer.url)}" download="{html.escape(offer.filename)}">'
+            f'⬇ {html.escape(offer.filename)}</a> <span class="arena-download-note">'
+            f'{html.escape(t("download_note", lang, minutes=minutes))}</span>')
 

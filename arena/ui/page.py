@@ -6,16 +6,16 @@ shows it in the browser's language at once, and the language switch re-labels th
 """
 from __future__ import annotations
 
-from functools import partial
-from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 
-from ..rounds import Settings
+from ..access import AdminAccess, address_of, session_of
+from ..downloads import Downloads
+from ..records import Settings
 from ..texts import LANGUAGES, language_of, t
 from . import api, batch_panel, render
-from .handlers import ARENA_OUTPUTS, VOTE_KEYS, Handlers, address_of, session_of
+from .handlers import ARENA_OUTPUTS, VOTE_KEYS, Handlers
 from .i18n import I18N
 
 CSS = """
@@ -24,6 +24,8 @@ footer { display: none !important; }
 #language { max-width: 14em; }
 /* A pane's own trash icon would blank the screen but keep the round going: New round is the one way. */
 #chat-a button[aria-label='Clear'], #chat-b button[aria-label='Clear'] { display: none !important; }
+.arena-download { font-weight: 600; }
+.arena-download-note { opacity: 0.7; font-size: 0.9em; }
 """
 DEFAULTS = Settings()
 Components = dict[str, Any]
@@ -106,7 +108,7 @@ def export_panel(admin_required: bool) -> Components:
     with gr.Row():
         c["export_csv"] = gr.Button(I18N("export_csv"), elem_id="export-csv")
         c["export_jsonl"] = gr.Button(I18N("export_jsonl"), elem_id="export-jsonl")
-    c["export_file"] = gr.File(label=I18N("download"), elem_id="export-file", interactive=False)
+    c["export_file"] = gr.HTML("", elem_id="export-file")
     c["import_file"] = gr.File(label=I18N("import_file"), file_types=[".jsonl", ".json"], elem_id="import-file")
     c["import_result"] = gr.Markdown("", elem_id="import-result")
     return c
@@ -129,13 +131,13 @@ def layout(handlers: Handlers) -> tuple[gr.Blocks, Components]:
                 c.update(leaderboard_panel())
             if handlers.batch is not None:
                 with gr.Tab(I18N("tab_batch"), id="batch") as c["tab_batch"]:
-                    c.update(batch_panel.batch_panel(handlers.batch))
+                    c.update(batch_panel.batch_panel(handlers.batch, handlers.access.token_required))
             with gr.Tab(I18N("tab_export"), id="export") as c["tab_export"]:
-                c.update(export_panel(handlers.admin_token is not None))
+                c.update(export_panel(handlers.access.token_required))
         wire(handlers, c, demo)
         if handlers.batch is not None:
-            batch_panel.wire(handlers.batch, c)
-        api.register(handlers.arena, handlers.trusted_proxies)
+            batch_panel.wire(handlers, c)
+        api.register(handlers)
     return demo, c
 
 
@@ -158,13 +160,13 @@ RELABEL = {  # component -> (property, text key) changed by the language switch
     "speed_plot": ("label", "speed_plot"), "matrix_plot": ("label", "winrate_plot"),
     "named_board": ("label", "named_table"), "export_intro": ("value", "export_intro"),
     "export_csv": ("value", "export_csv"), "export_jsonl": ("value", "export_jsonl"),
-    "export_file": ("label", "download"), "import_file": ("label", "import_file"),
+    "import_file": ("label", "import_file"),
     "include_imported": ("label", "include_imported"), "judge_board": ("label", "judge_table"),
     "tab_batch": ("label", "tab_batch"), "batch_intro": ("value", "batch_intro"),
     "batch_models": ("label", "batch_models"), "batch_presets": ("label", "batch_presets"),
     "batch_repeats": ("label", "batch_repeats"), "batch_judge": ("label", "batch_judge"),
     "batch_start": ("value", "batch_start"), "batch_stop": ("value", "batch_stop"),
-    "batch_refresh": ("value", "batch_refresh"), "batch_report": ("label", "batch_report"),
+    "batch_refresh": ("value", "batch_refresh"),
     **{name: ("value", name) for name in VOTE_KEYS.values()},
 }
 
@@ -177,7 +179,8 @@ def relabel(lang: str) -> dict:
     updates["hold"] = gr.update(label=t("blind_together", lang), info=t("blind_together_info", lang))
     updates["question"] = gr.update(label=t("question", lang), placeholder=t("question_placeholder", lang))
     updates["system_prompt"] = gr.update(label=t("system_prompt", lang), placeholder=t("system_placeholder", lang))
-    updates["admin_token"] = gr.update(label=t("admin_token", lang), info=t("admin_token_info", lang))
+    for name in ("admin_token", "batch_token"):
+        updates[name] = gr.update(label=t("admin_token", lang), info=t("admin_token_info", lang))
     return updates
 
 
@@ -198,8 +201,8 @@ def wire(h: Handlers, c: Components, demo: gr.Blocks) -> None:
     for trigger in (c["send"].click, c["question"].submit):
         trigger(on_send, send_in, [*arena_out, c["question"]], concurrency_limit=None, **private)
 
-    def on_stop(round_id, request: gr.Request) -> None:
-        h.stop(round_id, session_of(request))
+    async def on_stop(round_id, request: gr.Request) -> None:  # on the event loop, like the stream it stops
+        await h.stop(round_id, session_of(request))
 
     c["stop"].click(on_stop, [c["round_id"]], None, concurrency_limit=None, **private)
     for name, choice in zip(VOTE_KEYS.values(), VOTE_KEYS):
@@ -218,9 +221,9 @@ def wire(h: Handlers, c: Components, demo: gr.Blocks) -> None:
 
 
 def _vote_handler(h: Handlers, choice: str, c: Components) -> Callable:
-    def on_vote(round_id, lang, request: gr.Request) -> dict:
-        return _by_name(c, ARENA_OUTPUTS)(h.vote(choice, round_id, lang, session_of(request),
-                                                 address_of(request, h.trusted_proxies)))
+    async def on_vote(round_id, lang, request: gr.Request) -> dict:  # on the event loop: one owner per round
+        return _by_name(c, ARENA_OUTPUTS)(await h.vote(choice, round_id, lang, session_of(request),
+                                                       address_of(request, h.trusted_proxies)))
     return on_vote
 
 
@@ -235,18 +238,31 @@ def _wire_other_tabs(h: Handlers, c: Components) -> None:
     c["tab_leaderboard"].select(show_board, board_in, board_out, **private)
     c["include_imported"].change(show_board, board_in, board_out, **private)
     token = c["admin_token"]
-    c["export_csv"].click(partial(h.export, "csv"), [token, c["lang"]], [c["export_file"]], api_name="export")
-    c["export_jsonl"].click(partial(h.export, "jsonl"), [token, c["lang"]], [c["export_file"]],
-                            api_name="export_jsonl")
-    c["import_file"].upload(h.import_file, [c["import_file"], token, c["lang"]], [c["import_result"]],
+    for kind in ("csv", "jsonl"):  # the API's /export does the same (api.py)
+        c[f"export_{kind}"].click(_export_handler(h, kind), [token, c["lang"]], [c["export_file"]], **private)
+    c["import_file"].upload(_import_handler(h), [c["import_file"], token, c["lang"]], [c["import_result"]],
                             api_name="import")
     gr.Timer(1.0).tick(h.status, [c["lang"]], [c["status"]], show_progress="hidden", **private)
 
 
 
+def _export_handler(h: Handlers, kind: str) -> Callable:
+    def export_link(token: str | None, lang: str, request: gr.Request) -> str:  # not "export": the API's name
+        return h.export_link(kind, token, lang, request)
+    return export_link
+
+
+def _import_handler(h: Handlers) -> Callable:
+    def import_file(path: str | None, token: str | None, lang: str, request: gr.Request) -> str:
+        """Merge a JSONL battle file (needs the admin token when the app has one)."""
+        return h.import_file(path, token, lang, request)
+    return import_file
+
+
 def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
     """The page opens in the browser's language; the switch changes every label (and an empty round's panes)."""
-    relabeled = [n for n in (*RELABEL, "question", "system_prompt", "admin_token") if n in c]  # no Batch tab: fewer
+    relabeled = [n for n in (*RELABEL, "question", "system_prompt", "admin_token", "batch_token")
+                 if n in c]  # no Batch tab: fewer
     panes = ["chat_a", "chat_b", "metrics_a", "metrics_b"]
     outputs = [c["lang"], *(c[n] for n in relabeled + panes)]
 
@@ -266,13 +282,9 @@ def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
     demo.load(on_load, None, [c["language"]], api_visibility="private")
 
 
-def build_ui(arena, export_dir: Path | None = None, admin_token: str | None = None,
-             max_upload_bytes: int = 20_000_000, trusted_proxies: frozenset[str] = frozenset(),
-             batch=None) -> gr.Blocks:
-    """The whole page over ``arena``; exports are written to ``export_dir``; with ``admin_token``
-    export and import require it."""
-    import tempfile
-
-    export_dir = Path(export_dir or tempfile.mkdtemp(prefix="arena-export-"))
-    demo, _ = layout(Handlers(arena, export_dir, admin_token, max_upload_bytes, trusted_proxies, batch))
+def build_ui(arena, downloads: Downloads | None = None, access: AdminAccess = AdminAccess(),
+             max_upload_bytes: int = 20_000_000, batch=None) -> gr.Blocks:
+    """The whole page over ``arena``. Exports and reports are offered through ``downloads`` (whose route the
+    app must serve); ``access`` says who may export, import and run batches."""
+    demo, _ = layout(Handlers(arena, downloads, access, max_upload_bytes, batch))
     return demo
