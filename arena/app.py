@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import socket
@@ -171,6 +172,10 @@ def serve(argv: list[str] | None = None) -> None:
     downloads = Downloads()
     demo = build_ui(arena, downloads, access, max_upload_bytes=int(args.max_upload_mb * 1e6), batch=batch)
     print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)
+    # What start-up loaded (gradio, pandas, matplotlib: well over a million objects) is set apart from the
+    # garbage collector: a full collection scanning it all stalled the event loop, and every visitor, for
+    # 200-250 ms (bench/bench_render.py stall --no-gc-freeze).
+    gc.freeze()
     try:
         demo.queue(default_concurrency_limit=8).launch(
             server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True, i18n=I18N,

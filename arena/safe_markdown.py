@@ -27,10 +27,11 @@ _MD = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]
 # ``)`` need no escape once every ``[`` and ``]`` is escaped (no link can form around them).
 _ESCAPE = {ord(c): "\\" + c for c in "\\`*_[]<>!&~|#$"}
 _LINE_START = set("-+=:")  # list items, setext underlines and table-like lines when at a line start
-# While streaming, a growing tail with more characters that inline parsing works on than this is shown
-# as escaped text until the answer is done (parsing 4,000 brackets takes about 50 ms here; prose and
-# code fences cost a fraction of that per character, and rarely come near the limit).
-LIVE_PARSE_LIMIT = 4000
+# While streaming, a growing tail (outside a code fence) with more characters that inline parsing works
+# on than this is shown as escaped text until the answer is done: parsing 1,000 brackets takes about
+# 18 ms here, and a stream re-parses its tail up to 20 times a second. Prose and code fences cost a
+# small fraction of that per character (bench/bench_render.py).
+LIVE_PARSE_LIMIT = 1000
 _INLINE_SYNTAX = "[]!<`*_~&\\"
 
 
@@ -290,9 +291,9 @@ class LiveMarkdown:
     A block is final once a later block has started on a complete line: whether a line starts a block
     is decided by that line (a half-streamed "```" may still turn out to be no fence), and later lines
     can only change the block they join. So the rendering of every block before the last such start is
-    kept, and the next update parses from there. While streaming, a growing tail with more than
-    ``LIVE_PARSE_LIMIT`` characters of inline syntax is shown as escaped text: each update then costs a
-    copy of it, not a parse. ``final=True`` renders the whole text once, as ``safe_markdown`` would.
+    kept, and the next update parses from there. While streaming, a growing tail (not a code fence) with
+    more than ``LIVE_PARSE_LIMIT`` characters of inline syntax is shown as escaped text: each update then
+    costs a copy of it, not a parse. ``final=True`` renders the whole text once, as ``safe_markdown`` would.
     """
 
     def __init__(self) -> None:
@@ -306,7 +307,8 @@ class LiveMarkdown:
         if not text.startswith(self._source):  # not a continuation: start over
             self._source, self._rendered = "", []
         tail = text[len(self._source):]
-        if sum(map(tail.count, _INLINE_SYNTAX)) > LIVE_PARSE_LIMIT:
+        in_fence = tail.lstrip(" ")[:3] in ("```", "~~~")  # a fence's content is not parsed inline
+        if not in_fence and sum(map(tail.count, _INLINE_SYNTAX)) > LIVE_PARSE_LIMIT:
             return "\n".join([*self._rendered, escape_text(tail)])
         pieces = _pieces(tail)
         last_complete = tail.count("\n") - (0 if tail.endswith("\n") else 1)  # lines after it are still growing

@@ -3,6 +3,7 @@ usage), remembers every request body, and obeys cues in the last user message:
 
     SLOW-START   wait (up to 30 s) before the first token: a long prefill or a restarting worker
     IMAGE <url>  answer with a Markdown image and an <img> tag pointing at <url>
+    ECHO <text>  answer with <text> exactly, in eight pieces (hostile Markdown in a model's answer)
     LONG <n>     answer with n pieces (benchmarks: a stream that lasts)
     RAW <text>   send <text> verbatim as the only event (a server speaking broken JSON)
 
@@ -75,6 +76,10 @@ class StubOpenAI:
             return
         if question.startswith("LONG "):
             words = [f"w{i} " for i in range(int(question.split()[1]))]
+        elif question.startswith("ECHO "):
+            text = question[5:]
+            step = max(1, -(-len(text) // 8))
+            words = [text[i:i + step] for i in range(0, len(text), step)]
         elif question.startswith("IMAGE "):
             url = question.split()[1]
             words = [f"Look: ![tracker]({url}) ", f"and <img src=\"{url}\"> ", "done."]

@@ -356,6 +356,97 @@ def test_images_in_questions_and_answers_are_never_fetched(stub_page, stub):
     assert stub_page.locator("#chat-a img[src*='answer.png'], #chat-a img[src*='question.png']").count() == 0
 
 
+IMAGE_FORMS = {  # every way Markdown can make an image; {o} is the pixel server's address
+    "reference definition": "![x]\n\n[x]: {o}/ref.png",
+    "title in parentheses": "![x]({o}/title.png (t))",
+    "brackets in the description": "![a [b] c]({o}/nested.png)",
+    "escaped bracket": "![a\\]b]({o}/escaped.png)",
+    "angle-bracket address": "![x](<{o}/angle.png>)",
+    "html tag": "<img src=\"{o}/tag.png\">",
+    "diagram": "```mermaid\ngraph TD\n  A@{{ img: \"{o}/mermaid.png\", label: \"x\" }}\n```",
+}
+
+
+@pytest.mark.parametrize("form", IMAGE_FORMS)
+def test_every_image_form_in_a_question_and_an_answer_stays_a_link(stub_page, stub, form):
+    """The question holds the image and the stub model repeats it in its answer: both panes show the question
+    and the answer, and the browser asks the pixel server (the stub) for nothing: no <img> points at it."""
+    origin = stub.base_url.rsplit("/v1", 1)[0]
+    stub.fetches.clear()
+    ask(stub_page, "ECHO " + IMAGE_FORMS[form].format(o=origin))
+    time.sleep(1)
+    assert stub.fetches == [], f"{form}: the browser fetched {stub.fetches}"
+    for pane in ("chat-a", "chat-b"):
+        assert stub_page.locator(f"#{pane} img[src*='127.0.0.1']").count() == 0, f"{form}: an image in {pane}"
+        expect(stub_page.locator(f"#{pane} [data-testid='bot']").last).to_contain_text(origin.split("//")[1])
+    if form not in ("html tag", "diagram"):  # those show as text; every Markdown image becomes a link
+        expect(stub_page.locator("#chat-b [data-testid='bot'] a", has_text="🖼")).to_have_count(1)
+    stub_page.locator("#new-round").click()
+
+
+def _mixed(n: int) -> str:
+    sample = "`a` ![x](y) [z] <b> *e* _f_ ~~s~~ | t | \n> q [r]: u\n1. ![i][r]\n```\n<c>\n```\n"
+    return (sample * (n // len(sample) + 1))[:n]
+
+
+HOSTILE = {  # 7,995 characters each: with "ECHO " the question is at the 8,000 limit
+    "backticks": "`" * 7995, "brackets": "[" * 7995, "asterisks": "*" * 7995, "underscores": "_" * 7995,
+    "image openers": "![" * 3997, "angle brackets": "<" * 7995,
+    "nested lists": "".join("  " * (i % 60) + "- x\n" for i in range(2000))[:7995], "mixed": _mixed(7995),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_hostile_question_and_answer_never_freeze_the_server(stub_page, stub_app, name):
+    """A question of Markdown's worst cases, answered by a model that repeats it: while both stream and render
+    in this page, another client's request is answered within 0.5 s (before, 1,200 backticks blocked every
+    visitor for 45 s: a regular expression ran on the event loop for every update)."""
+    import threading
+
+    import httpx
+
+    latencies, done = [], threading.Event()
+
+    def probe():
+        while not done.is_set():
+            started = time.perf_counter()
+            httpx.get(stub_app.url + "gradio_api/info", timeout=60)
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.05)
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        stub_page.locator("#question textarea").fill("ECHO " + HOSTILE[name])
+        stub_page.locator("#send").click()
+        expect(stub_page.locator("#vote-a")).to_be_enabled(timeout=60_000)
+    finally:
+        done.set()
+        thread.join(60)
+    assert len(latencies) > 10 and max(latencies) < 0.5, f"{name}: slowest answer {max(latencies):.2f} s"
+    expect(stub_page.locator("#chat-b [data-testid='bot']")).to_have_count(1)  # rendered (7,995 backticks: an empty code block)
+    stub_page.locator("#new-round").click()
+
+
+def test_after_a_vote_the_next_question_starts_a_new_round(page, app):
+    """A person votes and types the next question: the panes clear and both models answer it in a new round,
+    with no error anywhere (before, the question was refused with "not open" and every pane showed an error)."""
+    ask(page, "Name a season. (before the vote)")
+    page.locator("#vote-tie").click()
+    expect(page.locator("#reveal")).to_contain_text("You voted: Tie")
+    voted = app.rounds()[-1]
+    page.locator("#question textarea").fill("Name a planet. (after the vote)")
+    page.locator("#question textarea").press("Enter")
+    expect(page.locator("#vote-a")).to_be_enabled(timeout=120_000)
+    for pane in ("chat-a", "chat-b"):
+        expect(page.locator(f"#{pane} [data-testid='user']")).to_have_count(1)
+        expect(page.locator(f"#{pane} [data-testid='user']")).to_contain_text("after the vote")
+    expect(page.locator(".toast-body, [data-testid='toast-body']")).to_have_count(0)
+    expect(page.locator("#reveal")).to_have_text("")
+    latest = app.rounds()[-1]
+    assert latest["id"] != voted["id"] and latest["winner"] is None and len(latest["turns"]) == 1
+    assert len(next(r for r in app.rounds() if r["id"] == voted["id"])["turns"]) == 1
+
+
 def test_copy_button_copies_the_answer_and_panes_have_no_clear_button(browser, stub_app):
     """The copy icon under an answer puts that answer on the clipboard; the built-in trash icon,
     which would blank a pane but keep the round, is not offered (New round is the one way)."""
@@ -384,7 +475,7 @@ def test_empty_question_shows_an_error_and_sends_nothing(page):
 
 
 def test_csv_and_jsonl_downloads(page, tmp_path):
-    """Both export buttons give a downloadable file holding the vote just cast."""
+    """Both export buttons give a download link for the file holding the vote just cast; the link works once."""
     ask(page, "Which is heavier: a kilogram of feathers or a kilogram of steel? (export)")
     page.locator("#vote-a").click()
     expect(page.locator("#reveal")).to_contain_text("You voted: A better")
@@ -392,10 +483,14 @@ def test_csv_and_jsonl_downloads(page, tmp_path):
     for button, name in (("export-csv", "votes.csv"), ("export-jsonl", "battles.jsonl")):
         page.locator(f"#{button}").click()
         link = page.locator("#export-file a").first
-        expect(link).to_have_attribute("href", re.compile(name.split(".")[1] + "$"), timeout=15_000)
+        expect(link).to_have_attribute("download", re.compile(r"^arena-\w+-[\d-]+\." + name.split(".")[1] + "$"),
+                                       timeout=15_000)
         with page.expect_download() as download:
             link.click()
         download.value.save_as(tmp_path / name)
+        assert download.value.suggested_filename.endswith(name.split(".")[1])
+        again = page.request.get(page.url + link.get_attribute("href"))
+        assert again.status == 404, "an export link serves its file once"
     rows = list(csv.DictReader(open(tmp_path / "votes.csv", encoding="utf-8-sig")))
     row = [r for r in rows if r["question"].endswith("(export)")][-1]
     assert row["vote"] == "A better" and row["model_a"] == "smol-a" and row["answer_a"]
