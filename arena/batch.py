@@ -64,11 +64,17 @@ def model_entry(model: ModelConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(model), default=str))
 
 
+# Fields of a models.yaml entry that only describe the model to people: renaming a model must not make a
+# resumed run ask everything again (nor the report show every answer twice).
+DISPLAY_FIELDS = ("name", "quantization", "license", "identity_words", "install", "line")
+
+
 def settings_hash(settings: BatchSettings, model: ModelConfig, question: str) -> str:
-    """What an answer depends on besides run, seed and repeat: settings, model entry, question text."""
+    """What an answer depends on besides run, seed and repeat: settings, the model entry's fields that
+    change answers (engine, source, quantize, generation, context, threads, endpoint), question text."""
     generation = {k: v for k, v in dataclasses.asdict(settings).items()
                   if k not in ("repeats", "batch_size", "seed", "judge_max_tokens")}
-    entry = {k: v for k, v in model_entry(model).items() if k not in ("line",)}
+    entry = {k: v for k, v in model_entry(model).items() if k not in DISPLAY_FIELDS}
     return _digest(generation, entry, question)[:16]
 
 

@@ -36,9 +36,10 @@ LABELS = ("A", "B", "tie", "bothbad")          # as shown to the judge
 TOKENS = {"A": "[[A]]", "B": "[[B]]", "tie": "[[TIE]]", "bothbad": "[[BOTH_BAD]]"}
 _TOKEN_RE = re.compile(r"\[\[\s*(A|B|TIE|BOTH[ _]BAD)\s*\]\]", re.IGNORECASE)
 # v2's one-word reply: the whole reply must be one choice, optionally tagged ("Verdict:", "Answer") and
-# bracketed or emphasised; a list of choices, a sentence or two different words is not a choice.
-_CHOICE_RE = re.compile(r"(?:(?:verdict|final verdict|answer|结论|答案|回答)\s*[:：]?\s*)?"
-                        r"[\[(（【]*\s*(A|B|TIE|BOTH[ _]?BAD)\s*[\])）】]*", re.IGNORECASE)
+# bracketed or emphasised; a list of choices, a sentence or two different words is not a choice. Read
+# with string operations: a regular expression for it took 7.8 s on "verdict", 800 spaces and a letter.
+_CHOICE_TAGS = ("final verdict", "verdict", "answer", "结论", "答案", "回答")
+_CHOICE_WORDS = {"A": "A", "B": "B", "TIE": "TIE", "BOTH BAD": "BOTH_BAD", "BOTHBAD": "BOTH_BAD"}
 _CHOICE_STRIP = " \t\r\n*`\"'“”「」.。!！"
 RATIONALE_CHARS = 600
 CHOICE_MAX_TOKENS = 8   # one word; a longer reply is not a choice anyway
@@ -143,10 +144,13 @@ def parse_verdict(reply: str) -> Parsed:
     A reply that names two different verdicts (for example one that repeats the instructions)
     is not guessed at. The rationale is the reply without the token and the "Verdict:" tag."""
     found = {_normalise(m) for m in _TOKEN_RE.findall(reply or "")}
-    rationale = _TOKEN_RE.sub("", reply or "")
-    rationale = re.sub(r"(?im)^\s*(verdict|结论)\s*[:：]\s*$", "", rationale)
-    rationale = re.sub(r"(?i)\b(reason|verdict)\s*[:：]\s*", "", rationale).strip()
-    rationale = re.sub(r"\s+\n", "\n", rationale)[:RATIONALE_CHARS]
+    lines = []  # line by line: no pattern may span lines (one that did was quadratic in blank lines)
+    for line in _TOKEN_RE.sub("", reply or "").split("\n"):
+        bare = line.strip().lower()
+        if bare[-1:] in (":", "：") and bare[:-1].strip() in ("verdict", "结论"):
+            continue  # the verdict line's tag, left alone by the token's removal
+        lines.append(re.sub(r"(?i)\b(reason|verdict)[ \t]*[:：][ \t]*", "", line).rstrip())
+    rationale = "\n".join(lines).strip()[:RATIONALE_CHARS]
     return Parsed(found.pop() if len(found) == 1 else None, rationale)
 
 
@@ -154,8 +158,15 @@ def parse_choice(reply: str) -> str | None:
     """v2's one-word verdict, strictly: the whole reply (trimmed of spaces, quotes, emphasis and a final
     full stop) must be one choice, optionally tagged ("Verdict:", "Answer") or bracketed. "A, B, TIE or
     BOTH_BAD" (the options copied), "A is better" or an empty reply are not choices."""
-    match = _CHOICE_RE.fullmatch((reply or "").strip(_CHOICE_STRIP))
-    return _normalise(match.group(1)) if match else None
+    text = (reply or "").strip(_CHOICE_STRIP)
+    lowered = text.lower()
+    for tag in _CHOICE_TAGS:
+        if lowered.startswith(tag):
+            text = text[len(tag):].lstrip()
+            text = text[1:].lstrip() if text[:1] in (":", "：") else text
+            break
+    word = text.lstrip("[(（【").strip().rstrip("])）】").strip().upper().replace("_", " ")
+    return _normalise(_CHOICE_WORDS[word]) if word in _CHOICE_WORDS else None
 
 
 def _normalise(token: str) -> str:

@@ -12,6 +12,7 @@ keeps a model that has only wins at a finite (large, uncertain) rating.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -154,17 +155,23 @@ def from_store(store, names: dict[str, str] | None = None, rounds: int = 100, se
 
 
 class _Memo:
-    """The last value and the key it was computed for: recompute only when the key changes."""
+    """The last value and the key it was computed for: recompute only when the key changes.
+
+    The page's leaderboard handlers run in Gradio's worker threads, several at once: the lock keeps a
+    value paired with its own key (two threads computing for different keys could otherwise leave one
+    key with the other's value) and lets one computation serve the threads waiting for it."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._value: object = None
+        self._lock = threading.Lock()
 
     def get(self, key: tuple, compute: Callable[[], object]):
-        if key != self._key:
-            self._value = compute()
-            self._key = key
-        return self._value
+        with self._lock:
+            if key != self._key:
+                self._value = compute()
+                self._key = key
+            return self._value
 
 
 class CachedLeaderboard:

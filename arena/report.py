@@ -482,6 +482,20 @@ class Comparison:
         return "\n".join(out)
 
 
+def _favoured(verdict: J.Verdict | None, pair: dict, rename: dict | None = None) -> str | None:
+    """A verdict as the model it favours (renamed by ``rename``), 'tie', 'both bad', or None if not judged."""
+    if verdict is None or verdict.winner is None:
+        return None
+    side = {"model_a": pair["model_a"], "model_b": pair["model_b"]}.get(verdict.winner)
+    if side is None:
+        return "both bad" if verdict.winner == "tie (bothbad)" else "tie"
+    return (rename or {}).get(side, side)
+
+
+def _favoured_words(favoured: str | None) -> str:
+    return "not judged" if favoured is None else favoured if favoured in ("tie", "both bad") else f"{favoured} better"
+
+
 def compare(this: RunData, other: RunData) -> Comparison:
     """Match models by id when both runs have the same set, else by position (INT4 vs fp32 of one model)."""
     here, there = this.config["models"], other.config["models"]
@@ -502,19 +516,19 @@ def compare(this: RunData, other: RunData) -> Comparison:
         x = _stats([a["tokens_per_s"] for a in this.answers if a["model"] == m_here and not a["error"]])
         y = _stats([a["tokens_per_s"] for a in other.answers if a["model"] == m_there and not a["error"]])
         speed.append((m_here, x[1] / y[1] if x and y and y[1] else None))
-    before = {(p["preset_id"], p["repeat"], p["model_a"], p["model_b"]): (p, other.verdicts.get(p["id"]))
-              for p in other.pairs}
+    # Verdicts are compared by the model they favour, not by side: either run may list the models in another order.
     back = {v: k for k, v in to_other.items()}
+    before = {(p["preset_id"], p["repeat"], frozenset((back.get(p["model_a"]), back.get(p["model_b"])))):
+              _favoured(other.verdicts.get(p["id"]), p, back) for p in other.pairs}
     flips = []
     for p in this.pairs:
-        v = this.verdicts.get(p["id"])
-        for (preset, repeat, oa, ob), (op, ov) in before.items():
-            if preset == p["preset_id"] and repeat == p["repeat"] and back.get(oa) == p["model_a"] and \
-                    back.get(ob) == p["model_b"]:
-                old_word, new_word = _final(ov, op), _final(v, p)
-                if (ov.winner if ov else None) != (v.winner if v else None):
-                    flips.append({"preset_id": p["preset_id"], "pair": f"{p['model_a']} vs {p['model_b']}",
-                                  "before": old_word, "after": new_word})
+        key = (p["preset_id"], p["repeat"], frozenset((p["model_a"], p["model_b"])))
+        if key not in before:
+            continue
+        now = _favoured(this.verdicts.get(p["id"]), p)
+        if now != before[key]:
+            flips.append({"preset_id": p["preset_id"], "pair": f"{p['model_a']} vs {p['model_b']}",
+                          "before": _favoured_words(before[key]), "after": _favoured_words(now)})
     return Comparison(other.run["id"], mapping, rows, flips, speed)
 
 

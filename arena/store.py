@@ -479,8 +479,11 @@ class Store:
         self._put(BATCH_ANSWERS, answers, replace=True)
 
     def batch_answers(self, run_id: str) -> list[dict]:
+        """The run's answers, one per (model, preset, repeat): the newest where an older key left two (runs
+        resumed after a models.yaml edit that, before, changed the key of answers it did not change)."""
         c = BATCH_ANSWERS.c
-        return self._select(BATCH_ANSWERS, c.run_id == run_id, order=(c.model, c.preset_id, c.repeat))
+        rows = self._select(BATCH_ANSWERS, c.run_id == run_id, order=(c.model, c.preset_id, c.repeat, c.created))
+        return list({(r["model"], r["preset_id"], r["repeat"]): r for r in rows}.values())
 
     def answered_keys(self, run_id: str) -> set[str]:
         """Keys of the run's answers that succeeded: a failed answer is asked again on resume."""

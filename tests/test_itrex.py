@@ -127,6 +127,8 @@ def test_a_natively_supported_architecture_skips_the_conversion(tmp_path):
         assert status.state == "ready", status.describe()
         cmdline = Path(f"/proc/{supervisor.pid('tiny-llama')}/cmdline").read_bytes().split(b"\0")
         assert cmdline[cmdline.index(b"--weights") + 1].decode() == str(model_dir)
+        # neural-speed's runtime_outs/ is redirected, not reached by changing the worker's directory
+        assert os.readlink(f"/proc/{supervisor.pid('tiny-llama')}/cwd") == str(ROOT)
         # several requests, some ending within ITREX's 0.1 s first-token wait (it used to raise then)
         for tokens in (8, 1, 4):
             _, usage = collect(supervisor.endpoint("tiny-llama"), [{"role": "user", "content": "Count to five."}],

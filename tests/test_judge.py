@@ -233,6 +233,17 @@ def test_resume_key_changes_with_everything_an_answer_depends_on():
     assert settings_hash(BatchSettings(batch_size=2, repeats=3), _model(), "q?") == digest
 
 
+def test_renaming_a_model_or_rewording_its_description_keeps_its_answers():
+    """Display fields (name, quantization text, license, identity words, install hint) do not change an
+    answer: a run resumed after renaming a model asks nothing again (before, it asked everything again and
+    the report showed every answer twice)."""
+    digest = settings_hash(BatchSettings(), _model(), "q?")
+    for shown in (dict(name="M renamed"), dict(quantization="Q4_K_M, 4-bit"), dict(license="MIT"),
+                  dict(identity_words=("em",)), dict(install="scripts/x.sh")):
+        assert settings_hash(BatchSettings(), _model(**shown), "q?") == digest, shown
+    assert settings_hash(BatchSettings(), _model(source=ModelSource(file="/other.gguf")), "q?") != digest
+
+
 def test_pairs_skip_failed_answers_and_follow_model_order():
     """Every model pair per preset is judged, in the run's model order, except where an answer failed."""
     config = {"models": ["m1", "m2", "m3"], "settings": {"repeats": 1},
@@ -290,3 +301,13 @@ def test_an_exported_preset_battle_gets_its_reference_from_prompts_yaml():
                                          {**base, "reference": "file's own"}], [preset])
     assert (same["reference"], same["language"]) == ("Neither.", "en")
     assert edited["reference"] is None and own["reference"] == "file's own"
+
+
+def test_verdict_parsing_of_hostile_replies_is_linear():
+    """A judge's reply is model output: "verdict", 5,000 spaces and a letter is not a choice, and 20,000 blank
+    lines are no rationale. (A regular expression took 7.8 s on 800 spaces, and hours on these: pytest's
+    timeout would fail this test.)"""
+    assert J.parse_choice("verdict" + " " * 5000 + "x") is None
+    assert J.parse_choice("Verdict:" + " " * 5000 + "[[B]]") == "B"
+    parsed = J.parse_verdict("Reason:" + " " * 5000 + "fine\n" + "\n" * 20000 + "Verdict: [[A]]")
+    assert parsed.label == "A" and parsed.rationale == "fine"

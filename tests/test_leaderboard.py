@@ -54,3 +54,29 @@ def test_table_has_rank_ci_win_rate_and_speed():
     assert top["ci_low"] < top["rating"] < top["ci_high"]
     assert top["win_rate"] == 0.75 and top["mean_tokens_per_s"] == 10.0 and top["mean_ttft_s"] == 0.2
     assert matrix.loc["Model A name", "b"] == 0.75
+
+
+def test_readers_at_once_share_one_computation_and_get_its_value():
+    """Eight page handlers ask for the leaderboard at once (Gradio runs them in threads) after a vote: the
+    bootstrap runs once, not eight times, and every caller gets the value of its own key (before the lock,
+    eight threads computed side by side and a key could end up paired with another key's value)."""
+    import threading
+    import time
+
+    from arena.leaderboard import _Memo
+
+    memo, calls, results = _Memo(), [], []
+
+    def compute(key: str) -> str:
+        calls.append(key)
+        time.sleep(0.2)  # a bootstrap of 100 Bradley-Terry fits
+        return key
+
+    def reader(key: str) -> None:
+        results.append((key, memo.get((key,), lambda: compute(key))))
+    threads = [threading.Thread(target=reader, args=("after-vote",)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == ["after-vote"] and results == [("after-vote", "after-vote")] * 8

@@ -10,10 +10,12 @@ from arena.store import Store
 EVIL = '<script>alert(1)</script> ![tracker](http://evil.example/x.png) <img src="http://evil.example/y.png"> ```'
 
 
-def _stored_run(store: Store, run_id: str = "r1", text_a: str = EVIL, speed_a: float = 20.0) -> None:
+def _stored_run(store: Store, run_id: str = "r1", text_a: str = EVIL, speed_a: float = 20.0,
+                models: tuple[str, str] = ("m1", "m2"), labels: tuple[str, str] = ("A", "A")) -> None:
+    """One judged pair of m1 and m2 (listed in ``models`` order); ``labels`` are the judge's in both orders."""
     presets = [{"id": "zh-1", "category": "中文", "question": "明明和白白谁喜欢谁？", "reference": "白白喜欢明明。",
                 "source": "t", "language": "zh"}]
-    config = {"models": ["m1", "m2"], "presets": presets, "judge": "m1", "self_judging": True,
+    config = {"models": list(models), "presets": presets, "judge": "m1", "self_judging": True,
               "judge_rule": "the ready local model with the most parameters (worker /health)",
               "settings": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64, "seed": 0, "repeats": 1,
                            "system_prompt": "", "batch_size": 8, "judge_max_tokens": 64}}
@@ -33,7 +35,7 @@ def _stored_run(store: Store, run_id: str = "r1", text_a: str = EVIL, speed_a: f
     store.save_judgments([{"pair_id": pairs[0]["id"], "judge": "m1", "shown": shown, "label": label,
                            "rationale": f"rationale {shown} <b>bold</b>", "reply": "", "attempts": 1,
                            "prompt_version": "pairwise-ref-v1", "ttft_s": 1.0, "total_s": 2.0, "created": 0}
-                          for shown, label in (("ab", "A"), ("ba", "A"))])
+                          for shown, label in zip(("ab", "ba"), labels)])
     store.set_batch_run_status(run_id, "done", time.time())
 
 
@@ -76,6 +78,18 @@ def test_compare_shows_changed_answers_flipped_verdicts_and_speed(tmp_path):
     text = md_path.read_text(encoding="utf-8")
     assert "Changes against run old" in text
     assert "| zh-1 | m1 | changed | 2.00 |" in text and "| zh-1 | m2 | same | 1.00 |" in text
+    assert "No judge verdict changed." in text  # same verdict in both runs
+
+
+def test_compare_finds_a_flipped_verdict_when_the_other_run_lists_the_models_the_other_way(tmp_path):
+    """Old run: m1 vs m2, the judge prefers m1 in both orders. New run lists m2 first and the judge now
+    prefers m1's opponent: one verdict flipped, named by model, whatever the order of the lists."""
+    store = Store(tmp_path / "a.db")
+    _stored_run(store, "old", models=("m1", "m2"), labels=("A", "B"))   # A=m1 first, then B=m1: m1 better
+    _stored_run(store, "new", models=("m2", "m1"), labels=("A", "B"))   # m2 listed first: now m2 better
+    _, md_path = report.write_report(store, "new", tmp_path / "out", compare_with="old")
+    text = md_path.read_text(encoding="utf-8")
+    assert "- zh-1, m2 vs m1: m1 better → m2 better" in text, text[text.find("Changes against"):]
 
 
 def test_unknown_run_is_a_clear_error(tmp_path):

@@ -123,6 +123,41 @@ def test_a_corrupt_cache_entry_is_detected_and_rebuilt(smol_int4, capfd):
     assert phases(capfd.readouterr().out) == ["loading INT4 weights from the cache"]  # the rebuilt entry is good
 
 
+class _Payload:
+    """Unpickling this would run code (create a file): what a planted cache entry could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_cache_entry_that_would_run_code_is_refused_not_unpickled(smol_int4, capfd):
+    """Someone who can write the cache directory replaces weights.pt with a pickle that runs code, and fixes
+    the checksum in arena-cache.json to match: the load refuses it (weights_only) and rebuilds the entry,
+    and the payload never ran."""
+    import torch
+
+    from arena.sources import sha256_of
+
+    model, weights, data = smol_int4
+    load_engine(model, weights, threads=2, data_dir=data)
+    capfd.readouterr()
+    (cache,) = [p for p in (data / "int4-cache").iterdir() if p.is_dir()]
+    marker = data / "payload-ran"
+    torch.save({"model.embed_tokens.weight": _Payload(marker)}, cache / "weights.pt")
+    meta = json.loads((cache / "arena-cache.json").read_text())
+    meta["weights_sha256"] = sha256_of(cache / "weights.pt")
+    (cache / "arena-cache.json").write_text(json.dumps(meta))
+    engine = load_engine(model, weights, threads=2, data_dir=data)
+    rebuilt = phases(capfd.readouterr().out)
+    assert not marker.exists(), "the planted pickle ran code"
+    assert any("INT4 cache not usable (UnpicklingError" in p for p in rebuilt), rebuilt
+    assert any(p.startswith("quantizing") for p in rebuilt)
+    assert answer(engine)[1].completion_tokens > 0
+
+
 def test_unsupported_quantization_is_refused_before_any_weights_load(tmp_path):
     path = tmp_path / "models.yaml"
     path.write_text("""models:

@@ -173,6 +173,29 @@ def _fp32_file_locked(directory: Path, hf_dir: Path, ns_type: str, params: int |
     return out
 
 
+def _write_runtime_outs_to(directory: Path) -> None:
+    """neural-speed 1.0's ``Model.init`` keeps its files in ``runtime_outs/`` of the working directory (and
+    ITREX calls it deep inside ``build_chatbot``). Rather than change the caller's working directory, run a
+    copy of that method whose directory is ``directory`` (an absolute path, so the model file it records
+    stays valid wherever the process is). The copy is made from the installed source, checked first."""
+    import inspect
+    import textwrap
+
+    import neural_speed
+
+    if not getattr(neural_speed.Model.init, "_arena_patched", False):
+        source = textwrap.dedent(inspect.getsource(neural_speed.Model.init))
+        old = 'output_path = "runtime_outs"'
+        if old not in source:
+            raise RuntimeError("unexpected neural-speed version: Model.init has no runtime_outs path to patch")
+        namespace = dict(vars(sys.modules[neural_speed.Model.__module__]))
+        exec(compile(source.replace(old, "output_path = type(self).arena_runtime_outs"), neural_speed.__file__,
+                     "exec"), namespace)
+        namespace["init"]._arena_patched = True
+        neural_speed.Model.init = namespace["init"]
+    neural_speed.Model.arena_runtime_outs = str(directory.resolve())
+
+
 class ItrexEngine:
     def __init__(self, model: ModelConfig, hf_dir: Path, threads: int, cache_dir: Path):
         from ..memory import count_params, expect_text
@@ -207,17 +230,6 @@ class ItrexEngine:
         f32_dir, self.cache = cache_dirs(cache_dir.resolve(), identity, recipe, library_versions())
         params = count_params(hf_dir)
         quant_bins = lambda: list((self.cache / "runtime_outs").glob(f"ne_{ns_type}_q_*.bin"))  # noqa: E731
-        # one builder per recipe entry; released once COMPLETE is written (or the build failed)
-        self._building = exclusive(self.cache.parent, f".lock-{self.cache.name}")
-        self._building.__enter__()
-        cached = is_complete(self.cache) and bool(quant_bins())
-        if not cached:  # nothing, or an interrupted run: start this recipe over
-            shutil.rmtree(self.cache, ignore_errors=True)
-            (self.cache / "runtime_outs").mkdir(parents=True)
-            f32 = _fp32_file(f32_dir, hf_dir, ns_type, params)
-            # neural-speed deletes the fp32 file after quantizing: give it a hard link, keep the original
-            os.link(f32, self.cache / "runtime_outs" / f32.name)
-        os.chdir(self.cache)  # neural-speed reads and writes runtime_outs/ in the working directory
 
         # ITREX sets generation_config.pad_token_id on Qwen models; neural_speed.Model has none.
         if not hasattr(neural_speed.Model, "generation_config"):
@@ -247,26 +259,37 @@ class ItrexEngine:
         model_utils.TextIteratorStreamer = StoppableStreamer
         self._stop, self._done = threading.Event(), threading.Event()
         self._tokens, self._limit = 0, 0
-        if cached:
-            phase(f"loading the cached ITREX INT4 file ({recipe.slug()})")
-        else:
-            phase(f"quantizing with ITREX RTN {recipe.slug()} ({expect_text('itrex-quantize', params)})")
-        started = time.perf_counter()
-        self.chatbot = build_chatbot(PipelineConfig(
-            model_name_or_path=str(hf_dir),
-            optimization_config=RtnConfig(bits=recipe.bits, group_size=recipe.group_size,
-                                          compute_dtype=recipe.compute_dtype, weight_dtype=recipe.weight_dtype,
-                                          sym=recipe.scheme == "sym"),
-            loading_config=LoadingModelConfig(use_neural_speed=True)))
-        if not hasattr(self.chatbot, "predict_stream"):
-            from intel_extension_for_transformers.neural_chat.utils.error_utils import get_latest_error
-            raise RuntimeError(f"ITREX build_chatbot failed (error code {get_latest_error()})")
-        if not cached:
-            if not quant_bins():
-                raise RuntimeError(f"ITREX finished without writing a quantized file in {self.cache / 'runtime_outs'}")
-            mark_complete(self.cache, recipe=recipe_fields(recipe), source=identity, versions=library_versions(),
-                          model_type=ns_type, seconds=round(time.perf_counter() - started, 1))
-        self._building.__exit__(None, None, None)
+        # One builder per recipe entry (another worker or arena building the same one waits); the lock is
+        # released however the build ends.
+        with exclusive(self.cache.parent, f".lock-{self.cache.name}"):
+            cached = is_complete(self.cache) and bool(quant_bins())
+            if not cached:  # nothing, or an interrupted run: start this recipe over
+                shutil.rmtree(self.cache, ignore_errors=True)
+                (self.cache / "runtime_outs").mkdir(parents=True)
+                f32 = _fp32_file(f32_dir, hf_dir, ns_type, params)
+                # neural-speed deletes the fp32 file after quantizing: give it a hard link, keep the original
+                os.link(f32, self.cache / "runtime_outs" / f32.name)
+            _write_runtime_outs_to(self.cache / "runtime_outs")
+            if cached:
+                phase(f"loading the cached ITREX INT4 file ({recipe.slug()})")
+            else:
+                phase(f"quantizing with ITREX RTN {recipe.slug()} ({expect_text('itrex-quantize', params)})")
+            started = time.perf_counter()
+            self.chatbot = build_chatbot(PipelineConfig(
+                model_name_or_path=str(hf_dir),
+                optimization_config=RtnConfig(bits=recipe.bits, group_size=recipe.group_size,
+                                              compute_dtype=recipe.compute_dtype, weight_dtype=recipe.weight_dtype,
+                                              sym=recipe.scheme == "sym"),
+                loading_config=LoadingModelConfig(use_neural_speed=True)))
+            if not hasattr(self.chatbot, "predict_stream"):
+                from intel_extension_for_transformers.neural_chat.utils.error_utils import get_latest_error
+                raise RuntimeError(f"ITREX build_chatbot failed (error code {get_latest_error()})")
+            if not cached:
+                if not quant_bins():
+                    raise RuntimeError(f"ITREX finished without writing a quantized file in "
+                                       f"{self.cache / 'runtime_outs'}")
+                mark_complete(self.cache, recipe=recipe_fields(recipe), source=identity, versions=library_versions(),
+                              model_type=ns_type, seconds=round(time.perf_counter() - started, 1))
         self.cached = cached
         self._utils = model_utils
         self._tokenizer = model_utils.MODELS[str(hf_dir)]["tokenizer"]

@@ -171,7 +171,12 @@ class TransformersEngine:
             with init_empty_weights(include_buffers=False):
                 hf_model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
                                                              trust_remote_code=self.config.trust_remote_code)
-            state = torch.load(entry / "weights.pt", weights_only=False, mmap=True)
+            # weights_only: the cache is a file on disk, and unpickling may run no code from it. The one class
+            # beyond plain tensors it holds is torchao's INT4 tensor (quanto's state dict has none).
+            from torchao.prototype.quantization.int4 import Int4OpaqueTensor
+
+            with torch.serialization.safe_globals([Int4OpaqueTensor]):
+                state = torch.load(entry / "weights.pt", weights_only=True, mmap=True)
             if self.config.quantize.backend == "quanto":
                 from optimum.quanto import requantize
                 qmap = json.loads((entry / "quanto-map.json").read_text())
