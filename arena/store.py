@@ -202,7 +202,7 @@ def database_url(target: Path | str | URL) -> URL:
         return URL.create("sqlite", database=str(_with_folder(Path(text).expanduser())))
     try:
         url = make_url(text)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         # Neither the value nor SQLAlchemy's message (which repeats it) may echo a password.
         raise StoreUnavailable(f"--database {redact_url(text)!r} is not a database URL: "
                                f"{redact_url(str(exc)).replace(text, redact_url(text))}") from None

@@ -53,6 +53,12 @@ def test_without_the_env_the_status_names_the_install_command(tmp_path, monkeypa
         status = {s.id: s for s in supervisor.wait_until_settled(60)}
         assert status["qwen-g32-int8"].state == "unavailable"
         assert INSTALL_COMMAND in status["qwen-g32-int8"].detail and status["smol-a"].state == "ready"
+        # the page's status panel says it in the page's language, keeping the command as it is
+        from arena.ui.render import describe_status
+        assert describe_status(status["qwen-g32-int8"], "zh") == \
+            f"不可用：未安装 itrex 引擎；请运行 {INSTALL_COMMAND}，然后重启竞技场"
+        assert describe_status(status["qwen-g32-int8"], "en") == \
+            f"unavailable: the itrex engine is not installed; run {INSTALL_COMMAND}, then restart the arena"
     finally:
         supervisor.stop()
 
