@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, AsyncIterator
@@ -15,8 +16,9 @@ from typing import Any, AsyncIterator
 import httpx
 from pydantic import ValidationError
 
-from .engines import AnswerCollector, BatchAnswer, BatchRequest, GenerationParams, Notice, Started, Usage, with_seed
-from .openai_schema import BatchResponse, StreamEvent
+from .engines import (AnswerCollector, BatchAnswer, BatchRequest, GenerationParams, Notice, Started, TokenLogprob, Usage,
+                      with_seed)
+from .openai_schema import BatchResponse, Completion, LogprobEntry, StreamEvent
 from .redact import without_credentials
 
 
@@ -31,7 +33,15 @@ def request_body(model: str, messages: list[dict], params: GenerationParams) -> 
     for key in ("top_k", "min_p", "repeat_penalty", "seed"):
         if (value := getattr(params, key)) is not None:
             body[key] = value
+    if params.top_logprobs is not None:  # OpenAI's fields, as vLLM and llama.cpp's server read them too
+        body.update(logprobs=True, top_logprobs=params.top_logprobs)
     return body
+
+
+def _logprobs(entries: list[LogprobEntry] | None) -> list[TokenLogprob] | None:
+    if entries is None:
+        return None
+    return [TokenLogprob(e.token, e.logprob, tuple((t.token, t.logprob) for t in e.top_logprobs)) for e in entries]
 
 
 def _error_message(body: str) -> str:
@@ -144,11 +154,11 @@ class BatchReply:
 
     answers: list[BatchAnswer]
     batched: bool    # decoded together in one engine batch (timings then measured under batching)
-    via: str         # "worker batch endpoint" or "one stream at a time (server has no batch endpoint)"
+    via: str         # "worker batch endpoint" or "N requests at a time (server has no batch endpoint)"
 
 
 def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: GenerationParams, *,
-               api_key: str | None = None, timeout: float = 1800.0) -> BatchReply:
+               api_key: str | None = None, timeout: float = 1800.0, concurrency: int = 8) -> BatchReply:
     """Answer several conversations: one ``POST {base_url}/arena/batch`` to an arena worker, or, for any
     other OpenAI-compatible server (which answers 404), one streamed chat completion after the other,
     timed here. Every failure of the whole call becomes an ``EndpointError``."""
@@ -169,8 +179,8 @@ def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: 
         raise EndpointError(f"connection to {url} lost ({type(exc).__name__}); the model server may have crashed") \
             from None
     if response.status_code in (404, 405):
-        return BatchReply(_one_at_a_time(base_url, model, requests, params, api_key), False,
-                          "one stream at a time (server has no batch endpoint)")
+        return BatchReply(_one_at_a_time(base_url, model, requests, params, api_key, concurrency), False,
+                          f"{concurrency} requests at a time (server has no batch endpoint)")
     if response.status_code != 200:
         raise _http_error(url, response.status_code, response.text)
     try:
@@ -180,23 +190,72 @@ def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: 
     if len(data.results) != len(requests):
         raise EndpointError(f"{url} returned {len(data.results)} answers for {len(requests)} requests")
     answers = [BatchAnswer(text=r.text or "", error=r.error, ttft_s=r.ttft_s, total_s=r.total_s,
-                           usage=Usage(r.prompt_tokens, r.completion_tokens, r.finish_reason or "stop"))
+                           usage=Usage(r.prompt_tokens, r.completion_tokens, r.finish_reason or "stop"),
+                           logprobs=_logprobs(r.logprobs))
                for r in data.results]
+    if params.top_logprobs is not None and any(a.logprobs is None and not a.error for a in answers):
+        raise EndpointError(f"{url} answered without log-probabilities")
     return BatchReply(answers, data.batched, "worker batch endpoint")
 
 
+async def chat_once(base_url: str, model: str, messages: list[dict], params: GenerationParams, *,
+                    api_key: str | None = None, timeout: float = 300.0) -> BatchAnswer:
+    """One whole (not streamed) answer, with log-probabilities if ``params.top_logprobs`` asks for them.
+    A server that sends none when asked is an error naming it (a grader can't work without them)."""
+    target = base_url.rstrip("/") + "/chat/completions"
+    url = without_credentials(target)
+    body = {**request_body(model, messages, params), "stream": False}
+    body.pop("stream_options")
+    started = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), verify=_tls()) as http:
+            response = await http.post(target, json=body, headers=auth_headers(api_key))
+    except httpx.ConnectError as exc:
+        raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
+    except httpx.TimeoutException:
+        raise EndpointError(f"{url} timed out after {timeout:.0f} s") from None
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise EndpointError(f"connection to {url} lost ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        raise _http_error(url, response.status_code, response.text)
+    try:
+        data = Completion.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise EndpointError(f"{url} sent a malformed completion ({_first_problem(exc)})") from None
+    choice = data.choices[0]
+    logprobs = _logprobs(choice.logprobs.content if choice.logprobs else None)
+    if params.top_logprobs is not None and logprobs is None:
+        raise EndpointError(f"{url} answered without log-probabilities; this server (or its model) can't grade by "
+                            f"probability: use --method generate, or a server that returns logprobs (vLLM does)")
+    elapsed = time.perf_counter() - started
+    usage = data.usage
+    return BatchAnswer(text=choice.message.content or "", ttft_s=elapsed, total_s=elapsed, logprobs=logprobs,
+                       usage=Usage(usage.prompt_tokens or 0 if usage else 0, usage.completion_tokens or 0 if usage else 0,
+                                   choice.finish_reason or "stop"))
+
+
 def _one_at_a_time(base_url: str, model: str, requests: list[BatchRequest], params: GenerationParams,
-                   api_key: str | None) -> list[BatchAnswer]:
+                   api_key: str | None, concurrency: int = 8) -> list[BatchAnswer]:
+    """A server without our batch endpoint (vLLM, Ollama, llama.cpp's server): ``concurrency`` requests in
+    flight at once, so its own batching works; a failed request fails only its own answer."""
+    gate = asyncio.Semaphore(max(1, concurrency))
+
     async def one(request: BatchRequest) -> BatchAnswer:
-        collector = AnswerCollector()
-        try:
-            async for item in stream_chat(base_url, model, request.messages, with_seed(params, request.seed),
-                                          api_key=api_key):
-                collector.add(item)
-        except EndpointError as exc:
-            return collector.finish(str(exc))
-        return collector.finish()
+        async with gate:
+            seeded = with_seed(params, request.seed)
+            if params.top_logprobs is not None:
+                try:
+                    return await chat_once(base_url, model, request.messages, seeded, api_key=api_key)
+                except EndpointError as exc:
+                    return BatchAnswer(error=str(exc))
+            collector = AnswerCollector()
+            try:
+                async for item in stream_chat(base_url, model, request.messages, seeded, api_key=api_key):
+                    collector.add(item)
+            except EndpointError as exc:
+                return collector.finish(str(exc))
+            return collector.finish()
 
     async def run() -> list[BatchAnswer]:
-        return [await one(r) for r in requests]
+        return list(await asyncio.gather(*(one(r) for r in requests)))
     return asyncio.run(run())

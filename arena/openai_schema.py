@@ -19,9 +19,37 @@ class Delta(_Lenient):
     content: str | None = Field(default=None, max_length=MAX_TEXT)
 
 
+class TopLogprob(_Lenient):
+    token: str = Field(max_length=1000)
+    logprob: float = Field(le=0.0)
+
+
+class LogprobEntry(_Lenient):
+    """One generated token with its log-probability and the most likely alternatives (OpenAI's shape)."""
+
+    token: str = Field(max_length=1000)
+    logprob: float = Field(le=0.0)
+    top_logprobs: list[TopLogprob] = Field(default_factory=list, max_length=100)
+
+
+class ChoiceLogprobs(_Lenient):
+    content: list[LogprobEntry] | None = Field(default=None, max_length=100_000)
+
+
 class Choice(_Lenient):
     delta: Delta | None = None
     finish_reason: str | None = Field(default=None, max_length=64)
+    logprobs: ChoiceLogprobs | None = None
+
+
+class Message(_Lenient):
+    content: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+class CompletionChoice(_Lenient):
+    message: Message
+    finish_reason: str | None = Field(default=None, max_length=64)
+    logprobs: ChoiceLogprobs | None = None
 
 
 class TokenUsage(_Lenient):
@@ -56,6 +84,13 @@ class StreamEvent(_Lenient):
     arena_started: ArenaStarted | None = None
 
 
+class Completion(_Lenient):
+    """A whole (non-streamed) chat completion."""
+
+    choices: list[CompletionChoice] = Field(min_length=1)
+    usage: TokenUsage | None = None
+
+
 class BatchResult(_Lenient):
     """One answer of our workers' ``POST /v1/arena/batch``."""
 
@@ -66,6 +101,7 @@ class BatchResult(_Lenient):
     prompt_tokens: NonNegativeInt = 0
     completion_tokens: NonNegativeInt = 0
     finish_reason: str | None = Field(default="stop", max_length=64)
+    logprobs: list[LogprobEntry] | None = None
 
 
 class BatchResponse(_Lenient):

@@ -25,8 +25,8 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .engines import (AnswerCollector, BatchAnswer, BatchRequest, ChatEngine, GenerationParams, Notice, Started, Usage,
-                      n_params, with_seed)
+from .engines import (MAX_TOP_LOGPROBS, AnswerCollector, BatchAnswer, BatchRequest, ChatEngine, GenerationParams,
+                      LogprobsUnsupported, Notice, Started, TokenLogprob, Usage, n_params, with_seed)
 from .engines.context import ContextOverflow, fit_context
 
 ERROR_PREFIX = "ARENA_WORKER_ERROR: "  # the supervisor shows the text after this as the failure reason
@@ -37,9 +37,14 @@ def run_batch(engine: ChatEngine, requests: list[BatchRequest], params: Generati
     """Answer every request; returns (answers, decoded together?).
 
     Engines without ``batch_chat`` answer one request after the other, each timed on its own,
-    so a batch run works on every engine and only the throughput differs."""
+    so a batch run works on every engine and only the throughput differs. Log-probabilities come from
+    ``batch_chat`` or an engine's ``logprob_chat``; an engine with neither refuses, naming itself."""
     if hasattr(engine, "batch_chat"):
         return engine.batch_chat(requests, params), True
+    if params.top_logprobs is not None:
+        if not hasattr(engine, "logprob_chat"):
+            raise LogprobsUnsupported(f"the {type(engine).__name__} engine cannot return log-probabilities")
+        return [engine.logprob_chat(r.messages, with_seed(params, r.seed)) for r in requests], False
     answers = []
     for request in requests:
         collector = AnswerCollector()
@@ -85,12 +90,26 @@ def run_fitted_batch(engine: ChatEngine, requests: list[BatchRequest], params: G
 
 def _params(body: dict[str, Any]) -> GenerationParams:
     defaults = GenerationParams()
+    top = None
+    if body.get("logprobs"):  # OpenAI's fields: logprobs: true, top_logprobs: 0..20
+        top = int(body.get("top_logprobs") or 0)
+        if not 0 <= top <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"top_logprobs must be from 0 to {MAX_TOP_LOGPROBS}, got {top}")
     return GenerationParams(
         temperature=float(body.get("temperature", defaults.temperature)),
         top_p=float(body.get("top_p", defaults.top_p)),
         max_new_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or defaults.max_new_tokens),
         top_k=body.get("top_k"), min_p=body.get("min_p"),
-        repeat_penalty=body.get("repeat_penalty"), seed=body.get("seed"))
+        repeat_penalty=body.get("repeat_penalty"), seed=body.get("seed"), top_logprobs=top)
+
+
+def logprobs_json(entries: list[TokenLogprob] | None) -> list[dict] | None:
+    """Log-probabilities in OpenAI's shape (``choices[0].logprobs.content``)."""
+    if entries is None:
+        return None
+    return [{"token": e.token, "logprob": e.logprob, "bytes": list(e.token.encode("utf-8")),
+             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))} for t, lp in e.top]}
+            for e in entries]
 
 
 def fit(engine: ChatEngine, messages: list[dict], params: GenerationParams, context_length: int | None
@@ -146,7 +165,7 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
                 raise ValueError(f"'requests' must be a list of 1 to {MAX_BATCH_REQUESTS} items")
             requests = [BatchRequest(messages=list(r["messages"]), seed=None if r.get("seed") is None else int(r["seed"]))
                         for r in raw]
-            params = _params(body)
+            params = _params({**body, "logprobs": body.get("logprobs") or body.get("top_logprobs") is not None})
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"error": {"message": f"bad request: {exc!r}", "type": "invalid_request_error"}},
                                 status_code=400)
@@ -157,6 +176,8 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
 
         try:
             answers, together = await asyncio.to_thread(work)
+        except LogprobsUnsupported as exc:
+            return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error"}}, status_code=400)
         except Exception as exc:
             return JSONResponse({"error": {"message": f"{type(exc).__name__}: {exc}", "type": "engine_error"}},
                                 status_code=500)
@@ -164,7 +185,8 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
             {"text": a.text, "error": a.error, "ttft_s": a.ttft_s, "total_s": a.total_s,
              "prompt_tokens": a.usage.prompt_tokens if a.usage else 0,
              "completion_tokens": a.usage.completion_tokens if a.usage else 0,
-             "finish_reason": a.usage.finish_reason if a.usage else "error"} for a in answers]}
+             "finish_reason": a.usage.finish_reason if a.usage else "error",
+             "logprobs": logprobs_json(a.logprobs)} for a in answers]}
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -215,6 +237,8 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
             return JSONResponse({"error": {"message": str(exc), "type": "context_length_exceeded"}}, status_code=400)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
+        if params.top_logprobs is not None:
+            return await with_logprobs(messages, params, bool(body.get("stream")), completion_id, created)
 
         def chunk(delta: dict, finish: str | None = None, usage: Usage | None = None, **extensions: dict) -> str:
             """One SSE event; ``extensions`` are our own fields (arena_notice, arena_started), which other
@@ -262,6 +286,38 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
                     yield chunk({"content": item})
             yield "data: [DONE]\n\n"
 
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def with_logprobs(messages: list[dict], params: GenerationParams, stream: bool, completion_id: str,
+                            created: int):
+        """A completion with each token's log-probability and its best alternatives: decoded through the
+        engine's batch path (one request), then sent whole, or streamed as one content chunk and the usage."""
+        def work() -> BatchAnswer:
+            with generation_lock:
+                return run_batch(engine, [BatchRequest(messages, params.seed)], params)[0][0]
+        try:
+            answer = await asyncio.to_thread(work)
+        except LogprobsUnsupported as exc:
+            return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error"}}, status_code=400)
+        if answer.error:
+            return JSONResponse({"error": {"message": answer.error, "type": "engine_error"}}, status_code=500)
+        usage = answer.usage or Usage(0, 0)
+        logprobs = {"content": logprobs_json(answer.logprobs)}
+        counts = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                  "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+        head = {"id": completion_id, "created": created, "model": model_id}
+        if not stream:
+            return {**head, "object": "chat.completion", "usage": counts, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": answer.text}, "logprobs": logprobs,
+                 "finish_reason": usage.finish_reason}]}
+
+        async def events() -> AsyncIterator[str]:
+            chunk = {**head, "object": "chat.completion.chunk"}
+            for choice, extra in (({"delta": {"role": "assistant", "content": answer.text}, "logprobs": logprobs,
+                                    "finish_reason": None}, {}),
+                                  ({"delta": {}, "finish_reason": usage.finish_reason}, {"usage": counts})):
+                yield f"data: {json.dumps({**chunk, **extra, 'choices': [{'index': 0, **choice}]}, ensure_ascii=False)}\n\n"
+            yield "data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app

@@ -39,6 +39,12 @@ class StubOpenAI:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.requests.append(body)
+                if not body.get("stream", False):  # a whole completion (no logprobs: this server has none)
+                    pieces = [p for p in stub.answer(body) if isinstance(p, dict)]
+                    text = "".join(c["delta"].get("content") or "" for p in pieces for c in p["choices"])
+                    usage = next((p["usage"] for p in pieces if "usage" in p), None)
+                    return self._json({"id": "stub", "object": "chat.completion", "usage": usage, "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]})
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()

@@ -213,34 +213,45 @@ def test_service_runs_one_batch_at_a_time_in_the_background(running):
 
 def test_batch_tab_starts_a_run_shows_progress_and_offers_the_report(running):
     """Through a real Gradio app and gradio_client: /batch_start starts a run, /batch_progress
-    shows done/total and finally returns the report file, which downloads."""
+    shows done/total and finally a link to the report, which downloads (through a ticket: no report
+    directory is served by Gradio)."""
+    import re
+
     import gradio as gr
+    import httpx
     from gradio_client import Client
 
+    from arena.access import address_of
+    from arena.rounds import Arena
     from arena.ui import batch_panel
+    from arena.ui.handlers import Handlers
 
     supervisor, store, tmp = running
     service = BatchService(supervisor, store, PROMPTS, tmp / "tab-reports", FAST)
+    handlers = Handlers(Arena(supervisor, store, PROMPTS), batch=service)
     with gr.Blocks() as demo:
         with gr.Tab("Batch") as tab:
             components = {"lang": gr.State("en"), "tab_batch": tab, **batch_panel.batch_panel(service)}
-            batch_panel.wire(service, components)
-    _, url, _ = demo.launch(prevent_thread_lock=True, allowed_paths=[str(tmp / "tab-reports")], quiet=True)
+            batch_panel.wire(handlers, components)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
+                            app_kwargs={"routes": [handlers.downloads.route(address_of)]})
     try:
         client = Client(url, verbose=False)
-        started = client.predict(["smol-a", "smol-b"], ["cap"], 1, "none", api_name="/batch_start")
+        started = client.predict(["smol-a", "smol-b"], ["cap"], 1, "none", "", api_name="/batch_start")
         assert "Running" in started or "Done" in started
         seen = []
 
         def finished():
-            view, report_file = client.predict(api_name="/batch_progress")
+            view, link = client.predict("", api_name="/batch_progress")
             seen.append(view)
-            return report_file
-        report_file = wait_for(finished, 120, "the batch report")
+            return link
+        link = wait_for(finished, 120, "the batch report")
         assert "Done:" in seen[-1] and any("Running" in view for view in seen[:-1] + [started])
-        assert open(report_file, encoding="utf-8").read().startswith("<!DOCTYPE html>")
+        href = re.search(r'href="([^"]+)"', link).group(1)
+        assert httpx.get(url + href, timeout=30).text.startswith("<!DOCTYPE html>")
     finally:
         demo.close()
+        handlers.downloads.close()
 
 
 def test_cli_ctrl_c_keeps_answers_and_resume_finishes(running, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from arena import client
 from arena.config import load_models
-from arena.engines import GenerationParams
+from arena.engines import BatchRequest, GenerationParams
 from arena.rounds import Arena, ArenaError, Settings
 from arena.store import Store
 from arena.supervisor import Supervisor
@@ -197,3 +197,63 @@ def test_a_batch_refuses_an_overlong_question_and_answers_its_batch_mates(worker
     refused, answered = reply.answers
     assert "holds 2,048 tokens" in refused.error and not refused.text
     assert answered.error is None and answered.text.strip()
+
+
+# -- log-probabilities through the one protocol ------------------------------------------------------------
+QUESTION_LP = [{"role": "user", "content": "Is Paris the capital of France? Answer Yes or No."}]
+
+
+def test_log_probabilities_of_smollm2_through_the_worker(worker):
+    """The worker's chat endpoint with logprobs: true and top_logprobs: 5, read by the arena's client: the
+    top tokens' probabilities sum to at most 1, the first top token is the greedy token, and the same
+    request twice gives the same numbers (within 1e-4)."""
+    import math
+
+    params = GenerationParams(temperature=0.0, max_new_tokens=3, top_logprobs=5)
+    first = asyncio.run(client.chat_once(worker + "/v1", "smol-a", QUESTION_LP, params))
+    again = asyncio.run(client.chat_once(worker + "/v1", "smol-a", QUESTION_LP, params))
+    assert first.logprobs and len(first.logprobs) == first.usage.completion_tokens + (first.usage.finish_reason == "stop")
+    for entry in first.logprobs:
+        assert len(entry.top) == 5 and sum(math.exp(lp) for _, lp in entry.top) <= 1 + 1e-6
+        assert entry.top[0] == (entry.token, entry.logprob)  # greedy: the chosen token is the most likely
+        assert [lp for _, lp in entry.top] == sorted((lp for _, lp in entry.top), reverse=True)
+    assert first.text.startswith(first.logprobs[0].token.strip())
+    for a, b in zip(first.logprobs, again.logprobs, strict=True):
+        assert a.token == b.token and abs(a.logprob - b.logprob) < 1e-4
+        assert all(x[0] == y[0] and abs(x[1] - y[1]) < 1e-4 for x, y in zip(a.top, b.top, strict=True))
+
+
+def test_log_probabilities_through_the_batch_endpoint_and_a_stream(worker):
+    """The same numbers from the batch endpoint (what graders use) and from a streamed request; top_logprobs
+    over 20 is refused as OpenAI refuses it."""
+    params = GenerationParams(temperature=0.0, max_new_tokens=1, top_logprobs=3)
+    alone = asyncio.run(client.chat_once(worker + "/v1", "smol-a", QUESTION_LP, params))
+    reply = client.batch_chat(worker + "/v1", "smol-a", [BatchRequest(QUESTION_LP), BatchRequest(QUESTION_LP)],
+                              params)
+    for answer in reply.answers:
+        assert answer.logprobs[0].top[0][0] == alone.logprobs[0].top[0][0]
+        assert abs(answer.logprobs[0].top[0][1] - alone.logprobs[0].top[0][1]) < 1e-3
+    body = {"messages": QUESTION_LP, "max_tokens": 1, "temperature": 0, "stream": True, "logprobs": True,
+            "top_logprobs": 3}
+    events = [line for line in httpx.post(worker + "/v1/chat/completions", json=body, timeout=60).text.splitlines()
+              if line.startswith("data: {")]
+    import json
+    streamed = json.loads(events[0][6:])["choices"][0]["logprobs"]["content"][0]
+    assert streamed["top_logprobs"][0]["token"] == alone.logprobs[0].top[0][0]
+    too_many = httpx.post(worker + "/v1/chat/completions", json={**body, "stream": False, "top_logprobs": 21},
+                          timeout=10)
+    assert too_many.status_code == 400 and "top_logprobs must be from 0 to 20" in too_many.text
+
+
+def test_a_server_without_log_probabilities_is_named(tmp_path):
+    """A grader asks a server that answers but sends no logprobs (an old Ollama): the error names the server
+    and the way out, instead of a grade of nothing."""
+    from .stub_openai import StubOpenAI
+
+    stub = StubOpenAI()
+    try:
+        with pytest.raises(client.EndpointError, match="answered without log-probabilities.*--method generate"):
+            asyncio.run(client.chat_once(stub.base_url, "stub-a", QUESTION_LP,
+                                         GenerationParams(temperature=0.0, max_new_tokens=1, top_logprobs=5)))
+    finally:
+        stub.close()

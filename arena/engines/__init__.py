@@ -54,6 +54,40 @@ class GenerationParams:
     min_p: float | None = None
     repeat_penalty: float | None = None
     seed: int | None = None
+    top_logprobs: int | None = None  # return each generated token's log-probability and this many alternatives
+
+
+MAX_TOP_LOGPROBS = 20  # as OpenAI's API
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with the model's log-probability of it and of its most likely alternatives,
+    from the model's own next-token distribution (before any sampling settings), best first."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+def top_logprobs(logits, n: int, token_text) -> tuple[float, tuple[tuple[str, float], ...], "object"]:
+    """(log-sum-exp, the ``n`` most likely tokens as (text, logprob), log-probabilities of every token) from
+    one position's raw logits (a 1-D numpy array); ``token_text(id)`` names a token."""
+    import numpy as np
+
+    values = np.asarray(logits, dtype=np.float64)
+    top = values.max()
+    lse = float(top + np.log(np.exp(values - top).sum()))
+    logprobs = values - lse
+    if n <= 0:
+        return lse, (), logprobs
+    best = np.argpartition(-logprobs, min(n, len(logprobs) - 1))[:n]
+    best = best[np.argsort(-logprobs[best], kind="stable")]
+    return lse, tuple((token_text(int(i)), float(logprobs[i])) for i in best), logprobs
+
+
+class LogprobsUnsupported(RuntimeError):
+    """The engine cannot return log-probabilities; the message names it."""
 
 
 class ChatEngine(Protocol):
@@ -78,6 +112,7 @@ class BatchAnswer:
     ttft_s: float | None = None   # batch start -> this sequence's first token
     total_s: float | None = None  # batch start -> this sequence finished
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # with GenerationParams.top_logprobs: one per generated token
 
 
 class AnswerCollector:

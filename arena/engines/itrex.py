@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..config import ITREX_DEFAULT_RECIPE, PROJECT_DIR, ModelConfig, QuantizeConfig
-from . import GenerationParams, Usage, phase
+from . import BatchAnswer, GenerationParams, TokenLogprob, Usage, phase, top_logprobs
 
 INSTALL_COMMAND = "scripts/install-itrex.sh"
 CACHE_FORMAT = 2
@@ -294,6 +294,42 @@ class ItrexEngine:
         self._utils = model_utils
         self._tokenizer = model_utils.MODELS[str(hf_dir)]["tokenizer"]
         self._ns_model = model_utils.MODELS[str(hf_dir)]["model"]
+
+    def logprob_chat(self, messages: list[dict], params: GenerationParams) -> BatchAnswer:
+        """An answer with each token's log-probability and its best alternatives, decoded here token by token
+        from neural-speed's logits (ITREX's chatbot streams text only). Sampling as llama.cpp's batch path."""
+        import numpy as np
+        import torch
+
+        from .llamacpp import sample_token
+
+        started = time.perf_counter()
+        prompt = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = self._tokenizer(prompt)["input_ids"]
+        configured = getattr(getattr(self._ns_model, "generation_config", None), "eos_token_id", None)
+        eos = {self._tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None}
+        rng = np.random.default_rng(params.seed if params.seed is not None else 0)
+        generated: list[int] = []
+        entries: list[TokenLogprob] = []
+        finish, ttft = "length", None
+        logits = self._ns_model(torch.tensor([ids]), reinit=True)
+        for _ in range(params.max_new_tokens):
+            row = np.asarray(logits, dtype=np.float32).reshape(-1, np.shape(logits)[-1])[-1]
+            token = sample_token(row, generated, params, rng)
+            _, top, logprobs = top_logprobs(row, params.top_logprobs or 0, self._token_text)
+            entries.append(TokenLogprob(self._token_text(token), float(logprobs[token]), top))
+            ttft = ttft if ttft is not None else time.perf_counter() - started
+            if token in eos:
+                finish = "stop"
+                break
+            generated.append(token)
+            logits = self._ns_model(torch.tensor([[token]]))
+        return BatchAnswer(text=self._tokenizer.decode(generated, skip_special_tokens=True), ttft_s=ttft,
+                           total_s=time.perf_counter() - started, logprobs=entries,
+                           usage=Usage(len(ids), len(generated), finish))
+
+    def _token_text(self, token: int) -> str:
+        return self._tokenizer.decode([token], skip_special_tokens=False)
 
     def count_prompt_tokens(self, messages: list[dict]) -> int:
         """What the prompt takes of the context (the worker fits long conversations with it)."""

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import BatchAnswer, BatchRequest, GenerationParams, Usage, in_groups
+from . import BatchAnswer, BatchRequest, GenerationParams, TokenLogprob, Usage, in_groups, top_logprobs
 from .context import approximate_count
 
 PENALTY_LAST_N = 64  # llama-cpp-python's default window for repeat_penalty (last_n_tokens_size)
@@ -104,6 +104,10 @@ class LlamaCppEngine:
 
     def n_params(self) -> int:
         return int(self.llm._model.n_params())
+
+    def token_text(self, token: int) -> str:
+        """A token as text (a piece of a multi-byte character shows as U+FFFD)."""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     def count_prompt_tokens(self, messages: list[dict]) -> int:
         """Tokens the chat prompt takes (content tokens plus template markers, slightly over)."""
@@ -249,9 +253,14 @@ class LlamaCppEngine:
                     raise RuntimeError(f"llama_decode returned {rc}")
 
             def take(j: int, i: int) -> None:
-                """Sample request i's next token from output row j; note first-token and finish times."""
+                """Sample request i's next token from output row j; note first-token and finish times (and,
+                asked for, the token's log-probability and its best alternatives)."""
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, j), shape=(n_vocab,))
                 token = sample_token(logits, generated[i], params, rngs[i])
+                if params.top_logprobs is not None:
+                    _, top, logprobs = top_logprobs(logits, params.top_logprobs, self.token_text)
+                    answers[i].logprobs = (answers[i].logprobs or []) + [
+                        TokenLogprob(self.token_text(token), float(logprobs[token]), top)]
                 now = time.perf_counter() - started
                 if answers[i].ttft_s is None:
                     answers[i].ttft_s = now

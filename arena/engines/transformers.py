@@ -19,7 +19,7 @@ from typing import Iterator
 
 from ..config import ModelConfig, QuantizeConfig
 from ..sources import sha256_of, source_identity
-from . import BatchAnswer, BatchRequest, GenerationParams, Usage, in_groups, phase
+from . import BatchAnswer, BatchRequest, GenerationParams, TokenLogprob, Usage, in_groups, phase, top_logprobs
 
 CACHE_FORMAT = 1
 MAX_BATCH = 8  # rows per batched generate(): 3.8x decode at 8 on 2 cores (DESIGN.md §9); more costs RAM
@@ -297,6 +297,8 @@ class TransformersEngine:
         sample = params.temperature > 0
         options = {"max_new_tokens": params.max_new_tokens, "do_sample": sample, "pad_token_id": pad,
                    "stopping_criteria": StoppingCriteriaList([_Clock()])}
+        if params.top_logprobs is not None:  # the raw logits of every step (before any sampling settings)
+            options.update(output_logits=True, return_dict_in_generate=True)
         if sample:
             options.update(temperature=params.temperature, top_p=params.top_p)
             if params.top_k:
@@ -311,14 +313,25 @@ class TransformersEngine:
         except Exception as exc:
             return [BatchAnswer(error=f"batched generate failed: {type(exc).__name__}: {exc}") for _ in requests]
         end = time.perf_counter() - started
+        sequences = out.sequences if params.top_logprobs is not None else out
         answers = []
         for row in range(len(requests)):
-            tokens = out[row, width:].tolist()
+            tokens = sequences[row, width:].tolist()
             stop = next((k for k, t in enumerate(tokens) if t in eos), None)
             kept = tokens if stop is None else tokens[:stop]
             prompt_tokens = int(inputs["attention_mask"][row].sum())
+            logprobs = None
+            if params.top_logprobs is not None:  # every step up to and including the end-of-turn token
+                logprobs = []
+                for step, token in enumerate(tokens[:len(kept) + (stop is not None)]):
+                    _, top, all_logprobs = top_logprobs(out.logits[step][row].float().numpy(), params.top_logprobs,
+                                                        self.token_text)
+                    logprobs.append(TokenLogprob(self.token_text(token), float(all_logprobs[token]), top))
             answers.append(BatchAnswer(
                 text=tokenizer.decode(kept, skip_special_tokens=True),
                 usage=Usage(prompt_tokens, len(kept), "stop" if stop is not None else "length"),
-                ttft_s=first[0] if first else None, total_s=finished_at.get(row, end)))
+                ttft_s=first[0] if first else None, total_s=finished_at.get(row, end), logprobs=logprobs))
         return answers
+
+    def token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token], skip_special_tokens=False)
