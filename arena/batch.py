@@ -25,13 +25,17 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable
 
+from . import assertions as checks
+from . import grader as grader_module
+from . import grading as G
 from . import judge as J
 from . import memory
 from .client import EndpointError, batch_chat
+from .grader import METHODS, Ask, Gradable
 from .config import LOCAL_ENGINES, ModelConfig, Prompt
 from .engines import BatchAnswer, BatchRequest, GenerationParams, decode_speed
 from .store import Store
-from .supervisor import ModelStatus, ModelUnavailable, Supervisor, default_threads
+from .supervisor import ModelUnavailable, Supervisor, default_threads
 
 JUDGE_MAX_TOKENS = 200
 LIBRARIES = ("llama-cpp-python", "torch", "transformers", "torchao", "optimum-quanto", "gradio", "numpy")
@@ -52,6 +56,7 @@ class BatchSettings:
     repeats: int = 1
     system_prompt: str = ""
     batch_size: int = 8               # questions per worker call (decoded together where the engine can)
+    concurrency: int = 8              # requests in flight to a server without the arena's batch endpoint
     judge_max_tokens: int = JUDGE_MAX_TOKENS  # a short reason and the verdict line
 
 
@@ -73,7 +78,7 @@ def settings_hash(settings: BatchSettings, model: ModelConfig, question: str) ->
     """What an answer depends on besides run, seed and repeat: settings, the model entry's fields that
     change answers (engine, source, quantize, generation, context, threads, endpoint), question text."""
     generation = {k: v for k, v in dataclasses.asdict(settings).items()
-                  if k not in ("repeats", "batch_size", "seed", "judge_max_tokens")}
+                  if k not in ("repeats", "batch_size", "seed", "judge_max_tokens", "concurrency")}
     entry = {k: v for k, v in model_entry(model).items() if k not in DISPLAY_FIELDS}
     return _digest(generation, entry, question)[:16]
 
@@ -115,11 +120,22 @@ def select_presets(prompts: list[Prompt], preset_ids: list[str] | None, category
     return chosen
 
 
-def choose_judge(statuses: list[ModelStatus], catalog: dict[str, ModelConfig]) -> str | None:
-    """The default judge: the ready local model with the most parameters (as its worker's /health reports),
-    ties broken by catalog order. Remote models report no size and are judges only when named."""
-    candidates = [(s.params or 0, -i, s.id) for i, s in enumerate(statuses)
-                  if s.state == "ready" and catalog[s.id].engine in LOCAL_ENGINES and s.params]
+def choose_judge(catalog: list[ModelConfig], ready: set[str] | None = None) -> str | None:
+    """The default grader: the local model with the largest weights on disk, read from the files (so a batch
+    loads only its own models and the grader), ties broken by catalog order; among ``ready`` ones if given.
+    Models whose engine or packages are not installed, and remote models, are graders only when named."""
+    from .engines.registry import engine_spec
+    from .sources import missing_packages, weights_bytes
+
+    candidates = []
+    for index, model in enumerate(catalog):
+        if model.engine not in LOCAL_ENGINES or (ready is not None and model.id not in ready):
+            continue
+        if engine_spec(model.engine).interpreter() is None or (model.install and missing_packages(model)):
+            continue
+        size = weights_bytes(model)
+        if size:
+            candidates.append((size, -index, model.id))
     return max(candidates)[2] if candidates else None
 
 
@@ -156,22 +172,26 @@ def environment(supervisor: Supervisor, model_ids: list[str]) -> dict:
 
 @dataclass
 class Plan:
-    """A validated run: what to ask, of whom, and who judges."""
+    """A validated run: what to ask, of whom, who grades and how."""
 
     run_id: str
     models: list[str]
     presets: list[Prompt]
     settings: BatchSettings
-    judge: str | None
+    judge: str | None           # the grader model (None: assertions only, or no grading)
     resume: bool = False
     fresh: bool = False
+    method: str = "auto"        # grader.METHODS
+    margin: float = G.DEFAULT_MARGIN
 
     def config(self) -> dict:
-        return {"models": self.models, "presets": [dataclasses.asdict(p) for p in self.presets],
-                "settings": dataclasses.asdict(self.settings), "judge": self.judge,
+        return {"models": self.models, "presets": [p.to_json() for p in self.presets],
+                "settings": dataclasses.asdict(self.settings), "judge": self.judge, "method": self.method,
+                "margin": self.margin, "grade_prompt": G.PAIRWISE_V1 if self.method == "pairwise" else
+                J.PROMPT_VERSION if self.method == "generate" else G.REFERENCE_V1,
                 "self_judging": self.judge in self.models if self.judge else False,
                 "judge_rule": "named with --judge" if self.judge and self._named_judge else
-                "the ready local model with the most parameters (worker /health)"}
+                "the local model with the largest weights on disk"}
 
     _named_judge: bool = field(default=False, repr=False)
 
@@ -219,8 +239,9 @@ ProgressCallback = Callable[[Progress], None]
 class BatchRunner:
     """Runs a Plan against a running Supervisor and stores everything in the Store."""
 
-    def __init__(self, supervisor: Supervisor, store: Store, prompts: list[Prompt]):
+    def __init__(self, supervisor: Supervisor, store: Store, prompts: list[Prompt], concurrency: int = 8):
         self.supervisor, self.store, self.prompts = supervisor, store, prompts
+        self.concurrency = concurrency  # requests in flight to a server without the arena's batch endpoint
 
     # -- validation: everything that can be refused is refused here, before any work -------------
     def catalog(self) -> dict[str, ModelConfig]:
@@ -234,10 +255,14 @@ class BatchRunner:
 
     def plan(self, models: list[str] | None = None, preset_ids: list[str] | None = None,
              category: str | None = None, settings: BatchSettings = BatchSettings(), judge: str | None = None,
-             resume: str | None = None, fresh: bool = False) -> Plan:
+             resume: str | None = None, fresh: bool = False, method: str = "auto",
+             margin: float | None = None) -> Plan:
         """Validate a new run (or a resume) against the catalog and the models' current states.
 
-        ``judge``: a model id, None for the default judge, or "none" to skip judging."""
+        ``judge``: the grader model's id, None for the default grader, or "none" for no model grader
+        (then ``method`` auto still grades by assertions). ``method``: grader.METHODS."""
+        if method not in METHODS:
+            raise BatchError(f"unknown grading method {method!r}; use one of {', '.join(METHODS)}")
         if resume:
             run = self.store.batch_run(resume)
             if run is None:
@@ -245,10 +270,12 @@ class BatchRunner:
                 raise BatchError(f"no batch run {resume!r} to resume; recent runs: {known}")
             config = run["config"]
             models = config["models"]
-            stored = {p["id"]: Prompt(**p) for p in config["presets"]}
+            stored = {p["id"]: Prompt.from_json(p) for p in config["presets"]}
             presets = list(stored.values())
             settings = BatchSettings(**config["settings"])
-            judge = config.get("judge") or "none"  # the run's judge, so its report stays one judge's
+            judge = config.get("judge") or "none"  # the run's grader, so its report stays one grader's
+            method = config.get("method", "generate")  # runs before grading had only the generative judge
+            margin = config.get("margin", margin)
         self.check_known(models, judge)
         statuses = {s.id: s for s in self.supervisor.statuses()}
         if models:
@@ -266,17 +293,22 @@ class BatchRunner:
         if settings.repeats < 1 or settings.batch_size < 1 or settings.max_new_tokens < 1:
             raise BatchError("--repeats, --batch-size and --max-new-tokens must be at least 1")
         named = judge not in (None, "none")
-        if judge is None:
-            judge = choose_judge(list(statuses.values()), self.catalog())
-            if judge is None and len(models) >= 2:
-                raise BatchError("no ready local model can judge; name one with --judge ID or pass --judge none")
-        elif judge == "none":
+        needs_grader = method != "assert" and (len(models) >= 2 or method in ("auto", "reference"))
+        if judge is None and needs_grader:
+            judge = choose_judge(list(self.catalog().values()),
+                                 {s.id for s in statuses.values() if s.state == "ready"})
+            if judge is None:
+                raise BatchError("no ready local model can grade; name one with --judge ID, or pass --judge none "
+                                 "(assertions only)")
+        elif judge == "none" or not needs_grader:
             judge = None
         elif statuses[judge].state != "ready":
-            raise BatchError(f"judge {judge} is not ready: {statuses[judge].describe()}")
+            raise BatchError(f"grader {judge} is not ready: {statuses[judge].describe()}")
+        if judge is None and method in ("reference", "pairwise", "generate"):
+            raise BatchError(f"--method {method} needs a grader model: name one with --judge ID")
         plan = Plan(run_id=resume or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], models=models,
-                    presets=presets, settings=settings, judge=judge if len(models) >= 2 else None,
-                    resume=bool(resume), fresh=fresh)
+                    presets=presets, settings=settings, judge=judge, resume=bool(resume), fresh=fresh,
+                    method=method, margin=G.DEFAULT_MARGIN if margin is None else float(margin))
         plan._named_judge = named
         return plan
 
@@ -297,17 +329,16 @@ class BatchRunner:
 
     def run(self, plan: Plan, on_progress: ProgressCallback | None = None,
             stop: threading.Event | None = None) -> str:
-        """Ask, store, judge. Returns the run's final status: 'done' or 'interrupted' (stop set or Ctrl-C)."""
+        """Ask, store, grade. Returns the run's final status: 'done' or 'interrupted' (stop set or Ctrl-C)."""
         stop = stop or threading.Event()
+        self.concurrency = plan.settings.concurrency
         if not plan.resume:
             self.store.create_batch_run(plan.run_id, time.time(), plan.config(),
                                         environment(self.supervisor, plan.models + ([plan.judge] if plan.judge else [])))
         else:
             self.store.set_batch_run_status(plan.run_id, "running")
         pending = self.pending_answers(plan)
-        n_pairs = len(plan.presets) * plan.settings.repeats * len(plan.models) * (len(plan.models) - 1) // 2
-        progress = Progress(plan.run_id, 0, len(pending) + (2 * n_pairs if plan.judge else 0), "answering",
-                            time.time())
+        progress = Progress(plan.run_id, 0, len(pending), "answering", time.time())
         report = on_progress or (lambda p: None)
         report(progress)
         try:
@@ -323,15 +354,10 @@ class BatchRunner:
                     progress.done += len(chunk)
                     report(progress)
                 self._record_memory(plan.run_id, model_id, "after its answers")
+            if not self.grade(plan, progress, report, stop):
+                return self._finish(plan, "interrupted")
             if plan.judge:
-                answers = self.store.batch_answers(plan.run_id)
-                pairs = build_pairs(plan.run_id, self.store.batch_run(plan.run_id)["config"], answers)
-                progress.total = progress.done + 2 * len(pairs)
-                self.store.save_judge_pairs(pairs)
-                if not self.judge_pairs(pairs, plan.judge, progress, report, stop, plan.settings.judge_max_tokens,
-                                         fresh=plan.fresh):
-                    return self._finish(plan, "interrupted")
-                self._record_memory(plan.run_id, plan.judge, "after judging")
+                self._record_memory(plan.run_id, plan.judge, "after grading")
         except KeyboardInterrupt:
             self._finish(plan, "interrupted")
             raise
@@ -360,7 +386,8 @@ class BatchRunner:
             base = self.supervisor.endpoint(model_id, wait=120.0)
             reply = batch_chat(base, self.supervisor.model(model_id).endpoint.model
                                if self.supervisor.model(model_id).endpoint else model_id,
-                               requests, params, api_key=self.supervisor.api_key(model_id))
+                               requests, params, api_key=self.supervisor.api_key(model_id),
+                               concurrency=self.concurrency)
             return reply.answers, reply.batched
         except (EndpointError, ModelUnavailable) as exc:
             return [BatchAnswer(error=str(exc)) for _ in requests], False
@@ -384,6 +411,76 @@ class BatchRunner:
                 "batch_size": len(chunk), "created": time.time()})
         self.store.save_batch_answers(rows)
 
+    # -- grading ------------------------------------------------------------------------------------
+    def ask_grader(self, grader: str) -> Ask:
+        """The grader model as ``ask(requests, params)``: its worker's batch endpoint, or concurrent requests
+        to a remote server; a failed call fails only its own answers."""
+        return lambda requests, params: self._call(grader, requests, params)[0]
+
+    def grade(self, plan: Plan, progress: Progress, report: ProgressCallback, stop: threading.Event) -> bool:
+        """Grade the run's answers and build its pair verdicts, by ``plan.method`` (README, Grading). False if
+        stopped."""
+        run = self.store.batch_run(plan.run_id)
+        answers = self.store.batch_answers(plan.run_id)
+        gradables = run_gradables(run["config"], answers)
+        pairs = build_pairs(plan.run_id, run["config"], answers)
+        self.store.save_judge_pairs(pairs)
+        pair_gradables = {p["id"]: (gradables[(p["model_a"], p["preset_id"], p["repeat"])],
+                                    gradables[(p["model_b"], p["preset_id"], p["repeat"])]) for p in pairs}
+        return self.grade_pairs(pairs, pair_gradables, list(gradables.values()), plan.judge, plan.method, plan.margin,
+                                progress, report, stop, plan.fresh, plan.settings.judge_max_tokens,
+                                plan.settings.batch_size)
+
+    def grade_pairs(self, pairs: list[dict], pair_gradables: dict[str, tuple[Gradable, Gradable]],
+                    answers: list[Gradable], grader: str | None, method: str, margin: float, progress: Progress,
+                    report: ProgressCallback, stop: threading.Event, fresh: bool = False,
+                    judge_max_tokens: int = JUDGE_MAX_TOKENS, batch_size: int = 8) -> bool:
+        """Grade ``answers`` (each alone) and ``pairs``, and store each pair's verdict for ``grader``/``method``.
+        Grades already stored (same grader, method, prompt version and answer) are reused unless ``fresh``.
+        ``auto``: assertions where the preset has them, else the grader's P(yes) against the reference; a pair
+        with no reference is graded pairwise. False if stopped (what was graded is stored)."""
+        verdicts: list[dict] = []
+        if method == "generate":
+            progress.total += 2 * len(pairs)
+            if not self.judge_pairs(pairs, grader, progress, report, stop, judge_max_tokens, fresh=fresh):
+                return False
+            verdicts = generate_verdict_rows(pairs, self.store.judgments(grader, [p["id"] for p in pairs]), grader)
+        else:
+            pairwise = [p for p in pairs if method == "pairwise" or
+                        (method == "auto" and not all(g.basis for g in pair_gradables[p["id"]]))]
+            if pairwise and grader:
+                done = set() if fresh else {(r["pair_id"], r["shown"]) for r in
+                                            self.store.pair_grades([p["id"] for p in pairwise], grader)}
+                todo = [p for p in pairwise if not {(p["id"], "ab"), (p["id"], "ba")} <= done]
+                progress.total += 2 * len(todo)
+                progress.phase = f"grading pairs: {grader}"
+                if not grader_module.pairwise_grades(self.ask_grader(grader), todo, grader,
+                                                     self.store.save_pair_grades, batch_size,
+                                                     lambda n: _advance(progress, report, n), stop):
+                    return False
+                verdicts += grader_module.pairwise_verdict_rows(
+                    pairwise, self.store.pair_grades([p["id"] for p in pairwise], grader), grader, margin, method)
+            if method in ("auto", "assert"):
+                self.store.save_grades(grader_module.assertion_rows(answers))
+            if grader and method in ("auto", "reference"):
+                by_model = [g if method == "auto" else dataclasses.replace(g, assertions=()) for g in answers
+                            if method == "reference" or not checks.textual(g.assertions)]
+                graded = set() if fresh else {r["answer_digest"] for r in
+                                              self.store.grades([g.digest() for g in by_model], grader)}
+                todo = [g for g in by_model if g.basis and g.digest() not in graded]
+                progress.total += len(todo)
+                progress.phase = f"grading: {grader}"
+                report(progress)
+                if not grader_module.reference_grades(self.ask_grader(grader), todo, grader, self.store.save_grades,
+                                                      batch_size, lambda n: _advance(progress, report, n), stop):
+                    return False
+            one_by_one = [p for p in pairs if p not in pairwise]
+            counting = counting_grades(self.store, answers, method, grader)
+            verdicts += grader_module.verdict_rows(one_by_one, pair_gradables, counting,
+                                                   grader or grader_module.ASSERTIONS, method, margin)
+        self.store.save_pair_verdicts(verdicts)
+        return True
+
     def judge_pairs(self, pairs: list[dict], judge_id: str, progress: Progress, report: ProgressCallback,
                     stop: threading.Event, max_tokens: int = JUDGE_MAX_TOKENS, fresh: bool = False) -> bool:
         """Judge every pair in both orders (skipping stored judgments), 8 judgments per call; False if
@@ -402,6 +499,69 @@ class BatchRunner:
             progress.done += len(chunk)
             report(progress)
         return True
+
+
+def _advance(progress: Progress, report: ProgressCallback, n: int) -> None:
+    progress.done += n
+    report(progress)
+
+
+def run_gradables(config: dict, answers: list[dict]) -> dict[tuple[str, str, int], Gradable]:
+    """Each successful answer of a run, keyed (model, preset, repeat), with what it is graded against."""
+    presets = {p["id"]: Prompt.from_json(p) for p in config["presets"]}
+    return {(a["model"], a["preset_id"], a["repeat"]): Gradable(
+        a["question"], a["text"], J.language_of(a["question"], presets[a["preset_id"]].language),
+        presets[a["preset_id"]].reference or None, presets[a["preset_id"]].assertions)
+        for a in answers if not a["error"] and a["preset_id"] in presets}
+
+
+def pair_gradables_of(pairs: list[dict], presets: dict[str, Prompt]
+                      ) -> tuple[dict[str, tuple[Gradable, Gradable]], list[Gradable]]:
+    """A battle file's pairs as gradables: each side against the pair's reference, with the assertions of the
+    preset the battle names (``question_id``), if any."""
+    by_pair, answers = {}, []
+    for pair in pairs:
+        preset = presets.get(pair.get("preset_id") or "")
+        checks_ = preset.assertions if preset and preset.question == pair["question"] else ()
+        sides = tuple(Gradable(pair["question"], pair[f"answer_{s}"], pair["language"], pair.get("reference") or None,
+                               checks_) for s in "ab")
+        by_pair[pair["id"]] = sides
+        answers += sides
+    return by_pair, answers
+
+
+def counting_grades(store: Store, gradables: list[Gradable], method: str, grader: str | None) -> dict[str, dict]:
+    """The grade that counts for each answer (by answer digest), by the run's method: ``auto`` takes the
+    assertions where the preset has them and the grader model's P(yes) elsewhere; ``assert`` only the
+    assertions; ``reference`` only the grader model's (against the reference, assertions aside)."""
+    if method in ("pairwise", "generate"):
+        return {}
+    digests = {}
+    for g in gradables:
+        plain = dataclasses.replace(g, assertions=()) if method == "reference" else g
+        digests[g.digest()] = plain.digest()
+    rows = store.grades(sorted(set(digests) | set(digests.values())))
+    by = {(r["answer_digest"], r["grader"]): r for r in rows}
+    counting = {}
+    for digest, plain in digests.items():
+        found = by.get((digest, grader_module.ASSERTIONS)) if method in ("auto", "assert") else None
+        if found is None and method in ("auto", "reference") and grader:
+            found = by.get((plain, grader))
+        if found is not None:
+            counting[digest] = found
+    return counting
+
+
+def generate_verdict_rows(pairs: list[dict], judgments: list[dict], grader: str) -> list[dict]:
+    """The generative judge's verdicts (both orders aggregated, judge.aggregate) as pair-verdict rows."""
+    verdicts = J.verdicts_by_pair(judgments, grader)
+    rows = []
+    for pair in pairs:
+        v = verdicts.get(pair["id"])
+        rows.append({"pair_id": pair["id"], "grader": grader, "method": "generate",
+                     "winner": v.winner if v and v.winner else None, "margin": None,
+                     "basis": v.status if v else "incomplete", "created": time.time()})
+    return rows
 
 
 def judge_params(max_tokens: int = JUDGE_MAX_TOKENS) -> GenerationParams:

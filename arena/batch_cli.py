@@ -14,8 +14,10 @@ import threading
 import time
 from pathlib import Path
 
+from . import grading as G
 from .app import add_database_flag, default_data_dir, open_store
 from .config import DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, ModelConfig, load_models, load_prompts
+from .grader import METHODS
 
 
 def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
@@ -31,8 +33,18 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
     batch.add_argument("--category", help="only presets of this category")
     batch.add_argument("--preset", nargs="+", action="extend", metavar="ID", help="only these preset ids")
     batch.add_argument("--repeats", type=int, default=1, help="answers per question and model (default 1)")
-    batch.add_argument("--judge", help="judge model id, or 'none' (default: the ready local model with the "
-                                       "most parameters)")
+    batch.add_argument("--judge", help="grader model id, or 'none' for assertions only (default: the local model "
+                                       "with the largest weights on disk)")
+    batch.add_argument("--method", choices=METHODS, default="auto",
+                       help="auto (default): assertions where the preset has them, else the grader's P(yes) against "
+                            "the reference; assert; reference; pairwise (P(A better), both orders); generate (the "
+                            "generative judge: a reason, then a verdict, both orders)")
+    batch.add_argument("--margin", type=float, default=None,
+                       help=f"how much better a grade must be to win a pair (default {G.DEFAULT_MARGIN}, calibrated "
+                            f"on the labelled set; BENCHMARKS.md)")
+    batch.add_argument("--concurrency", type=int, default=8,
+                       help="requests in flight to a model server without the arena's batch endpoint (vLLM, Ollama, "
+                            "llama.cpp's server), default 8")
     batch.add_argument("--out", type=Path, help="report directory (default: <data dir>/reports)")
     batch.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run; asks only what is missing")
     batch.add_argument("--fresh", action="store_true", help="ask and judge again even what is stored")
@@ -46,9 +58,14 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
     batch.add_argument("--threads", type=int, default=None,
                        help="threads per worker (default: all cores; a batch asks one model at a time)")
     batch.add_argument("--load-timeout", type=float, default=900.0, help="seconds to wait for models to load")
-    judge = sub.add_parser("judge", help="judge a FastChat-format battle file in both orders")
+    judge = sub.add_parser("judge", help="grade a FastChat-format battle file and measure against its votes")
     judge.add_argument("file", type=Path)
-    judge.add_argument("--judge", help="judge model id (default: the ready local model with the most parameters)")
+    judge.add_argument("--judge", help="grader model id (default: the local model with the largest weights on disk)")
+    judge.add_argument("--method", choices=METHODS, default="auto",
+                       help="auto (default): each answer against the preset's reference where the battle names one "
+                            "(and its assertions), else pairwise by probability; or assert, reference, pairwise, "
+                            "generate")
+    judge.add_argument("--margin", type=float, default=None, help=f"default {G.DEFAULT_MARGIN}")
     judge.add_argument("-o", "--output", type=Path, help="verdicts JSONL (default: <data dir>/judgments/...)")
     judge.add_argument("--threads", type=int, default=None)
     judge.add_argument("--load-timeout", type=float, default=900.0)
@@ -99,7 +116,7 @@ def _shown_on(bar):
 
 def batch_command(args: argparse.Namespace) -> int:
     from . import report
-    from .batch import BatchError, BatchRunner, BatchSettings, select_presets
+    from .batch import BatchError, BatchRunner, BatchSettings, choose_judge, select_presets
 
     catalog = load_models(args.models)
     known = {m.id for m in catalog}
@@ -122,11 +139,12 @@ def batch_command(args: argparse.Namespace) -> int:
             select_presets(prompts, args.preset, args.category)
         except BatchError as exc:
             return _fail(str(exc))
-        needed = set(models) | {args.judge} if models and args.judge else None
-        needed = needed - {"none"} if needed else needed
+        if args.judge is None and args.method != "assert":  # the grader, picked from the files: load only it
+            args.judge = choose_judge(catalog) or "none"
+        needed = set(models) | ({args.judge} - {"none"}) if models else None
     settings = BatchSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                              seed=args.seed, repeats=args.repeats, system_prompt=args.system_prompt,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, concurrency=args.concurrency)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     supervisor = _start_workers(catalog, needed, args)
@@ -135,12 +153,13 @@ def batch_command(args: argparse.Namespace) -> int:
     try:
         runner = BatchRunner(supervisor, store, prompts)
         try:
-            plan = runner.plan(models, args.preset, args.category, settings, args.judge, args.resume, args.fresh)
+            plan = runner.plan(models, args.preset, args.category, settings, args.judge, args.resume, args.fresh,
+                               args.method, args.margin)
         except BatchError as exc:
             return _fail(str(exc))
         print(f"run {plan.run_id}: {len(plan.presets)} preset(s) × {len(plan.models)} model(s) × "
-              f"{plan.settings.repeats} repeat(s); judge: {plan.judge or 'none'}"
-              + (" (also a contestant: self-judging is flagged in the report)" if plan.judge in plan.models else ""),
+              f"{plan.settings.repeats} repeat(s); grading: {plan.method}, grader {plan.judge or 'none'}"
+              + (" (also a contestant: self-grading is flagged in the report)" if plan.judge in plan.models else ""),
               file=sys.stderr, flush=True)
         bar = _bar(0)
         status = runner.run(plan, _shown_on(bar))
@@ -163,60 +182,76 @@ def judge_command(args: argparse.Namespace) -> int:
     import json
 
     from . import judge as J
-    from .batch import BatchError, BatchRunner, Progress, choose_judge
+    from .batch import BatchError, BatchRunner, Progress, choose_judge, pair_gradables_of
     from .judge_file import BattleFileError, read_pairs, with_references
     from .report import figure
 
     catalog = load_models(args.models)
     known = {m.id for m in catalog}
+    prompts = load_prompts(args.prompts)
     try:
-        pairs = with_references(read_pairs(args.file), load_prompts(args.prompts))
+        pairs = with_references(read_pairs(args.file), prompts)
     except BattleFileError as exc:
         return _fail(str(exc))
     if args.judge and args.judge not in known:
         return _fail(f"unknown judge {args.judge!r}; known: {', '.join(known)}")
+    judge_id = args.judge or (choose_judge(catalog) if args.method != "assert" else None)
+    if judge_id is None and args.method != "assert":
+        return _fail("no local model can grade; name one with --judge ID")
     store = open_store(args)
     signal.signal(signal.SIGTERM, _interrupt)
-    supervisor = _start_workers(catalog, {args.judge} if args.judge else None, args)
+    supervisor = _start_workers(catalog, {judge_id} if judge_id else set(), args)
     try:
         statuses = {s.id: s for s in supervisor.statuses()}
-        judge_id = args.judge or choose_judge(list(statuses.values()), {m.id: m for m in catalog})
-        if judge_id is None:
-            return _fail("no ready local model can judge; name one with --judge ID")
-        if statuses[judge_id].state != "ready":
+        if judge_id and statuses[judge_id].state != "ready":
             return _fail(f"judge {judge_id} is not ready: {statuses[judge_id].describe()}")
         store.save_judge_pairs(pairs)
-        print(f"judging {len(pairs)} pair(s) from {args.file.name} with {judge_id}, both orders "
-              f"(verdicts already stored are kept)", file=sys.stderr, flush=True)
-        progress = Progress(run_id=f"file:{args.file.name}", done=0, total=2 * len(pairs), phase="", started=time.time())
+        print(f"grading {len(pairs)} pair(s) from {args.file.name} with {judge_id or 'assertions'} ({args.method}; "
+              f"grades already stored are kept)", file=sys.stderr, flush=True)
+        progress = Progress(run_id=f"file:{args.file.name}", done=0, total=0, phase="", started=time.time())
         bar = _bar(progress.total)
+        margin = G.DEFAULT_MARGIN if args.margin is None else args.margin
+        gradables, answers = pair_gradables_of(pairs, {p.id: p for p in prompts})
         try:
-            BatchRunner(supervisor, store, []).judge_pairs(pairs, judge_id, progress, _shown_on(bar), threading.Event())
+            BatchRunner(supervisor, store, []).grade_pairs(pairs, gradables, answers, judge_id, args.method, margin,
+                                                           progress, _shown_on(bar), threading.Event())
         except KeyboardInterrupt:
             bar.close()
-            print("\ninterrupted; stored verdicts are kept and the same command continues", file=sys.stderr)
+            print("\ninterrupted; stored grades are kept and the same command continues", file=sys.stderr)
             return 130
         bar.close()
-        rows = store.judgments(judge_id, [p["id"] for p in pairs])
-        verdicts = J.verdicts_by_pair(rows)
-        output = args.output or Path(args.data_dir) / "judgments" / f"{args.file.stem}.{judge_id}.jsonl"
+        grader_name = judge_id or "assertions"
+        rows = {r["pair_id"]: r for r in store.pair_verdicts([p["id"] for p in pairs], grader_name)
+                if r["method"] == args.method}
+        judgments = {(r["pair_id"], r["shown"]): r for r in store.judgments(judge_id, [p["id"] for p in pairs])} \
+            if args.method == "generate" else {}
+        verdicts = J.verdicts_by_pair(list(judgments.values())) if args.method == "generate" else {
+            pid: J.Verdict(r["winner"], None, "agreed" if r["winner"] else "abstained") for pid, r in rows.items()}
+        output = args.output or Path(args.data_dir) / "judgments" / f"{args.file.stem}.{grader_name}.{args.method}.jsonl"
         output.parent.mkdir(parents=True, exist_ok=True)
-        by_pair = {(r["pair_id"], r["shown"]): r for r in rows}
         with open(output, "w", encoding="utf-8") as fh:
             for p in pairs:
                 v = verdicts.get(p["id"])
-                fh.write(json.dumps({
-                    "pair_id": p["id"], "model_a": p["model_a"], "model_b": p["model_b"], "judge": judge_id,
-                    "judge_winner": v.winner if v else None, "status": v.status if v else "incomplete",
-                    "human_winner": p["human_winner"],
-                    "orders": {s: {"label": by_pair[(p["id"], s)]["label"],
-                                   "rationale": by_pair[(p["id"], s)]["rationale"]}
-                               for s in ("ab", "ba") if (p["id"], s) in by_pair}}, ensure_ascii=False) + "\n")
+                line = {"pair_id": p["id"], "model_a": p["model_a"], "model_b": p["model_b"], "judge": grader_name,
+                        "method": args.method, "judge_winner": v.winner if v else None,
+                        "status": v.status if v else "incomplete", "human_winner": p["human_winner"],
+                        "basis": rows[p["id"]]["basis"] if p["id"] in rows else None}
+                if judgments:
+                    line["orders"] = {s: {"label": judgments[(p["id"], s)]["label"],
+                                          "rationale": judgments[(p["id"], s)]["rationale"]}
+                                      for s in ("ab", "ba") if (p["id"], s) in judgments}
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
         q = J.quality(pairs, verdicts)
         print(f"verdicts: {output}")
-        print(f"pairs judged: {q.pairs}; unparsed: {q.unparsed}; inconsistent after the swap: "
-              f"{q.inconsistent} ({figure(q.inconsistency_rate, pct=True)}); longer answer wins under the judge: "
-              f"{figure(q.longer_wins_rate, pct=True)} (n={q.longer_wins_n})")
+        if args.method == "generate":
+            print(f"pairs judged: {q.pairs}; unparsed: {q.unparsed}; inconsistent after the swap: "
+                  f"{q.inconsistent} ({figure(q.inconsistency_rate, pct=True)}); longer answer wins under the judge: "
+                  f"{figure(q.longer_wins_rate, pct=True)} (n={q.longer_wins_n})")
+        else:
+            decisive = sum(1 for v in verdicts.values() if v.winner in ("model_a", "model_b"))
+            print(f"pairs graded: {q.pairs}; abstained (no verdict): {q.unparsed}; decisive verdicts: {decisive} "
+                  f"({figure(decisive / q.pairs if q.pairs else None, pct=True)} coverage), margin {margin:.2f}; "
+                  f"longer answer wins under the grader: {figure(q.longer_wins_rate, pct=True)} (n={q.longer_wins_n})")
         if q.judge_vs_human:
             jh, lh = q.judge_vs_human, q.length_vs_human
             print(f"agreement with the file's human votes (n={jh.n}): {figure(jh.with_ties, pct=True)} with ties, "
@@ -226,7 +261,7 @@ def judge_command(args: argparse.Namespace) -> int:
             if not q.beats_length_baseline:
                 print("this judge does NOT beat the length baseline on these pairs")
         elif any(p["human_winner"] for p in pairs):
-            print("no pair with a human winner got a parseable verdict in both orders: no agreement to report")
+            print("no pair with a human winner got a verdict: no agreement to report")
         else:
             print("the file has no human winners: no agreement to report")
         return 0

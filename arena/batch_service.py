@@ -112,10 +112,14 @@ class BatchService:
 
     # -- the Leaderboard tab's second table -------------------------------------------------------------
     def judge_leaderboard(self, judge: str | None = None) -> pd.DataFrame:
-        """Bradley-Terry ratings with 95% CIs from the automatic judge's verdicts only (never human votes),
-        cached until a judgment changes."""
+        """Bradley-Terry ratings with 95% CIs from the graders' verdicts only (never human votes), cached until
+        a verdict changes."""
         table, _ = self._judge_table.get({s.id: s.name for s in self.supervisor.statuses()}, judge)
         return _judge_frame(table)
+
+    def pass_rates(self) -> pd.DataFrame:
+        """The graded batch answers' pass rates per model: overall, by category, by language."""
+        return self._judge_table.pass_rates({s.id: s.name for s in self.supervisor.statuses()})
 
 
 def judge_leaderboard(store: Store, names: dict[str, str] | None = None, judge: str | None = None) -> pd.DataFrame:

@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
+from . import assertions as assertions_module
 from . import textcheck
+from .assertions import Assertion
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = PROJECT_DIR / "models.yaml"
@@ -239,6 +241,20 @@ class Prompt:
     reference: str
     source: str
     language: str
+    assertions: tuple[Assertion, ...] = ()  # prompts.yaml ``assert:`` (assertions.py)
+
+    def to_json(self) -> dict:
+        """As a batch run stores it (and reads it back on --resume)."""
+        data = {f: getattr(self, f) for f in ("id", "category", "question", "reference", "source", "language")}
+        return {**data, "assert": [{"type": a.type, "value": a.value if isinstance(a.value, str) else list(a.value)}
+                                   for a in self.assertions]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Prompt":
+        values = {k: v for k, v in data.items() if k in ("id", "category", "question", "reference", "source",
+                                                         "language")}
+        checks = data.get("assert") or data.get("assertions")
+        return cls(**values, assertions=assertions_module.parse(checks) if checks else ())
 
 
 def _parse_endpoint(entry: _Entry) -> RemoteEndpoint:
@@ -386,7 +402,7 @@ def load_prompts(path: Path | str = DEFAULT_PROMPTS_FILE) -> list[Prompt]:
     seen: dict[str, int] = {}
     for index, raw in enumerate(_entries(path, _load_yaml(path), "prompts")):
         entry = _Entry(path, raw, "prompt", index)
-        entry.reject_unknown({"id", "category", "question", "reference", "source", "language"})
+        entry.reject_unknown({"id", "category", "question", "reference", "source", "language", "assert"})
         prompt_id = entry.text("id", MAX_LABEL)
         if prompt_id in seen:
             raise entry.fail(f"duplicate id (first defined at line {seen[prompt_id]}); ids must be unique")
@@ -398,5 +414,15 @@ def load_prompts(path: Path | str = DEFAULT_PROMPTS_FILE) -> list[Prompt]:
             reference=entry.get("reference", str).strip(),
             source=entry.get("source", str),
             language=entry.get("language", str, required=False, default="en"),
+            assertions=_parse_assertions(entry),
         ))
     return prompts
+
+
+def _parse_assertions(entry: _Entry) -> tuple[Assertion, ...]:
+    if "assert" not in entry.raw:
+        return ()
+    try:
+        return assertions_module.parse(entry.raw["assert"])
+    except assertions_module.AssertionConfigError as exc:
+        raise entry.fail(str(exc)) from None

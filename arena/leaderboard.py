@@ -187,34 +187,49 @@ class CachedLeaderboard:
 
 
 class CachedJudgeTable:
-    """``judge_table`` recomputed only when a judgment was stored or replaced (judgments_version), not on
-    every page view: like the human table, its bootstrap refits Bradley-Terry ``rounds`` times."""
+    """``judge_table`` and the graded pass rates recomputed only when a verdict, grade or judgment was stored
+    or replaced, not on every page view: like the human table, its bootstrap refits Bradley-Terry ``rounds``
+    times."""
 
     def __init__(self, store, rounds: int = 100, seed: int = 42):
         self.store, self.rounds, self.seed = store, rounds, seed
         self._memo = _Memo()
+        self._rates = _Memo()
+
+    def _version(self) -> tuple:
+        return (*self.store.judgments_version(), *self.store.grading_version())
 
     def get(self, names: dict[str, str], judge: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        key = (self.store.judgments_version(), tuple(sorted(names.items())), judge)
+        key = (self._version(), tuple(sorted(names.items())), judge)
         return self._memo.get(key, lambda: judge_table(self.store, names, judge, self.rounds, self.seed))
+
+    def pass_rates(self, names: dict[str, str]) -> pd.DataFrame:
+        from .report import pass_rate_table
+
+        key = (self._version(), tuple(sorted(names.items())))
+        return self._rates.get(key, lambda: pass_rate_table(self.store, names))
 
 
 def judge_table(store, names: dict[str, str] | None = None, judge: str | None = None, rounds: int = 100,
                 seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Bradley-Terry table and win matrix from the automatic judge's verdicts only (never mixed with votes).
+    """Bradley-Terry table and win matrix from the graders' pair verdicts only (never mixed with votes).
 
-    Each judged pair counts once per judge, after both orders (disagreement = tie); unparsed pairs
-    are left out. ``judge`` restricts it to one judge's verdicts."""
+    Each graded pair counts once per grader and method (a generative judge's after both orders, disagreement
+    = tie); pairs without a verdict are left out. ``judge`` restricts it to one grader. Judgments stored
+    before verdicts were (the generative judge of earlier versions) count as that judge's verdicts."""
     from . import judge as J
 
-    judgments = store.judged_matchups(judge)
+    merged: dict[tuple[str, str, str], int] = {}
+    verdicts = store.verdict_matchups(judge)
+    for v in verdicts:
+        if v["winner"]:
+            merged[(v["model_a"], v["model_b"], v["winner"])] = merged.get((v["model_a"], v["model_b"], v["winner"]), 0) + 1
+    recorded = {(v["pair_id"], v["grader"]) for v in verdicts if v["method"] == "generate"}
+    judgments = [j for j in store.judged_matchups(judge) if (j["pair_id"], j["judge"]) not in recorded]
     pairs = list({j["pair_id"]: {"id": j["pair_id"], "model_a": j["model_a"], "model_b": j["model_b"]}
                   for j in judgments}.values())
-    rows: list[tuple] = []
     for judge_id in sorted({j["judge"] for j in judgments}):
-        rows += J.judge_rows(pairs, J.verdicts_by_pair(judgments, judge_id))
-    merged: dict[tuple[str, str, str], int] = {}
-    for a, b, w, n, *_ in rows:
-        merged[(a, b, w)] = merged.get((a, b, w), 0) + n
+        for a, b, w, n, *_ in J.judge_rows(pairs, J.verdicts_by_pair(judgments, judge_id)):
+            merged[(a, b, w)] = merged.get((a, b, w), 0) + n
     return rated_table([(a, b, w, n, None, 0, None, 0, None, 0, None, 0) for (a, b, w), n in merged.items()],
                        names, rounds, seed)

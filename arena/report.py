@@ -16,11 +16,13 @@ import math
 import re
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import grading as G
 from . import judge as J
-from .batch import build_pairs
+from .batch import build_pairs, counting_grades, run_gradables
+from .grader import ASSERTIONS
 from .store import Store
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; base-uri 'none'; "
@@ -52,10 +54,21 @@ class RunData:
     judgments: dict[tuple[str, str], dict]
     human_pairs: list[dict]
     human_verdicts: dict[str, J.Verdict]
+    grades: dict[tuple[str, str, int], dict] = field(default_factory=dict)  # (model, preset, repeat) -> grade
+    bases: dict[str, str] = field(default_factory=dict)  # pair id -> what its verdict rests on
 
     @property
     def config(self) -> dict:
         return self.run["config"]
+
+    @property
+    def method(self) -> str:
+        """How the run was graded; runs from before grading had only the generative judge."""
+        return self.config.get("method") or ("generate" if self.config.get("judge") else "auto")
+
+    @property
+    def grader(self) -> str:
+        return self.config.get("judge") or ASSERTIONS
 
     def name(self, model_id: str) -> str:
         entry = self.run["environment"].get("models", {}).get(model_id, {}).get("entry", {})
@@ -69,15 +82,132 @@ def load(store: Store, run_id: str) -> RunData:
         raise ReportError(f"no batch run {run_id!r}; recent runs: {known}")
     answers = store.batch_answers(run_id)
     pairs = build_pairs(run_id, run["config"], answers)
-    judge = run["config"].get("judge")
-    mine = store.judgments(judge, [p["id"] for p in pairs]) if judge else []
-    human_pairs = store.judge_pairs(human_only=True) if judge else []
-    human = store.judgments(judge, [p["id"] for p in human_pairs]) if judge else []
-    return RunData(run, answers, pairs, J.verdicts_by_pair(mine),
-                   {(r["pair_id"], r["shown"]): r for r in mine}, human_pairs, J.verdicts_by_pair(human))
+    data = RunData(run, answers, pairs, {}, {}, store.judge_pairs(human_only=True), {})
+    judge, method = run["config"].get("judge"), data.method
+    if method == "generate":
+        mine = store.judgments(judge, [p["id"] for p in pairs]) if judge else []
+        data.verdicts, data.judgments = J.verdicts_by_pair(mine), {(r["pair_id"], r["shown"]): r for r in mine}
+        data.human_verdicts = J.verdicts_by_pair(store.judgments(judge, [p["id"] for p in data.human_pairs])) \
+            if judge else {}
+    else:
+        mine = [r for r in store.pair_verdicts([p["id"] for p in pairs], data.grader) if r["method"] == method]
+        data.verdicts = {r["pair_id"]: _verdict(r) for r in mine}
+        data.bases = {r["pair_id"]: r["basis"] for r in mine}
+        data.human_verdicts = {r["pair_id"]: _verdict(r) for r in store.pair_verdicts(
+            [p["id"] for p in data.human_pairs], data.grader) if r["method"] == method}
+    gradables = run_gradables(run["config"], answers)
+    counting = counting_grades(store, list(gradables.values()), method, judge)
+    data.grades = {key: counting[g.digest()] for key, g in gradables.items() if g.digest() in counting}
+    return data
+
+
+def _verdict(row: dict) -> J.Verdict:
+    """A stored pair verdict as the judge module's Verdict (an abstention is a verdict of no winner)."""
+    return J.Verdict(row["winner"], None, "agreed" if row["winner"] else "abstained")
 
 
 # -- numbers ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PassRate:
+    passed: int
+    graded: int
+    ungraded: int
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return G.wilson(self.passed, self.graded)
+
+    def words(self) -> str:
+        """'6 of 22 (27%, 13–48%)': the count, the rate and its 95% Wilson interval."""
+        if not self.graded:
+            return "not graded"
+        lo, hi = self.interval
+        extra = f"; {self.ungraded} not graded" if self.ungraded else ""
+        return f"{self.passed} of {self.graded} ({self.passed / self.graded:.0%}, {lo:.0%}–{hi:.0%}){extra}"
+
+
+def pass_rates(data: RunData, by: str | None = None) -> dict[tuple[str, str], PassRate]:
+    """Per (model, group) the answers whose grade passed (P(yes) ≥ ½, or every assertion), out of those graded;
+    ``by``: None (one group), 'category' or 'language' of the preset."""
+    presets = {p["id"]: p for p in data.config["presets"]}
+    counts: dict[tuple[str, str], list[int]] = {}
+    for a in data.answers:
+        preset = presets.get(a["preset_id"])
+        if preset is None:
+            continue
+        if by is None:
+            group = "all"
+        elif by == "language":
+            group = J.language_of(preset["question"], preset.get("language"))
+        else:
+            group = str(preset.get(by))
+        grade = data.grades.get((a["model"], a["preset_id"], a["repeat"]))
+        p = grade["probability"] if grade else None
+        c = counts.setdefault((a["model"], group), [0, 0, 0])
+        if a["error"] or p is None:
+            c[2] += 1
+        else:
+            c[1] += 1
+            c[0] += p >= G.PASS_THRESHOLD
+    return {k: PassRate(*v) for k, v in counts.items()}
+
+
+def pass_rate_table(store: Store, names: dict[str, str] | None = None):
+    """Every batch run's graded answers together: per model, the pass rate overall, by category and by language,
+    each as 'passed/graded (rate)'. The Leaderboard tab shows it beside the graders' ratings."""
+    import pandas as pd
+
+    counts: dict[tuple[str, str], list[int]] = {}
+    for run in store.batch_runs():
+        data = RunData(run, store.batch_answers(run["id"]), [], {}, {}, [], {})
+        gradables = run_gradables(run["config"], data.answers)
+        counting = counting_grades(store, list(gradables.values()), data.method, run["config"].get("judge"))
+        data.grades = {k: counting[g.digest()] for k, g in gradables.items() if g.digest() in counting}
+        for by in (None, "category", "language"):
+            for (model, group), rate in pass_rates(data, by).items():
+                c = counts.setdefault((model, group if by else "all"), [0, 0])
+                c[0] += rate.passed
+                c[1] += rate.graded
+    if not counts:
+        return pd.DataFrame(columns=["model", "all"])
+    groups = ["all", *sorted({g for _, g in counts} - {"all"})]
+    models = sorted({m for m, _ in counts})
+    rows = []
+    for model in models:
+        row = {"model": (names or {}).get(model, model)}
+        for group in groups:
+            passed, graded = counts.get((model, group), (0, 0))
+            row[group] = f"{passed}/{graded} ({passed / graded:.0%})" if graded else "–"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", *groups])
+
+
+def verdict_sentences(data: RunData) -> list[str]:
+    """The report's opening: each model's pass rate with its interval, as a person would write it."""
+    if not data.grades:
+        return ["No answer was graded in this run (no assertions, and no grader model)."]
+    rates = pass_rates(data)
+    lines = []
+    for model in data.config["models"]:
+        rate = rates.get((model, "all"))
+        if rate:
+            lines.append(f"**{_md_inline(data.name(model))}** passes {rate.words()}.")
+    return lines
+
+
+def grade_words(grade: dict | None) -> str:
+    """One answer's grade for people: its assertions, or the grader's P(yes)."""
+    if grade is None:
+        return "not graded"
+    p = grade["probability"]
+    if grade["method"] == "assert":
+        failed = [r["assertion"] for r in grade["details"].get("results", []) if not r["passed"]]
+        return "assertions: pass" if p else "assertions: fail (" + "; ".join(failed) + ")"
+    if p is None:
+        return f"{grade['grader']}: neither yes nor no among its likely first words (not graded)"
+    against = "the rubric" if grade["method"] == "rubric" else "the reference"
+    return f"{grade['grader']}: P(agrees with {against}) {p:.2f}, " + ("pass" if p >= G.PASS_THRESHOLD else "fail")
+
 def _stats(values: list[float | None]) -> tuple[float, float] | None:
     vals = [v for v in values if v is not None]
     return (statistics.fmean(vals), statistics.median(vals)) if vals else None
@@ -129,7 +259,9 @@ def _versions(data: RunData) -> str:
 
 
 def judge_block(data: RunData) -> list[str]:
-    """Plain sentences (Markdown-safe, no model text) describing the judge and how far to trust it."""
+    """Plain sentences (Markdown-safe, no model text) describing the grading and how far to trust it."""
+    if data.method != "generate":
+        return grading_block(data)
     cfg = data.config
     judge = cfg.get("judge")
     if not judge:
@@ -168,6 +300,55 @@ def judge_block(data: RunData) -> list[str]:
                      "position and length biases than about the models. Use a stronger judge (for example an "
                      "`openai` endpoint model) before drawing conclusions.")
     lines.append(REFERENCE_FIGURES)
+    return lines
+
+
+def grading_block(data: RunData) -> list[str]:
+    """How the run's answers were graded, what came of it, and how well the grader measured (README, Grading)."""
+    cfg, method, grader = data.config, data.method, data.config.get("judge")
+    margin = cfg.get("margin", G.DEFAULT_MARGIN)
+    asserted = sum(1 for p in cfg["presets"] if any(a["type"] != "llm-rubric" for a in p.get("assert", [])))
+    by_model = f"**{_md_inline(data.name(grader))}** (`{grader}`)'s" if grader else "no model's (none named)"
+    how = {
+        "auto": f"answers to the {asserted} preset(s) with assertions are graded by them (exact, free); every other "
+                f"answer by {by_model} probability that it reaches the reference's conclusion",
+        "assert": f"answers are graded by their presets' assertions only ({asserted} preset(s) have them)",
+        "reference": f"every answer is graded by {by_model} probability that it reaches the reference's conclusion",
+        "pairwise": f"each pair by {by_model} probability that one answer is better, in both orders, averaged",
+    }[method]
+    lines = [f"Grading: **{method}**: {how}. The probability is read from one forward pass (`max_tokens: 1`, top "
+             f"log-probabilities; prompt `{cfg.get('grade_prompt', G.REFERENCE_V1)}`): nothing is generated or parsed, "
+             "and one answer is shown at a time, so there is no order to be biased by. "
+             + (f"A pair's verdict: the answer whose grade is higher by at least {margin:.2f} wins; otherwise a tie "
+                "when their grades pass, \"both bad\" when they fail." if method != "pairwise" else
+                f"A verdict only when the averaged probability is further than {margin:.2f} from ½; otherwise the "
+                "pair abstains.")]
+    if grader and cfg.get("self_judging"):
+        lines.append(f"**Self-grading:** the grader is also a contestant; treat `{grader}`'s own grades with care.")
+    graded = sum(1 for g in data.grades.values() if g.get("probability") is not None)
+    outcomes = [v.winner for v in data.verdicts.values()]
+    lines.append(f"On this run: {graded} of {len(data.answers)} answer(s) graded; of {len(data.pairs)} pair(s), "
+                 f"{sum(w in ('model_a', 'model_b') for w in outcomes)} decisive verdict(s), "
+                 f"{outcomes.count('tie')} tie(s), {outcomes.count('tie (bothbad)')} \"both bad\", "
+                 f"{outcomes.count(None)} without a verdict.")
+    h = J.quality(data.human_pairs, data.human_verdicts)
+    if h.judge_vs_human and h.judge_vs_human.n:
+        jh, lh = h.judge_vs_human, h.length_vs_human
+        lines.append(
+            f"Against human votes (stored pairs with a human vote graded the same way, n={jh.n}): agreement "
+            f"{figure(jh.with_ties, pct=True)} with ties, {figure(jh.without_ties, pct=True)} without "
+            f"(n={jh.n_decisive}), Cohen's kappa {figure(jh.kappa)}; the baseline \"the longer answer wins\": "
+            f"{figure(lh.with_ties, pct=True)} with ties, {figure(lh.without_ties, pct=True)} without, kappa "
+            f"{figure(lh.kappa)}.")
+        if not h.beats_length_baseline:
+            lines.append("**This grader does not beat the length baseline** on human-voted pairs: its verdicts are "
+                         "no better than picking the longer answer.")
+    else:
+        lines.append("Agreement with human votes: none of the stored pairs with a human vote was graded this way yet "
+                     "(`python -m arena judge votes.jsonl --method " + method + (f" --judge {grader}" if grader else "")
+                     + "`).")
+    if known := G.LABELLED_FIGURES.get((grader or ASSERTIONS, method)):
+        lines.append(f"Measured on the arena's labelled set (BENCHMARKS.md §13): {known}")
     return lines
 
 
@@ -284,6 +465,8 @@ def _final(v: J.Verdict | None, pair: dict) -> str:
         return "not judged"
     if v.status == "unparsed":
         return "unparsed (not counted)"
+    if v.status == "abstained":
+        return "no verdict (the grader abstained, or an answer was not graded)"
     word = {"model_a": f"{pair['model_a']} better", "model_b": f"{pair['model_b']} better"}.get(
         v.winner, _VERDICT_WORDS[v.winner])
     return word + (" (the two orders disagreed: inconsistent)" if v.status == "inconsistent" else "")
@@ -351,8 +534,10 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
              f"<title>Batch report {_h(data.run['id'])}</title><style>{STYLE}</style></head><body>",
              f"<h1>Comparison report: {_h(' vs '.join(models))}</h1>",
              "<table>" + "".join(f"<tr><th>{_h(k)}</th><td>{_h(v)}</td></tr>" for k, v in _header_facts(data))
-             + "</table>", f'<p class="note">{_h(BATCH_TIMING_NOTE).replace("*batched*", "<em>batched</em>")}</p>',
-             "<h2>Summary</h2><table><tr><th>model</th><th>judge win rate [95% CI]</th>"
+             + "</table>", "<h2>Verdict</h2>", *[_html_paragraph(line) for line in verdict_sentences(data)],
+             *_rate_tables_html(data),
+             f'<p class="note">{_h(BATCH_TIMING_NOTE).replace("*batched*", "<em>batched</em>")}</p>',
+             "<h2>Summary</h2><table><tr><th>model</th><th>pair win rate [95% CI]</th>"
              "<th>first token, s (mean / median)</th><th>tokens/s (mean / median)</th>"
              "<th>total, s (mean / median)</th><th>answer tokens (mean / median)</th><th>answer chars (mean)</th>"
              f"<th>answers (errors, batched)</th><th>{MEMORY_HEADING}</th></tr>"]
@@ -361,7 +546,7 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
                      f"<td>{_pair(r['ttft'])}</td><td>{_pair(r['tps'], 1)}</td><td>{_pair(r['total'])}</td>"
                      f"<td>{_pair(r['tokens'], 0)}</td><td>{figure(r['chars'][0] if r['chars'] else None, 0)}</td>"
                      f"<td>{r['answers']} ({r['errors']}, {r['batched']})</td><td>{_h(r['memory'])}</td></tr>")
-    parts.append("</table><h2>The judge, and how far to trust it</h2>")
+    parts.append("</table><h2>The grading, and how far to trust it</h2>")
     parts += [_html_paragraph(line) for line in judge_block(data)]
     parts.append("<h2>Charts</h2>")
     parts.append(f"<h3>Time to first token</h3>{box_chart(data, 'ttft_s', 'time to first token, s')}")
@@ -381,12 +566,16 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
         parts.append('<div class="answers">')
         for model, a in q["answers"]:
             body = "<p>not answered yet</p>" if a is None else \
-                f"<pre>{_h(a['text'])}</pre><div class=\"timing{' bad' if a['error'] else ''}\">{_h(_timing(a))}</div>"
+                f"<pre>{_h(a['text'])}</pre><div class=\"timing{' bad' if a['error'] else ''}\">{_h(_timing(a))}</div>" \
+                f"<div class=\"grade\">{_h(grade_words(data.grades.get((model, p['id'], q['repeat']))))}</div>"
             parts.append(f'<div class="answer"><strong>{_h(data.name(model))}</strong>{body}</div>')
         parts.append("</div>")
         for pair in q["pairs"]:
-            parts.append(f"<p><strong>Judge, {_h(pair['model_a'])} vs {_h(pair['model_b'])}:</strong> "
-                         f"{_h(_final(data.verdicts.get(pair['id']), pair))}</p><ul>")
+            parts.append(f"<p><strong>{_h(_verdict_title(data, pair))}:</strong> "
+                         f"{_h(_final(data.verdicts.get(pair['id']), pair))}{_h(_basis_words(data, pair))}</p>")
+            if data.method != "generate":
+                continue
+            parts.append("<ul>")
             for shown in ("ab", "ba"):
                 row = data.judgments.get((pair["id"], shown))
                 first = pair["model_a"] if shown == "ab" else pair["model_b"]
@@ -404,15 +593,19 @@ def write_markdown(data: RunData, compare: "Comparison | None" = None) -> str:
     models = data.config["models"]
     out = [f"# Comparison report: {_md_inline(' vs '.join(models))}", ""]
     out += [f"- **{_md_inline(k)}**: {_md_inline(v)}" for k, v in _header_facts(data)]
+    out += ["", "## Verdict", ""]
+    for line in verdict_sentences(data):
+        out += [line, ""]
+    out += _rate_tables_markdown(data)
     out += ["", "> " + BATCH_TIMING_NOTE, "", "## Summary", "",
-            "| model | judge win rate [95% CI] | first token, s (mean / median) | tokens/s (mean / median) | "
+            "| model | pair win rate [95% CI] | first token, s (mean / median) | tokens/s (mean / median) | "
             f"total, s (mean / median) | answer tokens (mean / median) | answers (errors, batched) | {MEMORY_HEADING} |",
             "|---|---|---|---|---|---|---|---|"]
     for r in summary(data):
         out.append(f"| {_md_inline(r['name'])} | {_win(r['win'])} | {_pair(r['ttft'])} | {_pair(r['tps'], 1)} | "
                    f"{_pair(r['total'])} | {_pair(r['tokens'], 0)} | {r['answers']} ({r['errors']}, {r['batched']}) | "
                    f"{r['memory']} |")
-    out += ["", "## The judge, and how far to trust it", ""]
+    out += ["", "## The grading, and how far to trust it", ""]
     for line in judge_block(data):
         out += [line, ""]
     out.append("Charts: see the HTML report.")
@@ -428,10 +621,14 @@ def write_markdown(data: RunData, compare: "Comparison | None" = None) -> str:
             out += ["**Reference answer**", "", _fence(p["reference"]), ""]
         for model, a in q["answers"]:
             out += [f"**{_md_inline(data.name(model))}**", ""]
-            out += ["not answered yet", ""] if a is None else [_fence(a["text"]), "", f"*{_md_inline(_timing(a))}*", ""]
+            out += ["not answered yet", ""] if a is None else [
+                _fence(a["text"]), "", f"*{_md_inline(_timing(a))}*", "",
+                f"Grade: {_md_inline(grade_words(data.grades.get((model, p['id'], q['repeat']))))}", ""]
         for pair in q["pairs"]:
-            out += [f"**Judge, {_md_inline(pair['model_a'])} vs {_md_inline(pair['model_b'])}:** "
-                    f"{_md_inline(_final(data.verdicts.get(pair['id']), pair))}", ""]
+            out += [f"**{_md_inline(_verdict_title(data, pair))}:** "
+                    f"{_md_inline(_final(data.verdicts.get(pair['id']), pair) + _basis_words(data, pair))}", ""]
+            if data.method != "generate":
+                continue
             for shown in ("ab", "ba"):
                 row = data.judgments.get((pair["id"], shown))
                 first = pair["model_a"] if shown == "ab" else pair["model_b"]
@@ -439,6 +636,47 @@ def write_markdown(data: RunData, compare: "Comparison | None" = None) -> str:
                 if row:
                     out += ["", _fence(row["rationale"] or row["reply"]), ""]
     return "\n".join(out) + "\n"
+
+
+def _verdict_title(data: RunData, pair: dict) -> str:
+    who = "Judge" if data.method == "generate" else f"Verdict ({data.method})"
+    return f"{who}, {pair['model_a']} vs {pair['model_b']}"
+
+
+def _basis_words(data: RunData, pair: dict) -> str:
+    basis = data.bases.get(pair["id"])
+    human = f"; human vote: {_VERDICT_WORDS[pair['human_winner']]}" if pair.get("human_winner") else ""
+    return (f" ({basis})" if basis else "") + human
+
+
+def _rate_rows(data: RunData, by: str) -> list[tuple[str, list[str]]]:
+    rates = pass_rates(data, by)
+    groups = list(dict.fromkeys(g for _, g in rates))
+    return [(g, [rates[(m, g)].words() if (m, g) in rates else "–" for m in data.config["models"]]) for g in groups]
+
+
+def _rate_tables_html(data: RunData) -> list[str]:
+    if not data.grades:
+        return []
+    head = "".join(f"<th>{_h(data.name(m))}</th>" for m in data.config["models"])
+    parts = []
+    for by, title in (("category", "Pass rate by category"), ("language", "Pass rate by language")):
+        parts.append(f"<h3>{title}</h3><table><tr><th>{by}</th>{head}</tr>" + "".join(
+            f"<tr><td>{_h(g)}</td>" + "".join(f"<td>{_h(c)}</td>" for c in cells) + "</tr>"
+            for g, cells in _rate_rows(data, by)) + "</table>")
+    return parts
+
+
+def _rate_tables_markdown(data: RunData) -> list[str]:
+    if not data.grades:
+        return []
+    out = []
+    for by, title in (("category", "Pass rate by category"), ("language", "Pass rate by language")):
+        out += [f"### {title}", "", f"| {by} | " + " | ".join(_md_inline(data.name(m)) for m in data.config["models"])
+                + " |", "|---" * (len(data.config["models"]) + 1) + "|"]
+        out += [f"| {_md_inline(g)} | " + " | ".join(cells) + " |" for g, cells in _rate_rows(data, by)]
+        out.append("")
+    return out
 
 
 # -- comparing two runs --------------------------------------------------------------------------------

@@ -195,3 +195,22 @@ def resolve(model: ModelConfig, cache_dir: Path) -> Path:
         raise SourceError(f"model file {path} not found for model {model.id!r}. Download it there, "
                           f"or fix 'source.file' in models.yaml line {model.line}.")
     return _check(path, source.sha256, model)
+
+
+def weights_bytes(model: ModelConfig) -> int | None:
+    """How large a local model's weights are on disk, read without loading or assembling them (the parts of an
+    assembled file are summed); None for a model hub id or weights that are not there."""
+    source = model.source
+    try:
+        if source is None or source.modelscope or source.hf:
+            return None
+        if source.parts:
+            return sum(package_file(p).stat().st_size for p in source.parts)
+        if source.package:
+            return package_file(f"{source.package}/{source.path}").stat().st_size
+        if source.dir:
+            return sum(p.stat().st_size for p in Path(source.dir).iterdir()
+                       if p.suffix in (".safetensors", ".bin", ".gguf", ".pt")) or None
+        return Path(source.file).stat().st_size
+    except (OSError, SourceError):
+        return None

@@ -145,6 +145,46 @@ JUDGMENTS = Table(
     _real("created", nullable=False),
 )
 
+# Grades of single answers (grading.py): by assertions (free, exact) or by a grader model's P(yes) against the
+# reference. Keyed by the answer's content (question, reference, text), so one answer is graded once per
+# grader, method and prompt version, whichever run or file it came from.
+GRADES = Table(
+    "grades", metadata,
+    _text("id", primary_key=True),                         # digest of grader, method, prompt version, answer digest
+    _text("answer_digest", nullable=False),                # grading.answer_digest(question, reference, text)
+    _text("grader", nullable=False),                       # model id, or 'assertions'
+    _text("method", CheckConstraint("method IN ('assert', 'reference', 'rubric')"), nullable=False),
+    _text("prompt_version", nullable=False),
+    _real("probability"),                                  # P(yes); assertions: 1 or 0; NULL: the grader said neither
+    _text("details", nullable=False, default=EMPTY_OBJECT),  # JSON: assertion results, or the raw top tokens
+    _real("seconds"),
+    _real("created", nullable=False),
+)
+Index("grades_answer", GRADES.c.answer_digest, GRADES.c.grader)
+# Pairwise grading by probability, one row per order shown: P(the answer shown first is better).
+PAIR_GRADES = Table(
+    "pair_grades", metadata,
+    _text("pair_id", primary_key=True),
+    _text("grader", primary_key=True),
+    _text("shown", CheckConstraint("shown IN ('ab', 'ba')"), primary_key=True),
+    _text("prompt_version", primary_key=True),
+    _real("p_first"),                                      # NULL: neither A nor B among the top tokens
+    _text("details", nullable=False, default=EMPTY_OBJECT),  # JSON: the raw top tokens
+    _real("created", nullable=False),
+)
+# What a grader concluded about a pair, with the margin it was concluded with: the judge's leaderboard and
+# the reports read these (recomputable from grades, pair_grades or judgments and the margin).
+PAIR_VERDICTS = Table(
+    "pair_verdicts", metadata,
+    _text("pair_id", primary_key=True),
+    _text("grader", primary_key=True),
+    _text("method", primary_key=True),                     # auto, assert, reference, pairwise, generate
+    _text("winner", CheckConstraint(f"winner IN {WINNERS}")),  # NULL: abstained or ungraded
+    _real("margin"),
+    _text("basis", nullable=False, default="''"),         # e.g. 'assertions', 'P(yes) 0.91 vs 0.12'
+    _real("created", nullable=False),
+)
+
 BATCH_RUN_COLUMNS = tuple(BATCH_RUNS.c.keys())
 BATCH_ANSWER_COLUMNS = tuple(BATCH_ANSWERS.c.keys())
 JUDGE_PAIR_COLUMNS = tuple(JUDGE_PAIRS.c.keys())
@@ -530,6 +570,61 @@ class Store:
         for start in range(0, len(pair_ids), 500):
             rows += self._select(JUDGMENTS, *where, c.pair_id.in_(pair_ids[start:start + 500]), order=order)
         return sorted(rows, key=lambda r: (r["pair_id"], r["shown"]))
+
+    # -- grades ------------------------------------------------------------------------------------------
+    def save_grades(self, rows: list[dict]) -> None:
+        self._put(GRADES, rows, replace=True)
+
+    def grades(self, digests: list[str], grader: str | None = None) -> list[dict]:
+        """Stored grades of these answers (by answer digest), of one grader if given; details decoded."""
+        c = GRADES.c
+        rows: list[dict] = []
+        for start in range(0, len(digests), 500):
+            rows += self._select(GRADES, c.answer_digest.in_(digests[start:start + 500]),
+                                 *([c.grader == grader] if grader else []))
+        return [{**r, "details": json.loads(r["details"])} for r in rows]
+
+    def save_pair_grades(self, rows: list[dict]) -> None:
+        self._put(PAIR_GRADES, rows, replace=True)
+
+    def pair_grades(self, pair_ids: list[str], grader: str) -> list[dict]:
+        c = PAIR_GRADES.c
+        rows: list[dict] = []
+        for start in range(0, len(pair_ids), 500):
+            rows += self._select(PAIR_GRADES, c.pair_id.in_(pair_ids[start:start + 500]), c.grader == grader,
+                                 order=(c.pair_id, c.shown))
+        return [{**r, "details": json.loads(r["details"])} for r in rows]
+
+    def save_pair_verdicts(self, rows: list[dict]) -> None:
+        self._put(PAIR_VERDICTS, rows, replace=True)
+
+    def pair_verdicts(self, pair_ids: list[str] | None = None, grader: str | None = None) -> list[dict]:
+        c = PAIR_VERDICTS.c
+        where = [c.grader == grader] if grader else []
+        if pair_ids is None:
+            return self._select(PAIR_VERDICTS, *where)
+        rows: list[dict] = []
+        for start in range(0, len(pair_ids), 500):
+            rows += self._select(PAIR_VERDICTS, c.pair_id.in_(pair_ids[start:start + 500]), *where)
+        return rows
+
+    def verdict_matchups(self, grader: str | None = None) -> list[dict]:
+        """(pair_id, model_a, model_b, grader, method, winner) of every stored pair verdict, joined in the
+        database: the judge's leaderboard, without the answer texts."""
+        v, p = PAIR_VERDICTS.c, JUDGE_PAIRS.c
+        query = select(v.pair_id, p.model_a, p.model_b, v.grader, v.method, v.winner) \
+            .join_from(PAIR_VERDICTS, JUDGE_PAIRS, v.pair_id == p.id).order_by(v.pair_id)
+        if grader:
+            query = query.where(v.grader == grader)
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def grading_version(self) -> tuple:
+        """Changes whenever a verdict or grade is stored or replaced: the judge table's cache key."""
+        with self._read() as conn:
+            verdicts = conn.execute(select(func.count(), func.max(PAIR_VERDICTS.c.created))).one()
+            grades = conn.execute(select(func.count(), func.max(GRADES.c.created))).one()
+        return (*verdicts, *grades)
 
     def judged_matchups(self, judge: str | None = None) -> list[dict]:
         """(pair_id, model_a, model_b, judge, shown, label) of every stored judgment, joined in the database:

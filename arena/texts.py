@@ -263,11 +263,12 @@ for _lang, _texts in REFUSALS.items():
 BATCH: dict[str, dict[str, str]] = {
     "en": {
         "tab_batch": "Batch",
-        "batch_intro": "Run presets through models and let a judge compare every pair in both orders; the report "
-                       "opens below when the run is done. The run goes on if you close the page. One batch at a "
-                       "time: meanwhile the Arena tab's answers share the two cores with it and come slower.",
-        "batch_models": "Models", "batch_presets": "Presets", "batch_repeats": "Repeats", "batch_judge": "Judge",
-        "batch_judge_default": "the strongest ready local model (default)", "batch_judge_none": "no judge",
+        "batch_intro": "Run presets through models; every answer is graded (by its preset's assertions, or by the "
+                       "grader model's probability that it reaches the reference's conclusion) and every pair gets a "
+                       "verdict; the report link appears below when the run is done. The run goes on if you close the "
+                       "page. One batch at a time: meanwhile the Arena tab's answers share the cores with it.",
+        "batch_models": "Models", "batch_presets": "Presets", "batch_repeats": "Repeats", "batch_judge": "Grader",
+        "batch_judge_default": "the largest local model (default)", "batch_judge_none": "no grader model (assertions only)",
         "batch_start": "Start batch", "batch_stop": "Stop after the current group", "batch_refresh": "Refresh models",
         "batch_report": "Report (HTML, opens offline)",
         "batch_idle": "No batch run yet.",
@@ -276,15 +277,17 @@ BATCH: dict[str, dict[str, str]] = {
         "batch_interrupted": "Stopped: {run}. Resume with `python -m arena batch --resume {run}`.",
         "batch_failed": "Failed: {run}: {error}",
         "batch_eta": "About {minutes} min {seconds} s left.",
-        "judge_table": "Automatic judge (both orders; a disagreement counts as a tie). Not human votes: each "
-                       "batch report says how far the judge can be trusted.",
+        "judge_table": "Graders' verdicts on batch pairs (Bradley-Terry, 95% CI). Not human votes: each batch "
+                       "report says how far its grader can be trusted.",
+        "judge_rates": "Pass rates of graded batch answers (all runs): overall, by category and by language",
     },
     "zh": {
         "tab_batch": "批量",
-        "batch_intro": "让所选模型回答预设问题，并由评审模型对每一对回答按两种顺序各评一次；运行结束后报告显示在下方。"
-                       "关闭页面不会中断运行。同一时间只运行一个批量任务：运行期间竞技场页面的回答与它共用两个 CPU 核心，会变慢。",
-        "batch_models": "模型", "batch_presets": "预设问题", "batch_repeats": "重复次数", "batch_judge": "评审模型",
-        "batch_judge_default": "最强的已就绪本地模型（默认）", "batch_judge_none": "不评审",
+        "batch_intro": "让所选模型回答预设问题；每个回答都会被评分（按预设问题的断言，或按评分模型认为它与参考答案结论一致的概率），"
+                       "每一对回答得出判定；运行结束后报告链接显示在下方。关闭页面不会中断运行。同一时间只运行一个批量任务："
+                       "运行期间竞技场页面的回答与它共用 CPU 核心。",
+        "batch_models": "模型", "batch_presets": "预设问题", "batch_repeats": "重复次数", "batch_judge": "评分模型",
+        "batch_judge_default": "最大的本地模型（默认）", "batch_judge_none": "不用评分模型（只用断言）",
         "batch_start": "开始批量运行", "batch_stop": "当前这组完成后停止", "batch_refresh": "刷新模型列表",
         "batch_report": "报告（HTML，可离线打开）",
         "batch_idle": "还没有批量运行。",
@@ -293,7 +296,8 @@ BATCH: dict[str, dict[str, str]] = {
         "batch_interrupted": "已停止：{run}。可用 `python -m arena batch --resume {run}` 继续。",
         "batch_failed": "失败：{run}：{error}",
         "batch_eta": "预计还需 {minutes} 分 {seconds} 秒。",
-        "judge_table": "自动评审（两种顺序各评一次；两次不一致计为平局）。这不是人工投票：每份批量报告都说明了评审的可信程度。",
+        "judge_table": "评分器对批量回答对的判定（Bradley-Terry，95% 置信区间）。这不是人工投票：每份批量报告都说明了评分器的可信程度。",
+        "judge_rates": "已评分批量回答的通过率（所有运行）：总体、按类别、按语言",
     },
 }
 for _lang, _texts in BATCH.items():

@@ -4,6 +4,7 @@ usage), remembers every request body, and obeys cues in the last user message:
     SLOW-START   wait (up to 30 s) before the first token: a long prefill or a restarting worker
     IMAGE <url>  answer with a Markdown image and an <img> tag pointing at <url>
     ECHO <text>  answer with <text> exactly, in eight pieces (hostile Markdown in a model's answer)
+    FAIL         answer HTTP 500 with an OpenAI-style error (one request of many failing)
     LONG <n>     answer with n pieces (benchmarks: a stream that lasts)
     RAW <text>   send <text> verbatim as the only event (a server speaking broken JSON)
 
@@ -23,6 +24,8 @@ class StubOpenAI:
         self.models, self.piece_delay = models, piece_delay
         self.requests: list[dict] = []
         self.fetches: list[str] = []  # GETs of anything but /v1/models: what a browser fetched from us
+        self.in_flight = self.most_in_flight = 0  # chat requests being answered at once, and the most seen
+        self._count = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,7 +41,28 @@ class StubOpenAI:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if not self.path.endswith("/chat/completions"):  # no batch endpoint: an ordinary server
+                    self.send_response(404)
+                    self.end_headers()
+                    return
                 stub.requests.append(body)
+                with stub._count:
+                    stub.in_flight += 1
+                    stub.most_in_flight = max(stub.most_in_flight, stub.in_flight)
+                try:
+                    self._answer(body)
+                finally:
+                    with stub._count:
+                        stub.in_flight -= 1
+
+            def _answer(self, body):
+                if body["messages"][-1]["content"].startswith("FAIL"):
+                    raw = json.dumps({"error": {"message": "the stub was told to fail", "type": "server_error"}})
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(raw.encode())
+                    return
                 if not body.get("stream", False):  # a whole completion (no logprobs: this server has none)
                     pieces = [p for p in stub.answer(body) if isinstance(p, dict)]
                     text = "".join(c["delta"].get("content") or "" for p in pieces for c in p["choices"])

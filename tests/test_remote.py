@@ -183,3 +183,24 @@ def test_a_malformed_batch_reply_is_refused(monkeypatch, reply, problem):
     monkeypatch.setattr(client.httpx, "post", lambda *a, **k: client.httpx.Response(200, content=reply))
     with pytest.raises(client.EndpointError, match=rf"malformed batch reply \({re.escape(problem)}"):
         client.batch_chat("http://far:1/v1", "m", [BatchRequest([{"role": "user", "content": "q"}])], GenerationParams())
+
+
+def test_a_server_without_the_batch_endpoint_gets_concurrent_requests_and_one_failure_fails_one_item():
+    """vLLM, Ollama or llama.cpp's server have no /arena/batch: a batch of 16 goes out 8 requests at a time (the
+    server's own batching can work), and the one request the server fails is the only answer with an error."""
+    from arena.engines import BatchRequest
+
+    from .stub_openai import StubOpenAI
+
+    stub = StubOpenAI(piece_delay=0.05)
+    try:
+        requests = [BatchRequest([{"role": "user", "content": f"question {i}"}]) for i in range(15)] + \
+            [BatchRequest([{"role": "user", "content": "FAIL please"}])]
+        reply = client.batch_chat(stub.base_url, "stub-a", requests, GenerationParams(max_new_tokens=8),
+                                  concurrency=8)
+    finally:
+        stub.close()
+    assert reply.via == "8 requests at a time (server has no batch endpoint)" and stub.most_in_flight == 8
+    assert [a.error is not None for a in reply.answers] == [False] * 15 + [True]
+    assert "the stub was told to fail" in reply.answers[-1].error
+    assert all(a.text == f"stub-a heard: question {i}" for i, a in enumerate(reply.answers[:15]))

@@ -3,6 +3,8 @@ anything, renders Chinese, and keeps batch answers and judge verdicts out of the
 import re
 import time
 
+import pytest
+
 from arena import leaderboard, report
 from arena.batch import build_pairs
 from arena.store import Store
@@ -185,10 +187,12 @@ def test_judge_table_is_cached_until_a_judgment_changes(tmp_path, monkeypatch):
     assert cached.get({}, judge="m1")[0] is not again and len(calls) == 3  # another filter, another entry
 
 
-def test_cli_judge_judges_a_battle_file_with_a_real_model(tmp_path):
-    """`judge FILE --judge smol-a` on a two-battle file: SmolLM2 judges both orders of each pair (4 stored
-    judgments, whatever the labels), the verdicts file holds both pairs, and the agreement with the file's
-    human votes is printed; a second run finds nothing left to judge and keeps the same verdicts."""
+@pytest.mark.parametrize("method", ["auto", "generate"])
+def test_cli_judge_judges_a_battle_file_with_a_real_model(tmp_path, method):
+    """`judge FILE --judge smol-a` on a two-battle file without references: by default (auto) SmolLM2 grades
+    each pair by probability in both orders; with --method generate it judges both orders by a reason and a
+    word. Either way 4 things are stored, the verdicts file holds both pairs, and the agreement with the
+    file's human votes is printed; a second run finds nothing left to grade and prints the same."""
     import json
 
     from .conftest import smol_catalog
@@ -201,17 +205,25 @@ def test_cli_judge_judges_a_battle_file_with_a_real_model(tmp_path):
         "conversation_b": [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": b}]}) + "\n"
         for i, (winner, a, b) in enumerate([("model_a", "4", "5"), ("model_b", "22", "It is 4.")])), encoding="utf-8")
     data = ("--models", str(catalog), "--data-dir", str(tmp_path / "d"))
-    first = _cli("judge", str(battles), "--judge", "smol-a", "--threads", "1", *data)
+    first = _cli("judge", str(battles), "--judge", "smol-a", "--method", method, "--threads", "1", *data)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "agreement with the file's human votes (n=" in first.stdout or "no agreement to report" in first.stdout
     store = Store(tmp_path / "d" / "arena.db")
     try:
-        stored = store.judgments("smol-a")
-        assert sorted(j["shown"] for j in stored) == ["ab", "ab", "ba", "ba"]
-        assert all(j["attempts"] > 0 for j in stored)  # every order got a reply (parsed or not), none a failed call
+        pairs = [p["id"] for p in store.judge_pairs()]
+        if method == "generate":
+            stored = store.judgments("smol-a")
+            assert sorted(j["shown"] for j in stored) == ["ab", "ab", "ba", "ba"]
+            assert all(j["attempts"] > 0 for j in stored)  # every order got a reply (parsed or not)
+        else:
+            stored = store.pair_grades(pairs, "smol-a")
+            assert sorted(g["shown"] for g in stored) == ["ab", "ab", "ba", "ba"] and all(g["details"]["top"]
+                                                                                         for g in stored)
+        assert {v["method"] for v in store.pair_verdicts(pairs, "smol-a")} >= {method}
     finally:
         store.close()
-    verdicts = (tmp_path / "d" / "judgments" / "battles.smol-a.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(verdicts) == 2 and {json.loads(v)["human_winner"] for v in verdicts} == {"model_a", "model_b"}
-    again = _cli("judge", str(battles), "--judge", "smol-a", "--threads", "1", *data)
+    verdicts = (tmp_path / "d" / "judgments" / f"battles.smol-a.{method}.jsonl").read_text(encoding="utf-8")
+    assert len(verdicts.splitlines()) == 2
+    assert {json.loads(v)["human_winner"] for v in verdicts.splitlines()} == {"model_a", "model_b"}
+    again = _cli("judge", str(battles), "--judge", "smol-a", "--method", method, "--threads", "1", *data)
     assert again.returncode == 0 and again.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]

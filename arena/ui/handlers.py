@@ -136,7 +136,8 @@ class Handlers:
                 "matrix_plot": charts.win_fraction_chart(matrix, lang),
                 "speed_plot": charts.speed_quality_chart(table, lang),
                 "named_board": named.rename(columns=lambda c: t(f"col_{c}", lang)),
-                "judge_board": self._judge_table(lang)}
+                "judge_board": self._judge_table(lang),
+                "judge_rates": self.batch.pass_rates() if self.batch is not None else None}
 
     def _judge_table(self, lang: str):
         """The automatic judge's ratings, apart from the human ones (None without a batch service)."""

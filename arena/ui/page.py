@@ -98,6 +98,7 @@ def leaderboard_panel() -> Components:
         c["matrix_plot"] = gr.Plot(label=I18N("winrate_plot"), elem_id="winrate-plot")
     c["named_board"] = gr.Dataframe(label=I18N("named_table"), elem_id="named-table", interactive=False)
     c["judge_board"] = gr.Dataframe(label=I18N("judge_table"), elem_id="judge-table", interactive=False)
+    c["judge_rates"] = gr.Dataframe(label=I18N("judge_rates"), elem_id="judge-rates", interactive=False)
     return c
 
 
@@ -162,6 +163,7 @@ RELABEL = {  # component -> (property, text key) changed by the language switch
     "export_csv": ("value", "export_csv"), "export_jsonl": ("value", "export_jsonl"),
     "import_file": ("label", "import_file"),
     "include_imported": ("label", "include_imported"), "judge_board": ("label", "judge_table"),
+    "judge_rates": ("label", "judge_rates"),
     "tab_batch": ("label", "tab_batch"), "batch_intro": ("value", "batch_intro"),
     "batch_models": ("label", "batch_models"), "batch_presets": ("label", "batch_presets"),
     "batch_repeats": ("label", "batch_repeats"), "batch_judge": ("label", "batch_judge"),
@@ -230,7 +232,7 @@ def _vote_handler(h: Handlers, choice: str, c: Components) -> Callable:
 def _wire_other_tabs(h: Handlers, c: Components) -> None:
     private = {"api_visibility": "private"}
     board_names = ("board", "board_empty", "charts", "ratings_plot", "matrix_plot", "speed_plot", "named_board",
-                   "judge_board")
+                   "judge_board", "judge_rates")
     board_out = [c[n] for n in board_names]
     show_board = lambda lang, imported: _by_name(c, board_names)(h.leaderboard_view(lang, imported))  # noqa: E731
     board_in = [c["lang"], c["include_imported"]]
