@@ -341,6 +341,7 @@ class BatchRunner:
         progress = Progress(plan.run_id, 0, len(pending), "answering", time.time())
         report = on_progress or (lambda p: None)
         report(progress)
+        started = time.perf_counter()
         try:
             for model_id, group in itertools.groupby(pending, key=lambda item: item[0]):
                 items = list(group)
@@ -354,16 +355,24 @@ class BatchRunner:
                     progress.done += len(chunk)
                     report(progress)
                 self._record_memory(plan.run_id, model_id, "after its answers")
+            answered = time.perf_counter()
             if not self.grade(plan, progress, report, stop):
                 return self._finish(plan, "interrupted")
             if plan.judge:
                 self._record_memory(plan.run_id, plan.judge, "after grading")
+            self._record_phases(plan.run_id, answered - started, time.perf_counter() - answered)
         except KeyboardInterrupt:
             self._finish(plan, "interrupted")
             raise
         progress.phase = "done"
         report(progress)
         return self._finish(plan, "done")
+
+    def _record_phases(self, run_id: str, answering_s: float, grading_s: float) -> None:
+        """How long this session's answering and grading took (a resumed run records its last session)."""
+        run = self.store.batch_run(run_id)
+        run["environment"]["phases"] = {"answering_s": round(answering_s, 1), "grading_s": round(grading_s, 1)}
+        self.store.set_batch_run_environment(run_id, run["environment"])
 
     def _record_memory(self, run_id: str, model_id: str, when: str) -> None:
         """The model's worker memory now (after its answers or verdicts: weights touched, batch context

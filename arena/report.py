@@ -485,6 +485,9 @@ def _header_facts(data: RunData) -> list[tuple[str, str]]:
                           f"seed {s['seed']} (+ repeat index), repeats {s['repeats']}, batch size {s['batch_size']}"
                           + (f", system prompt: {s['system_prompt']!r}" if s["system_prompt"] else "")),
              ("Questions", f"{len(cfg['presets'])} preset(s)")]
+    if phases := env.get("phases"):
+        facts.append(("Wall time", f"answering {phases['answering_s']:.0f} s, grading {phases['grading_s']:.0f} s "
+                                   "(the last session of the run; model loading not included)"))
     for model in cfg["models"] + ([cfg["judge"]] if cfg.get("judge") and cfg["judge"] not in cfg["models"] else []):
         info = env.get("models", {}).get(model, {})
         entry = info.get("entry", {})
