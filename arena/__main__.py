@@ -6,6 +6,7 @@
     python -m arena batch --models A,B    every preset through every model, judged, with a report
     python -m arena judge FILE.jsonl      judge a FastChat-format battle file (agreement with its votes)
     python -m arena report RUN_ID         write a batch run's report (HTML + Markdown)
+    python -m arena quality --models A,B  what INT4 costs: KL divergence to a full-precision reference
     python -m arena export --format csv   write votes (csv) or battles (jsonl)
     python -m arena import FILE.jsonl     merge battles from another arena or a FastChat log
 """
@@ -91,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from .batch_cli import add_batch_commands, batch_command, judge_command, report_command
 
+    from .quality_run import quality_command
+
     commands = {"models": _prepare, "leaderboard": _leaderboard, "export": _export, "import": _import,
-                "batch": batch_command, "judge": judge_command, "report": report_command}
+                "batch": batch_command, "judge": judge_command, "report": report_command, "quality": quality_command}
     if not argv or argv[0] not in commands:
         serve(argv)
         return 0

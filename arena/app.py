@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from .battle_schema import MAX_TEXT, MAX_TURNS
-from .config import DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, PROJECT_DIR, ConfigError, load_models, load_prompts
+from .config import (DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, PROJECT_DIR, ConfigError, load_models, load_prompts,
+                     started_by_default)
 from .rounds import Arena, Limits
 from .store import Store
 from .supervisor import Supervisor
@@ -100,7 +101,8 @@ def build_arena(args: argparse.Namespace) -> Arena:
     models = load_models(args.models)
     prompts = load_prompts(args.prompts)
     data_dir = Path(args.data_dir)
-    supervisor = Supervisor(models, args.models, data_dir, threads=args.threads, rebuild_cache=args.rebuild_cache)
+    supervisor = Supervisor(started_by_default(models), args.models, data_dir, threads=args.threads,
+                            rebuild_cache=args.rebuild_cache)
     limits = Limits(max_question_chars=args.max_question_chars, votes_per_minute=args.votes_per_minute,
                     questions_per_minute=args.questions_per_minute, max_turns=args.max_turns,
                     votes_per_minute_per_address=args.votes_per_minute_per_address,

@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Callable
 
 from . import assertions as checks
@@ -33,7 +32,7 @@ from . import memory
 from .client import EndpointError, batch_chat
 from .grader import METHODS, Ask, Gradable
 from .config import LOCAL_ENGINES, ModelConfig, Prompt
-from .engines import BatchAnswer, BatchRequest, GenerationParams, decode_speed
+from .engines import BatchAnswer, BatchRequest, GenerationParams, decode_speed, installed_versions
 from .store import Store
 from .supervisor import ModelUnavailable, Supervisor, default_threads
 
@@ -71,7 +70,8 @@ def model_entry(model: ModelConfig) -> dict:
 
 # Fields of a models.yaml entry that only describe the model to people: renaming a model must not make a
 # resumed run ask everything again (nor the report show every answer twice).
-DISPLAY_FIELDS = ("name", "quantization", "license", "identity_words", "install", "line")
+DISPLAY_FIELDS = ("name", "quantization", "license", "identity_words", "install", "line", "reference", "autostart",
+                  "retired")
 
 
 def settings_hash(settings: BatchSettings, model: ModelConfig, question: str) -> str:
@@ -123,13 +123,15 @@ def select_presets(prompts: list[Prompt], preset_ids: list[str] | None, category
 def choose_judge(catalog: list[ModelConfig], ready: set[str] | None = None) -> str | None:
     """The default grader: the local model with the largest weights on disk, read from the files (so a batch
     loads only its own models and the grader), ties broken by catalog order; among ``ready`` ones if given.
-    Models whose engine or packages are not installed, and remote models, are graders only when named."""
+    Models whose engine or packages are not installed, remote, retired and ``autostart: false`` models are
+    graders only when named."""
     from .engines.registry import engine_spec
     from .sources import missing_packages, weights_bytes
 
     candidates = []
     for index, model in enumerate(catalog):
-        if model.engine not in LOCAL_ENGINES or (ready is not None and model.id not in ready):
+        if model.engine not in LOCAL_ENGINES or (ready is not None and model.id not in ready) or \
+                model.retired or not model.autostart:
             continue
         if engine_spec(model.engine).interpreter() is None or (model.install and missing_packages(model)):
             continue
@@ -154,12 +156,7 @@ def environment(supervisor: Supervisor, model_ids: list[str]) -> dict:
                 break
     except OSError:
         pass
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = installed_versions(LIBRARIES)
     models = {}
     for model_id in model_ids:
         model = supervisor.model(model_id)

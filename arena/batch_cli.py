@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import grading as G
 from .app import add_database_flag, default_data_dir, open_store
-from .config import DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, ModelConfig, load_models, load_prompts
+from .config import DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, ModelConfig, load_models, load_prompts, started_by_default
 from .grader import METHODS
 
 
@@ -69,6 +69,21 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
     judge.add_argument("-o", "--output", type=Path, help="verdicts JSONL (default: <data dir>/judgments/...)")
     judge.add_argument("--threads", type=int, default=None)
     judge.add_argument("--load-timeout", type=float, default=900.0)
+    quality = sub.add_parser("quality", help="what INT4 costs: each model's next-token distributions against a "
+                                             "full-precision reference over a fixed text")
+    quality.add_argument("--models", dest="models_list", metavar="ID,ID", required=True,
+                         help="comma-separated model ids to measure")
+    quality.add_argument("--reference", metavar="ID",
+                         help="the full-precision model (default: the one the candidates' entries name as 'reference')")
+    quality.add_argument("--text", type=Path, help="UTF-8 text to score (default: arena/data/quality-text.md, "
+                                                   "2,176 Qwen tokens of Chinese and English)")
+    quality.add_argument("--tokens", type=int, help="score only the first N tokens of the text (at least 16)")
+    quality.add_argument("--catalog", dest="models", type=Path, default=DEFAULT_MODELS_FILE,
+                         help="model catalog (default: models.yaml)")
+    quality.add_argument("--data-dir", type=Path, default=default_data_dir(), help="database, models, caches")
+    add_database_flag(quality)
+    quality.add_argument("--threads", type=int, default=None, help="threads per worker (default: all cores)")
+    quality.add_argument("--load-timeout", type=float, default=900.0, help="seconds to wait for a model to load")
     report = sub.add_parser("report", help="write a batch run's report (HTML + Markdown)")
     report.add_argument("run_id")
     report.add_argument("--compare", metavar="OTHER_RUN", help="also show per-question changes against this run")
@@ -89,7 +104,7 @@ def _start_workers(catalog: list[ModelConfig], ids: set[str] | None, args: argpa
     """A Supervisor for the models a command needs (all of them when ``ids`` is None), loaded."""
     from .supervisor import Supervisor
 
-    models = [m for m in catalog if ids is None or m.id in ids]
+    models = [m for m in (started_by_default(catalog) if ids is None else catalog) if ids is None or m.id in ids]
     supervisor = Supervisor(models, args.models, Path(args.data_dir), threads=args.threads or os.cpu_count())
     supervisor.start()
     print(f"loading {len(models)} model(s): {', '.join(m.id for m in models)} …", file=sys.stderr, flush=True)
@@ -126,9 +141,12 @@ def batch_command(args: argparse.Namespace) -> int:
     if args.models_list is not None and not models:
         return _fail("--models is empty; name at least one model id")
     # Everything that can be refused without a model is refused here, before any worker starts.
+    retired = {m.id for m in catalog if m.retired}
     for model_id in (models or []) + ([args.judge] if args.judge and args.judge != "none" else []):
         if model_id not in known:
             return _fail(f"unknown model id {model_id!r}; known: {', '.join(known)}")
+        if model_id in retired:
+            return _fail(f"{model_id} is retired (models.yaml 'retired: true'); remove the flag to run it again")
     if args.resume:
         run = store.batch_run(args.resume)
         if run is None:

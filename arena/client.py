@@ -157,6 +157,21 @@ class BatchReply:
     via: str         # "worker batch endpoint" or "N requests at a time (server has no batch endpoint)"
 
 
+def _post(target: str, body: dict, api_key: str | None, timeout: float) -> httpx.Response:
+    """One JSON POST; a failure to reach the server becomes an EndpointError that names it."""
+    url = without_credentials(target)
+    try:
+        return httpx.post(target, json=body, headers=auth_headers(api_key), verify=_tls(),
+                          timeout=httpx.Timeout(timeout, connect=5.0))
+    except httpx.ConnectError as exc:
+        raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
+    except httpx.TimeoutException:
+        raise EndpointError(f"{url} timed out after {timeout:.0f} s") from None
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise EndpointError(f"connection to {url} lost ({type(exc).__name__}); the model server may have crashed") \
+            from None
+
+
 def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: GenerationParams, *,
                api_key: str | None = None, timeout: float = 1800.0, concurrency: int = 8) -> BatchReply:
     """Answer several conversations: one ``POST {base_url}/arena/batch`` to an arena worker, or, for any
@@ -168,16 +183,7 @@ def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: 
     body.pop("messages"), body.pop("stream"), body.pop("stream_options")
     body.pop("seed", None)
     body["requests"] = [{"messages": r.messages, "seed": r.seed} for r in requests]
-    try:
-        response = httpx.post(target, json=body, headers=auth_headers(api_key), verify=_tls(),
-                              timeout=httpx.Timeout(timeout, connect=5.0))
-    except httpx.ConnectError as exc:
-        raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
-    except httpx.TimeoutException:
-        raise EndpointError(f"{url} timed out after {timeout:.0f} s") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise EndpointError(f"connection to {url} lost ({type(exc).__name__}); the model server may have crashed") \
-            from None
+    response = _post(target, body, api_key, timeout)
     if response.status_code in (404, 405):
         return BatchReply(_one_at_a_time(base_url, model, requests, params, api_key, concurrency), False,
                           f"{concurrency} requests at a time (server has no batch endpoint)")
@@ -259,3 +265,62 @@ def _one_at_a_time(base_url: str, model: str, requests: list[BatchRequest], para
     async def run() -> list[BatchAnswer]:
         return list(await asyncio.gather(*(one(r) for r in requests)))
     return asyncio.run(run())
+
+
+# -- scoring a fixed text (python -m arena quality) ----------------------------------------------------------
+def score_text(base_url: str, model: str, ids: list[int], top: int, gather: list[list[int]] | None, tail: int = 0,
+               *, api_key: str | None = None, timeout: float = 3600.0) -> dict:
+    """Teacher forcing on an arena worker (``POST {base_url}/arena/logits``): the positions as JSON lists."""
+    target = base_url.rstrip("/") + "/arena/logits"
+    response = _post(target, {"model": model, "ids": ids, "top": top, "gather": gather, "tail": tail}, api_key, timeout)
+    if response.status_code != 200:
+        raise _http_error(without_credentials(target), response.status_code, response.text)
+    try:
+        return response.json()["positions"]
+    except (ValueError, KeyError) as exc:
+        raise EndpointError(f"{without_credentials(target)} sent a malformed reply ({exc!r})") from None
+
+
+def _server_root(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    return base[:-3] if base.endswith("/v1") else base
+
+
+def tokenize_on_server(base_url: str, model: str, text: str, *, api_key: str | None = None) -> list[int] | None:
+    """The server's own token ids for ``text`` (vLLM's ``POST /tokenize``), or None if it has no such endpoint."""
+    target = _server_root(base_url) + "/tokenize"
+    response = _post(target, {"model": model, "prompt": text, "add_special_tokens": False}, api_key, 300.0)
+    if response.status_code in (404, 405):
+        return None
+    if response.status_code != 200:
+        raise _http_error(without_credentials(target), response.status_code, response.text)
+    tokens = response.json().get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
+        raise EndpointError(f"{without_credentials(target)} sent no token ids")
+    return tokens
+
+
+def prompt_logprobs(base_url: str, model: str, ids: list[int], k: int, *, api_key: str | None = None,
+                    timeout: float = 3600.0) -> list[dict[int, float]]:
+    """The server's log-probabilities of its top ``k`` tokens (and of the actual next token) at every position
+    of ``ids``, through vLLM's ``prompt_logprobs`` extension of ``/v1/completions``. Entry i predicts ids[i + 1].
+    A server without the extension is refused with a message saying so."""
+    target = base_url.rstrip("/") + "/completions"
+    url = without_credentials(target)
+    response = _post(target, {"model": model, "prompt": ids, "max_tokens": 1, "temperature": 0,
+                              "prompt_logprobs": k}, api_key, timeout)
+    if response.status_code != 200:
+        raise _http_error(url, response.status_code, response.text)
+    try:
+        entries = response.json()["choices"][0].get("prompt_logprobs")
+    except (ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise EndpointError(f"{url} sent a malformed completion ({exc!r})") from None
+    if not isinstance(entries, list) or len(entries) != len(ids):
+        raise EndpointError(f"{url} returned no prompt log-probabilities, so it cannot score a text: this needs "
+                            f"a server with vLLM's prompt_logprobs (Ollama and llama.cpp's server have none)")
+    positions = []
+    for entry in entries[1:]:
+        if not isinstance(entry, dict):
+            raise EndpointError(f"{url} sent a prompt log-probability entry that is not a mapping")
+        positions.append({int(token): float(v["logprob"] if isinstance(v, dict) else v) for token, v in entry.items()})
+    return positions

@@ -230,6 +230,9 @@ class ModelConfig:
     quantize: QuantizeConfig | None = None  # transformers: None = fp32; itrex: always a recipe
     trust_remote_code: bool = False
     install: str | None = None  # optional models: the command that installs their packages
+    reference: str | None = None  # the full-precision sibling ``python -m arena quality`` compares it with
+    autostart: bool = True      # False: loaded only when a command names it (a reference, a slow recipe)
+    retired: bool = False       # never loaded or offered; its battles stay in the leaderboard, marked
     line: int = 0
 
 
@@ -356,7 +359,7 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
         entry = _Entry(path, raw, "model", index)
         entry.reject_unknown({"id", "name", "engine", "source", "endpoint", "quantization", "license",
                               "generation", "identity_words", "threads", "context_length", "quantize",
-                              "trust_remote_code", "install"})
+                              "trust_remote_code", "install", "reference", "autostart", "retired"})
         model_id = entry.text("id", MAX_LABEL)
         if model_id in seen:
             raise entry.fail(f"duplicate id (first defined at line {seen[model_id]}); ids must be unique")
@@ -388,11 +391,24 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
             threads=threads,
             context_length=entry.get("context_length", int, required=False, default=4096),
             install=entry.get("install", str, required=False),
+            reference=entry.get("reference", str, required=False),
+            autostart=entry.get("autostart", bool, required=False, default=True),
+            retired=entry.get("retired", bool, required=False, default=False),
             line=entry.line,
         ))
     if not models:
         raise ConfigError(f"{path}: the 'models:' list is empty; add at least two models")
+    ids = {m.id for m in models}
+    for model in models:
+        if model.reference is not None and (model.reference not in ids or model.reference == model.id):
+            raise ConfigError(f"{path}:{model.line}: model {model.id!r}: 'reference' must name another model of "
+                              f"this file, got {model.reference!r}; known: {', '.join(sorted(ids - {model.id}))}")
     return models
+
+
+def started_by_default(models: list[ModelConfig]) -> list[ModelConfig]:
+    """The models the app loads and offers: neither retired nor ``autostart: false``."""
+    return [m for m in models if m.autostart and not m.retired]
 
 
 def load_prompts(path: Path | str = DEFAULT_PROMPTS_FILE) -> list[Prompt]:

@@ -185,6 +185,26 @@ PAIR_VERDICTS = Table(
     _real("created", nullable=False),
 )
 
+# What a model's quantization costs against its full-precision reference (python -m arena quality): one row
+# per (model, reference, text, tokens), replaced by the latest measurement. The reference has a row of its own
+# (figures NULL) with its perplexity, speed and memory.
+QUALITY_RESULTS = Table(
+    "quality_results", metadata,
+    _text("id", primary_key=True),                         # quality_run.result_id(model, reference, text, tokens)
+    _text("model", nullable=False),
+    _text("reference", nullable=False),
+    _text("text_digest", nullable=False),
+    _int("tokens", nullable=False),
+    _text("engine", nullable=False),
+    _text("recipe", nullable=False, default=EMPTY_OBJECT),    # JSON: the entry's quantization text and settings
+    _text("versions", nullable=False, default=EMPTY_OBJECT),  # JSON: the worker's engine libraries
+    _text("figures"),                                      # JSON: quality.Figures; NULL for the reference itself
+    _real("ppl"),
+    _int("approximate", nullable=False, server_default=_sql("0")),  # 1 = from a server's top-k log-probabilities
+    _real("decode_tps"), _real("rss_mb"), _real("peak_rss_mb"), _real("score_s"), _real("load_s"),
+    _real("created", nullable=False),
+)
+
 BATCH_RUN_COLUMNS = tuple(BATCH_RUNS.c.keys())
 BATCH_ANSWER_COLUMNS = tuple(BATCH_ANSWERS.c.keys())
 JUDGE_PAIR_COLUMNS = tuple(JUDGE_PAIRS.c.keys())
@@ -636,3 +656,13 @@ class Store:
             query = query.where(j.judge == judge)
         with self._read() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    def save_quality_result(self, row: dict) -> None:
+        encoded = {**row, **{k: None if row.get(k) is None else _json(row[k]) for k in ("recipe", "versions", "figures")}}
+        self._put(QUALITY_RESULTS, [encoded], replace=True)
+
+    def quality_results(self) -> list[dict]:
+        """Every stored quality measurement, newest first, JSON decoded."""
+        rows = self._select(QUALITY_RESULTS, order=(QUALITY_RESULTS.c.created.desc(),))
+        return [{**r, **{k: None if r[k] is None else json.loads(r[k]) for k in ("recipe", "versions", "figures")}}
+                for r in rows]

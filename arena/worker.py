@@ -5,7 +5,8 @@ engine cannot take down the page or the other model. Endpoints:
 ``GET /health``, ``GET /v1/models`` and ``POST /v1/chat/completions``
 (``stream: true`` sends server-sent events, the last chunk carrying ``usage``), plus
 ``POST /v1/arena/batch`` for batch runs: several conversations answered in one call,
-decoded together where the engine can (``batch_chat``), one at a time otherwise.
+decoded together where the engine can (``batch_chat``), one at a time otherwise, and
+``POST /v1/arena/logits`` for ``python -m arena quality``: teacher forcing over a token sequence.
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from .engines import (MAX_TOP_LOGPROBS, AnswerCollector, BatchAnswer, BatchRequest, ChatEngine, GenerationParams,
-                      LogprobsUnsupported, Notice, Started, TokenLogprob, Usage, n_params, with_seed)
+from .engines import (ENGINE_LIBRARIES, MAX_TOP_LOGPROBS, AnswerCollector, BatchAnswer, BatchRequest, ChatEngine,
+                      GenerationParams, LogprobsUnsupported, Notice, Started, TokenLogprob, Usage, installed_versions,
+                      n_params, with_seed)
 from .engines.context import ContextOverflow, fit_context
 
 ERROR_PREFIX = "ARENA_WORKER_ERROR: "  # the supervisor shows the text after this as the failure reason
@@ -103,6 +105,31 @@ def _params(body: dict[str, Any]) -> GenerationParams:
         repeat_penalty=body.get("repeat_penalty"), seed=body.get("seed"), top_logprobs=top)
 
 
+MAX_SCORE_TOKENS = 32768
+MAX_SCORE_TOP = 256
+
+
+def _score_request(body: dict) -> tuple[list[int], int, list[list[int]] | None, int]:
+    """Validate a /v1/arena/logits body: ids (2 to 32,768 token ids), top (1 to 256), tail (samples from beyond the
+    top, 0 to 256), optional gather (one row of token ids per position)."""
+    ids, top, gather, tail = body["ids"], body.get("top", 64), body.get("gather"), body.get("tail", 0)
+    if not isinstance(ids, list) or not 2 <= len(ids) <= MAX_SCORE_TOKENS or \
+            not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ValueError(f"'ids' must be a list of 2 to {MAX_SCORE_TOKENS} token ids")
+    if not isinstance(top, int) or not 1 <= top <= MAX_SCORE_TOP:
+        raise ValueError(f"'top' must be an integer from 1 to {MAX_SCORE_TOP}")
+    if not isinstance(tail, int) or not 0 <= tail <= MAX_SCORE_TOP:
+        raise ValueError(f"'tail' must be an integer from 0 to {MAX_SCORE_TOP}")
+    if gather is not None:
+        if not isinstance(gather, list) or len(gather) != len(ids) - 1 or not all(
+                isinstance(row, list) and 1 <= len(row) <= MAX_SCORE_TOP and
+                all(isinstance(i, int) and i >= 0 for i in row) for row in gather):
+            raise ValueError("'gather' must hold one list of token ids per position (len(ids) - 1 rows)")
+        if len({len(row) for row in gather}) != 1:
+            raise ValueError("'gather' rows must all have the same length")
+    return ids, top, gather, tail
+
+
 def logprobs_json(entries: list[TokenLogprob] | None) -> list[dict] | None:
     """Log-probabilities in OpenAI's shape (``choices[0].logprobs.content``)."""
     if entries is None:
@@ -128,7 +155,7 @@ def fit(engine: ChatEngine, messages: list[dict], params: GenerationParams, cont
 
 
 def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: str | None = None,
-               context_length: int | None = None) -> FastAPI:
+               context_length: int | None = None, versions: dict | None = None) -> FastAPI:
     """Wrap ``engine`` in the OpenAI chat protocol. One answer is generated at a time.
 
     With ``api_key`` the /v1 routes require ``Authorization: Bearer <key>``, so a worker
@@ -153,7 +180,8 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "model": model_id, "load_seconds": round(load_seconds, 3), "pid": os.getpid(),
-                "n_params": params_count, "batch_decoding": hasattr(engine, "batch_chat")}
+                "n_params": params_count, "batch_decoding": hasattr(engine, "batch_chat"),
+                "scoring": hasattr(engine, "score_tokens"), "versions": versions or {}}
 
     @app.post("/v1/arena/batch")
     async def batch(request: Request):
@@ -187,6 +215,32 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
              "completion_tokens": a.usage.completion_tokens if a.usage else 0,
              "finish_reason": a.usage.finish_reason if a.usage else "error",
              "logprobs": logprobs_json(a.logprobs)} for a in answers]}
+
+    @app.post("/v1/arena/logits")
+    async def logits(request: Request):
+        """Teacher forcing over a token sequence (``python -m arena quality``): at every position the top
+        log-probabilities and ``tail`` samples from the rest, or with ``gather`` the log-probabilities at the
+        given token ids; the log-sum-exp, the next token's log-probability and the argmax. The weights stay here; the caller gets kilobytes per position."""
+        if not hasattr(engine, "score_tokens"):
+            return JSONResponse({"error": {"message": f"the {type(engine).__name__} engine cannot score a text",
+                                           "type": "invalid_request_error"}}, status_code=400)
+        try:
+            ids, top, gather, tail = _score_request(await request.json())
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}},
+                                status_code=400)
+
+        def work() -> tuple[dict, float]:
+            with generation_lock:
+                started = time.perf_counter()
+                return engine.score_tokens(ids, top, gather, tail), time.perf_counter() - started
+
+        try:
+            positions, seconds = await asyncio.to_thread(work)
+        except Exception as exc:
+            return JSONResponse({"error": {"message": f"{type(exc).__name__}: {exc}", "type": "engine_error"}},
+                                status_code=500)
+        return {"model": model_id, "seconds": round(seconds, 3), "positions": positions}
 
     @app.get("/v1/models")
     def models() -> dict:
@@ -401,7 +455,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         print(f"{ERROR_PREFIX}could not load {args.weights}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         sys.exit(3)
-    app = create_app(engine, model.id, load_seconds, api_key, model.context_length)
+    app = create_app(engine, model.id, load_seconds, api_key, model.context_length,
+                     installed_versions(ENGINE_LIBRARIES.get(model.engine, ())))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

@@ -25,6 +25,9 @@ class StubOpenAI:
         self.requests: list[dict] = []
         self.fetches: list[str] = []  # GETs of anything but /v1/models: what a browser fetched from us
         self.in_flight = self.most_in_flight = 0  # chat requests being answered at once, and the most seen
+        # (tokenize(text) -> ids, prompt_logprobs(ids, k) -> vLLM's list) to act as a vLLM server that can score
+        # a text (POST /tokenize and /v1/completions with prompt_logprobs); None: an ordinary chat server
+        self.scoring = None
         self._count = threading.Lock()
         stub = self
 
@@ -41,6 +44,13 @@ class StubOpenAI:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if stub.scoring and self.path == "/tokenize":
+                    tokens = stub.scoring[0](body["prompt"])
+                    return self._json({"tokens": tokens, "count": len(tokens)})
+                if stub.scoring and self.path == "/v1/completions" and body.get("prompt_logprobs"):
+                    return self._json({"id": "stub", "object": "text_completion", "choices": [
+                        {"index": 0, "text": "", "finish_reason": "length",
+                         "prompt_logprobs": stub.scoring[1](body["prompt"], body["prompt_logprobs"])}]})
                 if not self.path.endswith("/chat/completions"):  # no batch endpoint: an ordinary server
                     self.send_response(404)
                     self.end_headers()

@@ -167,6 +167,37 @@ class BatchEngine(Protocol):
         """Answer every request; the list has the same order and length as ``requests``."""
 
 
+SCORE_CHUNK = 256  # tokens per forward pass when scoring a text: logits of 256 x 152k vocab are 155 MB
+
+
+class TokenScorer(Protocol):
+    """Optional: engines that score a fixed token sequence by teacher forcing (``python -m arena quality``)."""
+
+    def score_tokens(self, ids: list[int], top: int, gather: "list[list[int]] | None", tail: int = 0) -> dict:
+        """Next-token statistics at every position of ``ids`` (quality.score_sequence's JSON)."""
+
+
+# The libraries each engine's figures depend on, recorded with quality results (read in the worker's own env).
+ENGINE_LIBRARIES = {
+    "llamacpp": ("llama-cpp-python", "numpy"),
+    "transformers": ("transformers", "torch", "torchao", "optimum-quanto", "numpy"),
+    "itrex": ("intel-extension-for-transformers", "neural-speed", "transformers", "torch", "numpy"),
+}
+
+
+def installed_versions(names: "tuple[str, ...] | list[str]") -> dict[str, str | None]:
+    """Installed version of each distribution in this interpreter (None: not installed)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def n_params(engine: object) -> int | None:
     """The model's parameter count if the engine can tell (the default judge is the largest ready model)."""
     getter = getattr(engine, "n_params", None)

@@ -26,12 +26,11 @@ import sys
 import threading
 import time
 import types
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
 from ..config import ITREX_DEFAULT_RECIPE, PROJECT_DIR, ModelConfig, QuantizeConfig
-from . import BatchAnswer, GenerationParams, TokenLogprob, Usage, phase, top_logprobs
+from . import SCORE_CHUNK, BatchAnswer, GenerationParams, TokenLogprob, Usage, installed_versions, phase, top_logprobs
 
 INSTALL_COMMAND = "scripts/install-itrex.sh"
 CACHE_FORMAT = 2
@@ -73,13 +72,7 @@ def native_reason(hf_dir: Path) -> tuple[bool, str]:
 
 def library_versions() -> dict:
     """The versions an ITREX cache entry depends on (read in the ITREX env)."""
-    versions = {}
-    for name in ("intel-extension-for-transformers", "neural-speed", "transformers"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return installed_versions(("intel-extension-for-transformers", "neural-speed", "transformers"))
 
 
 def _digest(value: dict) -> str:
@@ -327,6 +320,26 @@ class ItrexEngine:
         return BatchAnswer(text=self._tokenizer.decode(generated, skip_special_tokens=True), ttft_s=ttft,
                            total_s=time.perf_counter() - started, logprobs=entries,
                            usage=Usage(len(ids), len(generated), finish))
+
+    def score_tokens(self, ids: list[int], top: int, gather: list[list[int]] | None, tail: int = 0) -> dict:
+        """Teacher forcing over ``ids`` with neural-speed's ``logits_all`` evaluation, in a model initialised
+        for a context of the text's length; the next chat initialises its own again (as after loading)."""
+        import numpy as np
+        import torch
+
+        from ..quality import score_sequence
+
+        ns = self._ns_model
+        ns.init_from_bin(ns.model_type, ns.bin_file, batch_size=1, max_request_num=1, ctx_size=len(ids) + 8)
+
+        def forward(start: int, stop: int) -> np.ndarray:
+            logits = ns(torch.tensor([ids[start:stop]]), logits_all=True)
+            return np.asarray(logits, dtype=np.float32).reshape(stop - start, -1)
+
+        try:
+            return score_sequence(ids, top, None if gather is None else np.asarray(gather), SCORE_CHUNK, forward, tail)
+        finally:
+            ns.model = None  # the chat path builds its own context on its next generate
 
     def _token_text(self, token: int) -> str:
         return self._tokenizer.decode([token], skip_special_tokens=False)

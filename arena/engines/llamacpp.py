@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import BatchAnswer, BatchRequest, GenerationParams, TokenLogprob, Usage, in_groups, top_logprobs
+from . import SCORE_CHUNK, BatchAnswer, BatchRequest, GenerationParams, TokenLogprob, Usage, in_groups, top_logprobs
 from .context import approximate_count
 
 PENALTY_LAST_N = 64  # llama-cpp-python's default window for repeat_penalty (last_n_tokens_size)
@@ -305,3 +305,39 @@ class LlamaCppEngine:
             if answer.total_s is None:
                 answer.total_s = time.perf_counter() - started
         return answers
+
+    # -- scoring a text (python -m arena quality) --------------------------------------------------
+    def score_tokens(self, ids: list[int], top: int, gather: list[list[int]] | None, tail: int = 0) -> dict:
+        """Teacher forcing over ``ids`` in a context of their own, sized to the text, logits for every token
+        (llama-perplexity's logits_all). The chat and batch contexts are left as they were."""
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch, LlamaContext
+
+        from ..quality import score_sequence
+
+        p = llama_cpp.llama_context_default_params()
+        p.n_ctx = len(ids) + 8
+        p.n_batch = p.n_ubatch = SCORE_CHUNK
+        p.n_seq_max = 1
+        p.n_threads = p.n_threads_batch = self.threads
+        p.no_perf = True
+        ctx = LlamaContext(model=self.llm._model, params=p, verbose=False)
+        batch = LlamaBatch(n_tokens=SCORE_CHUNK, embd=0, n_seq_max=1, verbose=False)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.llm._model.model))
+
+        def forward(start: int, stop: int) -> np.ndarray:
+            b = batch.batch
+            for j, pos in enumerate(range(start, stop)):
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = ids[pos], pos, 1, True
+                b.seq_id[j][0] = 0
+            b.n_tokens = stop - start
+            if (rc := llama_cpp.llama_decode(ctx.ctx, b)) != 0:
+                raise RuntimeError(f"llama_decode returned {rc} at position {start}")
+            # valid until the next decode; score_sequence reduces it before asking for more
+            return np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(stop - start, n_vocab))
+
+        try:
+            return score_sequence(ids, top, None if gather is None else np.asarray(gather), SCORE_CHUNK, forward, tail)
+        finally:
+            batch.close()
+            ctx.close()

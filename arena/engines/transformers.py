@@ -19,7 +19,8 @@ from typing import Iterator
 
 from ..config import ModelConfig, QuantizeConfig
 from ..sources import sha256_of, source_identity
-from . import BatchAnswer, BatchRequest, GenerationParams, TokenLogprob, Usage, in_groups, phase, top_logprobs
+from . import (SCORE_CHUNK, BatchAnswer, BatchRequest, GenerationParams, TokenLogprob, Usage, in_groups, phase,
+               top_logprobs)
 
 CACHE_FORMAT = 1
 MAX_BATCH = 8  # rows per batched generate(): 3.8x decode at 8 on 2 cores (DESIGN.md §9); more costs RAM
@@ -335,3 +336,21 @@ class TransformersEngine:
 
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token], skip_special_tokens=False)
+
+    def score_tokens(self, ids: list[int], top: int, gather: list[list[int]] | None, tail: int = 0) -> dict:
+        """Teacher forcing over ``ids``: ``model(ids).logits`` in chunks that continue one KV cache."""
+        import numpy as np
+        import torch
+        from transformers import DynamicCache
+
+        from ..quality import score_sequence
+
+        tensor = torch.tensor([ids])
+        cache = DynamicCache()
+
+        def forward(start: int, stop: int) -> np.ndarray:
+            with torch.inference_mode():
+                out = self.hf_model(input_ids=tensor[:, start:stop], past_key_values=cache, use_cache=True)
+            return out.logits[0].float().numpy()
+
+        return score_sequence(ids, top, None if gather is None else np.asarray(gather), SCORE_CHUNK, forward, tail)
