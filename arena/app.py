@@ -108,7 +108,7 @@ def build_arena(args: argparse.Namespace) -> Arena:
                     votes_per_minute_per_address=args.votes_per_minute_per_address,
                     questions_per_minute_per_address=args.questions_per_minute_per_address)
     return Arena(supervisor, open_store(args), prompts, limits, schedule=args.schedule,
-                 blind_hold=args.blind_together)
+                 blind_hold=args.blind_together, catalog=models)
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -103,3 +103,43 @@ def speed_quality_chart(table: pd.DataFrame, lang: str = "en") -> Figure:
     ax.margins(x=0.25, y=0.2)
     fig.tight_layout()
     return fig
+
+
+def quality_chart(rows: list[dict], names: dict[str, str] | None = None, lang: str = "en") -> Figure:
+    """What INT4 costs, one point per model: mean KL to the reference (95% CI) against decode speed, marker area by
+    resident memory; the reference sits at KL 0. ``rows`` from quality_board.latest_comparison."""
+    lang = chart_language(lang)
+    names = names or {}
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    drawn = [r for r in rows if r["decode_tps"] is not None]
+    if not drawn:
+        ax.text(0.5, 0.5, t("quality_none", lang), ha="center", va="center", wrap=True, transform=ax.transAxes,
+                **_fonts(lang))
+        ax.set_axis_off()
+        return fig
+    largest = max((r["rss_mb"] or 0) for r in drawn) or 1.0
+    for row in drawn:
+        f = row["figures"]
+        kl, low, high = f["kl_mean"] if f else (0.0, 0.0, 0.0)
+        size = 60 + 600 * (row["rss_mb"] or 0) / largest
+        reference = f is None
+        ax.scatter([row["decode_tps"]], [kl], s=size, alpha=0.55, color="#999" if reference else "#1f6feb",
+                   marker="*" if reference else "o", edgecolors="black", linewidths=0.5)
+        if not reference:
+            ax.errorbar([row["decode_tps"]], [kl], yerr=[[kl - low], [high - kl]], fmt="none", ecolor="#444",
+                        capsize=3)
+        label = names.get(row["model"], row["model"])
+        if reference:
+            label += f" ({t('chart_quality_reference', lang)})"
+        if row["rss_mb"]:
+            label += f", {row['rss_mb']:.0f} MB"
+        ax.annotate(label, (row["decode_tps"], kl), textcoords="offset points", xytext=(8, 6), fontsize=8,
+                    **_fonts(lang))
+    ax.set_xlabel(t("chart_quality_x", lang), **_fonts(lang))
+    ax.set_ylabel(t("chart_quality_y", lang), **_fonts(lang))
+    ax.set_title(t("chart_quality_title", lang), **_fonts(lang))
+    ax.set_ylim(bottom=-0.05 * max((r["figures"]["kl_mean"][2] for r in drawn if r["figures"]), default=1.0))
+    ax.margins(x=0.3, y=0.15)
+    fig.tight_layout()
+    return fig

@@ -260,28 +260,6 @@ class QualityRun:
                 "load_s": load_s, "created": time.time()}
 
 
-def table(rows: list[dict]) -> list[dict]:
-    """The rows as a printable table (one dict per model, reference first): each figure with its interval."""
-    out = []
-    for row in rows:
-        f = row["figures"]
-        ci = lambda v, scale=1.0, fmt=".4f": f"{v[0] * scale:{fmt}} [{v[1] * scale:{fmt}}, {v[2] * scale:{fmt}}]"  # noqa: E731
-        out.append({
-            "model": row["model"] + (" (reference)" if f is None else "") + (" ~top-20" if row["approximate"] else ""),
-            "engine": row["engine"],
-            "mean KL [95% CI]": "" if f is None else ci(f["kl_mean"]),
-            "KL p99": "" if f is None else f"{f['kl_p99']:.4f}",
-            "same top token %": "" if f is None else ci(f["same_top"], 100, ".1f"),
-            "PPL": f"{row['ppl']:.3f}",
-            "PPL ratio": "" if f is None else ci(f["ppl_ratio"], 1, ".4f"),
-            "RMS Δp %": "" if f is None else ci(f["rms_dp"], 100, ".2f"),
-            "decode tok/s": "" if row["decode_tps"] is None else f"{row['decode_tps']:.1f}",
-            "RSS MB": "" if row["rss_mb"] is None else f"{row['rss_mb']:.0f}",
-            "score s": "" if row["score_s"] is None else f"{row['score_s']:.0f}",
-        })
-    return out
-
-
 def quality_command(args) -> int:
     """The CLI: checks, runs, prints the table; exit 2 on a refused comparison."""
     from .app import open_store
@@ -304,7 +282,7 @@ def quality_command(args) -> int:
     except QualityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import pandas as pd
+    from .quality_board import frame
 
-    print(pd.DataFrame(table(rows)).to_string(index=False))
+    print(frame([rows[0]] + sorted(rows[1:], key=lambda r: r["figures"]["kl_mean"][0])).to_string(index=False))
     return 0 if len(rows) == len(candidates) + 1 else 1

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import charts
 from . import grading as G
+from . import quality_board
 from . import judge as J
 from .batch import build_pairs, counting_grades, run_gradables
 from .grader import ASSERTIONS
@@ -56,6 +58,7 @@ class RunData:
     human_verdicts: dict[str, J.Verdict]
     grades: dict[tuple[str, str, int], dict] = field(default_factory=dict)  # (model, preset, repeat) -> grade
     bases: dict[str, str] = field(default_factory=dict)  # pair id -> what its verdict rests on
+    quality: list[dict] = field(default_factory=list)  # the newest `arena quality` comparison of the run's models
 
     @property
     def config(self) -> dict:
@@ -98,6 +101,8 @@ def load(store: Store, run_id: str) -> RunData:
     gradables = run_gradables(run["config"], answers)
     counting = counting_grades(store, list(gradables.values()), method, judge)
     data.grades = {key: counting[g.digest()] for key, g in gradables.items() if g.digest() in counting}
+    quality = quality_board.latest_comparison(store.quality_results(), set(run["config"]["models"]))
+    data.quality = quality if any(r["figures"] for r in quality) else []
     return data
 
 
@@ -353,6 +358,10 @@ def grading_block(data: RunData) -> list[str]:
 
 
 # -- charts (matplotlib Figure objects, never pyplot: it keeps every figure alive) --------------------
+def _names(data: RunData) -> dict[str, str]:
+    return {r["model"]: data.name(r["model"]) for r in data.quality}
+
+
 def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
@@ -549,7 +558,14 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
                      f"<td>{_pair(r['ttft'])}</td><td>{_pair(r['tps'], 1)}</td><td>{_pair(r['total'])}</td>"
                      f"<td>{_pair(r['tokens'], 0)}</td><td>{figure(r['chars'][0] if r['chars'] else None, 0)}</td>"
                      f"<td>{r['answers']} ({r['errors']}, {r['batched']})</td><td>{_h(r['memory'])}</td></tr>")
-    parts.append("</table><h2>The grading, and how far to trust it</h2>")
+    parts.append("</table>")
+    if data.quality:
+        table = quality_board.frame(data.quality, _names(data))
+        parts += ["<h2>What INT4 costs</h2>", _html_paragraph(quality_board.intro(data.quality, _names(data))),
+                  "<table><tr>" + "".join(f"<th>{_h(c)}</th>" for c in table.columns) + "</tr>"
+                  + "".join("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in row) + "</tr>" for row in table.values)
+                  + "</table>", _svg(charts.quality_chart(data.quality, _names(data)))]
+    parts.append("<h2>The grading, and how far to trust it</h2>")
     parts += [_html_paragraph(line) for line in judge_block(data)]
     parts.append("<h2>Charts</h2>")
     parts.append(f"<h3>Time to first token</h3>{box_chart(data, 'ttft_s', 'time to first token, s')}")
@@ -608,6 +624,11 @@ def write_markdown(data: RunData, compare: "Comparison | None" = None) -> str:
         out.append(f"| {_md_inline(r['name'])} | {_win(r['win'])} | {_pair(r['ttft'])} | {_pair(r['tps'], 1)} | "
                    f"{_pair(r['total'])} | {_pair(r['tokens'], 0)} | {r['answers']} ({r['errors']}, {r['batched']}) | "
                    f"{r['memory']} |")
+    if data.quality:
+        table = quality_board.frame(data.quality, _names(data))
+        out += ["", "## What INT4 costs", "", quality_board.intro(data.quality, _names(data)), "",
+                "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+        out += ["| " + " | ".join(_md_inline(v) for v in row) + " |" for row in table.values]
     out += ["", "## The grading, and how far to trust it", ""]
     for line in judge_block(data):
         out += [line, ""]

@@ -250,6 +250,7 @@ class Arena:
     schedule: str = "concurrent"
     rng: random.Random = field(default_factory=random.Random)
     blind_hold: bool = False  # default for "show both blind answers only when both are finished"
+    catalog: list[ModelConfig] = field(default_factory=list)  # every models.yaml entry, started or not
 
     def __post_init__(self) -> None:
         self._rounds: OrderedDict[str, Round] = OrderedDict()  # rounds not yet voted, oldest first
@@ -258,6 +259,13 @@ class Arena:
         self._address_vote_limiter = _RateLimiter(self.limits.votes_per_minute_per_address)
         self._address_ask_limiter = _RateLimiter(self.limits.questions_per_minute_per_address)
         self._prompts = {p.id: p for p in self.prompts}
+
+    def model_names(self) -> dict[str, str]:
+        """Display names of every catalog model (retired and not started ones too) and every running one."""
+        return {**{m.id: m.name for m in self.catalog}, **{s.id: s.name for s in self.supervisor.statuses()}}
+
+    def retired_ids(self) -> set[str]:
+        return {m.id for m in self.catalog if m.retired}
 
     # -- rounds -----------------------------------------------------------------------
     def _pick_models(self, mode: str, model_a: str | None, model_b: str | None) -> tuple[str, str]:

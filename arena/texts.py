@@ -303,6 +303,45 @@ BATCH: dict[str, dict[str, str]] = {
 for _lang, _texts in BATCH.items():
     TEXTS[_lang].update(_texts)
 
+# What INT4 costs (python -m arena quality), on the Leaderboard tab and in reports (arena/quality_board.py).
+QUALITY: dict[str, dict[str, str]] = {
+    "en": {
+        "quality_heading": "### What INT4 costs: quality × speed × memory",
+        "quality_intro": "Each model's next-token distributions against the full-precision reference **{reference}** "
+                         "over the same {tokens:,} tokens of text (`python -m arena quality`). Lower KL divergence is "
+                         "closer to the reference; mean KL and same-top-token come with 95% intervals.",
+        "quality_none": "No quality measurements yet. Run `python -m arena quality --models ID,ID` to compare INT4 "
+                        "paths with their full-precision reference.",
+        "quality_table": "KL divergence to the reference, perplexity, decode speed and resident memory",
+        "quality_plot": "Quality vs speed (marker size: resident memory)",
+        "col_engine": "engine", "col_kl_mean": "mean KL [95% CI]", "col_kl_p99": "KL p99",
+        "col_same_top": "same top token % [95% CI]", "col_ppl": "PPL", "col_ppl_ratio": "PPL ratio [95% CI]",
+        "col_rms_dp": "RMS Δp % [95% CI]", "col_decode_tps": "decode tok/s", "col_rss_mb": "RSS MB",
+        "quality_reference_row": "(reference)", "quality_approximate": "(top-20 approximate)",
+        "chart_quality_x": "decode speed (tokens/s)", "chart_quality_y": "mean KL divergence to the reference",
+        "chart_quality_title": "What INT4 costs: quality vs speed",
+        "chart_quality_reference": "reference",
+    },
+    "zh": {
+        "quality_heading": "### INT4 的代价：质量 × 速度 × 内存",
+        "quality_intro": "每个模型在同一段 {tokens:,} 个 token 的文本上、每个位置的下一 token 分布与全精度参考模型 "
+                         "**{reference}** 的比较（`python -m arena quality`）。KL 散度越小越接近参考；平均 KL "
+                         "与首选 token 一致率附 95% 置信区间。",
+        "quality_none": "还没有质量测量。运行 `python -m arena quality --models ID,ID`，把各 INT4 路径与其全精度参考模型比较。",
+        "quality_table": "与参考模型的 KL 散度、困惑度、解码速度与常驻内存",
+        "quality_plot": "质量与速度（标记大小：常驻内存）",
+        "col_engine": "引擎", "col_kl_mean": "平均 KL [95% 区间]", "col_kl_p99": "KL 第 99 百分位",
+        "col_same_top": "首选 token 一致率 % [95% 区间]", "col_ppl": "困惑度", "col_ppl_ratio": "困惑度比 [95% 区间]",
+        "col_rms_dp": "正确 token 概率变化 RMS % [95% 区间]", "col_decode_tps": "解码 token/秒", "col_rss_mb": "常驻内存 MB",
+        "quality_reference_row": "（参考）", "quality_approximate": "（前 20 近似）",
+        "chart_quality_x": "解码速度（token/秒）", "chart_quality_y": "与参考模型的平均 KL 散度",
+        "chart_quality_title": "INT4 的代价：质量与速度",
+        "chart_quality_reference": "参考",
+    },
+}
+for _lang, _texts in QUALITY.items():
+    TEXTS[_lang].update(_texts)
+
 STATE_NAMES = {lang: dict(zip(TEXTS["en"]["states"].split("|"), TEXTS[lang]["states"].split("|")))
                for lang in TEXTS}
 

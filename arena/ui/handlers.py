@@ -14,7 +14,7 @@ from typing import AsyncIterator
 
 import gradio as gr
 
-from .. import charts, exports
+from .. import charts, exports, quality_board
 from ..access import AdminAccess, address_of
 from ..downloads import Downloads, Offer
 from ..leaderboard import CachedLeaderboard
@@ -127,7 +127,7 @@ class Handlers:
 
     # -- leaderboard -------------------------------------------------------------------
     def leaderboard_view(self, lang: str, include_imported: bool = True) -> dict:
-        names = {s.id: s.name for s in self.arena.supervisor.statuses()}
+        names = self.arena.model_names()
         table, matrix, named = self.leaderboard.get(names, include_imported)
         shown = table[list(TABLE_COLUMNS)] if not table.empty else table.reindex(columns=TABLE_COLUMNS)
         return {"board": shown.rename(columns=lambda c: t(f"col_{c}", lang)),
@@ -137,7 +137,16 @@ class Handlers:
                 "speed_plot": charts.speed_quality_chart(table, lang),
                 "named_board": named.rename(columns=lambda c: t(f"col_{c}", lang)),
                 "judge_board": self._judge_table(lang),
-                "judge_rates": self.batch.pass_rates() if self.batch is not None else None}
+                "judge_rates": self.batch.pass_rates() if self.batch is not None else None,
+                **self.quality_view(lang)}
+
+    def quality_view(self, lang: str) -> dict:
+        """The newest quality comparison: intro, table and chart."""
+        names = self.arena.model_names()
+        rows = quality_board.latest_comparison(self.arena.store.quality_results())
+        return {"quality_intro": quality_board.intro(rows, names, lang),
+                "quality_board": quality_board.frame(rows, names, lang),
+                "quality_plot": charts.quality_chart(rows, names, lang)}
 
     def _judge_table(self, lang: str):
         """The automatic judge's ratings, apart from the human ones (None without a batch service)."""

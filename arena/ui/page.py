@@ -99,6 +99,10 @@ def leaderboard_panel() -> Components:
     c["named_board"] = gr.Dataframe(label=I18N("named_table"), elem_id="named-table", interactive=False)
     c["judge_board"] = gr.Dataframe(label=I18N("judge_table"), elem_id="judge-table", interactive=False)
     c["judge_rates"] = gr.Dataframe(label=I18N("judge_rates"), elem_id="judge-rates", interactive=False)
+    c["quality_heading"] = gr.Markdown(I18N("quality_heading"))
+    c["quality_intro"] = gr.Markdown("", elem_id="quality-intro")
+    c["quality_board"] = gr.Dataframe(label=I18N("quality_table"), elem_id="quality-table", interactive=False)
+    c["quality_plot"] = gr.Plot(label=I18N("quality_plot"), elem_id="quality-plot")
     return c
 
 
@@ -232,7 +236,7 @@ def _vote_handler(h: Handlers, choice: str, c: Components) -> Callable:
 def _wire_other_tabs(h: Handlers, c: Components) -> None:
     private = {"api_visibility": "private"}
     board_names = ("board", "board_empty", "charts", "ratings_plot", "matrix_plot", "speed_plot", "named_board",
-                   "judge_board", "judge_rates")
+                   "judge_board", "judge_rates", "quality_intro", "quality_board", "quality_plot")
     board_out = [c[n] for n in board_names]
     show_board = lambda lang, imported: _by_name(c, board_names)(h.leaderboard_view(lang, imported))  # noqa: E731
     board_in = [c["lang"], c["include_imported"]]
