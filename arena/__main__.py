@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .app import add_common_flags, open_store, serve
-from .config import ConfigError, load_models
+from .config import ConfigError, load_models, load_prompts
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -40,9 +40,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from . import leaderboard
-    names = {m.id: m.name for m in load_models(args.models)}
+    from . import leaderboard, topics
+    from .rounds import retired_models
+    catalog = load_models(args.models)
     store = open_store(args)
+    topics.backfill(store, load_prompts(args.prompts))
+    names = {m.id: m.name for m in catalog}
+    names.update({m: f"{names.get(m, m)} (retired)" for m in retired_models(catalog, store)})
     if args.source == "judge":
         table, _ = leaderboard.judge_table(store, names, args.judge, args.bootstrap, args.seed)
         if table.empty:
@@ -51,23 +55,36 @@ def _leaderboard(args: argparse.Namespace) -> int:
             print("Automatic judge verdicts (both orders; not human votes):")
             print(table.drop(columns=["ci_low", "ci_high", "mean_tokens_per_s", "mean_ttft_s"]).to_string(index=False))
         return 0
-    table, _, named = leaderboard.from_store(store, names, args.bootstrap, args.seed,
-                                             include_imported=not args.exclude_imported)
-    if table.empty:
-        print("No rated (blind) battles yet.")
+    board = leaderboard.board(store, names, args.bootstrap, args.seed, not args.exclude_imported, args.category,
+                              args.language)
+    selection = ", ".join(f"{k} {v}" for k, v in (("category", args.category), ("language", args.language)) if v)
+    where = f" ({selection})" if selection else ""
+    if board.battles == 0:
+        print(f"No rated (blind) battles{where} yet.")
+    elif not board.enough:
+        print(f"Only {board.battles} rated battle(s){where}: ratings need at least {leaderboard.MIN_BATTLES}, so none "
+              f"are shown.")
     else:
-        print(table.drop(columns=["ci_low", "ci_high"]).to_string(index=False))
-    if not named.empty:
+        print(f"{board.battles} rated battles{where}.\n")
+        print(board.table.drop(columns=["ci_low", "ci_high"]).to_string(index=False))
+        print("\nWith style control (FastChat's method: length in characters, headers, list items, bold):")
+        print(board.style.to_string(index=False))
+        print("\nStyle coefficients (log-odds and rating points per standard deviation, 95% CI):")
+        print(board.coefficients.to_string(index=False))
+    if not board.named.empty:
         print("\nNamed votes (not rated):")
-        print(named.to_string(index=False))
+        print(board.named.to_string(index=False))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from . import exports
-    records = open_store(args).voted_rounds()
+    from .rounds import retired_models
+    store = open_store(args)
+    records = store.voted_rounds()
     out = args.output or Path(f"arena-{'votes' if args.format == 'csv' else 'battles'}.{args.format}")
-    (exports.write_csv if args.format == "csv" else exports.write_jsonl)(records, out)
+    (exports.write_csv if args.format == "csv" else exports.write_jsonl)(
+        records, out, retired_models(load_models(args.models), store))
     print(f"wrote {len(records)} vote(s) to {out}")
     return 0
 
@@ -78,7 +95,8 @@ def _import(args: argparse.Namespace) -> int:
         catalog = {m.id: m for m in load_models(args.models)}
         added, skipped = exports.import_battles(open_store(args), args.file,
                                                 trust=args.trust_import, catalog=catalog,
-                                                max_bytes=int(args.max_upload_mb * 1e6))
+                                                max_bytes=int(args.max_upload_mb * 1e6),
+                                                prompts=load_prompts(args.prompts))
     except exports.ImportError_ as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -110,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--source", choices=["human", "judge"], default="human",
                        help="human votes (default) or the automatic judge's verdicts: separate tables, never mixed")
     board.add_argument("--judge", help="with --source judge: only this judge's verdicts")
+    board.add_argument("--category", help="only battles of this preset category ('typed': questions people wrote)")
+    board.add_argument("--language", help="only battles in this language: zh or en (or an imported file's)")
     export = sub.add_parser("export", help="export votes or battles")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     export.add_argument("-o", "--output", type=Path)

@@ -9,6 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
+from . import topics
 from .battle_schema import MAX_TEXT, MAX_TURNS
 from .config import (DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, PROJECT_DIR, ConfigError, load_models, load_prompts,
                      started_by_default)
@@ -107,7 +108,9 @@ def build_arena(args: argparse.Namespace) -> Arena:
                     questions_per_minute=args.questions_per_minute, max_turns=args.max_turns,
                     votes_per_minute_per_address=args.votes_per_minute_per_address,
                     questions_per_minute_per_address=args.questions_per_minute_per_address)
-    return Arena(supervisor, open_store(args), prompts, limits, schedule=args.schedule,
+    store = open_store(args)
+    topics.backfill(store, prompts)  # rounds stored before categories and languages were
+    return Arena(supervisor, store, prompts, limits, schedule=args.schedule,
                  blind_hold=args.blind_together, catalog=models)
 
 

@@ -35,6 +35,7 @@ from .config import LOCAL_ENGINES, ModelConfig, Prompt
 from .engines import BatchAnswer, BatchRequest, GenerationParams, decode_speed, installed_versions
 from .store import Store
 from .supervisor import ModelUnavailable, Supervisor, default_threads
+from .topics import language_of
 
 JUDGE_MAX_TOKENS = 200
 LIBRARIES = ("llama-cpp-python", "torch", "transformers", "torchao", "optimum-quanto", "gradio", "numpy")
@@ -224,7 +225,7 @@ def build_pairs(run_id: str, config: dict, answers: list[dict]) -> list[dict]:
                 pairs.append({
                     "id": pair_id(run_id, preset["id"], repeat, model_a, model_b, a["text"], b["text"]),
                     "source": f"run:{run_id}", "run_id": run_id, "preset_id": preset["id"], "repeat": repeat,
-                    "language": J.language_of(p["question"], p.get("language")), "question": p["question"],
+                    "language": language_of(p["question"], p.get("language")), "question": p["question"],
                     "reference": p.get("reference") or None, "model_a": model_a, "model_b": model_b,
                     "answer_a": a["text"], "answer_b": b["text"], "human_winner": None, "created": time.time()})
     return pairs
@@ -516,7 +517,7 @@ def run_gradables(config: dict, answers: list[dict]) -> dict[tuple[str, str, int
     """Each successful answer of a run, keyed (model, preset, repeat), with what it is graded against."""
     presets = {p["id"]: Prompt.from_json(p) for p in config["presets"]}
     return {(a["model"], a["preset_id"], a["repeat"]): Gradable(
-        a["question"], a["text"], J.language_of(a["question"], presets[a["preset_id"]].language),
+        a["question"], a["text"], language_of(a["question"], presets[a["preset_id"]].language),
         presets[a["preset_id"]].reference or None, presets[a["preset_id"]].assertions)
         for a in answers if not a["error"] and a["preset_id"] in presets}
 

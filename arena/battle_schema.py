@@ -117,6 +117,8 @@ class BattleLine(_Strict):
     conversation_a: list[Message] = Field(default_factory=list, max_length=MAX_MESSAGES)
     conversation_b: list[Message] = Field(default_factory=list, max_length=MAX_MESSAGES)
     question_id: str | None = Field(None, max_length=MAX_NAME)
+    language: str | None = Field(None, max_length=50)     # FastChat's "English", "Chinese", …
+    category: str | None = Field(None, max_length=MAX_NAME)  # ours: the preset's category or "typed"
     arena: ArenaPart | None = None
 
 

@@ -16,11 +16,12 @@ from typing import Any
 import pandas as pd
 
 from .battle_schema import BattleLine, problem_of
-from .config import ModelConfig
+from .config import ModelConfig, Prompt
 from .outcomes import Winner
 from .records import ModelInfo, RoundRecord, Settings, Turn
 from .rounds import _fallback_model, self_identification
 from .store import Store
+from .topics import FASTCHAT_LANGUAGE, from_fastchat, topic
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 JUDGE_PREFIX = "arena_user_"  # FastChat's battle logs name the voter so; the rest is our session id
@@ -43,6 +44,8 @@ CSV_COLUMNS = {
     "engine_a": "engine of A", "engine_b": "engine of B",
     "quantization_a": "quantization of A", "quantization_b": "quantization of B",
     "preset_id": "prompts.yaml id if the first question was a preset",
+    "category": "the preset's category, or typed for a question a person wrote",
+    "language": "zh or en: the preset's language, else Chinese when CJK characters outnumber Latin words",
     "turns": "number of questions in the round",
     "question": "the questions, separated by a line of ---",
     "answer_a": "A's answers, separated by a line of ---", "answer_b": "B's answers",
@@ -53,6 +56,8 @@ CSV_COLUMNS = {
     "tokens_per_s_b": "same for B",
     "rss_a_mb": "resident memory of A's worker when the round started, MB (empty for remote models)",
     "rss_b_mb": "same for B",
+    "retired_a": "1 if A's model is retired or gone from models.yaml (its battle stays, marked)",
+    "retired_b": "same for B",
     "temperature": "sampling temperature (both models)", "top_p": "nucleus sampling top-p",
     "max_new_tokens": "answer length limit", "system_prompt": "system prompt, empty if none",
 }
@@ -74,7 +79,8 @@ def _sum(record: RoundRecord, side: str, key: str) -> float | None:
     return round(sum(values), 3) if values else None
 
 
-def votes_frame(records: list[RoundRecord]) -> pd.DataFrame:
+def votes_frame(records: list[RoundRecord], retired: set[str] = frozenset()) -> pd.DataFrame:
+    """One row per voted round; ``retired``: model ids to mark (retired, or gone from the catalog)."""
     rows = []
     for r in records:
         settings = r.settings
@@ -82,7 +88,8 @@ def votes_frame(records: list[RoundRecord]) -> pd.DataFrame:
             "round_id": r.id, "voted_at": _iso(r.vote_tstamp), "started_at": _iso(r.tstamp), "session": r.session,
             "mode": r.mode, "rated": int(r.rated), "flag": r.flag or "", "vote": r.winner.label if r.winner else "",
             "winner": r.winner.value if r.winner else "", "model_a": r.model_a, "model_b": r.model_b,
-            "preset_id": r.preset_id or "", "turns": len(r.turns),
+            "preset_id": r.preset_id or "", "category": r.category or "", "language": r.language or "",
+            "turns": len(r.turns),
             "question": TURN_SEPARATOR.join(t.question for t in r.turns),
             "temperature": settings.temperature, "top_p": settings.top_p,
             "max_new_tokens": settings.max_new_tokens, "system_prompt": settings.system_prompt,
@@ -95,41 +102,44 @@ def votes_frame(records: list[RoundRecord]) -> pd.DataFrame:
                         f"ttft_{side}_s": getattr(r, f"ttft_{side}"), f"total_{side}_s": _sum(r, side, "total_s"),
                         f"tokens_{side}": _sum(r, side, "output_tokens"),
                         f"tokens_per_s_{side}": getattr(r, f"tps_{side}"),
-                        f"rss_{side}_mb": round(info.rss_mb) if info.rss_mb else None})
+                        f"rss_{side}_mb": round(info.rss_mb) if info.rss_mb else None,
+                        f"retired_{side}": int(r.model(side) in retired)})
         rows.append(row)
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
 
 
-def write_csv(records: list[RoundRecord], path: Path) -> Path:
+def write_csv(records: list[RoundRecord], path: Path, retired: set[str] = frozenset()) -> Path:
     """Every text cell quoted: a carriage return or line feed inside a question or an answer stays in its
     cell (unquoted, a lone CR starts a new row in Excel and Python's csv reader, and that row's first
     cell could be a live formula); numbers stay unquoted."""
-    frame = votes_frame(records)
+    frame = votes_frame(records, retired)
     frame = frame.map(neutralise)
     frame.to_csv(path, index=False, encoding="utf-8-sig", quoting=csv.QUOTE_NONNUMERIC, lineterminator="\r\n")
     return path
 
 
-def battle_json(record: RoundRecord) -> dict:
-    """One battle in FastChat's clean-battle format, plus our timings under 'arena'."""
+def battle_json(record: RoundRecord, retired: set[str] = frozenset()) -> dict:
+    """One battle in FastChat's clean-battle format, plus our timings under 'arena' (and which of its models
+    are retired)."""
     return {
         "id": record.id, "model_a": record.model_a, "model_b": record.model_b,
         "winner": record.winner.value if record.winner else None,
         "judge": JUDGE_PREFIX + record.session, "turn": len(record.turns), "anony": record.mode == "blind",
         "tstamp": record.vote_tstamp, "conversation_a": record.conversation("a"),
         "conversation_b": record.conversation("b"), "question_id": record.preset_id,
+        "language": FASTCHAT_LANGUAGE.get(record.language or "", record.language), "category": record.category,
         "arena": {"mode": record.mode, "rated": bool(record.rated), "flag": record.flag, "started": record.tstamp,
                   "settings": record.settings.to_json(), "model_a_info": record.model_a_info.to_json(),
                   "model_b_info": record.model_b_info.to_json(), "turns": [t.to_json() for t in record.turns],
-                  "hold": record.hold,
+                  "hold": record.hold, "retired": [m for m in (record.model_a, record.model_b) if m in retired],
                   "ttft_a": record.ttft_a, "ttft_b": record.ttft_b, "tps_a": record.tps_a, "tps_b": record.tps_b},
     }
 
 
-def write_jsonl(records: list[RoundRecord], path: Path) -> Path:
+def write_jsonl(records: list[RoundRecord], path: Path, retired: set[str] = frozenset()) -> Path:
     with open(path, "w", encoding="utf-8") as fh:
         for record in records:
-            fh.write(json.dumps(battle_json(record), ensure_ascii=False) + "\n")
+            fh.write(json.dumps(battle_json(record, retired), ensure_ascii=False) + "\n")
     return path
 
 
@@ -184,7 +194,7 @@ def parse_battle(line: str, origin: str) -> RoundRecord:
         settings=Settings.from_json(settings), preset_id=data["question_id"], turns=tuple(turns),
         ttft_a=ours.get("ttft_a"), ttft_b=ours.get("ttft_b"), tps_a=ours.get("tps_a"), tps_b=ours.get("tps_b"),
         winner=Winner(data["winner"]), vote_tstamp=tstamp, flag=ours.get("flag"), rated=False, origin=origin,
-        hold=bool(ours.get("hold")))
+        hold=bool(ours.get("hold")), category=data["category"], language=from_fastchat(data["language"]))
 
 
 def _decide_rating(record: RoundRecord, trust: bool, catalog: dict[str, ModelConfig]) -> RoundRecord:
@@ -200,12 +210,14 @@ def _decide_rating(record: RoundRecord, trust: bool, catalog: dict[str, ModelCon
 
 
 def import_battles(store: Store, path: Path, trust: bool = False, catalog: dict[str, ModelConfig] | None = None,
-                   max_bytes: int = MAX_IMPORT_BYTES) -> tuple[int, int]:
+                   max_bytes: int = MAX_IMPORT_BYTES, prompts: list[Prompt] | None = None) -> tuple[int, int]:
     """Merge a JSONL battle file; returns (added, skipped as duplicates of stored or earlier lines).
 
     All lines are validated before anything is written, so one bad line stores nothing. Imported
-    battles are tagged with their origin ('import:<file name>') and rated only with ``trust``.
+    battles are tagged with their origin ('import:<file name>') and rated only with ``trust``. A battle whose
+    file names no category or language gets them from ``prompts`` and its first question (topics.topic).
     """
+    by_id = {p.id: p for p in prompts or []}
     path = Path(path)
     size = path.stat().st_size
     if size > max_bytes:
@@ -227,6 +239,10 @@ def import_battles(store: Store, path: Path, trust: bool = False, catalog: dict[
                 raise ImportError_(f"{path.name} line {number}: {problem_of(exc)}. Nothing was imported; "
                                    f"fix or delete that line and import again.") from None
             record = _decide_rating(record, trust, catalog or {})
+            if record.category is None or record.language is None:
+                category, language = topic(record.turns[0].question if record.turns else "",
+                                           by_id.get(record.preset_id or ""))
+                record = replace(record, category=record.category or category, language=record.language or language)
             records.setdefault(record.id, record)
             lines += 1
     existing = store.existing_ids(list(records))

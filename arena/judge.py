@@ -95,14 +95,6 @@ _RETRY = {
 }
 
 
-def language_of(text: str, declared: str | None = None) -> str:
-    """'zh' or 'en': the preset's declared language, else 'zh' when CJK characters make up a tenth of the text."""
-    if declared in ("zh", "en"):
-        return declared
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
-    return "zh" if text and cjk / max(len(text), 1) >= 0.1 else "en"
-
-
 def _lang(language: str) -> str:
     return language if language in _SYSTEM else "en"
 

@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import judge as J
 from .battle_schema import MAX_NAME, MAX_TEXT, Message, Winner
 from .config import Prompt
+from .topics import language_of
 
 
 class BattleFileError(ValueError):
@@ -58,7 +58,7 @@ def pair_from(battle: Battle, source: str) -> dict:
     body = [battle.model_a, battle.model_b, question, sep.join(answers_a), sep.join(answers_b), battle.reference]
     return {"id": hashlib.sha256(json.dumps(["file", *body], ensure_ascii=False).encode()).hexdigest()[:32],
             "source": source, "run_id": None, "preset_id": None if battle.question_id is None else str(battle.question_id),
-            "repeat": None, "language": J.language_of(question, battle.language), "question": question,
+            "repeat": None, "language": language_of(question, battle.language), "question": question,
             "reference": battle.reference, "model_a": battle.model_a, "model_b": battle.model_b,
             "answer_a": sep.join(answers_a), "answer_b": sep.join(answers_b), "human_winner": battle.winner,
             "created": time.time()}
@@ -101,6 +101,6 @@ def with_references(pairs: list[dict], prompts: list[Prompt]) -> list[dict]:
         preset = presets.get(pair.get("preset_id") or "")
         if preset and not pair.get("reference") and preset.question.strip() == pair["question"].strip():
             pair = {**pair, "reference": preset.reference or None,
-                    "language": J.language_of(preset.question, preset.language)}
+                    "language": language_of(preset.question, preset.language)}
         out.append(pair)
     return out

@@ -145,13 +145,68 @@ def median_speeds(samples: list[tuple[str, float]]) -> dict[str, float]:
     return frame.groupby("model")["tps"].median().to_dict()
 
 
+MIN_BATTLES = 10  # fewer rated battles than this: the table says so instead of showing meaningless intervals
+
+
 def from_store(store, names: dict[str, str] | None = None, rounds: int = 100, seed: int = 42,
-               include_imported: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+               include_imported: bool = True, category: str | None = None, language: str | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(rated leaderboard, win-fraction matrix, named-votes table) straight from the database;
-    ``include_imported=False`` leaves out battles imported from files (origin other than 'local')."""
-    table, matrix = rated_table(store.rating_aggregates("rated", include_imported), names, rounds, seed,
-                                median_speeds(store.speed_samples(include_imported)))
-    return table, matrix, named_table(store.rating_aggregates("named", include_imported), names)
+    ``include_imported=False`` leaves out battles imported from files (origin other than 'local'); ``category``
+    and ``language`` keep only battles of that preset category and language."""
+    table, matrix = rated_table(store.rating_aggregates("rated", include_imported, category, language), names,
+                                rounds, seed, median_speeds(store.speed_samples(include_imported)))
+    return table, matrix, named_table(store.rating_aggregates("named", include_imported, category, language), names)
+
+
+def styled_battles(store, include_imported: bool = True, category: str | None = None,
+                   language: str | None = None) -> list[dict]:
+    """Every rated battle with both answers' style features; features not stored yet (battles voted or
+    imported before style control, or under an older definition) are computed once and stored."""
+    from . import style
+
+    battles = store.rated_battles(include_imported, category, language)
+    missing = [b["id"] for b in battles if b["style_a"] is None or b["version"] != style.VERSION]
+    if missing:
+        texts = store.answer_texts(missing)
+        rows = [{"round_id": rid, "version": style.VERSION, "style_a": style.features(a for a, _ in texts[rid]),
+                 "style_b": style.features(b for _, b in texts[rid])} for rid in missing]
+        store.save_styles(rows)
+        computed = {r["round_id"]: r for r in rows}
+        for b in battles:
+            if b["id"] in computed:
+                b.update(style_a=computed[b["id"]]["style_a"], style_b=computed[b["id"]]["style_b"])
+    return battles
+
+
+@dataclass
+class Board:
+    """Everything the human leaderboard shows for one selection (category, language, imported or not)."""
+
+    table: pd.DataFrame         # plain Bradley-Terry
+    matrix: pd.DataFrame        # win fractions
+    named: pd.DataFrame         # named votes, not rated
+    style: pd.DataFrame         # style-controlled ratings with each model's rank change
+    coefficients: pd.DataFrame  # the fitted style coefficients
+    battles: int                # rated battles the tables rest on
+
+    @property
+    def enough(self) -> bool:
+        return self.battles >= MIN_BATTLES
+
+
+def board(store, names: dict[str, str] | None = None, rounds: int = 100, seed: int = 42,
+          include_imported: bool = True, category: str | None = None, language: str | None = None) -> Board:
+    """The plain and the style-controlled leaderboard of one selection (the style fit only with enough battles)."""
+    from .style_control import COEFFICIENT_COLUMNS, STYLE_COLUMNS, style_table
+
+    table, matrix, named = from_store(store, names, rounds, seed, include_imported, category, language)
+    battles = int(table["battles"].sum() // 2) if not table.empty else 0
+    style, coefficients = pd.DataFrame(columns=STYLE_COLUMNS), pd.DataFrame(columns=COEFFICIENT_COLUMNS)
+    if battles >= MIN_BATTLES:
+        style, coefficients = style_table(styled_battles(store, include_imported, category, language), table,
+                                          names, rounds, seed)
+    return Board(table, matrix, named, style, coefficients, battles)
 
 
 class _Memo:
@@ -175,15 +230,18 @@ class _Memo:
 
 
 class CachedLeaderboard:
-    """``from_store`` recomputed only when a vote changed it (votes_version), not on every page view."""
+    """``board`` recomputed only when a vote changed it (votes_version) or the selection did, not on every page
+    view. One selection is kept: switching category and back recomputes (a few seconds at most)."""
 
     def __init__(self, store, rounds: int = 100, seed: int = 42):
         self.store, self.rounds, self.seed = store, rounds, seed
         self._memo = _Memo()
 
-    def get(self, names: dict[str, str], include_imported: bool = True) -> tuple[pd.DataFrame, ...]:
-        key = (self.store.votes_version(), tuple(sorted(names.items())), include_imported)
-        return self._memo.get(key, lambda: from_store(self.store, names, self.rounds, self.seed, include_imported))
+    def get(self, names: dict[str, str], include_imported: bool = True, category: str | None = None,
+            language: str | None = None) -> Board:
+        key = (self.store.votes_version(), tuple(sorted(names.items())), include_imported, category, language)
+        return self._memo.get(key, lambda: board(self.store, names, self.rounds, self.seed, include_imported,
+                                                 category, language))
 
 
 class CachedJudgeTable:

@@ -179,6 +179,8 @@ class RoundRecord:
     flag: str | None = None
     origin: str = "local"
     hold: bool = False  # blind: show both answers only once both are finished (kept across restarts)
+    category: str | None = None  # the preset's category or topics.TYPED (leaderboards per category)
+    language: str | None = None  # 'zh', 'en' (topics.language_of), or what an imported file said
 
     def info(self, side: str) -> ModelInfo:
         return self.model_a_info if side == "a" else self.model_b_info

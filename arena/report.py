@@ -26,6 +26,7 @@ from . import judge as J
 from .batch import build_pairs, counting_grades, run_gradables
 from .grader import ASSERTIONS
 from .store import Store
+from .topics import language_of
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; base-uri 'none'; "
        "form-action 'none'")
@@ -143,7 +144,7 @@ def pass_rates(data: RunData, by: str | None = None) -> dict[tuple[str, str], Pa
         if by is None:
             group = "all"
         elif by == "language":
-            group = J.language_of(preset["question"], preset.get("language"))
+            group = language_of(preset["question"], preset.get("language"))
         else:
             group = str(preset.get(by))
         grade = data.grades.get((a["model"], a["preset_id"], a["repeat"]))

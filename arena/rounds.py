@@ -32,6 +32,7 @@ from .records import DEFAULTS, ModelInfo, RoundRecord, Settings, Turn
 from .refusals import ArenaError, checked_text
 from .store import Store
 from .supervisor import ModelUnavailable, Supervisor
+from .topics import topic
 
 __all__ = ["DEFAULTS", "Arena", "ArenaError", "Limits", "Round", "RoundState", "RoundView", "Settings"]
 MODES = ("named", "blind")
@@ -236,6 +237,11 @@ class _RateLimiter:
         return len(self._events)
 
 
+def retired_models(catalog: list[ModelConfig], store: Store) -> set[str]:
+    """Model ids of stored battles that are retired (``retired: true``) or no longer in ``catalog``."""
+    return {m.id for m in catalog if m.retired} | (store.battle_model_ids() - {m.id for m in catalog})
+
+
 def _fallback_model(model_id: str, info: ModelInfo) -> ModelConfig:
     """A model that has left the catalog, described by what the round stored (for the identity check)."""
     return ModelConfig(model_id, info.name, info.engine or "openai", None, info.quantization or "", "")
@@ -265,7 +271,8 @@ class Arena:
         return {**{m.id: m.name for m in self.catalog}, **{s.id: s.name for s in self.supervisor.statuses()}}
 
     def retired_ids(self) -> set[str]:
-        return {m.id for m in self.catalog if m.retired}
+        """Models whose battles are shown marked: retired in the catalog, or gone from it (never dropped)."""
+        return retired_models(self.catalog, self.store) - {s.id for s in self.supervisor.statuses()}
 
     # -- rounds -----------------------------------------------------------------------
     def _pick_models(self, mode: str, model_a: str | None, model_b: str | None) -> tuple[str, str]:
@@ -293,15 +300,19 @@ class Arena:
         return ModelInfo(model.name, model.engine, model.quantization, memory.resident_mb(pid) if pid else None)
 
     def new_round(self, session: str, mode: str, model_a: str | None = None, model_b: str | None = None,
-                  settings: Settings = Settings(), preset_id: str | None = None, hold: bool | None = None) -> Round:
+                  settings: Settings = Settings(), preset_id: str | None = None, hold: bool | None = None,
+                  question: str | None = None) -> Round:
+        """A new round between two models; ``question`` (its first) gives the round its category and language."""
         if mode not in MODES:
             raise ArenaError("bad_mode", modes=MODES, mode=mode)
         a, b = self._pick_models(mode, model_a, model_b)
+        category, language = topic(question, self._prompts.get(preset_id or "")) if question else (None, None)
         record = RoundRecord(
             id=uuid.uuid4().hex, tstamp=time.time(), session=session, mode=mode, model_a=a, model_b=b,
             model_a_info=self._model_info(a), model_b_info=self._model_info(b), settings=settings.checked(),
             preset_id=preset_id if preset_id in self._prompts else None,
-            hold=mode == "blind" and (self.blind_hold if hold is None else bool(hold)))
+            hold=mode == "blind" and (self.blind_hold if hold is None else bool(hold)),
+            category=category, language=language)
         round_ = Round(record)
         self._remember(round_)
         return round_
@@ -372,7 +383,7 @@ class Arena:
         if round_ is None:
             preset = self._prompts.get(preset_id or "")
             preset_id = preset_id if preset and preset.question == question else None
-            round_ = self.new_round(session, mode, model_a, model_b, settings, preset_id, hold)
+            round_ = self.new_round(session, mode, model_a, model_b, settings, preset_id, hold, question)
         round_.start_turn(question)
         async for view in self._stream_turn(round_, question, settings):
             yield view

@@ -77,11 +77,23 @@ ROUNDS = Table(
     _text("flag"),                                         # why a blind vote is not rated (e.g. a model named itself)
     _text("origin", nullable=False, default="'local'"),    # 'local', or the file a battle was imported from
     _int("hold", nullable=False, server_default=_sql("0")),  # blind: answers shown only once both are finished
+    _text("category"),                                     # the preset's category, 'typed', NULL: not yet derived
+    _text("language"),                                     # 'zh', 'en' (or an imported file's); NULL: not yet derived
 )
 Index("rounds_rating", *(ROUNDS.c[c] for c in ("rated", "model_a", "model_b", "winner", "ttft_a", "ttft_b",
                                                "tps_a", "tps_b")))
 Index("rounds_votes", ROUNDS.c.vote_tstamp, sqlite_where=ROUNDS.c.winner.is_not(None),
       postgresql_where=ROUNDS.c.winner.is_not(None))
+
+# Style features of a voted round's answers (style.py), computed once when a leaderboard first needs them:
+# answer length, headers, list items and bold spans per side, as FastChat's style control uses them.
+ROUND_STYLES = Table(
+    "round_styles", metadata,
+    _text("round_id", primary_key=True),
+    _text("version", nullable=False),                      # style.VERSION: a new definition recomputes
+    _text("style_a", nullable=False),                      # JSON {length, headers, lists, bold}
+    _text("style_b", nullable=False),
+)
 
 BATCH_RUNS = Table(
     "batch_runs", metadata,
@@ -461,13 +473,18 @@ class Store:
                                       .where(ROUNDS.c.winner.is_not(None))).one())
 
     @staticmethod
-    def _rated_votes(kind: str, include_imported: bool) -> list:
-        """WHERE terms: voted battles of one ``kind``, "rated" (blind, not flagged) or "named"."""
+    def _rated_votes(kind: str, include_imported: bool, category: str | None = None,
+                     language: str | None = None) -> list:
+        """WHERE terms: voted battles of one ``kind``, "rated" (blind, not flagged) or "named", optionally of
+        one category and one language."""
         terms = [ROUNDS.c.winner.is_not(None)]
         terms += [ROUNDS.c.rated == 1] if kind == "rated" else [ROUNDS.c.rated == 0, ROUNDS.c.mode == "named"]
+        terms += [ROUNDS.c.category == category] if category else []
+        terms += [ROUNDS.c.language == language] if language else []
         return terms if include_imported else [*terms, ROUNDS.c.origin == "local"]
 
-    def rating_aggregates(self, kind: str = "rated", include_imported: bool = True) -> list[tuple[Any, ...]]:
+    def rating_aggregates(self, kind: str = "rated", include_imported: bool = True, category: str | None = None,
+                          language: str | None = None) -> list[tuple[Any, ...]]:
         """Voted battles grouped by (model_a, model_b, winner) with counts and metric sums.
 
         ``kind`` is "rated" (blind, not flagged: the leaderboard) or "named". Grouping
@@ -478,9 +495,68 @@ class Store:
         c = ROUNDS.c
         metrics = [f(c[m]) for m in ("ttft_a", "ttft_b", "tps_a", "tps_b") for f in (func.sum, func.count)]
         query = (select(c.model_a, c.model_b, c.winner, func.count(), *metrics)
-                 .where(*self._rated_votes(kind, include_imported)).group_by(c.model_a, c.model_b, c.winner))
+                 .where(*self._rated_votes(kind, include_imported, category, language))
+                 .group_by(c.model_a, c.model_b, c.winner))
         with self._read() as conn:
             return [tuple(r) for r in conn.execute(query)]
+
+    def topics(self) -> list[tuple[str | None, str | None, int]]:
+        """(category, language, voted battles) present in the database: the leaderboard's choices."""
+        c = ROUNDS.c
+        with self._read() as conn:
+            return [tuple(r) for r in conn.execute(select(c.category, c.language, func.count())
+                                                   .where(c.winner.is_not(None)).group_by(c.category, c.language))]
+
+    def rounds_without_topic(self, limit: int = 5000) -> list[tuple[str, str | None, str]]:
+        """(id, preset_id, turns JSON) of rounds stored before categories and languages were (backfill)."""
+        c = ROUNDS.c
+        with self._read() as conn:
+            return [tuple(r) for r in conn.execute(select(c.id, c.preset_id, c.turns)
+                                                   .where(c.language.is_(None)).limit(limit))]
+
+    def set_topics(self, rows: list[tuple[str, str, str]]) -> None:
+        """Store (id, category, language) of rounds derived after the fact."""
+        stmt = update(ROUNDS).where(ROUNDS.c.id == bindparam("rid")).values(category=bindparam("cat"),
+                                                                             language=bindparam("lang"))
+        with self._write() as conn:
+            conn.execute(stmt, [{"rid": i, "cat": c, "lang": lang} for i, c, lang in rows])
+
+    def battle_model_ids(self) -> set[str]:
+        """Every model id that took part in a voted battle (retired or gone from the catalog included)."""
+        c = ROUNDS.c
+        with self._read() as conn:
+            voted = c.winner.is_not(None)
+            return set(conn.scalars(select(c.model_a).where(voted).distinct())) | \
+                set(conn.scalars(select(c.model_b).where(voted).distinct()))
+
+    def rated_battles(self, include_imported: bool = True, category: str | None = None,
+                      language: str | None = None) -> list[dict]:
+        """One row per rated battle (not grouped): id, models, winner and the stored style of both answers
+        (None where not computed yet), for the style-controlled fit."""
+        c, s = ROUNDS.c, ROUND_STYLES.c
+        query = (select(c.id, c.model_a, c.model_b, c.winner, s.version, s.style_a, s.style_b)
+                 .join_from(ROUNDS, ROUND_STYLES, s.round_id == c.id, isouter=True)
+                 .where(*self._rated_votes("rated", include_imported, category, language)).order_by(c.id))
+        with self._read() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            for side in ("style_a", "style_b"):
+                row[side] = json.loads(row[side]) if row[side] else None
+        return rows
+
+    def answer_texts(self, round_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """Each round's answers, turn by turn, as (text A, text B)."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        with self._read() as conn:
+            for start in range(0, len(round_ids), 500):
+                for rid, turns in conn.execute(select(ROUNDS.c.id, ROUNDS.c.turns)
+                                               .where(ROUNDS.c.id.in_(round_ids[start:start + 500]))):
+                    out[rid] = [(t["a"].get("text") or "", t["b"].get("text") or "") for t in json.loads(turns)]
+        return out
+
+    def save_styles(self, rows: list[dict]) -> None:
+        self._put(ROUND_STYLES, [{**r, "style_a": _json(r["style_a"]), "style_b": _json(r["style_b"])} for r in rows],
+                  replace=True)
 
     # -- batch runs, judge pairs and judgments (never in the rounds table) -------------------------------
     def _put(self, table: Table, rows: list[dict], replace: bool) -> int:

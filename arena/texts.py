@@ -342,6 +342,43 @@ QUALITY: dict[str, dict[str, str]] = {
 for _lang, _texts in QUALITY.items():
     TEXTS[_lang].update(_texts)
 
+# The leaderboard's selections and style control (arena/ui/page.py leaderboard_panel, style_control.py).
+BOARD: dict[str, dict[str, str]] = {
+    "en": {
+        "board_category": "Category", "board_language": "Language", "board_all": "All",
+        "topic_typed": "typed questions (no preset)", "lang_zh": "Chinese", "lang_en": "English",
+        "board_battles": "{n} rated battle(s) in this selection.",
+        "board_too_few": "Only {n} rated battle(s) in this selection: ratings need at least {min}, so none are "
+                         "shown. Vote in more blind battles, or widen the selection.",
+        "style_table": "With style control: ratings once answer length, headers, lists and bold are accounted for "
+                       "(FastChat's method); rank change against the plain ratings",
+        "style_coefficients": "Style coefficients: what each feature is worth (log-odds and rating points per "
+                              "standard deviation of the normalised difference, 95% CI). Length is counted in "
+                              "characters, for Chinese and English alike.",
+        "col_rank_sc": "rank (style ctrl)", "col_rating_sc": "rating (style ctrl)", "col_ci_sc": "95% CI",
+        "col_rank_change": "rank change", "col_feature": "feature", "col_coefficient": "coefficient",
+        "col_coefficient_ci": "95% CI", "col_elo_per_sd": "rating points per SD [95% CI]",
+        "feature_length": "length (characters)", "feature_headers": "headers", "feature_lists": "list items",
+        "feature_bold": "bold", "retired": "(retired)",
+    },
+    "zh": {
+        "board_category": "类别", "board_language": "语言", "board_all": "全部",
+        "topic_typed": "手动输入的问题（非预设）", "lang_zh": "中文", "lang_en": "英文",
+        "board_battles": "此选择下共有 {n} 场计分对战。",
+        "board_too_few": "此选择下只有 {n} 场计分对战：评分至少需要 {min} 场，因此不显示。请在匿名对战中多投票，或放宽选择。",
+        "style_table": "风格控制后的评分：扣除回答长度、标题、列表与加粗的影响（FastChat 的方法）；以及相对普通评分的名次变化",
+        "style_coefficients": "风格系数：每个特征的影响（按归一化差值每个标准差的对数几率与评分点，95% 置信区间）。"
+                              "长度按字符计，中英文一视同仁。",
+        "col_rank_sc": "名次（风格控制）", "col_rating_sc": "评分（风格控制）", "col_ci_sc": "95% 置信区间",
+        "col_rank_change": "名次变化", "col_feature": "特征", "col_coefficient": "系数",
+        "col_coefficient_ci": "95% 置信区间", "col_elo_per_sd": "每个标准差的评分点 [95% 置信区间]",
+        "feature_length": "长度（字符）", "feature_headers": "标题", "feature_lists": "列表项",
+        "feature_bold": "加粗", "retired": "（已退役）",
+    },
+}
+for _lang, _texts in BOARD.items():
+    TEXTS[_lang].update(_texts)
+
 STATE_NAMES = {lang: dict(zip(TEXTS["en"]["states"].split("|"), TEXTS[lang]["states"].split("|")))
                for lang in TEXTS}
 

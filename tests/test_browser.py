@@ -8,6 +8,8 @@ Screenshots of the main steps go to test-artifacts/.
 import csv
 import json
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -269,7 +271,8 @@ def test_mode_switch_and_model_pickers(page, app):
 
 def test_blind_battle_hides_names_and_timings_then_reveals_and_rates(page):
     """Before the vote no pane label, stopwatch line or reveal names a model or shows a figure;
-    after it the names and timings appear, and the leaderboard lists both with its charts."""
+    after it the names and timings appear, and the leaderboard counts the battle but, with fewer than ten,
+    says so instead of showing ratings."""
     page.get_by_label("Battle (blind)").check()
     page.locator("#question textarea").fill("Name a fruit.")
     page.locator("#send").click()
@@ -286,12 +289,9 @@ def test_blind_battle_hides_names_and_timings_then_reveals_and_rates(page):
     shot(page, "blind-after-vote")
     page.get_by_role("tab", name="Leaderboard").click()
     page.locator("#refresh-leaderboard").click()
-    expect(page.locator("#leaderboard-table")).to_contain_text("Smol A")
-    expect(page.locator("#leaderboard-table")).to_contain_text("Smol B")
+    expect(page.locator("#board-note")).to_contain_text(re.compile(r"Only \d rated battle\(s\) in this selection"))
     expect(page.locator("#leaderboard-empty")).to_be_hidden()
-    expect(page.locator("#ratings-plot img, #ratings-plot svg").first).to_be_visible(timeout=20_000)
-    expect(page.locator("#speed-plot img, #speed-plot svg").first).to_be_visible()
-    shot(page, "leaderboard")
+    expect(page.locator("#ratings-plot")).to_be_hidden()
 
 
 def test_blind_hold_shows_both_answers_only_when_both_are_finished(page):
@@ -602,3 +602,67 @@ def test_leaderboard_shows_what_int4_costs_after_a_quality_run(page, app):
     expect(page.locator("#quality-plot img, #quality-plot svg").first).to_be_visible(timeout=20_000)
     page.locator("#quality-plot").scroll_into_view_if_needed()
     shot(page, "leaderboard-quality")
+
+
+@pytest.fixture(scope="module")
+def board_app(tmp_path_factory):
+    """An app whose catalog retires 'old-md' (and has never heard of 'gone-plain'), with 24 battles between the
+    two imported from a battle file with --trust-import, as a person brings an older arena's votes."""
+    from .conftest import ROOT
+    from .test_board import PROMPTS, battle_file
+
+    retired = """
+  - id: old-md
+    name: "Old MD"
+    engine: openai
+    endpoint: {base_url: "http://127.0.0.1:9/v1", model: old}
+    quantization: none
+    license: test
+    retired: true
+"""
+    running = start_app(tmp_path_factory, "board", extra_models=retired)
+    prompts = running.tmp / "prompts.yaml"
+    prompts.write_text("prompts:\n" + "".join(f"""  - id: {p.id}
+    category: {p.category}
+    question: "{p.question}"
+    reference: "{p.reference}"
+    source: test
+    language: {p.language}
+""" for p in PROMPTS), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "arena", "import", str(battle_file(running.tmp / "b.jsonl", 24,
+                          ("old-md", "gone-plain"))), "--trust-import", "--models", str(running.models_file),
+                          "--prompts", str(prompts), "--data-dir", str(running.tmp / "data")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    yield running.ready()
+    running.stop()
+
+
+def test_leaderboard_by_category_and_language_with_style_control_and_retired_models(browser, board_app):
+    """On a leaderboard of 24 imported battles a person sees the plain and style-controlled tables, the style
+    coefficients and both models marked retired (one retired in models.yaml, one gone from it) but not offered in
+    the pickers; picks Chinese and sees the 12 Chinese battles; adds the math category and is told there are none."""
+    page = open_page(browser, board_app.url)
+    page.locator("#model-a input").click()
+    expect(page.get_by_role("option", name=re.compile("^Smol A"))).to_be_visible()
+    assert page.get_by_role("option", name=re.compile("Old MD")).count() == 0
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.locator("#refresh-leaderboard").click()
+    expect(page.locator("#board-note")).to_contain_text("24 rated battle(s) in this selection", timeout=30_000)
+    table = page.locator("#leaderboard-table")
+    expect(table).to_contain_text("Old MD (retired)")
+    expect(table).to_contain_text("gone-plain (retired)")
+    expect(page.locator("#style-table")).to_contain_text("rank change")
+    expect(page.locator("#style-coefficients")).to_contain_text("length (characters)")
+    expect(page.locator("#ratings-plot img, #ratings-plot svg").first).to_be_visible(timeout=20_000)
+    shot(page, "leaderboard-style-control")
+    pick(page, "board-language", "Chinese")
+    expect(page.locator("#board-note")).to_contain_text("12 rated battle(s) in this selection", timeout=30_000)
+    pick(page, "board-category", "math")
+    expect(page.locator("#leaderboard-empty")).to_be_visible(timeout=30_000)
+    expect(page.locator("#board-note")).to_have_text("")
+    pick(page, "board-category", "All")
+    pick(page, "board-language", "All")
+    expect(page.locator("#board-note")).to_contain_text("24 rated battle(s)", timeout=30_000)
+    page.context.close()

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from arena.topics import language_of
 from arena import judge as J
 from arena.batch import answer_key, build_pairs, judge_batch, settings_hash, BatchSettings
 from arena.config import ModelConfig, ModelSource
@@ -137,7 +138,7 @@ def test_v2_anything_but_one_choice_is_unparseable(reply):
 # -- prompts ------------------------------------------------------------------------------------------
 def test_prompt_language_reference_and_order():
     """Chinese questions get the Chinese prompt; the reference is shown when present; 'first' is Answer A."""
-    zh = J.build_messages("明明和白白谁喜欢谁？", "第一", "第二", "白白喜欢明明。", J.language_of("明明和白白谁喜欢谁？"))
+    zh = J.build_messages("明明和白白谁喜欢谁？", "第一", "第二", "白白喜欢明明。", language_of("明明和白白谁喜欢谁？"))
     assert "【参考答案】\n白白喜欢明明。" in zh[1]["content"] and "你是一位公正的评审" in zh[0]["content"]
     assert zh[1]["content"].index("第一") < zh[1]["content"].index("第二")
     en = J.build_messages("Capital of France?", "Paris", "Lyon", None, "en")

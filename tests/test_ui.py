@@ -128,12 +128,21 @@ async def _drain(agen):
         pass
 
 
-def test_leaderboard_shows_charts_only_when_there_are_rated_battles(handlers):
+def test_leaderboard_shows_ratings_and_charts_only_from_ten_rated_battles(handlers):
+    """Proves the minimum: no battle shows the empty state; 3 say they are too few and show no ratings; 10 show
+    the table, the charts and the style-controlled table with its coefficients."""
     empty = handlers.leaderboard_view("en")
     assert empty["board_empty"]["visible"] is True and empty["charts"]["visible"] is False
     for _ in range(3):
         asyncio.run(handlers.arena.vote("s1", answered(handlers.arena, session="s1").id, "A better"))
+    few = handlers.leaderboard_view("en")
+    assert "Only 3 rated battle(s)" in few["board_note"] and few["board"].empty
+    assert few["charts"]["visible"] is False and few["style_panel"]["visible"] is False
+    for vote in ("B better", "Tie", "A better", "A better", "B better", "Both bad", "A better"):
+        asyncio.run(handlers.arena.vote("s1", answered(handlers.arena, session="s1").id, vote))
     full = handlers.leaderboard_view("zh")
+    assert "10 场" in full["board_note"] and full["style_panel"]["visible"] is True
+    assert len(full["style_board"]) == 2 and len(full["style_coefficients"]) == 4
     assert full["charts"]["visible"] is True and "评分" in full["board"].columns
     assert set(full["board"]["模型"]) == {"Qwen2.5 X", "SmolLM2 Y"}
     for name in ("ratings_plot", "speed_plot", "matrix_plot"):

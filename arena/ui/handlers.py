@@ -17,7 +17,8 @@ import gradio as gr
 from .. import charts, exports, quality_board
 from ..access import AdminAccess, address_of
 from ..downloads import Downloads, Offer
-from ..leaderboard import CachedLeaderboard
+from ..leaderboard import MIN_BATTLES, CachedLeaderboard
+from ..topics import TYPED
 from ..memory import resident_mb
 from ..outcomes import Winner
 from ..rounds import Arena, ArenaError, RoundView, Settings
@@ -27,6 +28,7 @@ from . import render
 VOTE_KEYS = {w.label: w.text_key for w in Winner}  # button label -> output name
 VOTE_OUTPUTS = tuple(VOTE_KEYS.values())
 ARENA_OUTPUTS = ("chat_a", "chat_b", "metrics_a", "metrics_b", "round_id", "reveal", *VOTE_OUTPUTS)
+ALL = "all"  # the category and language selectors' "no filter" value
 TABLE_COLUMNS = ("rank", "model", "rating", "ci_95", "battles", "win_rate", "median_tokens_per_s", "mean_ttft_s")
 
 
@@ -126,19 +128,50 @@ class Handlers:
         return render.status_markdown(rows, lang)
 
     # -- leaderboard -------------------------------------------------------------------
-    def leaderboard_view(self, lang: str, include_imported: bool = True) -> dict:
-        names = self.arena.model_names()
-        table, matrix, named = self.leaderboard.get(names, include_imported)
-        shown = table[list(TABLE_COLUMNS)] if not table.empty else table.reindex(columns=TABLE_COLUMNS)
+    def leaderboard_view(self, lang: str, include_imported: bool = True, category: str | None = ALL,
+                         language: str | None = ALL) -> dict:
+        """The human leaderboard of one selection (plain and style-controlled), the judge's, and what INT4 costs.
+        A selection with fewer than leaderboard.MIN_BATTLES rated battles says so instead of showing ratings."""
+        names = self.names(lang)
+        category = None if category in (None, "", ALL) else category
+        language = None if language in (None, "", ALL) else language
+        board = self.leaderboard.get(names, include_imported, category, language)
+        table, enough = board.table, board.enough
+        shown = table[list(TABLE_COLUMNS)] if enough else table.iloc[0:0].reindex(columns=TABLE_COLUMNS)
+        note = t("board_battles", lang, n=board.battles) if enough else \
+            t("board_too_few", lang, n=board.battles, min=MIN_BATTLES) if board.battles else ""
+        categories, languages = self._selections(lang)
         return {"board": shown.rename(columns=lambda c: t(f"col_{c}", lang)),
-                "board_empty": gr.update(visible=table.empty), "charts": gr.update(visible=not table.empty),
-                "ratings_plot": charts.ratings_chart(table, lang),
-                "matrix_plot": charts.win_fraction_chart(matrix, lang),
-                "speed_plot": charts.speed_quality_chart(table, lang),
-                "named_board": named.rename(columns=lambda c: t(f"col_{c}", lang)),
+                "board_empty": gr.update(visible=board.battles == 0), "board_note": note,
+                "charts": gr.update(visible=enough),
+                "ratings_plot": charts.ratings_chart(table if enough else table.iloc[0:0], lang),
+                "matrix_plot": charts.win_fraction_chart(board.matrix if enough else board.matrix.iloc[0:0], lang),
+                "speed_plot": charts.speed_quality_chart(table if enough else table.iloc[0:0], lang),
+                "named_board": board.named.rename(columns=lambda c: t(f"col_{c}", lang)),
+                "style_panel": gr.update(visible=enough),
+                "style_board": board.style.rename(columns=lambda c: t(f"col_{c}", lang)),
+                "style_coefficients": board.coefficients.assign(
+                    feature=[t(f"feature_{f}", lang) for f in board.coefficients["feature"]])
+                .rename(columns=lambda c: t(f"col_{c}", lang)),
+                "board_category": gr.update(choices=categories), "board_language": gr.update(choices=languages),
                 "judge_board": self._judge_table(lang),
                 "judge_rates": self.batch.pass_rates() if self.batch is not None else None,
                 **self.quality_view(lang)}
+
+    def names(self, lang: str) -> dict[str, str]:
+        """Display names for the leaderboards: every catalog model, and every model of a stored battle; a retired
+        one, or one gone from the catalog, marked so (its battles are never dropped)."""
+        names = self.arena.model_names()
+        return {**names, **{m: f"{names.get(m, m)} {t('retired', lang)}" for m in self.arena.retired_ids()}}
+
+    def _selections(self, lang: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The category and language choices: All, the presets' categories, and whatever stored battles have."""
+        stored = self.arena.store.topics()
+        categories = list(dict.fromkeys([p.category for p in self.arena.prompts] + [c for c, _, _ in stored if c]))
+        languages = list(dict.fromkeys(["zh", "en"] + [g for _, g, _ in stored if g]))
+        label = lambda key, fallback: t(key, lang) if key in TEXTS["en"] else fallback  # noqa: E731
+        return ([(t("board_all", lang), ALL)] + [(label("topic_typed", c) if c == TYPED else c, c) for c in categories],
+                [(t("board_all", lang), ALL)] + [(label(f"lang_{g}", g), g) for g in languages])
 
     def quality_view(self, lang: str) -> dict:
         """The newest quality comparison: intro, table and chart."""
@@ -165,7 +198,7 @@ class Handlers:
         if not records:
             raise gr.Error(t("no_votes", lang))
         path = self.downloads.new_file(f".{kind}")
-        (exports.write_csv if kind == "csv" else exports.write_jsonl)(records, path)
+        (exports.write_csv if kind == "csv" else exports.write_jsonl)(records, path, self.arena.retired_ids())
         name = f"arena-{'votes' if kind == 'csv' else 'battles'}-{time.strftime('%Y%m%d-%H%M%S')}.{kind}"
         return self.downloads.offer(path, name, address_of(request, self.trusted_proxies))
 
@@ -179,7 +212,8 @@ class Handlers:
             return ""
         self.admin(request, token, lang)
         try:
-            added, skipped = exports.import_battles(self.arena.store, Path(path), max_bytes=self.max_upload_bytes)
+            added, skipped = exports.import_battles(self.arena.store, Path(path), max_bytes=self.max_upload_bytes,
+                                                    prompts=self.arena.prompts)
         except (exports.ImportError_, OSError, UnicodeDecodeError) as exc:
             return f"⚠️ {html.escape(str(exc))}"
         return t("imported", lang, added=added, skipped=skipped)

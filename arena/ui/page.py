@@ -15,7 +15,7 @@ from ..downloads import Downloads
 from ..records import Settings
 from ..texts import LANGUAGES, language_of, t
 from . import api, batch_panel, render
-from .handlers import ARENA_OUTPUTS, VOTE_KEYS, Handlers
+from .handlers import ALL, ARENA_OUTPUTS, VOTE_KEYS, Handlers
 from .i18n import I18N
 
 CSS = """
@@ -89,8 +89,17 @@ def leaderboard_panel() -> Components:
     with gr.Row():
         c["refresh"] = gr.Button(I18N("refresh"), elem_id="refresh-leaderboard")
         c["include_imported"] = gr.Checkbox(True, label=I18N("include_imported"), elem_id="include-imported")
+        c["board_category"] = gr.Dropdown([(I18N("board_all"), ALL)], value=ALL, label=I18N("board_category"),
+                                          elem_id="board-category")
+        c["board_language"] = gr.Dropdown([(I18N("board_all"), ALL)], value=ALL, label=I18N("board_language"),
+                                          elem_id="board-language")
+    c["board_note"] = gr.Markdown("", elem_id="board-note")
     c["board"] = gr.Dataframe(label=I18N("rated_table"), elem_id="leaderboard-table", interactive=False)
     c["board_empty"] = gr.Markdown(I18N("chart_no_battles"), elem_id="leaderboard-empty")
+    with gr.Column(visible=False) as c["style_panel"]:
+        c["style_board"] = gr.Dataframe(label=I18N("style_table"), elem_id="style-table", interactive=False)
+        c["style_coefficients"] = gr.Dataframe(label=I18N("style_coefficients"), elem_id="style-coefficients",
+                                               interactive=False)
     with gr.Column(visible=False) as c["charts"]:  # shown once there is something to draw
         with gr.Row():
             c["ratings_plot"] = gr.Plot(label=I18N("ratings_plot"), elem_id="ratings-plot")
@@ -167,7 +176,10 @@ RELABEL = {  # component -> (property, text key) changed by the language switch
     "export_csv": ("value", "export_csv"), "export_jsonl": ("value", "export_jsonl"),
     "import_file": ("label", "import_file"),
     "include_imported": ("label", "include_imported"), "judge_board": ("label", "judge_table"),
-    "judge_rates": ("label", "judge_rates"),
+    "judge_rates": ("label", "judge_rates"), "board_category": ("label", "board_category"),
+    "board_language": ("label", "board_language"), "style_board": ("label", "style_table"),
+    "style_coefficients": ("label", "style_coefficients"), "quality_heading": ("value", "quality_heading"),
+    "quality_board": ("label", "quality_table"), "quality_plot": ("label", "quality_plot"),
     "tab_batch": ("label", "tab_batch"), "batch_intro": ("value", "batch_intro"),
     "batch_models": ("label", "batch_models"), "batch_presets": ("label", "batch_presets"),
     "batch_repeats": ("label", "batch_repeats"), "batch_judge": ("label", "batch_judge"),
@@ -235,14 +247,19 @@ def _vote_handler(h: Handlers, choice: str, c: Components) -> Callable:
 
 def _wire_other_tabs(h: Handlers, c: Components) -> None:
     private = {"api_visibility": "private"}
-    board_names = ("board", "board_empty", "charts", "ratings_plot", "matrix_plot", "speed_plot", "named_board",
-                   "judge_board", "judge_rates", "quality_intro", "quality_board", "quality_plot")
+    board_names = ("board", "board_empty", "board_note", "charts", "ratings_plot", "matrix_plot", "speed_plot",
+                   "named_board", "style_panel", "style_board", "style_coefficients", "board_category",
+                   "board_language", "judge_board", "judge_rates", "quality_intro", "quality_board", "quality_plot")
     board_out = [c[n] for n in board_names]
-    show_board = lambda lang, imported: _by_name(c, board_names)(h.leaderboard_view(lang, imported))  # noqa: E731
-    board_in = [c["lang"], c["include_imported"]]
+
+    def show_board(lang: str, imported: bool, category: str | None = ALL, language: str | None = ALL) -> dict:
+        return _by_name(c, board_names)(h.leaderboard_view(lang, imported, category, language))
+    board_in = [c["lang"], c["include_imported"], c["board_category"], c["board_language"]]
     c["refresh"].click(show_board, board_in, board_out, api_name="leaderboard")
     c["tab_leaderboard"].select(show_board, board_in, board_out, **private)
-    c["include_imported"].change(show_board, board_in, board_out, **private)
+    # .input, not .change: the view itself updates the selectors' choices, which must not re-trigger it
+    for control in ("include_imported", "board_category", "board_language"):
+        c[control].input(show_board, board_in, board_out, **private)
     token = c["admin_token"]
     for kind in ("csv", "jsonl"):  # the API's /export does the same (api.py)
         c[f"export_{kind}"].click(_export_handler(h, kind), [token, c["lang"]], [c["export_file"]], **private)
