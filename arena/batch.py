@@ -106,6 +106,28 @@ def messages_for(question: str, system_prompt: str) -> list[dict]:
         [{"role": "user", "content": question}]
 
 
+def turn_depths(presets: list[Prompt]) -> dict[str, int]:
+    """How many turns come before each preset's (0 for an ordinary preset)."""
+    by_id = {p.id: p for p in presets}
+    depth: dict[str, int] = {}
+    for preset in presets:
+        n, cursor = 0, preset
+        while cursor.follows and cursor.follows in by_id:
+            n, cursor = n + 1, by_id[cursor.follows]
+        depth[preset.id] = n
+    return depth
+
+
+def _chunks_by_depth(items: list[tuple], depth: dict[str, int], size: int) -> list[list[tuple]]:
+    """Chunks of at most ``size`` items, never mixing turns of different depth (a second turn needs the first's
+    answer stored before it is asked); ``items`` sorted by depth."""
+    chunks: list[list[tuple]] = []
+    for _, same in itertools.groupby(items, key=lambda item: depth[item[1].id]):
+        same = list(same)
+        chunks += [same[i:i + size] for i in range(0, len(same), size)]
+    return chunks
+
+
 def select_presets(prompts: list[Prompt], preset_ids: list[str] | None, category: str | None) -> list[Prompt]:
     """The presets of a run, in prompts.yaml order; unknown ids or an empty selection are refused."""
     known = {p.id: p for p in prompts}
@@ -286,8 +308,8 @@ class BatchRunner:
                 raise BatchError("no model is ready; see each model's status (python -m arena models prepare)")
         if len(set(models)) != len(models):
             raise BatchError("a model is listed twice in --models")
-        if not resume:
-            presets = select_presets(self.prompts, preset_ids, category)
+        if not resume:  # a multi-turn preset (MT-Bench) is asked turn by turn: one preset per turn
+            presets = [turn for preset in select_presets(self.prompts, preset_ids, category) for turn in preset.turns()]
         if settings.repeats < 1 or settings.batch_size < 1 or settings.max_new_tokens < 1:
             raise BatchError("--repeats, --batch-size and --max-new-tokens must be at least 1")
         named = judge not in (None, "none")
@@ -340,13 +362,14 @@ class BatchRunner:
         report = on_progress or (lambda p: None)
         report(progress)
         started = time.perf_counter()
+        depth = turn_depths(plan.presets)
         try:
             for model_id, group in itertools.groupby(pending, key=lambda item: item[0]):
-                items = list(group)
-                for start in range(0, len(items), plan.settings.batch_size):
+                # earlier turns first: a later turn's conversation holds this model's answers to them
+                items = sorted(group, key=lambda item: depth[item[1].id])
+                for chunk in _chunks_by_depth(items, depth, plan.settings.batch_size):
                     if stop.is_set():
                         return self._finish(plan, "interrupted")
-                    chunk = items[start:start + plan.settings.batch_size]
                     progress.phase = f"answering: {model_id}"
                     report(progress)
                     self._answer(plan, model_id, chunk)
@@ -399,11 +422,36 @@ class BatchRunner:
         except (EndpointError, ModelUnavailable) as exc:
             return [BatchAnswer(error=str(exc)) for _ in requests], False
 
+    def _conversation(self, plan: Plan, model_id: str, preset: Prompt, repeat: int) -> list[dict] | str:
+        """The messages for one turn: the system prompt, every earlier turn of a multi-turn preset with this
+        model's own stored answer to it, then the question. A string says why it can't be asked (an earlier
+        turn failed)."""
+        presets = {p.id: p for p in plan.presets}
+        chain = [preset]
+        while chain[0].follows:
+            chain.insert(0, presets[chain[0].follows])
+        if len(chain) == 1:
+            return messages_for(preset.question, plan.settings.system_prompt)
+        stored = {(a["preset_id"], a["repeat"]): a for a in self.store.batch_answers(plan.run_id)
+                  if a["model"] == model_id}
+        messages = messages_for(chain[0].question, plan.settings.system_prompt)
+        for earlier, later in zip(chain, chain[1:]):
+            answer = stored.get((earlier.id, repeat))
+            if answer is None or answer["error"]:
+                return f"turn {earlier.id} has no answer to follow up on"
+            messages += [{"role": "assistant", "content": answer["text"]}, {"role": "user", "content": later.question}]
+        return messages
+
     def _answer(self, plan: Plan, model_id: str, chunk: list[tuple]) -> None:
         model = self.supervisor.model(model_id)
-        requests = [BatchRequest(messages_for(preset.question, plan.settings.system_prompt), plan.settings.seed + repeat)
-                    for _, preset, repeat, _, _ in chunk]
-        answers, batched = self._call(model_id, requests, params_for(model, plan.settings))
+        conversations = [self._conversation(plan, model_id, preset, repeat) for _, preset, repeat, _, _ in chunk]
+        askable = [i for i, c in enumerate(conversations) if isinstance(c, list)]
+        replies, batched = self._call(model_id, [BatchRequest(conversations[i], plan.settings.seed + chunk[i][2])
+                                                 for i in askable], params_for(model, plan.settings)) \
+            if askable else ([], False)
+        answers = [BatchAnswer(error=c) if isinstance(c, str) else None for c in conversations]
+        for i, reply in zip(askable, replies):
+            answers[i] = reply
         rows = []
         for (_, preset, repeat, digest, key), answer in zip(chunk, answers):
             tokens = answer.usage.completion_tokens if answer.usage else 0

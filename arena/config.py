@@ -245,19 +245,32 @@ class Prompt:
     source: str
     language: str
     assertions: tuple[Assertion, ...] = ()  # prompts.yaml ``assert:`` (assertions.py)
+    followups: tuple[str, ...] = ()  # later turns (MT-Bench), asked in the same round after the answers
+    follows: str | None = None       # batch runs: the preset whose question and answer come before this turn
 
     def to_json(self) -> dict:
         """As a batch run stores it (and reads it back on --resume)."""
         data = {f: getattr(self, f) for f in ("id", "category", "question", "reference", "source", "language")}
-        return {**data, "assert": [{"type": a.type, "value": a.value if isinstance(a.value, str) else list(a.value)}
-                                   for a in self.assertions]}
+        extra = {k: v for k, v in (("followups", list(self.followups)), ("follows", self.follows)) if v}
+        return {**data, **extra, "assert": [{"type": a.type, "value": a.value if isinstance(a.value, str)
+                                             else list(a.value)} for a in self.assertions]}
 
     @classmethod
     def from_json(cls, data: dict) -> "Prompt":
         values = {k: v for k, v in data.items() if k in ("id", "category", "question", "reference", "source",
-                                                         "language")}
+                                                         "language", "follows")}
         checks = data.get("assert") or data.get("assertions")
-        return cls(**values, assertions=assertions_module.parse(checks) if checks else ())
+        return cls(**values, assertions=assertions_module.parse(checks) if checks else (),
+                   followups=tuple(data.get("followups") or ()))
+
+    def turns(self) -> list["Prompt"]:
+        """This preset and, for a multi-turn one, one preset per later turn (``<id>-turn<n>``) that follows the
+        one before it: how a batch run asks them, each turn answered and graded on its own."""
+        chain = [self]
+        for number, question in enumerate(self.followups, start=2):
+            chain.append(Prompt(f"{self.id}-turn{number}", self.category, question, "", self.source, self.language,
+                                follows=chain[-1].id))
+        return chain
 
 
 def _parse_endpoint(entry: _Entry) -> RemoteEndpoint:
@@ -412,8 +425,10 @@ def started_by_default(models: list[ModelConfig]) -> list[ModelConfig]:
 
 
 def load_prompts(path: Path | str = DEFAULT_PROMPTS_FILE) -> list[Prompt]:
-    """Parse the preset questions, in file order."""
+    """Parse the preset questions, in file order: prompts.yaml, or FastChat's MT-Bench ``question.jsonl``."""
     path = Path(path)
+    if path.suffix == ".jsonl":
+        return load_mt_bench(path)
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(_entries(path, _load_yaml(path), "prompts")):
@@ -442,3 +457,75 @@ def _parse_assertions(entry: _Entry) -> tuple[Assertion, ...]:
         return assertions_module.parse(entry.raw["assert"])
     except assertions_module.AssertionConfigError as exc:
         raise entry.fail(str(exc)) from None
+
+
+MT_BENCH_MAX_LINE = 1_000_000  # bytes: a question line longer than this is not a question
+
+
+def _jsonl(path: Path, what: str) -> list[tuple[int, dict]]:
+    """(line number, object) of every non-blank line; the first bad one is a ConfigError naming it."""
+    import json
+
+    try:
+        raw_lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    rows = []
+    for number, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        if len(raw) > MT_BENCH_MAX_LINE:
+            raise ConfigError(f"{path}:{number}: a line of {len(raw):,} bytes; at most {MT_BENCH_MAX_LINE:,}")
+        try:
+            data = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}:{number}: not a JSON object ({exc}); nothing was loaded") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}:{number}: not a JSON object; nothing was loaded")
+        rows.append((number, data))
+    return rows
+
+
+def load_mt_bench(path: Path) -> list[Prompt]:
+    """FastChat's MT-Bench ``question.jsonl`` (``question_id``, ``category``, ``turns``) as presets; the first
+    turn is the question, later turns are asked as follow-ups in the same round. A reference answer comes from
+    the line's own ``reference`` list or from ``reference_answer/*.jsonl`` beside the file (the first turn of
+    its first choice). Any wrong line is refused with its number and nothing is loaded."""
+    from .topics import language_of
+
+    references: dict[str, str] = {}
+    for ref_file in sorted((path.parent / "reference_answer").glob("*.jsonl")):
+        for number, data in _jsonl(ref_file, "reference answers"):
+            try:
+                references.setdefault(str(data["question_id"]), str(data["choices"][0]["turns"][0]))
+            except (KeyError, IndexError, TypeError):
+                raise ConfigError(f"{ref_file}:{number}: a reference answer needs question_id and choices[0].turns[0]"
+                                  f"; nothing was loaded") from None
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
+    for number, data in _jsonl(path, "MT-Bench questions"):
+        where = f"{path}:{number}"
+        qid, category, turns = data.get("question_id"), data.get("category"), data.get("turns")
+        if not isinstance(qid, (int, str)) or isinstance(qid, bool) or str(qid) == "":
+            raise ConfigError(f"{where}: 'question_id' must be a number or a string; nothing was loaded")
+        if not isinstance(category, str) or not category.strip():
+            raise ConfigError(f"{where}: 'category' must be a non-empty string; nothing was loaded")
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+            raise ConfigError(f"{where}: 'turns' must be a list of one or more questions; nothing was loaded")
+        prompt_id = str(qid)
+        if prompt_id in seen:
+            raise ConfigError(f"{where}: duplicate question_id {prompt_id} (first at line {seen[prompt_id]})")
+        seen[prompt_id] = number
+        own = data.get("reference")
+        reference = own[0] if isinstance(own, list) and own and isinstance(own[0], str) else references.get(prompt_id, "")
+        for text in (prompt_id, category, *turns, reference):
+            try:
+                textcheck.check(text)
+            except textcheck.TextProblem as exc:
+                raise ConfigError(f"{where}: holds {exc}; nothing was loaded") from None
+        prompts.append(Prompt(prompt_id, category.strip(), turns[0].strip(), reference.strip(),
+                              f"MT-Bench {path.name} line {number}", language_of(turns[0]),
+                              followups=tuple(t.strip() for t in turns[1:])))
+    if not prompts:
+        raise ConfigError(f"{path} holds no questions")
+    return prompts

@@ -380,13 +380,23 @@ class Arena:
         if round_ is not None and len(round_.record.turns) >= self.limits.max_turns:
             raise ArenaError("too_many_turns", turns=len(round_.record.turns))
         self._check_rate(self._ask_limiter, self._address_ask_limiter, session, address, "what_questions")
+        followups: tuple[str, ...] = ()
         if round_ is None:
             preset = self._prompts.get(preset_id or "")
             preset_id = preset_id if preset and preset.question == question else None
+            followups = preset.followups if preset_id else ()
             round_ = self.new_round(session, mode, model_a, model_b, settings, preset_id, hold, question)
         round_.start_turn(question)
         async for view in self._stream_turn(round_, question, settings):
             yield view
+        # A multi-turn preset (MT-Bench) asks its later turns as follow-ups in the same round, each once both
+        # answers before it are in; Stop ends the series.
+        for followup in followups[:max(0, self.limits.max_turns - len(round_.record.turns))]:
+            if round_.stop is not None and round_.stop.is_set() or round_.state is not RoundState.ANSWERED:
+                break
+            round_.start_turn(followup)
+            async for view in self._stream_turn(round_, followup, settings):
+                yield view
         yield self.view(round_)
 
     async def _stream_turn(self, round_: Round, question: str, settings: Settings) -> AsyncIterator[RoundView]:
