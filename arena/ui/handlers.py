@@ -45,12 +45,20 @@ class Handlers:
     def __init__(self, arena: Arena, downloads: Downloads | None = None, access: AdminAccess = AdminAccess(),
                  max_upload_bytes: int = exports.MAX_IMPORT_BYTES, batch=None):
         self.arena = arena
-        self.downloads = downloads or Downloads()
+        self._downloads = downloads
         self.access = access
         self.batch = batch  # a BatchService: the Batch tab and the judge's table
         self.trusted_proxies = access.trusted_proxies
         self.max_upload_bytes = max_upload_bytes
         self.leaderboard = CachedLeaderboard(arena.store)
+
+    @property
+    def downloads(self) -> Downloads:
+        """The app's download directory, or one of our own made on first use (a private temporary directory
+        that handlers built without an app, as in tests, would otherwise leave behind unused)."""
+        if self._downloads is None:
+            self._downloads = Downloads()
+        return self._downloads
 
     def admin(self, request, token: str | None, lang: str) -> None:
         """Export, import and batch runs are admin actions: see arena/access.py for the rule."""
