@@ -110,12 +110,18 @@ def test_blind_battle_hides_identities_in_everything_sent_until_the_vote(api):
 
 
 def test_leaderboard_endpoint_returns_the_rated_table(api):
-    _, view = ask(api, QUESTION, "blind", max_new_tokens=8)
-    api.predict(view["round_id"], "A better", api_name="/vote")
-    table, *_ = api.predict(api_name="/leaderboard")
+    """Ten blind votes through the API (the ratings' minimum), then /leaderboard: the table with both models,
+    the note saying how many battles it rests on, and the choices of the category and language selectors."""
+    for _ in range(10):
+        _, view = ask(api, QUESTION, "blind", max_new_tokens=8)
+        api.predict(view["round_id"], "A better", api_name="/vote")
+    table, _, note, *_ = api.predict(api_name="/leaderboard")
     assert {"rank", "model", "rating", "95% CI", "battles", "median tokens/s"} <= set(table["headers"])
     models = {row[table["headers"].index("model")] for row in table["data"]}
     assert {"Smol A", "Smol B"} <= models
+    assert "rated battle(s) in this selection" in note and "Only" not in note
+    english = api.predict(True, "all", "en", api_name="/leaderboard")
+    assert english[2] == note  # every battle so far was asked in English (typed, detected from the text)
 
 
 def test_stop_ends_a_streaming_round_and_it_can_still_be_voted_on(api):

@@ -289,9 +289,15 @@ def test_blind_battle_hides_names_and_timings_then_reveals_and_rates(page):
     shot(page, "blind-after-vote")
     page.get_by_role("tab", name="Leaderboard").click()
     page.locator("#refresh-leaderboard").click()
-    expect(page.locator("#board-note")).to_contain_text(re.compile(r"Only \d rated battle\(s\) in this selection"))
+    # The API tests may have voted first on this app: with ten or more the ratings show, with fewer the note
+    # says ratings need ten.
+    note = page.locator("#board-note")
+    expect(note).to_contain_text(re.compile(r"\d+ rated battle\(s\) in this selection"))
     expect(page.locator("#leaderboard-empty")).to_be_hidden()
-    expect(page.locator("#ratings-plot")).to_be_hidden()
+    if note.inner_text().startswith("Only"):
+        expect(page.locator("#ratings-plot")).to_be_hidden()
+    else:
+        expect(page.locator("#leaderboard-table")).to_contain_text("Smol A")
 
 
 def test_blind_hold_shows_both_answers_only_when_both_are_finished(page):
@@ -550,8 +556,8 @@ def test_chinese_browser_gets_chinese_page_and_the_switch_changes_it(browser, ap
 
 
 def test_batch_tab_runs_presets_shows_progress_and_offers_the_report(page, app, tmp_path):
-    """From the Batch tab: pick a preset and a judge, start, watch the progress line move, get the
-    report; the Leaderboard tab then shows the judge's own table beside the human one."""
+    """From the Batch tab: pick a preset and a grader, start, watch the progress line move, get the
+    report; the Leaderboard tab then shows the graders' own table beside the human one, and the pass rates."""
     page.get_by_role("tab", name="Batch").click()
     expect(page.locator("#batch-status")).to_contain_text("No batch run yet")
     page.locator("#batch-presets").get_by_label(re.compile(r"· en-common-2:")).check()
@@ -569,9 +575,11 @@ def test_batch_tab_runs_presets_shows_progress_and_offers_the_report(page, app, 
     shot(page, "batch-done")
     page.get_by_role("tab", name="Leaderboard").click()
     page.locator("#refresh-leaderboard").click()
-    # SmolLM2 rarely produces a parsable verdict, so the judge's table may have no rows: its columns show
-    # it is the judge's own table, beside (not mixed into) the human one.
+    # The graders' own table, beside (not mixed into) the human one, and the pass rates: the preset has
+    # assertions, so both models' answers are graded whatever the grader model says.
     expect(page.locator("#judge-table")).to_contain_text("judged pairs")
+    expect(page.locator("#judge-rates")).to_contain_text("Smol A")
+    expect(page.locator("#judge-rates")).to_contain_text("Smol B")
 
 
 def test_leaderboard_shows_what_int4_costs_after_a_quality_run(page, app):

@@ -89,10 +89,12 @@ def leaderboard_panel() -> Components:
     with gr.Row():
         c["refresh"] = gr.Button(I18N("refresh"), elem_id="refresh-leaderboard")
         c["include_imported"] = gr.Checkbox(True, label=I18N("include_imported"), elem_id="include-imported")
+        # The choices come with each view (the stored battles' categories and languages); an API caller may
+        # name any, so the value is not checked against the choices the page had when it was built.
         c["board_category"] = gr.Dropdown([(I18N("board_all"), ALL)], value=ALL, label=I18N("board_category"),
-                                          elem_id="board-category")
+                                          allow_custom_value=True, elem_id="board-category")
         c["board_language"] = gr.Dropdown([(I18N("board_all"), ALL)], value=ALL, label=I18N("board_language"),
-                                          elem_id="board-language")
+                                          allow_custom_value=True, elem_id="board-language")
     c["board_note"] = gr.Markdown("", elem_id="board-note")
     c["board"] = gr.Dataframe(label=I18N("rated_table"), elem_id="leaderboard-table", interactive=False)
     c["board_empty"] = gr.Markdown(I18N("chart_no_battles"), elem_id="leaderboard-empty")
