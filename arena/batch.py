@@ -202,7 +202,7 @@ class Plan:
     resume: bool = False
     fresh: bool = False
     method: str = "auto"        # grader.METHODS
-    margin: float = G.DEFAULT_MARGIN
+    margin: float = G.DEFAULT_MARGIN  # for a new run: G.default_margin(method) unless --margin
 
     def config(self) -> dict:
         return {"models": self.models, "presets": [p.to_json() for p in self.presets],
@@ -328,7 +328,7 @@ class BatchRunner:
             raise BatchError(f"--method {method} needs a grader model: name one with --judge ID")
         plan = Plan(run_id=resume or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], models=models,
                     presets=presets, settings=settings, judge=judge, resume=bool(resume), fresh=fresh,
-                    method=method, margin=G.DEFAULT_MARGIN if margin is None else float(margin))
+                    method=method, margin=G.default_margin(method) if margin is None else float(margin))
         plan._named_judge = named
         return plan
 
@@ -513,8 +513,11 @@ class BatchRunner:
                                                      self.store.save_pair_grades, batch_size,
                                                      lambda n: _advance(progress, report, n), stop):
                     return False
+                # A pair graded pairwise for lack of a reference under auto uses the pairwise margin: |p - 1/2|
+                # is on another scale than a difference of grades.
                 verdicts += grader_module.pairwise_verdict_rows(
-                    pairwise, self.store.pair_grades([p["id"] for p in pairwise], grader), grader, margin, method)
+                    pairwise, self.store.pair_grades([p["id"] for p in pairwise], grader), grader,
+                    margin if method == "pairwise" else G.PAIRWISE_MARGIN, method)
             if method in ("auto", "assert"):
                 self.store.save_grades(grader_module.assertion_rows(answers))
             if grader and method in ("auto", "reference"):

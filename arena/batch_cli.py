@@ -40,8 +40,9 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
                             "the reference; assert; reference; pairwise (P(A better), both orders); generate (the "
                             "generative judge: a reason, then a verdict, both orders)")
     batch.add_argument("--margin", type=float, default=None,
-                       help=f"how much better a grade must be to win a pair (default {G.DEFAULT_MARGIN}, calibrated "
-                            f"on the labelled set; BENCHMARKS.md)")
+                       help=f"how much better a grade must be to win a pair (default {G.DEFAULT_MARGIN}; with --method "
+                            f"reference or pairwise {G.PAIRWISE_MARGIN}: calibrated on the labelled set, BENCHMARKS.md "
+                            f"§13)")
     batch.add_argument("--concurrency", type=int, default=8,
                        help="requests in flight to a model server without the arena's batch endpoint (vLLM, Ollama, "
                             "llama.cpp's server), default 8")
@@ -65,7 +66,8 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
                        help="auto (default): each answer against the preset's reference where the battle names one "
                             "(and its assertions), else pairwise by probability; or assert, reference, pairwise, "
                             "generate")
-    judge.add_argument("--margin", type=float, default=None, help=f"default {G.DEFAULT_MARGIN}")
+    judge.add_argument("--margin", type=float, default=None,
+                       help=f"default {G.DEFAULT_MARGIN} ({G.PAIRWISE_MARGIN} with --method reference or pairwise)")
     judge.add_argument("-o", "--output", type=Path, help="verdicts JSONL (default: <data dir>/judgments/...)")
     judge.add_argument("--threads", type=int, default=None)
     judge.add_argument("--load-timeout", type=float, default=900.0)
@@ -228,7 +230,7 @@ def judge_command(args: argparse.Namespace) -> int:
               f"grades already stored are kept)", file=sys.stderr, flush=True)
         progress = Progress(run_id=f"file:{args.file.name}", done=0, total=0, phase="", started=time.time())
         bar = _bar(progress.total)
-        margin = G.DEFAULT_MARGIN if args.margin is None else args.margin
+        margin = G.default_margin(args.method) if args.margin is None else args.margin
         gradables, answers = pair_gradables_of(pairs, {p.id: p for p in prompts})
         try:
             BatchRunner(supervisor, store, []).grade_pairs(pairs, gradables, answers, judge_id, args.method, margin,

@@ -27,13 +27,52 @@ from .outcomes import Winner
 REFERENCE_V1 = "reference-prob-v1"
 PAIRWISE_V1 = "pairwise-prob-v1"
 PASS_THRESHOLD = 0.5      # a grade of P(yes) at or above this passes
-DEFAULT_MARGIN = 0.10     # replaced by the calibrated margin (BENCHMARKS.md §13); stored with each run
+# The margins calibrated on the labelled set (BENCHMARKS.md §13; stored with each run, --margin overrides):
+# - a grade must beat the other by 0.35 to win a pair (auto with the 1.5B grader: kappa 0.69 on the decisive
+#   verdicts; calibrated on either half of the presets, 0.20 and 0.40, kappa 0.59 on the other half);
+# - reference-only grading (P(yes), no assertions): 0.05 (the 1.5B's best; P(yes) rarely says no);
+# - pairwise by probability: |p - 1/2| must exceed 0.05 (at 0.10 the 1.5B abstained on 44 of 45 pairs).
+DEFAULT_MARGIN = 0.35
+PAIRWISE_MARGIN = 0.05
+_MARGINS = {"reference": 0.05, "pairwise": PAIRWISE_MARGIN}
+
+
+def default_margin(method: str) -> float:
+    """The calibrated margin of a grading method (grader.METHODS)."""
+    return _MARGINS.get(method, DEFAULT_MARGIN)
 ANSWER_HEAD, ANSWER_TAIL = 400, 1000  # of a longer answer the grader reads its start and its end (where the
 # conclusion usually is); a looping or rambling middle adds prefill time and nothing to judge
 TOP_LOGPROBS = 20
 # What BENCHMARKS.md §13 measured for a grader and method on the labelled set (176 answers, 616 pairs): the
 # reports quote it beside a run's own figures. Keyed (grader, method).
-LABELLED_FIGURES: dict[tuple[str, str], str] = {}
+_BASELINE = "the length baseline (\"the longer answer wins\"): 48% without ties, kappa 0.00"
+LABELLED_FIGURES: dict[tuple[str, str], str] = {
+    ("qwen2.5-coder-1.5b-q4km", "auto"):
+        "per answer ROC-AUC 0.92; pair verdicts at margin 0.35 agree with the labels' in 98% of decisive pairs "
+        "(83 of 616 pairs decisive), kappa 0.69 (0.59 with the margin calibrated on the other half of the "
+        "presets); " + _BASELINE + ".",
+    ("qwen2.5-coder-1.5b-q4km", "reference"):
+        "per answer ROC-AUC 0.78 (it says yes too often: accuracy at P(yes) 0.5 is 18%); pair verdicts at "
+        "margin 0.05: 80% without ties (132 decisive of 616), kappa 0.12; " + _BASELINE + ".",
+    ("qwen2.5-coder-1.5b-q4km", "pairwise"):
+        "on 45 sampled pairs, margin 0.05: abstained on 37, 71% agreement on the 7 decided; margin 0: 63% "
+        "(30 decided), kappa 0.13.",
+    ("qwen2.5-coder-1.5b-q4km", "generate"):
+        "on 45 sampled pairs it answered TIE to every one (coverage 0%): no information.",
+    ("qwen2.5-coder-0.5b-q4km", "auto"):
+        "per answer ROC-AUC 0.80, all of it from the assertions (its own P(yes) has AUC 0.41, below chance); "
+        "pair verdicts at the calibrated margin 0.25: 97% without ties, kappa 0.74, but 0.24 with the margin "
+        "calibrated on the other half of the presets; " + _BASELINE + ".",
+    ("qwen2.5-coder-0.5b-q4km", "reference"):
+        "per answer ROC-AUC 0.41, below chance: not a grader. Pair verdicts 69% without ties, kappa 0.07.",
+    ("qwen2.5-coder-0.5b-q4km", "pairwise"):
+        "on 45 sampled pairs: 53% agreement at margin 0 (chance), a first-position bias of P(first) 0.67.",
+    ("qwen2.5-coder-0.5b-q4km", "generate"):
+        "on 45 sampled pairs it answered TIE to every one (coverage 0%): no information.",
+    ("assertions", "assert"):
+        "104 answers of the 13 presets with assertions: 93% accuracy, kappa 0.69 against the labels (the "
+        "assertions were written on the same presets, so this is not a held-out figure).",
+}
 
 _SYSTEM = {"zh": "你是一位严格、公正的阅卷老师。", "en": "You are a strict and fair grader."}
 _REFERENCE = {
