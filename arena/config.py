@@ -411,11 +411,10 @@ def load_models(path: Path | str = DEFAULT_MODELS_FILE) -> list[ModelConfig]:
         ))
     if not models:
         raise ConfigError(f"{path}: the 'models:' list is empty; add at least two models")
-    ids = {m.id for m in models}
-    for model in models:
-        if model.reference is not None and (model.reference not in ids or model.reference == model.id):
-            raise ConfigError(f"{path}:{model.line}: model {model.id!r}: 'reference' must name another model of "
-                              f"this file, got {model.reference!r}; known: {', '.join(sorted(ids - {model.id}))}")
+    for model in models:  # a reference missing from this file is refused by the command that needs it
+        if model.reference == model.id:
+            raise ConfigError(f"{path}:{model.line}: model {model.id!r}: 'reference' names the model itself; name "
+                              f"its full-precision sibling")
     return models
 
 

@@ -33,19 +33,19 @@ def test_malformed_catalog_stops_start_up_naming_file_and_entry(tmp_path):
 
 def test_import_then_leaderboard_and_export_from_the_command_line(tmp_path):
     lines = [{"id": f"b{i}", "model_a": "m1", "model_b": "m2", "winner": w, "anony": True, "tstamp": i}
-             for i, w in enumerate(["model_a"] * 3 + ["model_b"])]
+             for i, w in enumerate(["model_a"] * 8 + ["model_b"] * 4)]
     battles = tmp_path / "battles.jsonl"
     battles.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     data = ["--data-dir", str(tmp_path / "d")]
-    assert "imported 4 battle(s) (shown but not rated" in run("import", str(battles), *data).stdout
+    assert "imported 12 battle(s) (shown but not rated" in run("import", str(battles), *data).stdout
     assert "No rated (blind) battles yet." in run("leaderboard", *data).stdout  # a file can't rate itself
     trusted = ["--data-dir", str(tmp_path / "t")]
-    assert "imported 4 battle(s) (blind ones rated" in run("import", str(battles), "--trust-import", *trusted).stdout
+    assert "imported 12 battle(s) (blind ones rated" in run("import", str(battles), "--trust-import", *trusted).stdout
     board = run("leaderboard", *trusted).stdout
-    assert "m1" in board and "rating" in board
+    assert "12 rated battles." in board and "m1" in board and "rating" in board
     assert "No rated (blind) battles yet." in run("leaderboard", "--exclude-imported", *trusted).stdout
     out = tmp_path / "votes.csv"
-    assert "wrote 4 vote(s)" in run("export", "--format", "csv", "-o", str(out), *data).stdout
+    assert "wrote 12 vote(s)" in run("export", "--format", "csv", "-o", str(out), *data).stdout
     assert out.read_bytes().startswith(b"\xef\xbb\xbf")
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"model_a": "m1"}\n')
@@ -57,13 +57,14 @@ def test_database_flag_points_every_command_at_postgresql(tmp_path, postgres):
     """--database postgresql://… replaces <data dir>/arena.db for import, leaderboard and export."""
     url = postgres.new_database()
     battles = tmp_path / "battles.jsonl"
-    battles.write_text("".join(json.dumps({"id": f"b{i}", "model_a": "m1", "model_b": "m2", "winner": "model_a",
-                                           "anony": True, "tstamp": i}) + "\n" for i in range(3)))
+    battles.write_text("".join(json.dumps({"id": f"b{i}", "model_a": "m1", "model_b": "m2",
+                                           "winner": "model_a" if i % 3 else "model_b", "anony": True, "tstamp": i})
+                               + "\n" for i in range(12)))
     flags = ["--data-dir", str(tmp_path / "d"), "--database", url]
-    assert "imported 3 battle(s) (blind ones rated" in run("import", str(battles), "--trust-import", *flags).stdout
-    assert "3 already stored" in run("import", str(battles), *flags).stdout  # the same database: all known
+    assert "imported 12 battle(s) (blind ones rated" in run("import", str(battles), "--trust-import", *flags).stdout
+    assert "12 already stored" in run("import", str(battles), *flags).stdout  # the same database: all known
     assert "m1" in run("leaderboard", *flags).stdout
-    assert "wrote 3 vote(s)" in run("export", "--format", "jsonl", "-o", str(tmp_path / "b.jsonl"), *flags).stdout
+    assert "wrote 12 vote(s)" in run("export", "--format", "jsonl", "-o", str(tmp_path / "b.jsonl"), *flags).stdout
     assert not (tmp_path / "d" / "arena.db").exists()
 
 
