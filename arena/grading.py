@@ -26,7 +26,10 @@ from .outcomes import Winner
 
 REFERENCE_V1 = "reference-prob-v1"
 PAIRWISE_V1 = "pairwise-prob-v1"
-PASS_THRESHOLD = 0.5      # a grade of P(yes) at or above this passes
+# A grade of P(yes) at or above this passes. The small graders say yes to most answers: on the labelled set
+# the 1.5B passes 162 of 176 answers at 0.5 (17 are correct; kappa 0.02) and 70 at 0.8 (kappa 0.20, accuracy
+# 66%), the best threshold that still passes a useful share (BENCHMARKS.md §13). Assertions give 1 or 0.
+PASS_THRESHOLD = 0.8
 # The margins calibrated on the labelled set (BENCHMARKS.md §13; stored with each run, --margin overrides):
 # - a grade must beat the other by 0.35 to win a pair (auto with the 1.5B grader: kappa 0.69 on the decisive
 #   verdicts; calibrated on either half of the presets, 0.20 and 0.40, kappa 0.59 on the other half);
@@ -48,11 +51,12 @@ TOP_LOGPROBS = 20
 _BASELINE = "the length baseline (\"the longer answer wins\"): 48% without ties, kappa 0.00"
 LABELLED_FIGURES: dict[tuple[str, str], str] = {
     ("qwen2.5-coder-1.5b-q4km", "auto"):
-        "per answer ROC-AUC 0.92; pair verdicts at margin 0.35 agree with the labels' in 98% of decisive pairs "
+        "per answer ROC-AUC 0.92 (kappa 0.39 at the pass threshold 0.8); pair verdicts at margin 0.35 agree with the labels' in 98% of decisive pairs "
         "(83 of 616 pairs decisive), kappa 0.69 (0.59 with the margin calibrated on the other half of the "
         "presets); " + _BASELINE + ".",
     ("qwen2.5-coder-1.5b-q4km", "reference"):
-        "per answer ROC-AUC 0.78 (it says yes too often: accuracy at P(yes) 0.5 is 18%); pair verdicts at "
+        "per answer ROC-AUC 0.78; it says yes too often (at P(yes) 0.5 it passes 162 of 176 answers, 17 of "
+        "them correct; at the threshold 0.8, 70: accuracy 66%, kappa 0.20); pair verdicts at "
         "margin 0.05: 80% without ties (132 decisive of 616), kappa 0.12; " + _BASELINE + ".",
     ("qwen2.5-coder-1.5b-q4km", "pairwise"):
         "on 45 sampled pairs, margin 0.05: abstained on 37, 71% agreement on the 7 decided; margin 0: 63% "

@@ -151,8 +151,8 @@ class QualityRun:
         return self.data_dir / "quality" / f"ref-{reference.id}-{key[:16]}.npz"
 
     def measure(self, model: ModelConfig, ids: list[int], gather: quality.Positions | None) -> Measured:
-        """Start the model alone, score the ids (at the reference's top ids when ``gather``), time a short
-        answer, read its memory, stop it."""
+        """Start the model alone, read its resident memory, score the ids (at the reference's asked ids when
+        ``gather``), time a short answer, read its peak memory, stop it."""
         supervisor = Supervisor([model], self.models_file, self.data_dir, threads=self.threads)
         started = time.perf_counter()
         supervisor.start()
@@ -163,6 +163,8 @@ class QualityRun:
             load_s = time.perf_counter() - started
             base, key = supervisor.endpoint(model.id), supervisor.api_key(model.id)
             name = model.endpoint.model if model.endpoint else model.id
+            pid = supervisor.pid(model.id)
+            rss = memory.resident_mb(pid) if pid else None  # loaded and warmed up: what keeping it costs
             self.say(f"  {model.id}: scoring {len(ids):,} tokens …")
             t0 = time.perf_counter()
             if model.endpoint is None:  # an arena worker: exact, at the reference's top ids
@@ -174,8 +176,7 @@ class QualityRun:
                 positions = quality.from_server_top(gather, entries, np.asarray(ids[1:]))
             score_s = time.perf_counter() - t0
             decode_tps = asyncio.run(self._decode_speed(base, name, key))
-            pid = supervisor.pid(model.id)
-            rss, peak = (memory.resident_mb(pid), memory.peak_resident_mb(pid)) if pid else (None, None)
+            peak = memory.peak_resident_mb(pid) if pid else None  # scoring's logits included
             versions = self._versions(base) if model.endpoint is None else {"server": model.endpoint.model}
             return Measured(positions, model.endpoint is not None, decode_tps, rss, peak, score_s,
                             load_s if model.endpoint is None else None, versions)

@@ -162,7 +162,7 @@ def report(answers, labels, pairs, sample, gradables, graders, store, timings) -
     by = {(r["grader"], r["answer_digest"]): r for r in stored}
     ids = [a["id"] for a in answers]
     truth = [labels[i] == "correct" for i in ids]
-    print("\n### Per answer (pass = labelled correct)\n")
+    print(f"\n### Per answer (pass = labelled correct; a grade passes at P(yes) >= {G.PASS_THRESHOLD})\n")
     print("| grader | method | answers graded | accuracy | kappa | ROC-AUC of P(yes) | AUC, partly counted as pass | "
           "seconds per answer |")
     print("|---|---|---|---|---|---|---|---|")
@@ -177,16 +177,23 @@ def report(answers, labels, pairs, sample, gradables, graders, store, timings) -
     for grader in graders:
         p = {i: by.get((grader, plain_digests[i]), {}).get("probability") for i in ids}
         graded = [i for i in ids if p[i] is not None]
-        kappa, acc = kappa_and_accuracy([labels[i] == "correct" for i in graded], [p[i] >= 0.5 for i in graded])
+        kappa, acc = kappa_and_accuracy([labels[i] == "correct" for i in graded], [p[i] >= G.PASS_THRESHOLD for i in graded])
         auc = G.roc_auc([p[i] for i in graded], [labels[i] == "correct" for i in graded])
         auc_partly = G.roc_auc([p[i] for i in graded], [labels[i] != "wrong" for i in graded])
         secs = timings.get(f"{grader} reference")
         print(f"| {grader} | reference | {len(graded)} of {len(ids)} | {acc:.0%} | {kappa:.2f} | {auc:.2f} | "
               f"{auc_partly:.2f} | {'–' if secs is None else f'{secs:.1f}'} |")
         per_answer[f"{grader} reference"] = p
+        sweep = []
+        for threshold in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+            kappa_t, acc_t = kappa_and_accuracy([labels[i] == "correct" for i in graded],
+                                                [p[i] >= threshold for i in graded])
+            sweep.append(f"{threshold}: passes {sum(p[i] >= threshold for i in graded)}, accuracy {acc_t:.0%}, "
+                         f"kappa {kappa_t:.2f}")
+        print(f"|  (pass threshold on P(yes): {'; '.join(sweep)}) | | | | | | | |")
         auto = {i: (by[(ASSERTIONS, digests[i])]["probability"] if (ASSERTIONS, digests[i]) in by else p[i]) for i in ids}
         graded = [i for i in ids if auto[i] is not None]
-        kappa, acc = kappa_and_accuracy([labels[i] == "correct" for i in graded], [auto[i] >= 0.5 for i in graded])
+        kappa, acc = kappa_and_accuracy([labels[i] == "correct" for i in graded], [auto[i] >= G.PASS_THRESHOLD for i in graded])
         print(f"| {grader} | auto (assertions, else reference) | {len(graded)} of {len(ids)} | {acc:.0%} | "
               f"{kappa:.2f} | {G.roc_auc([auto[i] for i in graded], [labels[i] == 'correct' for i in graded]):.2f} | "
               f"{G.roc_auc([auto[i] for i in graded], [labels[i] != 'wrong' for i in graded]):.2f} | – |")
