@@ -284,17 +284,8 @@ def judge_block(data: RunData) -> list[str]:
                  f"({q.inconsistent} of {q.pairs - q.unparsed}). The longer answer won "
                  f"{figure(q.longer_wins_rate, pct=True)} of the judge's decisive verdicts (n={q.longer_wins_n}).")
     h = J.quality(data.human_pairs, data.human_verdicts)
-    if h.judge_vs_human and h.judge_vs_human.n:
-        jh, lh = h.judge_vs_human, h.length_vs_human
-        lines.append(
-            f"Against human votes (all stored pairs with a human vote that this judge judged, n={jh.n}): the judge "
-            f"agrees {figure(jh.with_ties, pct=True)} with ties, {figure(jh.without_ties, pct=True)} without "
-            f"(n={jh.n_decisive}), Cohen's kappa {figure(jh.kappa)}; the baseline \"the longer answer wins\" agrees "
-            f"{figure(lh.with_ties, pct=True)} with ties, {figure(lh.without_ties, pct=True)} without (n={lh.n_decisive}), "
-            f"kappa {figure(lh.kappa)}. Inconsistency on those pairs: {figure(h.inconsistency_rate, pct=True)}.")
-        if not h.beats_length_baseline:
-            lines.append("**This judge does not beat the length baseline** on human-voted pairs: its verdicts are "
-                         "no better than picking the longer answer.")
+    if against := _against_humans(h, "judge", "that this judge judged"):
+        lines += against
     else:
         lines.append("Agreement with humans: not measured yet: no stored pair has both a human vote and a verdict "
                      "of this judge. Measure it with `python -m arena export --format jsonl -o votes.jsonl` then "
@@ -306,6 +297,23 @@ def judge_block(data: RunData) -> list[str]:
                      "position and length biases than about the models. Use a stronger judge (for example an "
                      "`openai` endpoint model) before drawing conclusions.")
     lines.append(REFERENCE_FIGURES)
+    return lines
+
+
+def _against_humans(h: J.JudgeQuality, who: str, which_pairs: str) -> list[str]:
+    """Agreement with human votes beside the length baseline's, or nothing when no voted pair was judged."""
+    jh, lh = h.judge_vs_human, h.length_vs_human
+    if not (jh and jh.n):
+        return []
+    lines = [f"Against human votes (stored pairs with a human vote {which_pairs}, n={jh.n}): the {who} agrees "
+             f"{figure(jh.with_ties, pct=True)} with ties, {figure(jh.without_ties, pct=True)} without "
+             f"(n={jh.n_decisive}), Cohen's kappa {figure(jh.kappa)}; the baseline \"the longer answer wins\" agrees "
+             f"{figure(lh.with_ties, pct=True)} with ties, {figure(lh.without_ties, pct=True)} without "
+             f"(n={lh.n_decisive}), kappa {figure(lh.kappa)}."
+             + (f" Inconsistency on those pairs: {figure(h.inconsistency_rate, pct=True)}." if who == "judge" else "")]
+    if not h.beats_length_baseline:
+        lines.append(f"**This {who} does not beat the length baseline** on human-voted pairs: its verdicts are "
+                     "no better than picking the longer answer.")
     return lines
 
 
@@ -338,17 +346,8 @@ def grading_block(data: RunData) -> list[str]:
                  f"{outcomes.count('tie')} tie(s), {outcomes.count('tie (bothbad)')} \"both bad\", "
                  f"{outcomes.count(None)} without a verdict.")
     h = J.quality(data.human_pairs, data.human_verdicts)
-    if h.judge_vs_human and h.judge_vs_human.n:
-        jh, lh = h.judge_vs_human, h.length_vs_human
-        lines.append(
-            f"Against human votes (stored pairs with a human vote graded the same way, n={jh.n}): agreement "
-            f"{figure(jh.with_ties, pct=True)} with ties, {figure(jh.without_ties, pct=True)} without "
-            f"(n={jh.n_decisive}), Cohen's kappa {figure(jh.kappa)}; the baseline \"the longer answer wins\": "
-            f"{figure(lh.with_ties, pct=True)} with ties, {figure(lh.without_ties, pct=True)} without, kappa "
-            f"{figure(lh.kappa)}.")
-        if not h.beats_length_baseline:
-            lines.append("**This grader does not beat the length baseline** on human-voted pairs: its verdicts are "
-                         "no better than picking the longer answer.")
+    if against := _against_humans(h, "grader", "graded the same way"):
+        lines += against
     else:
         lines.append("Agreement with human votes: none of the stored pairs with a human vote was graded this way yet "
                      "(`python -m arena judge votes.jsonl --method " + method + (f" --judge {grader}" if grader else "")

@@ -199,6 +199,18 @@ def test_retired_and_vanished_models_stay_marked_never_dropped(tmp_path):
     assert {(r["model_a"], r["retired_a"], r["retired_b"]) for r in rows} == {("old", "1", "0"), ("gone", "1", "0")}
 
 
+def write_prompts(path: Path) -> Path:
+    """PROMPTS as a prompts.yaml, so an imported battle file's questions get their categories."""
+    path.write_text("prompts:\n" + "".join(f"""  - id: {p.id}
+    category: {p.category}
+    question: "{p.question}"
+    reference: "{p.reference}"
+    source: test
+    language: {p.language}
+""" for p in PROMPTS), encoding="utf-8")
+    return path
+
+
 def battle_file(path: Path, n: int = 24, models: tuple[str, str] = ("long-md", "plain")) -> Path:
     """A battle file (our JSONL export format) with Chinese logic and English math battles: the first model
     answers long with headers and lists, the second short. Blind, so --trust-import rates them."""
@@ -233,13 +245,7 @@ def test_cli_leaderboard_by_category_and_language_with_style_control(tmp_path):
     license: test
 """ for m in ("long-md", "plain")), encoding="utf-8")
     prompts = tmp_path / "prompts.yaml"
-    prompts.write_text("prompts:\n" + "".join(f"""  - id: {p.id}
-    category: {p.category}
-    question: "{p.question}"
-    reference: "{p.reference}"
-    source: test
-    language: {p.language}
-""" for p in PROMPTS), encoding="utf-8")
+    write_prompts(prompts)
     common = ["--models", str(models), "--prompts", str(prompts), "--data-dir", str(tmp_path)]
 
     def cli(*args: str) -> str:

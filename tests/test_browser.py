@@ -617,7 +617,7 @@ def board_app(tmp_path_factory):
     """An app whose catalog retires 'old-md' (and has never heard of 'gone-plain'), with 24 battles between the
     two imported from a battle file with --trust-import, as a person brings an older arena's votes."""
     from .conftest import ROOT
-    from .test_board import PROMPTS, battle_file
+    from .test_board import battle_file, write_prompts
 
     retired = """
   - id: old-md
@@ -630,13 +630,7 @@ def board_app(tmp_path_factory):
 """
     running = start_app(tmp_path_factory, "board", extra_models=retired)
     prompts = running.tmp / "prompts.yaml"
-    prompts.write_text("prompts:\n" + "".join(f"""  - id: {p.id}
-    category: {p.category}
-    question: "{p.question}"
-    reference: "{p.reference}"
-    source: test
-    language: {p.language}
-""" for p in PROMPTS), encoding="utf-8")
+    write_prompts(prompts)
     done = subprocess.run([sys.executable, "-m", "arena", "import", str(battle_file(running.tmp / "b.jsonl", 24,
                           ("old-md", "gone-plain"))), "--trust-import", "--models", str(running.models_file),
                           "--prompts", str(prompts), "--data-dir", str(running.tmp / "data")],

@@ -227,3 +227,20 @@ def test_cli_judge_judges_a_battle_file_with_a_real_model(tmp_path, method):
     assert {json.loads(v)["human_winner"] for v in verdicts.splitlines()} == {"model_a", "model_b"}
     again = _cli("judge", str(battles), "--judge", "smol-a", "--method", method, "--threads", "1", *data)
     assert again.returncode == 0 and again.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]
+
+
+def test_agreement_with_human_votes_is_written_beside_the_length_baseline_or_left_out():
+    """The judge's and the grader's report blocks share one paragraph on human votes: the figures beside the
+    length baseline's, inconsistency only for a judge (a grader reads each answer once), a warning when length
+    agrees better, and nothing when no voted pair was judged (the caller then says how to measure it)."""
+    from arena import judge as J
+    pairs = [{"id": str(i), "answer_a": "a", "answer_b": "bbbb", "human_winner": "model_a"} for i in range(4)]
+    wrong = J.quality(pairs, {str(i): J.aggregate("B", "A") for i in range(4)})  # always the longer answer
+    judge_lines = report._against_humans(wrong, "judge", "that this judge judged")
+    assert "the judge agrees 0% with ties" in judge_lines[0] and "Inconsistency on those pairs: 0%." in judge_lines[0]
+    grader_lines = report._against_humans(wrong, "grader", "graded the same way")
+    assert "Inconsistency" not in grader_lines[0]
+    assert grader_lines[1].startswith("**This grader does not beat the length baseline**")
+    right = J.quality(pairs, {str(i): J.aggregate("A", "B") for i in range(4)})
+    assert len(report._against_humans(right, "judge", "x")) == 1  # agrees 100%, beats length: no warning
+    assert report._against_humans(J.quality(pairs, {}), "judge", "x") == []
