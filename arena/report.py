@@ -501,9 +501,10 @@ def _header_facts(data: RunData) -> list[tuple[str, str]]:
         info = env.get("models", {}).get(model, {})
         entry = info.get("entry", {})
         role = "judge" if model == cfg.get("judge") and model not in cfg["models"] else "model"
-        params = f", {info['params'] / 1e6:.0f}M params" if info.get("params") else ""
+        quantization = str(entry.get("quantization"))
+        params = f", {info['params'] / 1e6:.0f}M params" if info.get("params") and "params" not in quantization else ""
         facts.append((f"{role} {model}", f"{entry.get('name', model)}: engine {entry.get('engine')}, "
-                                         f"{entry.get('quantization')}{params}, {info.get('threads')} thread(s)"))
+                                         f"{quantization}{params}, {info.get('threads')} thread(s)"))
     return facts
 
 

@@ -13,7 +13,8 @@ EVIL = '<script>alert(1)</script> ![tracker](http://evil.example/x.png) <img src
 
 
 def _stored_run(store: Store, run_id: str = "r1", text_a: str = EVIL, speed_a: float = 20.0,
-                models: tuple[str, str] = ("m1", "m2"), labels: tuple[str, str] = ("A", "A")) -> None:
+                models: tuple[str, str] = ("m1", "m2"), labels: tuple[str, str] = ("A", "A"),
+                quantization: str = "Q4") -> None:
     """One judged pair of m1 and m2 (listed in ``models`` order); ``labels`` are the judge's in both orders."""
     presets = [{"id": "zh-1", "category": "中文", "question": "明明和白白谁喜欢谁？", "reference": "白白喜欢明明。",
                 "source": "t", "language": "zh"}]
@@ -23,7 +24,7 @@ def _stored_run(store: Store, run_id: str = "r1", text_a: str = EVIL, speed_a: f
                            "system_prompt": "", "batch_size": 8, "judge_max_tokens": 64}}
     env = {"cpu": "Test CPU", "cores": 2, "memory_gib": 24, "python": "3.11", "platform": "Linux",
            "libraries": {"llama-cpp-python": "0.3.36"},
-           "models": {m: {"entry": {"name": f"Model {m}", "engine": "llamacpp", "quantization": "Q4"}, "threads": 2,
+           "models": {m: {"entry": {"name": f"Model {m}", "engine": "llamacpp", "quantization": quantization}, "threads": 2,
                           "params": 135_000_000} for m in ("m1", "m2")}}
     store.create_batch_run(run_id, time.time(), config, env)
     store.save_batch_answers([
@@ -69,6 +70,16 @@ def test_markdown_copy_fences_model_output(tmp_path):
     fenced = re.search(r"(`{4,})text\n(.*?)\n\1", text, re.S)
     assert fenced and EVIL in fenced.group(2)
     assert "| Model m1 |" in text and "Self-judging" in text and "白白喜欢明明。" in text
+    assert "engine llamacpp, Q4, 135M params, 2 thread(s)" in text  # the measured count, named once
+
+
+def test_a_parameter_count_in_the_catalogs_description_is_not_repeated(tmp_path):
+    """models.yaml's quantization text may already say "630M params"; the header then does not add the
+    measured count after it (it read "630M params, 630M params")."""
+    store = Store(tmp_path / "a.db")
+    _stored_run(store, quantization="Q4_1 GGUF (4-bit), 135M params")
+    _, md_path = report.write_report(store, "r1", tmp_path / "out")
+    assert "Q4\\_1 GGUF (4-bit), 135M params, 2 thread(s)" in md_path.read_text(encoding="utf-8")
 
 
 def test_compare_shows_changed_answers_flipped_verdicts_and_speed(tmp_path):
