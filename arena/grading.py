@@ -43,6 +43,8 @@ _MARGINS = {"reference": 0.05, "pairwise": PAIRWISE_MARGIN}
 def default_margin(method: str) -> float:
     """The calibrated margin of a grading method (grader.METHODS)."""
     return _MARGINS.get(method, DEFAULT_MARGIN)
+
+
 ANSWER_HEAD, ANSWER_TAIL = 400, 1000  # of a longer answer the grader reads its start and its end (where the
 # conclusion usually is); a looping or rambling middle adds prefill time and nothing to judge
 TOP_LOGPROBS = 20
@@ -155,9 +157,9 @@ def pair_probability(p_first_ab: float | None, p_first_ba: float | None) -> floa
 
 def verdict_from_grades(grade_a: float | None, grade_b: float | None, margin: float,
                         threshold: float = PASS_THRESHOLD) -> Winner | None:
-    """A pair's verdict from two answers' grades (P(yes), or 1/0 for assertions): the clearly better one wins;
-    else both pass = tie, both fail = both bad, one passes = the passing one... only if past the margin (else
-    a tie). None when either grade is missing."""
+    """A pair's verdict from two answers' grades (P(yes), or 1/0 for assertions): the one whose grade is higher
+    by at least the margin wins; otherwise a tie when the mean grade passes the threshold, "both bad" when it
+    does not. None when either grade is missing."""
     if grade_a is None or grade_b is None:
         return None
     if grade_a - grade_b >= margin and grade_a - grade_b > 0:
