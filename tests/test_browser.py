@@ -168,10 +168,12 @@ def test_default_pair_answers_a_report_puzzle_then_streams_both_at_once(browser,
     assert stored["preset_id"] == "zh-wordplay-4" and stored["winner"] == "model_a" and len(stored["turns"]) == 1
 
     # Both workers are warm now (the first answer pages a model's weights in from disk), and a long
-    # story keeps SmolLM2 busy well past Qwen's first token, even on a loaded machine.
+    # story keeps SmolLM2 busy well past Qwen's first token, even on a loaded machine; 160 tokens are
+    # seconds of both streaming, and the turn need not run to 512.
     page.locator("#new-round").click()
     expect(page.locator("#chat-a [data-testid='user']")).to_have_count(0)
     expect(page.locator("#reveal")).to_have_text("")
+    set_max_tokens(page, 160)
     page.locator("#question textarea").fill(LONG)
     page.locator("#send").click()
     expect(page.locator("#chat-a [data-testid='user']")).to_have_count(1)
@@ -303,18 +305,22 @@ def test_blind_battle_hides_names_and_timings_then_reveals_and_rates(page):
 
 
 def test_blind_hold_shows_both_answers_only_when_both_are_finished(page):
-    """With the page setting on, no answer text is shown while either model is still answering."""
+    """With the page setting on, no answer text is shown while either model is still answering (and the
+    held state was seen at all: a turn too quick to watch would prove nothing)."""
+    set_max_tokens(page, 128)
     page.get_by_label("Battle (blind)").check()
     page.locator("#blind-hold input").check()
     page.locator("#question textarea").fill(LONG)
     page.locator("#send").click()
+    held = 0
     while not page.locator("#vote-a").is_enabled():
         a, b, metrics_a, _ = snapshot(page)
         if "appear together" in metrics_a:
+            held += 1
             assert a.strip("… ") == "" and b.strip("… ") == "", "text shown before both finished"
         time.sleep(0.05)
     a, b, *_ = snapshot(page)
-    assert a.strip("… ") and b.strip("… ")
+    assert held and a.strip("… ") and b.strip("… ")
 
 
 def test_stop_during_an_answer_keeps_it_and_allows_a_vote(page):
