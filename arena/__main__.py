@@ -41,12 +41,11 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _leaderboard(args: argparse.Namespace) -> int:
     from . import leaderboard, topics
-    from .rounds import retired_models
+    from .rounds import mark_retired, retired_models
     catalog = load_models(args.models)
     store = open_store(args)
     topics.backfill(store, load_prompts(args.prompts))
-    names = {m.id: m.name for m in catalog}
-    names.update({m: f"{names.get(m, m)} (retired)" for m in retired_models(catalog, store)})
+    names = mark_retired({m.id: m.name for m in catalog}, retired_models(catalog, store), "(retired)")
     if args.source == "judge":
         table, _ = leaderboard.judge_table(store, names, args.judge, args.bootstrap, args.seed)
         if table.empty:

@@ -422,18 +422,18 @@ class BatchRunner:
         except (EndpointError, ModelUnavailable) as exc:
             return [BatchAnswer(error=str(exc)) for _ in requests], False
 
-    def _conversation(self, plan: Plan, model_id: str, preset: Prompt, repeat: int) -> list[dict] | str:
+    @staticmethod
+    def _conversation(plan: Plan, preset: Prompt, repeat: int, stored: dict[tuple[str, int], dict]
+                      ) -> list[dict] | str:
         """The messages for one turn: the system prompt, every earlier turn of a multi-turn preset with this
-        model's own stored answer to it, then the question. A string says why it can't be asked (an earlier
-        turn failed)."""
+        model's own stored answer to it (``stored``, keyed (preset, repeat)), then the question. A string says
+        why it can't be asked (an earlier turn failed)."""
         presets = {p.id: p for p in plan.presets}
         chain = [preset]
         while chain[0].follows:
             chain.insert(0, presets[chain[0].follows])
         if len(chain) == 1:
             return messages_for(preset.question, plan.settings.system_prompt)
-        stored = {(a["preset_id"], a["repeat"]): a for a in self.store.batch_answers(plan.run_id)
-                  if a["model"] == model_id}
         messages = messages_for(chain[0].question, plan.settings.system_prompt)
         for earlier, later in zip(chain, chain[1:]):
             answer = stored.get((earlier.id, repeat))
@@ -444,7 +444,10 @@ class BatchRunner:
 
     def _answer(self, plan: Plan, model_id: str, chunk: list[tuple]) -> None:
         model = self.supervisor.model(model_id)
-        conversations = [self._conversation(plan, model_id, preset, repeat) for _, preset, repeat, _, _ in chunk]
+        # Earlier turns' answers, read once per chunk and only when it holds a later turn (chunks never mix depths)
+        stored = {(a["preset_id"], a["repeat"]): a for a in self.store.batch_answers(plan.run_id)
+                  if a["model"] == model_id} if any(preset.follows for _, preset, *_ in chunk) else {}
+        conversations = [self._conversation(plan, preset, repeat, stored) for _, preset, repeat, _, _ in chunk]
         askable = [i for i, c in enumerate(conversations) if isinstance(c, list)]
         replies, batched = self._call(model_id, [BatchRequest(conversations[i], plan.settings.seed + chunk[i][2])
                                                  for i in askable], params_for(model, plan.settings)) \

@@ -73,6 +73,16 @@ def bootstrap(battles: Battles, rounds: int = 100, seed: int = 42) -> np.ndarray
     return np.stack([fit_bt(battles, draw.astype(float)) for draw in draws])
 
 
+def ci_rank(lower: np.ndarray, upper: np.ndarray) -> list[int]:
+    """FastChat's rank: 1 + the number of models whose 95% interval lies wholly above this one's."""
+    return [1 + int(np.sum(lower > upper[i])) for i in range(len(upper))]
+
+
+def ci_text(ratings: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> list[str]:
+    """Each rating's interval as the tables show it: "+12.3 / -10.1"."""
+    return [f"+{u - r:.1f} / -{r - lo:.1f}" for r, lo, u in zip(ratings, lower, upper)]
+
+
 def rated_table(rows: list[tuple], names: dict[str, str] | None = None, rounds: int = 100,
                 seed: int = 42, median_speed: dict[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Leaderboard and pairwise win-fraction matrix from ``Store.rating_aggregates`` rows."""
@@ -97,12 +107,10 @@ def rated_table(rows: list[tuple], names: dict[str, str] | None = None, rounds: 
             wins[i, j] += count
         elif y == 0:
             wins[j, i] += count
-    # Rank as FastChat does: 1 + the number of models whose CI lies entirely above this one's.
-    rank = [1 + int(np.sum(lower > upper[i])) for i in range(n)]
     label = [(names or {}).get(m, m) for m in battles.models]
     table = pd.DataFrame({
-        "rank": rank, "model": label, "rating": ratings.round(1),
-        "ci_95": [f"+{u - r:.1f} / -{r - lo:.1f}" for r, lo, u in zip(ratings, lower, upper)],
+        "rank": ci_rank(lower, upper), "model": label, "rating": ratings.round(1),
+        "ci_95": ci_text(ratings, lower, upper),
         "ci_low": lower.round(1), "ci_high": upper.round(1), "battles": games.astype(int),
         "win_rate": (score / games).round(3),
         "mean_tokens_per_s": np.where(sums[:, 3] > 0, sums[:, 2] / np.maximum(sums[:, 3], 1), np.nan).round(1),

@@ -124,11 +124,12 @@ def position_stats(logits: np.ndarray, next_ids: np.ndarray, top: int, gather: n
     return out
 
 
-def score_sequence(ids: list[int], top: int, gather: np.ndarray | None, chunk: int,
+def score_sequence(ids: list[int], top: int, gather: np.ndarray | list[list[int]] | None, chunk: int,
                    forward: Callable[[int, int], np.ndarray], tail: int = 0) -> dict:
     """Teacher forcing over ``ids`` in chunks: ``forward(start, stop)`` feeds ``ids[start:stop]`` to the model,
     continuing its context, and returns their logits ``(stop - start, vocab)``. Position i predicts
-    ``ids[i + 1]``, so the last token is never fed. Returns the positions as JSON-ready lists."""
+    ``ids[i + 1]``, so the last token is never fed. ``gather``: one row of token ids per position, as an array
+    or as the worker received it. Returns the positions as JSON-ready lists."""
     n = len(ids) - 1
     if n < 1:
         raise ValueError("need at least two tokens to score")
@@ -179,8 +180,8 @@ def kl_divergence(reference: Positions, candidate: Positions) -> np.ndarray:
     """KL(reference ‖ candidate) per position, from what was kept: exact over the reference's top tokens, plus the
     rest of the vocabulary as one tail bucket (a lower bound: grouping never raises KL), plus the divergence
     inside that tail estimated from the reference's tail samples (importance sampling, clipped at zero as the
-    true value is). On SmolLM2 the bucket alone is about 4% low; with the samples, within 0.5%
-    (tests/test_quality.py, BENCHMARKS.md)."""
+    true value is). On SmolLM2 the bucket alone is 4.6% low; with the samples, 0.14% off
+    (tests/test_quality.py, BENCHMARKS.md §14)."""
     k = reference.top_ids.shape[1]
     p_lp = reference.top_logprobs.astype(np.float64)
     q_lp = candidate.top_logprobs[:, :k].astype(np.float64)
@@ -194,6 +195,11 @@ def kl_divergence(reference: Positions, candidate: Positions) -> np.ndarray:
         cand_tail = candidate.top_logprobs[:, k:].astype(np.float64) - np.log(q_tail)[:, None]
         within = p_tail * np.maximum((ref_tail - cand_tail).mean(axis=1), 0.0)
     return np.maximum(head + bucket + within, 0.0)
+
+
+def perplexity(positions: Positions) -> float:
+    """exp of the mean negative log-probability of each next token."""
+    return float(np.exp(-positions.next_logprob.astype(np.float64).mean()))
 
 
 def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
@@ -241,7 +247,6 @@ def figures(reference: Positions, candidate: Positions, seed: int = 0) -> Figure
     boot = np.sqrt((dp[draws] ** 2).mean(axis=1))
     return Figures(
         positions=len(kl), kl_mean=_mean_ci(kl), kl_p99=float(np.percentile(kl, 99)), same_top=_mean_ci(same),
-        ppl_reference=float(np.exp(-reference.next_logprob.astype(np.float64).mean())),
-        ppl=float(np.exp(-candidate.next_logprob.astype(np.float64).mean())),
+        ppl_reference=perplexity(reference), ppl=perplexity(candidate),
         ppl_ratio=(math.exp(ratio_mean), math.exp(ratio_low), math.exp(ratio_high)),
         rms_dp=(rms, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))))

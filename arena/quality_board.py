@@ -24,8 +24,12 @@ def latest_comparison(results: list[dict], models: set[str] | None = None) -> li
     for row in sorted(results, key=lambda r: r["created"]):
         if (row["reference"], row["text_digest"], row["tokens"]) == key:
             latest[row["model"]] = row
-    return sorted(latest.values(), key=lambda r: (r["figures"] is not None,
-                                                  r["figures"]["kl_mean"][0] if r["figures"] else 0.0))
+    return ordered(list(latest.values()))
+
+
+def ordered(rows: list[dict]) -> list[dict]:
+    """The reference first, then the candidates from the least to the most mean KL."""
+    return sorted(rows, key=lambda r: (r["figures"] is not None, r["figures"]["kl_mean"][0] if r["figures"] else 0.0))
 
 
 def _ci(value: list[float] | tuple, scale: float = 1.0, digits: int = 4) -> str:

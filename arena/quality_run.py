@@ -231,7 +231,7 @@ class QualityRun:
             meta_path.write_text(json.dumps(ref_meta))
             self.say(f"  {reference.id}: scored in {measured.score_s:.0f} s")
         rows = [self._row(reference, reference.id, digest, len(ids), None,
-                          float(np.exp(-ref_positions.next_logprob.astype(np.float64).mean())), False, **ref_meta)]
+                          quality.perplexity(ref_positions), False, **ref_meta)]
         self.store.save_quality_result(rows[0])
         for index, model in enumerate(candidates, start=2):
             self.say(f"[{index}/{total}] {model.id}: loading …")
@@ -283,7 +283,7 @@ def quality_command(args) -> int:
     except QualityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .quality_board import frame
+    from .quality_board import frame, ordered
 
-    print(frame([rows[0]] + sorted(rows[1:], key=lambda r: r["figures"]["kl_mean"][0])).to_string(index=False))
+    print(frame(ordered(rows)).to_string(index=False))
     return 0 if len(rows) == len(candidates) + 1 else 1

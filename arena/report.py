@@ -561,11 +561,12 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
                      f"<td>{r['answers']} ({r['errors']}, {r['batched']})</td><td>{_h(r['memory'])}</td></tr>")
     parts.append("</table>")
     if data.quality:
-        table = quality_board.frame(data.quality, _names(data))
-        parts += ["<h2>What INT4 costs</h2>", _html_paragraph(quality_board.intro(data.quality, _names(data))),
+        names = _names(data)
+        table = quality_board.frame(data.quality, names)
+        parts += ["<h2>What INT4 costs</h2>", _html_paragraph(quality_board.intro(data.quality, names)),
                   "<table><tr>" + "".join(f"<th>{_h(c)}</th>" for c in table.columns) + "</tr>"
                   + "".join("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in row) + "</tr>" for row in table.values)
-                  + "</table>", _svg(charts.quality_chart(data.quality, _names(data)))]
+                  + "</table>", _svg(charts.quality_chart(data.quality, names))]
     parts.append("<h2>The grading, and how far to trust it</h2>")
     parts += [_html_paragraph(line) for line in judge_block(data)]
     parts.append("<h2>Charts</h2>")
@@ -626,8 +627,9 @@ def write_markdown(data: RunData, compare: "Comparison | None" = None) -> str:
                    f"{_pair(r['total'])} | {_pair(r['tokens'], 0)} | {r['answers']} ({r['errors']}, {r['batched']}) | "
                    f"{r['memory']} |")
     if data.quality:
-        table = quality_board.frame(data.quality, _names(data))
-        out += ["", "## What INT4 costs", "", quality_board.intro(data.quality, _names(data)), "",
+        names = _names(data)
+        table = quality_board.frame(data.quality, names)
+        out += ["", "## What INT4 costs", "", quality_board.intro(data.quality, names), "",
                 "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
         out += ["| " + " | ".join(_md_inline(v) for v in row) + " |" for row in table.values]
     out += ["", "## The grading, and how far to trust it", ""]

@@ -242,6 +242,11 @@ def retired_models(catalog: list[ModelConfig], store: Store) -> set[str]:
     return {m.id for m in catalog if m.retired} | (store.battle_model_ids() - {m.id for m in catalog})
 
 
+def mark_retired(names: dict[str, str], retired: set[str], mark: str) -> dict[str, str]:
+    """Display names with every retired (or vanished) model's name followed by ``mark``, e.g. "(retired)"."""
+    return {**names, **{m: f"{names.get(m, m)} {mark}" for m in retired}}
+
+
 def _fallback_model(model_id: str, info: ModelInfo) -> ModelConfig:
     """A model that has left the catalog, described by what the round stored (for the identity check)."""
     return ModelConfig(model_id, info.name, info.engine or "openai", None, info.quantization or "", "")

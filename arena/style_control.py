@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from .leaderboard import BASE, INIT_RATING, SCALE
+from .leaderboard import BASE, INIT_RATING, SCALE, ci_rank, ci_text
 from .style import FEATURES
 
 A_WINS = "model_a"
@@ -97,11 +97,6 @@ def bootstrap(battles: list[dict], models: list[str], rounds: int = 100, seed: i
     return ratings, coefficients
 
 
-def ci_rank(ratings: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> list[int]:
-    """FastChat's rank: 1 + the number of models whose interval lies wholly above this one's."""
-    return [1 + int(np.sum(lower > upper[i])) for i in range(len(ratings))]
-
-
 def style_table(battles: list[dict], plain: pd.DataFrame, names: dict[str, str] | None = None, rounds: int = 100,
                 seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(ratings with style control beside each model's plain rank, style coefficients with 95% intervals).
@@ -113,10 +108,9 @@ def style_table(battles: list[dict], plain: pd.DataFrame, names: dict[str, str] 
     lower, upper = np.nanpercentile(samples, 2.5, axis=0), np.nanpercentile(samples, 97.5, axis=0)
     labels = [(names or {}).get(m, m) for m in result.models]
     plain_rank = dict(zip(plain["model"], plain["rank"])) if not plain.empty else {}
-    rank = ci_rank(result.ratings, lower, upper)
     table = pd.DataFrame({
-        "rank_sc": rank, "model": labels, "rating_sc": result.ratings.round(1),
-        "ci_sc": [f"+{u - r:.1f} / -{r - lo:.1f}" for r, lo, u in zip(result.ratings, lower, upper)],
+        "rank_sc": ci_rank(lower, upper), "model": labels, "rating_sc": result.ratings.round(1),
+        "ci_sc": ci_text(result.ratings, lower, upper),
         "rank": [plain_rank.get(label) for label in labels],
     })
     table["rank_change"] = [_change(p, s) for p, s in zip(table["rank"], table["rank_sc"])]

@@ -194,6 +194,12 @@ TEXTS: dict[str, dict[str, str]] = {
     },
 }
 
+
+def _merge(block: dict[str, dict[str, str]]) -> None:
+    """Add one feature's texts, kept beside each other below, to every language's table."""
+    for lang, texts in block.items():
+        TEXTS[lang].update(texts)
+
 # Refusals (rounds.ArenaError keys). The English text is also the API's error message.
 REFUSALS: dict[str, dict[str, str]] = {
     "en": {
@@ -256,8 +262,7 @@ REFUSALS: dict[str, dict[str, str]] = {
         "what_question": "问题", "what_system": "系统提示词",
     },
 }
-for _lang, _texts in REFUSALS.items():
-    TEXTS[_lang].update(_texts)
+_merge(REFUSALS)
 
 # The Batch tab and the judge's table (arena/ui/batch_panel.py).
 BATCH: dict[str, dict[str, str]] = {
@@ -300,8 +305,7 @@ BATCH: dict[str, dict[str, str]] = {
         "judge_rates": "已评分批量回答的通过率（所有运行）：总体、按类别、按语言",
     },
 }
-for _lang, _texts in BATCH.items():
-    TEXTS[_lang].update(_texts)
+_merge(BATCH)
 
 # What INT4 costs (python -m arena quality), on the Leaderboard tab and in reports (arena/quality_board.py).
 QUALITY: dict[str, dict[str, str]] = {
@@ -339,8 +343,7 @@ QUALITY: dict[str, dict[str, str]] = {
         "chart_quality_reference": "参考",
     },
 }
-for _lang, _texts in QUALITY.items():
-    TEXTS[_lang].update(_texts)
+_merge(QUALITY)
 
 # The leaderboard's selections and style control (arena/ui/page.py leaderboard_panel, style_control.py).
 BOARD: dict[str, dict[str, str]] = {
@@ -376,8 +379,7 @@ BOARD: dict[str, dict[str, str]] = {
         "feature_bold": "加粗", "retired": "（已退役）",
     },
 }
-for _lang, _texts in BOARD.items():
-    TEXTS[_lang].update(_texts)
+_merge(BOARD)
 
 STATE_NAMES = {lang: dict(zip(TEXTS["en"]["states"].split("|"), TEXTS[lang]["states"].split("|")))
                for lang in TEXTS}

@@ -43,6 +43,11 @@ def _is_padding(token_id: int, text: str) -> bool:
     return bool(match) and int(match.group(1)) == token_id
 
 
+def _vocabulary(source: str, tokens: dict[int, str], tokenize: Callable[[str], list[int]]) -> Vocabulary:
+    """A vocabulary read by either reader: its size and fingerprint, padding rows left out of both."""
+    return Vocabulary(source, sum(not _is_padding(i, t) for i, t in tokens.items()), fingerprint(tokens), tokenize)
+
+
 def from_gguf(path: Path) -> Vocabulary:
     import llama_cpp
     from llama_cpp._utils import suppress_stdout_stderr
@@ -56,9 +61,8 @@ def from_gguf(path: Path) -> Vocabulary:
     tokens = {i: llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", "surrogateescape")
               for i in range(llama_cpp.llama_vocab_n_tokens(vocab))
               if llama_cpp.llama_vocab_get_attr(vocab, i) != llama_cpp.LLAMA_TOKEN_ATTR_UNUSED}
-    kept = sum(not _is_padding(i, t) for i, t in tokens.items())
-    return Vocabulary(f"GGUF {path.name}", kept, fingerprint(tokens),
-                      lambda text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+    return _vocabulary(f"GGUF {path.name}", tokens,
+                       lambda text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
 
 def from_hf_dir(path: Path) -> Vocabulary:
@@ -71,9 +75,8 @@ def from_hf_dir(path: Path) -> Vocabulary:
                               f".save_pretrained(dir)")
     tokenizer = Tokenizer.from_file(str(file))
     tokens = {i: t for t, i in tokenizer.get_vocab(with_added_tokens=True).items()}
-    kept = sum(not _is_padding(i, t) for i, t in tokens.items())
-    return Vocabulary(f"tokenizer.json in {path}", kept, fingerprint(tokens),
-                      lambda text: tokenizer.encode(text, add_special_tokens=False).ids)
+    return _vocabulary(f"tokenizer.json in {path}", tokens,
+                       lambda text: tokenizer.encode(text, add_special_tokens=False).ids)
 
 
 def of_model(model: ModelConfig, data_dir: Path) -> Vocabulary:

@@ -128,6 +128,15 @@ def set_max_tokens(page: Page, value: int) -> None:
     expect(page.locator("#max-new-tokens input[type='range']")).to_have_value(str(value))
 
 
+def assert_picker_offers(page: Page, offered: str, not_offered: str) -> None:
+    """Open model A's picker as a person does: a model matching ``offered`` is listed, none matching
+    ``not_offered`` (regular expressions on the option's name); then close it."""
+    page.locator("#model-a input").click()
+    expect(page.get_by_role("option", name=re.compile(offered))).to_be_visible()
+    assert page.get_by_role("option", name=re.compile(not_offered)).count() == 0
+    page.keyboard.press("Escape")
+
+
 def ask(page: Page, question: str) -> None:
     """Send a question and wait until both answers are done (the vote buttons unlock)."""
     asked = page.locator("#chat-a [data-testid='user']").count()
@@ -597,11 +606,7 @@ def test_leaderboard_shows_what_int4_costs_after_a_quality_run(page, app, smol_q
     The reference's scores come from smol_quality_run's cache, as they would from an earlier run."""
     from .conftest import QUALITY_TOKENS, copy_reference_cache, run_quality
 
-    pick_options = page.locator("#model-a input")
-    pick_options.click()
-    expect(page.get_by_role("option", name=re.compile("^Smol A"))).to_be_visible()
-    assert page.get_by_role("option", name=re.compile("^Smol fp32")).count() == 0  # autostart: false
-    page.keyboard.press("Escape")
+    assert_picker_offers(page, "^Smol A", not_offered="^Smol fp32")  # autostart: false
     copy_reference_cache(smol_quality_run, app.tmp / "data")
     done = run_quality("--catalog", str(app.models_file), "--models", "smol-a", "--reference", "smol-fp32",
                        "--tokens", QUALITY_TOKENS, "--data-dir", str(app.tmp / "data"))
@@ -651,10 +656,7 @@ def test_leaderboard_by_category_and_language_with_style_control_and_retired_mod
     coefficients and both models marked retired (one retired in models.yaml, one gone from it) but not offered in
     the pickers; picks Chinese and sees the 12 Chinese battles; adds the math category and is told there are none."""
     page = open_page(browser, board_app.url)
-    page.locator("#model-a input").click()
-    expect(page.get_by_role("option", name=re.compile("^Smol A"))).to_be_visible()
-    assert page.get_by_role("option", name=re.compile("Old MD")).count() == 0
-    page.keyboard.press("Escape")
+    assert_picker_offers(page, "^Smol A", not_offered="Old MD")
     page.get_by_role("tab", name="Leaderboard").click()
     page.locator("#refresh-leaderboard").click()
     expect(page.locator("#board-note")).to_contain_text("24 rated battle(s) in this selection", timeout=30_000)

@@ -337,7 +337,7 @@ class ItrexEngine:
             return np.asarray(logits, dtype=np.float32).reshape(stop - start, -1)
 
         try:
-            return score_sequence(ids, top, None if gather is None else np.asarray(gather), SCORE_CHUNK, forward, tail)
+            return score_sequence(ids, top, gather, SCORE_CHUNK, forward, tail)
         finally:
             ns.model = None  # the chat path builds its own context on its next generate
 

@@ -337,7 +337,7 @@ class LlamaCppEngine:
             return np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(stop - start, n_vocab))
 
         try:
-            return score_sequence(ids, top, None if gather is None else np.asarray(gather), SCORE_CHUNK, forward, tail)
+            return score_sequence(ids, top, gather, SCORE_CHUNK, forward, tail)
         finally:
             batch.close()
             ctx.close()

@@ -355,4 +355,4 @@ class TransformersEngine:
                 out = self.hf_model(input_ids=tensor[:, start:stop], past_key_values=cache, use_cache=True)
             return out.logits[0].float().numpy()
 
-        return score_sequence(ids, top, None if gather is None else np.asarray(gather), SCORE_CHUNK, forward, tail)
+        return score_sequence(ids, top, gather, SCORE_CHUNK, forward, tail)

@@ -21,7 +21,7 @@ from ..leaderboard import MIN_BATTLES, CachedLeaderboard
 from ..topics import TYPED
 from ..memory import resident_mb
 from ..outcomes import Winner
-from ..rounds import Arena, ArenaError, RoundView, Settings
+from ..rounds import Arena, ArenaError, RoundView, Settings, mark_retired
 from ..texts import TEXTS, t
 from . import render
 
@@ -144,17 +144,18 @@ class Handlers:
         category = None if category in (None, "", ALL) else category
         language = None if language in (None, "", ALL) else language
         board = self.leaderboard.get(names, include_imported, category, language)
-        table, enough = board.table, board.enough
-        shown = table[list(TABLE_COLUMNS)] if enough else table.iloc[0:0].reindex(columns=TABLE_COLUMNS)
+        enough = board.enough
+        table = board.table if enough else board.table.iloc[0:0]  # too few battles: no ratings shown or drawn
+        shown = table.reindex(columns=TABLE_COLUMNS)
         note = t("board_battles", lang, n=board.battles) if enough else \
             t("board_too_few", lang, n=board.battles, min=MIN_BATTLES) if board.battles else ""
         categories, languages = self._selections(lang)
         return {"board": shown.rename(columns=lambda c: t(f"col_{c}", lang)),
                 "board_empty": gr.update(visible=board.battles == 0), "board_note": note,
                 "charts": gr.update(visible=enough),
-                "ratings_plot": charts.ratings_chart(table if enough else table.iloc[0:0], lang),
+                "ratings_plot": charts.ratings_chart(table, lang),
                 "matrix_plot": charts.win_fraction_chart(board.matrix if enough else board.matrix.iloc[0:0], lang),
-                "speed_plot": charts.speed_quality_chart(table if enough else table.iloc[0:0], lang),
+                "speed_plot": charts.speed_quality_chart(table, lang),
                 "named_board": board.named.rename(columns=lambda c: t(f"col_{c}", lang)),
                 "style_panel": gr.update(visible=enough),
                 "style_board": board.style.rename(columns=lambda c: t(f"col_{c}", lang)),
@@ -169,8 +170,7 @@ class Handlers:
     def names(self, lang: str) -> dict[str, str]:
         """Display names for the leaderboards: every catalog model, and every model of a stored battle; a retired
         one, or one gone from the catalog, marked so (its battles are never dropped)."""
-        names = self.arena.model_names()
-        return {**names, **{m: f"{names.get(m, m)} {t('retired', lang)}" for m in self.arena.retired_ids()}}
+        return mark_retired(self.arena.model_names(), self.arena.retired_ids(), t("retired", lang))
 
     def _selections(self, lang: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """The category and language choices: All, the presets' categories, and whatever stored battles have."""
