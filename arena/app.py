@@ -9,7 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
-from . import topics
+from . import http_guard, topics
 from .battle_schema import MAX_TEXT, MAX_TURNS
 from .config import (DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, PROJECT_DIR, ConfigError, load_models, load_prompts,
                      started_by_default)
@@ -71,11 +71,20 @@ def serve_parser() -> argparse.ArgumentParser:
                         help="vote rate limit per client address (a new session does not reset it)")
     parser.add_argument("--questions-per-minute-per-address", type=int, default=120,
                         help="question rate limit per client address")
+    parser.add_argument("--leaderboard-views-per-minute", type=int, default=60,
+                        help="Leaderboard views per client address (one not seen since the last vote refits the "
+                             "ratings with a bootstrap)")
     parser.add_argument("--max-turns", type=int, default=20, help=f"questions per round (at most {MAX_TURNS})")
     parser.add_argument("--trusted-proxy", action="append", default=[], metavar="IP",
                         help="a reverse proxy whose X-Forwarded-For header is believed for rate limits "
                              "(repeatable); without it the direct peer's address counts. Behind a proxy the "
                              "page is exposed, so export, import and batch runs then need the admin token")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="another name the page is reached by (repeatable). Without an admin token the app "
+                             "answers only to localhost, 127.0.0.1 and [::1], so that no other site can reach it "
+                             "through a visitor's browser (DNS rebinding); pages of these names may also call it")
+    parser.add_argument("--upload-max-age", type=float, default=900, metavar="SECONDS",
+                        help="uploaded files (battle imports) are deleted this long after they arrive (default 900)")
     return parser
 
 
@@ -107,7 +116,8 @@ def build_arena(args: argparse.Namespace) -> Arena:
     limits = Limits(max_question_chars=args.max_question_chars, votes_per_minute=args.votes_per_minute,
                     questions_per_minute=args.questions_per_minute, max_turns=args.max_turns,
                     votes_per_minute_per_address=args.votes_per_minute_per_address,
-                    questions_per_minute_per_address=args.questions_per_minute_per_address)
+                    questions_per_minute_per_address=args.questions_per_minute_per_address,
+                    leaderboard_views_per_minute_per_address=args.leaderboard_views_per_minute)
     store = open_store(args)
     topics.backfill(store, prompts)  # rounds stored before categories and languages were
     return Arena(supervisor, store, prompts, limits, schedule=args.schedule,
@@ -175,20 +185,21 @@ def serve(argv: list[str] | None = None) -> None:
     batch = BatchService(arena.supervisor, arena.store, arena.prompts, data_dir / "reports")
     access = AdminAccess(admin_token(args), frozenset(args.trusted_proxy))
     downloads = Downloads()
-    demo = build_ui(arena, downloads, access, max_upload_bytes=int(args.max_upload_mb * 1e6), batch=batch)
+    max_upload = int(args.max_upload_mb * 1e6)
+    demo = build_ui(arena, downloads, access, max_upload_bytes=max_upload, batch=batch,
+                    upload_max_age_s=args.upload_max_age)
+    policy = http_guard.policy_for(access.token_required, args.allowed_host, access.trusted_proxies, max_upload)
     print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)
     # What start-up loaded (gradio, pandas, matplotlib: well over a million objects) is set apart from the
     # garbage collector: a full collection scanning it all stalled the event loop, and every visitor, for
     # 200-250 ms (bench/bench_render.py stall --no-gc-freeze).
     gc.freeze()
     try:
-        demo.queue(default_concurrency_limit=8).launch(
-            server_name=args.host, server_port=args.port, share=args.share, css=CSS, show_error=True, i18n=I18N,
-            max_file_size=int(args.max_upload_mb * 1e6),
-            # Nothing of ours is served as a plain file: exports and reports go through download tickets.
-            blocked_paths=[str(data_dir), str(downloads.directory)],
-            app_kwargs={"routes": [downloads.route(lambda r: address_of(r, access.trusted_proxies))],
-                        "middleware": [security_headers()]})
+        launch(demo.queue(default_concurrency_limit=8), policy, server_name=args.host, server_port=args.port,
+               share=args.share, css=CSS, show_error=True, i18n=I18N, max_file_size=max_upload,
+               # Nothing of ours is served as a plain file: exports and reports go through download tickets.
+               blocked_paths=[str(data_dir), str(downloads.directory)],
+               app_kwargs={"routes": [downloads.route(lambda r: address_of(r, access.trusted_proxies))]})
     except KeyboardInterrupt:
         pass
     finally:
@@ -198,29 +209,18 @@ def serve(argv: list[str] | None = None) -> None:
         downloads.close()
 
 
-# The page loads images only from itself: whatever slips through as an image (or a diagram) in a model's
-# answer, the browser does not fetch it from elsewhere (safe_markdown.py is the first line of defence).
-CONTENT_SECURITY_POLICY = "img-src 'self' data: blob:; media-src 'self' data: blob:"
+def launch(demo, policy: "http_guard.GuardPolicy", **kwargs):
+    """``demo.launch(**kwargs)`` behind the HTTP guard (http_guard.py): Host, Origin, CSP and upload limits on every
+    request, and the client address taken from the connection itself, never from a header uvicorn was told to
+    believe (it trusts X-Forwarded-For from 127.0.0.1 by default; access.py alone reads that header, and only
+    from a --trusted-proxy)."""
+    import contextlib
 
+    os.environ["FORWARDED_ALLOW_IPS"] = ""  # read by uvicorn's Config: no peer may rewrite the client address
+    app_kwargs = dict(kwargs.pop("app_kwargs", {}))
 
-def security_headers():
-    """Middleware adding the Content-Security-Policy to every response."""
-    from starlette.middleware import Middleware
-
-    class _Headers:
-        def __init__(self, app):
-            self.app = app
-
-        async def __call__(self, scope, receive, send):
-            if scope["type"] != "http":
-                return await self.app(scope, receive, send)
-
-            async def with_headers(message):
-                if message["type"] == "http.response.start":
-                    message.setdefault("headers", []).append(
-                        (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
-                await send(message)
-
-            return await self.app(scope, receive, with_headers)
-
-    return Middleware(_Headers)
+    @contextlib.asynccontextmanager
+    async def guarded(app):  # runs before the server takes its first request
+        http_guard.install(app, policy)
+        yield
+    return demo.launch(app_kwargs={**app_kwargs, "lifespan": guarded}, **kwargs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -218,32 +219,39 @@ def board(store, names: dict[str, str] | None = None, rounds: int = 100, seed: i
 
 
 class _Memo:
-    """The last value and the key it was computed for: recompute only when the key changes.
+    """Values by the key they were computed for (the newest ``size`` keys): recompute only for a new key.
 
     The page's leaderboard handlers run in Gradio's worker threads, several at once: the lock keeps a
-    value paired with its own key (two threads computing for different keys could otherwise leave one
-    key with the other's value) and lets one computation serve the threads waiting for it."""
+    value paired with its own key and lets one computation serve the threads waiting for it. Keys carry the
+    store's version, so a vote makes every older entry unreachable; they age out."""
 
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._value: object = None
+    def __init__(self, size: int = 1) -> None:
+        self._values: OrderedDict[tuple, object] = OrderedDict()
+        self._size = size
         self._lock = threading.Lock()
 
     def get(self, key: tuple, compute: Callable[[], object]):
         with self._lock:
-            if key != self._key:
-                self._value = compute()
-                self._key = key
-            return self._value
+            if key in self._values:
+                self._values.move_to_end(key)
+            else:
+                self._values[key] = compute()
+                while len(self._values) > self._size:
+                    self._values.popitem(last=False)
+            return self._values[key]
+
+
+SELECTIONS_KEPT = 32  # category x language x imported selections cached at once
 
 
 class CachedLeaderboard:
-    """``board`` recomputed only when a vote changed it (votes_version) or the selection did, not on every page
-    view. One selection is kept: switching category and back recomputes (a few seconds at most)."""
+    """``board`` recomputed only when a vote changed it (votes_version), not on every page view: each selection
+    (category, language, imported battles or not; the plain and the style-controlled table together) is kept
+    until the next vote, the newest SELECTIONS_KEPT of them."""
 
     def __init__(self, store, rounds: int = 100, seed: int = 42):
         self.store, self.rounds, self.seed = store, rounds, seed
-        self._memo = _Memo()
+        self._memo = _Memo(SELECTIONS_KEPT)
 
     def get(self, names: dict[str, str], include_imported: bool = True, category: str | None = None,
             language: str | None = None) -> Board:

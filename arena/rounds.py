@@ -45,6 +45,7 @@ class Limits:
     questions_per_minute: int = 30         # per session
     votes_per_minute_per_address: int = 120      # per client address: a new session does not reset it
     questions_per_minute_per_address: int = 120
+    leaderboard_views_per_minute_per_address: int = 60
     max_turns: int = 20            # questions in one round
     restart_wait_s: float = 120.0  # how long a round waits for a crashed worker to come back
     open_rounds: int = 5000        # unvoted rounds kept in memory; older ones are reloaded from the store

@@ -6,12 +6,22 @@ reaches the page it goes through here:
 
 - markdown-it-py (a kept, linear-time CommonMark parser) splits the text into top-level blocks, each
   with its line range;
-- a block whose source holds neither ``![`` nor ``<`` cannot hold an image or HTML in any parser's
-  reading, nor ``mermaid`` (the page draws a fenced ``mermaid`` block as a diagram, and a diagram can
-  load images): it is passed through **verbatim** (what a person copies is what the model wrote);
+- a block whose source holds none of ``![``, ``<``, ``](``, ``]:`` and ``mermaid``, and in which
+  markdown-it finds no link, cannot hold an image, HTML or a link in any parser's reading, nor a diagram
+  (the page draws a fenced ``mermaid`` block, and a diagram can load images): it is passed through
+  **verbatim** (what a person copies is what the model wrote);
 - any other block is **written anew from its tokens**: images become links whose text names the
-  image's address, HTML is shown as text, and every character of plain text that Markdown could read
-  as syntax is escaped, so the browser's parser, whatever its quirks, finds nothing to load.
+  image's address, HTML is shown as text, links keep only http(s), mailto and relative destinations
+  (written inline, so no reference definition is needed), and every character of plain text that
+  Markdown could read as syntax is escaped;
+- reference definitions are dropped: every link that used one is written inline.
+
+What is written anew must mean the same to every Markdown reader the page uses (markdown-it here,
+marked in the browser), so it keeps to constructs they agree on. Inside a table cell, where a ``|``
+ends the cell before any inline parsing and the readers differ on backslashes before it, every ``|``
+is escaped text: a code span holding one is written as escaped text, and a destination's ``|`` is
+percent-encoded. tests/test_safe_markdown.py and tests/test_browser.py read the output of a grammar of
+hostile Markdown back with markdown-it and with the page's own components in Chromium.
 
 No regular expression touches the text, and the cost is linear in its length. A streaming answer is
 rendered by ``LiveMarkdown``, which re-parses only its last block per update (earlier blocks are
@@ -19,20 +29,35 @@ final once a later one starts).
 """
 from __future__ import annotations
 
+import html
+import logging
+
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
+
+log = logging.getLogger(__name__)
 
 _MD = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 # Plain text characters that could start Markdown syntax anywhere in a line; ``.``, ``(`` and
 # ``)`` need no escape once every ``[`` and ``]`` is escaped (no link can form around them).
-_ESCAPE = {ord(c): "\\" + c for c in "\\`*_[]<>!&~|#$"}
+# Angle brackets and backticks become entities, not backslash escapes: an entity is text to every reader
+# wherever it lands, while the browser's reader (marked) can misread an escape next to other syntax: it made
+# "http://x\\<svg>" a link ending in the backslash, leaving a bare '<', and it takes "`\\`" for a code span when
+# it decides which '*' pair up, which cut a real code span open.
+_ESCAPE = {**{ord(c): "\\" + c for c in "\\*_[]!&~|#$"}, ord("<"): "&lt;", ord(">"): "&gt;", ord("`"): "&#96;"}
+# Inside a link's text the browser's reader turns "\\[" and "\\]" back into brackets before it reads the text
+# again, so an escaped "[x](javascript:…)" there would become a link: brackets are entities too.
+_ESCAPE_IN_LINK = {**_ESCAPE, ord("["): "&#91;", ord("]"): "&#93;"}
 _LINE_START = set("-+=:")  # list items, setext underlines and table-like lines when at a line start
-# While streaming, a growing tail (outside a code fence) with more characters that inline parsing works
-# on than this is shown as escaped text until the answer is done: parsing 1,000 brackets takes about
-# 18 ms here, and a stream re-parses its tail up to 20 times a second. Prose and code fences cost a
-# small fraction of that per character (bench/bench_render.py).
+# While streaming, a growing tail whose inline text (what the block parser leaves for inline parsing:
+# not the content of code fences or indented code) holds more characters that inline parsing works on
+# than this is shown as escaped text until the answer is done: parsing 1,000 brackets takes about
+# 18 ms here, and a stream re-parses its tail up to 20 times a second. Block parsing is linear and
+# cheap per character (bench/bench_render.py).
 LIVE_PARSE_LIMIT = 1000
 _INLINE_SYNTAX = "[]!<`*_~&\\"
+_BLOCKS = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).disable("inline")
+_SAFE_SCHEMES = ("http:", "https:", "mailto:")
 
 
 def _normalise(text: str) -> str:
@@ -40,10 +65,26 @@ def _normalise(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
 
 
-def escape_text(text: str) -> str:
-    """Plain text as Markdown that renders as exactly this text."""
-    lines = text.translate(_ESCAPE).split("\n")
+def escape_text(text: str, in_link: bool = False) -> str:
+    """Plain text as Markdown that renders as exactly this text, to CommonMark and to GFM readers alike
+    (``in_link``: inside a link's text)."""
+    lines = _no_autolink(text.translate(_ESCAPE_IN_LINK if in_link else _ESCAPE)).split("\n")
     return "\n".join(_escape_line_start(line) for line in lines)
+
+
+def _no_autolink(text: str) -> str:
+    """``text`` with what GFM readers turn into a link by itself ("http://…", "www.…") escaped, as CommonMark
+    has it: plain text. The browser's reader (marked) extends such a link over every character up to a space or
+    '<', escapes and code included, so it would otherwise take characters that the rest of the text needs."""
+    text = text.replace("://", "\\://")
+    lower = text.lower()
+    if "www." not in lower:
+        return text
+    out, start = [], 0
+    while (found := lower.find("www.", start)) >= 0:
+        out.append(text[start:found + 3] + "\\.")
+        start = found + 4
+    return "".join(out) + text[start:]
 
 
 def _escape_line_start(line: str) -> str:
@@ -60,76 +101,108 @@ def _escape_line_start(line: str) -> str:
 
 
 def _code_span(content: str) -> str:
-    longest = run = 0
-    for ch in content:
-        run = run + 1 if ch == "`" else 0
-        longest = max(longest, run)
-    fence = "`" * (longest + 1)
-    pad = " " if content[:1] in ("`", " ") or content[-1:] in ("`", " ") else ""
-    return f"{fence}{pad}{content}{pad}{fence}"
+    """A single-backtick code span of ``content`` (which holds no backtick). A space at either end is padded:
+    readers strip one from each end when both ends have one."""
+    pad = " " if content[:1] == " " or content[-1:] == " " else ""
+    return f"`{pad}{content}{pad}`"
+
+
+_LANGUAGE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+#.-")
+
+
+def _language(info: str) -> str:
+    """A fence's info string as a language name the page can use: its first word, if that is a plain name. The
+    page's code highlighter names the block's class after it, and draws a ``mermaid`` block as a diagram."""
+    word = info.strip().split(maxsplit=1)[0] if info.strip() else ""
+    return word if set(word) <= _LANGUAGE and not word.lower().startswith("mermaid") else ""
 
 
 def _fence(content: str, info: str) -> list[str]:
     """A fenced block no line of ``content`` can close, whatever parser reads it."""
-    backticks = tildes = run_b = run_t = 0
+    backticks = run = 0
     for ch in content:
-        run_b = run_b + 1 if ch == "`" else 0
-        run_t = run_t + 1 if ch == "~" else 0
-        backticks, tildes = max(backticks, run_b), max(tildes, run_t)
-    char, longest = ("~", tildes) if "`" in info else ("`", backticks)
-    fence = char * max(3, longest + 1)
+        run = run + 1 if ch == "`" else 0
+        backticks = max(backticks, run)
     body = content[:-1] if content.endswith("\n") else content
-    return [fence + info.strip().replace("\n", " "), *(body.split("\n") if body else []), fence]
+    fence = "`" * max(3, backticks + 1)
+    return [fence + _language(info), *(body.split("\n") if body else []), fence]
+
+
+# "&" as "&amp;": CommonMark decodes entities in a destination, but the browser's reader copies it into the
+# href attribute as written, where the browser decodes it ("&#106;avascript:" would become "javascript:").
+_DESTINATION = {"(": "\\(", ")": "\\)", "\\": "\\\\", " ": "%20", "|": "%7C", "&": "&amp;"}
 
 
 def _destination(url: str) -> str:
-    """A link destination no parser can end early: markdown-it already percent-encoded spaces and '<'."""
-    return "".join("\\" + c if c in "()\\" else "%20" if c == " " else c for c in url)
+    """A link destination no reader can end early (markdown-it already percent-encoded spaces and '<'), nor a
+    table cell ('|' percent-encoded, which means the same in a URL), and that every reader decodes alike."""
+    return "".join(_DESTINATION.get(c, c) for c in url)
+
+
+def _safe_href(url: str) -> bool:
+    """Only http(s), mailto and relative destinations become links (an empty one is no link: text). markdown-it
+    already refuses javascript:, vbscript:, file: and data:; anything else that could be read as a scheme (a
+    ':' before the first '/', '?' or '#', once a browser has decoded entities and dropped tabs, newlines and
+    leading controls) is refused too, so no browser's reading of it can run or load anything."""
+    seen = "".join(c for c in html.unescape(url) if c not in "\t\n\r").strip("".join(map(chr, range(33))))
+    head = seen.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    return bool(seen) and (":" not in head or seen.lower().startswith(_SAFE_SCHEMES))
 
 
 class _Writer:
     """Writes the tokens of one block back as Markdown, with images as links and HTML as text."""
 
     def __init__(self) -> None:
-        self.hrefs: list[str] = []  # the open links' destinations, innermost last
+        self.hrefs: list[str | None] = []  # the open links' destinations, innermost last (None: shown as text)
+        self.in_cell = False  # writing a table cell: every '|' must be escaped text
 
     # -- inline ---------------------------------------------------------------------------------
     def inline(self, tokens: list[Token]) -> str:
         out: list[str] = []
-        for tok in tokens:
+        dropped, as_text = _fragile(tokens)
+        for index, tok in enumerate(tokens):
             kind = tok.type
-            if kind in ("text", "text_special"):
-                out.append(escape_text(tok.content))
+            if kind in ("text", "text_special", "html_inline"):
+                out.append(self.text(tok.content))
             elif kind == "softbreak":
                 out.append("\n")
             elif kind == "hardbreak":
                 out.append("\\\n")
-            elif kind == "code_inline":
-                out.append(_code_span(tok.content))
-            elif kind in ("em_open", "em_close"):
-                out.append("*")
-            elif kind in ("strong_open", "strong_close"):
-                out.append("**")
-            elif kind in ("s_open", "s_close"):
-                out.append("~~")
+            elif kind == "code_inline":  # next to another code span, the two fences would run together
+                joined = bool(out) and out[-1].endswith("`")
+                out.append(self.text(tok.content) if index in as_text or joined else self.code(tok.content))
+            elif kind in _MARKUP:
+                out.append("" if index in dropped else _MARKUP[kind])
             elif kind == "link_open":
-                self.hrefs.append(str(tok.attrs.get("href", "")))
-                out.append("[")
+                href = str(tok.attrs.get("href", ""))
+                out.append("[" if _safe_href(href) else self.text("["))  # unsafe: its text only, as text
+                self.hrefs.append(href if _safe_href(href) else None)
             elif kind == "link_close":
-                out.append("](" + _destination(self.hrefs.pop() if self.hrefs else "") + ")")
+                href = self.hrefs.pop() if self.hrefs else None
+                out.append("](" + _destination(href) + ")" if href is not None else self.text("]"))
             elif kind == "image":
                 out.append(self.image(tok))
-            elif kind == "html_inline":
-                out.append(escape_text(tok.content))
             else:  # a token type this writer does not know: its text, escaped
-                out.append(escape_text(tok.content))
+                out.append(self.text(tok.content))
         return "".join(out)
+
+    def text(self, content: str) -> str:
+        return escape_text(content, in_link=bool(self.hrefs))
+
+    def code(self, content: str) -> str:
+        """An inline code span, or its text where a reader could end it early: in a table cell at a '|' (cells
+        are split before code spans are read), and wherever it would need a fence of two or more backticks
+        (its content holds one): the browser's reader skips only single-backtick spans when it looks for a
+        link's ']' or pairs up '*', so a longer one can be cut open."""
+        if (self.in_cell and "|" in content) or "`" in content:
+            return self.text(content)
+        return _code_span(content)
 
     def image(self, tok: Token) -> str:
         """An image as a link that names its address (inside a link: as text, links don't nest)."""
         src = str(tok.attrs.get("src", ""))
-        label = escape_text(f"🖼 {_plain(tok.children or []) or 'image'}: {src}")
-        return label if self.hrefs else f"[{label}]({_destination(src)})"
+        label = escape_text(f"🖼 {_plain(tok.children or []) or 'image'}: {src}", in_link=True)
+        return label if self.hrefs or not _safe_href(src) else f"[{label}]({_destination(src)})"
 
     # -- blocks ---------------------------------------------------------------------------------
     def block(self, tokens: list[Token]) -> list[str]:
@@ -138,7 +211,7 @@ class _Writer:
         kind = first.type
         if kind in ("fence", "code_block"):
             info = first.info if kind == "fence" else ""
-            return _fence(first.content, "text" if info.strip().startswith("mermaid") else info)
+            return _fence(first.content, info)
         if kind == "hr":
             return ["***"]
         if kind == "html_block":  # shown as the text it is; indentation dropped so no line turns into code
@@ -179,7 +252,10 @@ class _Writer:
             if lines and not tight:
                 lines.append("")
             pad = " " * len(marker)
-            lines.extend([marker + (body[0] if body else "")] + [pad + b if b else "" for b in body[1:]])
+            if body and body[0][:3] in ("```", "~~~"):  # the browser's reader ends an item after a fence on its
+                body = ["", *body]                        # marker line: the fence starts on the next line
+            lines.extend([(marker + body[0]).rstrip() if body else marker.rstrip()]
+                         + [pad + b if b else "" for b in body[1:]])
         return lines
 
     def _tight(self, tokens: list[Token]) -> list[str]:
@@ -197,13 +273,45 @@ class _Writer:
                 if tok.type == "th_open":
                     aligns.append(str(tok.attrs.get("style", "")))
             elif tok.type == "inline":
-                cells.append(self.inline(tok.children or []).replace("\n", " "))
+                self.in_cell = True
+                try:
+                    cells.append(self.inline(tok.children or []).replace("\n", " "))
+                finally:
+                    self.in_cell = False
             elif tok.type == "tr_close":
                 rows.append(cells)
                 cells = []
         rule = {"text-align:left": ":--", "text-align:right": "--:", "text-align:center": ":-:"}
         lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join(rule.get(a, "---") for a in aligns) + "|"]
         return lines + ["| " + " | ".join(row) + " |" for row in rows[1:]]
+
+
+_MARKUP = {"em_open": "*", "em_close": "*", "strong_open": "**", "strong_close": "**", "s_open": "~~", "s_close": "~~"}
+_MARKER = {"em_open": "*", "strong_open": "*", "s_open": "~"}  # the character each is written with
+
+
+def _fragile(tokens: list[Token]) -> tuple[set[int], set[int]]:
+    """Where the browser's reader (marked) would pair markers differently from CommonMark and cut a code span
+    open (its content is written as it is, not escaped): (indices of strikethrough markers to leave out, indices
+    of code spans to write as escaped text). marked closes "*" or "~~" at the first such character it meets,
+    inside code too, and does not nest strikethrough: a code span inside strikethrough, or inside emphasis and
+    holding '*', is written as text; a strikethrough inside another loses its markers."""
+    markers: set[int] = set()
+    code: set[int] = set()
+    opened: list[int] = []
+    for index, tok in enumerate(tokens):
+        if tok.type in _MARKER:
+            if tok.type == "s_open" and any(tokens[i].type == "s_open" for i in opened):
+                markers.add(index)
+            opened.append(index)
+        elif tok.type in ("em_close", "strong_close", "s_close") and opened:
+            start = opened.pop()
+            if start in markers:
+                markers.add(index)
+            mark = _MARKER[tokens[start].type]
+            code.update(i for i in range(start + 1, index) if tokens[i].type == "code_inline"
+                        and (mark == "~" or mark in tokens[i].content))
+    return markers, code
 
 
 def _plain(tokens: list[Token]) -> str:
@@ -238,9 +346,33 @@ def _siblings(tokens: list[Token]) -> list[list[Token]]:
     return groups
 
 
+_RISKY = ("![", "<", "](", "]:", "mermaid")
+_RISKY_TOKENS = frozenset({"image", "html_inline", "html_block", "link_open"})
+
+
 def _risky(source: str) -> bool:
-    """Can this source hold an image, HTML or a diagram? Not without '![', '<' or 'mermaid'."""
-    return "![" in source or "<" in source or "mermaid" in source
+    """Could any reader find an image, HTML, a link or a diagram in this source? Not without one of _RISKY."""
+    return any(mark in source for mark in _RISKY)
+
+
+def _risky_block(source: str, tokens: list[Token]) -> bool:
+    """Must this block be written anew? Its source says so, markdown-it found a link in it (a reference link:
+    its definition elsewhere is dropped, so the link is written inline), or a fence's info string is more than a
+    language name."""
+    return _risky(source) or any(child.type in _RISKY_TOKENS for tok in tokens for child in tok.children or []) \
+        or any(tok.type == "fence" and tok.info.strip() != _language(tok.info) for tok in tokens)
+
+
+def _parse(parser: MarkdownIt, text: str) -> list[Token] | None:
+    """``parser``'s tokens for ``text``, or None where it fails. markdown-it-py 4.3.0 raises IndexError on a
+    text ending in an unclosed HTML block inside a list inside a blockquote ("> - <pre>\\n>"; found by the
+    grammar tests): a final newline avoids that case, and any other failure is shown as text, not raised
+    into the page's stream."""
+    try:
+        return parser.parse(text + "\n")
+    except Exception:  # noqa: BLE001 - whatever the parser trips on, the text must still be shown safely
+        log.warning("markdown-it failed on a %d-character text; shown as plain text", len(text), exc_info=True)
+        return None
 
 
 def _pieces(text: str) -> list[tuple[int, int, str]]:
@@ -250,12 +382,15 @@ def _pieces(text: str) -> list[tuple[int, int, str]]:
     lines = text.split("\n")
     pieces: list[tuple[int, int, str]] = []
     start = 0
-    for group in _siblings(_MD.parse(text)):
+    tokens = _parse(_MD, text)
+    if tokens is None:  # the parser failed on this text: all of it is shown as text
+        return [(0, 0, escape_text(text))]
+    for group in _siblings(tokens):
         first, end = group[0].map or (start, start)
         out = [_uncovered(line) for line in lines[start:first]]
         block = "\n".join(lines[first:end])
-        if _risky(block):
-            if out and out[-1] != "":
+        if _risky_block(block, group):  # set apart by blank lines: no reader may take it as the
+            if (out[-1] if out else lines[first - 1] if first else "").strip():  # continuation of its neighbour
                 out.append("")
             out.extend(_Writer().block(group))
             if end < len(lines) and lines[end].strip():
@@ -274,8 +409,9 @@ def _pieces(text: str) -> list[tuple[int, int, str]]:
 
 
 def _uncovered(line: str) -> str:
-    """A line outside every block: blank, or a reference definition; shown as text if it could hold more."""
-    return escape_text(line) if _risky(line) else line
+    """A line outside every block: blank, or part of a reference definition, which is dropped (the links
+    that used it are written inline) so that no reader can take it for a link's destination."""
+    return "" if line.strip() else line
 
 
 def safe_markdown(text: str | None) -> str:
@@ -283,6 +419,19 @@ def safe_markdown(text: str | None) -> str:
     if not text:
         return ""
     return "\n".join(piece for _, _, piece in _pieces(_normalise(text)))
+
+
+def _inline_syntax(text: str) -> int:
+    """How many characters inline parsing would work on in ``text``: those of its inline content (the block
+    parse alone, linear), wherever it is, so no opening line (a fence that is none, say) can skip the count."""
+    count = 0
+    tokens = _parse(_BLOCKS, text)
+    if tokens is None:
+        return sum(map(text.count, _INLINE_SYNTAX))
+    for tok in tokens:
+        if tok.type == "inline":
+            count += sum(map(tok.content.count, _INLINE_SYNTAX))
+    return count
 
 
 class LiveMarkdown:
@@ -307,8 +456,7 @@ class LiveMarkdown:
         if not text.startswith(self._source):  # not a continuation: start over
             self._source, self._rendered = "", []
         tail = text[len(self._source):]
-        in_fence = tail.lstrip(" ")[:3] in ("```", "~~~")  # a fence's content is not parsed inline
-        if not in_fence and sum(map(tail.count, _INLINE_SYNTAX)) > LIVE_PARSE_LIMIT:
+        if _inline_syntax(tail) > LIVE_PARSE_LIMIT:
             return "\n".join([*self._rendered, escape_text(tail)])
         pieces = _pieces(tail)
         last_complete = tail.count("\n") - (0 if tail.endswith("\n") else 1)  # lines after it are still growing

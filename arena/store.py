@@ -16,6 +16,7 @@ PostgreSQL's take the same arguments (``_INSERTS``). JSON columns are TEXT on bo
 from __future__ import annotations
 
 import json
+import os
 import threading
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import fields
@@ -295,7 +296,10 @@ def _with_folder(path: Path) -> Path:
 def _sqlite_engine(url: URL) -> Engine:
     """SQLite with the driver in autocommit: Store says BEGIN IMMEDIATE itself for writes (the write
     lock is taken up front, so two processes never deadlock upgrading a read), and a read is one
-    statement, as the store always did."""
+    statement, as the store always did. A new database file is made readable by its owner only: it holds
+    every conversation (SQLite gives its -wal and -shm files the database's permissions)."""
+    if url.database and url.database != ":memory:":
+        _private_file(Path(url.database))
     engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -305,6 +309,15 @@ def _sqlite_engine(url: URL) -> Engine:
             dbapi_connection.execute(pragma)
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` with mode 0600 if it does not exist yet (an existing file keeps the mode its owner gave)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _postgresql_engine(url: URL) -> Engine:

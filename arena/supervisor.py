@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -36,6 +37,7 @@ from .texts import t
 from .worker import ERROR_PREFIX
 
 _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
+WORKER_KEY_ENV = "ARENA_WORKER_KEY"
 STATES = ("preparing", "downloading", "loading", "ready", "restarting", "failed", "unavailable", "stopped")
 log = logging.getLogger("arena.supervisor")
 
@@ -141,6 +143,10 @@ class WorkerProcesses:
         self.catalog, self.models_file, self.data_dir = catalog, models_file, data_dir
         self.threads, self.rebuild_cache, self.health_timeout = threads, rebuild_cache, health_timeout
         self.stopping = threading.Event()
+        # Every worker of this supervisor takes requests only with this key (handed over in the environment,
+        # never on a command line that `ps` shows): other programs and web pages on the machine can find the
+        # port, not the key.
+        self.key = secrets.token_urlsafe(32)
 
     def prepare_and_spawn(self, worker: _Worker) -> None:
         spec = engine_spec(worker.model.engine)
@@ -182,7 +188,7 @@ class WorkerProcesses:
         python = engine_spec(worker.model.engine).interpreter()
         cmd = [str(python), "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
                "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads), "--exit-with-parent",
-               "--data-dir", str(self.data_dir)]
+               "--data-dir", str(self.data_dir), "--api-key-env", WORKER_KEY_ENV]
         if self.rebuild_cache and worker.status.restarts == 0:
             cmd.append("--rebuild-cache")
         with self.catalog.lock:
@@ -194,7 +200,7 @@ class WorkerProcesses:
                 # its own scheduling policy when it starts.
                 worker.process = subprocess.Popen(
                     cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=str(PROJECT_DIR), start_new_session=True)
+                    cwd=str(PROJECT_DIR), start_new_session=True, env={**os.environ, WORKER_KEY_ENV: self.key})
             worker.port = port
             detail = f"pid {worker.process.pid}, {threads} thread(s)" + (f"; {worker.notes}" if worker.notes else "")
             self.catalog.set(worker, state, detail)
@@ -414,8 +420,9 @@ class Supervisor:
             time.sleep(0.1)
 
     def api_key(self, model_id: str) -> str | None:
-        """The key for a remote model, read from the environment variable its entry names."""
-        return RemoteProber.api_key(self.model(model_id))
+        """The key for one of our workers, or for a remote model the one its entry's environment variable holds."""
+        model = self.model(model_id)
+        return self.processes.key if model.endpoint is None else RemoteProber.api_key(model)
 
     def pid(self, model_id: str) -> int | None:
         with self._lock:

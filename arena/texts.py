@@ -231,7 +231,8 @@ REFUSALS: dict[str, dict[str, str]] = {
         "bad_temperature": "temperature must be between 0 and 2, got {value}",
         "bad_top_p": "top_p must be above 0 and at most 1, got {value}",
         "bad_max_tokens": "max_new_tokens must be between 1 and 8192, got {value}",
-        "what_questions": "questions", "what_votes": "votes", "who_session": "session", "who_address": "address",
+        "what_questions": "questions", "what_votes": "votes", "what_uploads": "uploads",
+        "what_leaderboard": "leaderboard views", "who_session": "session", "who_address": "address",
         "what_question": "question", "what_system": "system prompt",
     },
     "zh": {
@@ -258,7 +259,7 @@ REFUSALS: dict[str, dict[str, str]] = {
         "bad_temperature": "温度必须在 0 到 2 之间，收到 {value}",
         "bad_top_p": "top_p 必须大于 0 且不超过 1，收到 {value}",
         "bad_max_tokens": "最大生成 token 数必须在 1 到 8192 之间，收到 {value}",
-        "what_questions": "提问", "what_votes": "投票", "who_session": "会话", "who_address": "地址",
+        "what_questions": "提问", "what_votes": "投票", "what_uploads": "上传", "what_leaderboard": "排行榜刷新", "who_session": "会话", "who_address": "地址",
         "what_question": "问题", "what_system": "系统提示词",
     },
 }

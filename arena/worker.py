@@ -158,8 +158,11 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
                context_length: int | None = None, versions: dict | None = None) -> FastAPI:
     """Wrap ``engine`` in the OpenAI chat protocol. One answer is generated at a time.
 
-    With ``api_key`` the /v1 routes require ``Authorization: Bearer <key>``, so a worker
-    can be served to other machines as an ``engine: openai`` model.
+    With ``api_key`` the /v1 routes require ``Authorization: Bearer <key>``: the supervisor gives every worker
+    a fresh random key (any page in a browser on this machine could otherwise find the port and hold the
+    model's generation lock), and a worker served to other machines as an ``engine: openai`` model takes the
+    key it is given. A POST must say it is JSON: a browser sends a cross-origin form or ``text/plain`` without
+    asking the server first, ``application/json`` never.
     """
     app = FastAPI(title=f"arena worker: {model_id}")
     generation_lock = threading.Lock()
@@ -173,6 +176,10 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
                 not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected):
             return JSONResponse({"error": {"message": "invalid API key", "type": "authentication_error"}},
                                 status_code=401)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and kind != "application/json":
+            return JSONResponse({"error": {"message": f"send the body as application/json (got {kind or 'none'!r})",
+                                           "type": "invalid_request_error"}}, status_code=415)
         return await call_next(request)
 
     params_count = n_params(engine)

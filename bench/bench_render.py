@@ -162,7 +162,7 @@ def stall(names: list[str], browser: bool, gc_freeze: bool = True) -> None:
     if browser:
         from playwright.sync_api import expect, sync_playwright
 
-        from tests.test_browser import CHROMIUM_ARGS
+        from tests.conftest import CHROMIUM_ARGS
         pw = sync_playwright().start()
         chromium = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = chromium.new_page(viewport={"width": 1400, "height": 1000})

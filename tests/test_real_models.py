@@ -1,6 +1,7 @@
 """Integration with real models: SmolLM2-135M through a real worker process, the supervisor's
 failure handling, and killing a worker mid-answer."""
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -97,6 +98,26 @@ def test_failing_models_are_named_with_reason_and_fix_while_others_work(supervis
     assert missing.state == "failed" and "does/not/exist.gguf not found" in missing.detail
     assert "fix 'source.file' in models.yaml" in missing.detail
     assert wrong.state == "failed" and "SHA-256 mismatch" in wrong.detail and "delete it" in wrong.detail
+
+
+def test_supervised_workers_take_requests_only_with_their_key_and_as_json(supervised):
+    """Anything on the machine can find a worker's port (a web page can post to it cross-origin): without the
+    supervisor's per-start key a request is refused, and so is a body not sent as JSON (a cross-origin
+    text/plain POST of 64 batch requests was served before). The arena itself, with the key, is answered."""
+    supervised.wait_until_settled(90)
+    base, key = supervised.endpoint("smol-a"), supervised.api_key("smol-a")
+    another = Supervisor(load_models(supervised.models_file), supervised.models_file, supervised.data_dir)
+    assert len(key) >= 32 and another.api_key("smol-a") != key  # a new key per start
+    body = {"model": "smol-a", "requests": [{"messages": [{"role": "user", "content": "Hi"}]}] * 64, "max_tokens": 1}
+    assert httpx.post(base + "/arena/batch", json=body, timeout=30).status_code == 401
+    assert httpx.post(base + "/arena/batch", json=body, headers={"Authorization": "Bearer wrong"},
+                      timeout=30).status_code == 401
+    plain = httpx.post(base + "/arena/batch", content=json.dumps(body), timeout=30,
+                       headers={"Authorization": f"Bearer {key}", "Content-Type": "text/plain"})
+    assert plain.status_code == 415 and "application/json" in plain.json()["error"]["message"]
+    text, _ = collect(base, [{"role": "user", "content": "Say OK."}], GenerationParams(max_new_tokens=2),
+                      api_key=key)
+    assert text
 
 
 def test_killing_a_worker_mid_answer_keeps_the_other_pane_and_the_next_round_works(supervised, tmp_path):

@@ -151,6 +151,38 @@ def test_leaderboard_shows_ratings_and_charts_only_from_ten_rated_battles(handle
     assert len(ratings.lines) > 0 and not ratings.texts  # points drawn, not the empty-state text
 
 
+def test_leaderboard_views_are_kept_per_selection_until_the_next_vote(handlers, monkeypatch):
+    """A view costs a Bradley-Terry fit with a bootstrap and three charts: each selection (category, language,
+    imported or not, page language) is computed once until a vote changes the store, then once again."""
+    import arena.leaderboard as leaderboard
+
+    fits = []
+    real = leaderboard.board
+    monkeypatch.setattr(leaderboard, "board", lambda *a, **k: fits.append(a[4:]) or real(*a, **k))
+    for _ in range(10):
+        asyncio.run(handlers.arena.vote("s1", answered(handlers.arena, session="s1").id, "A better"))
+    for selection in [("en", True, "all", "all"), ("en", True, "typed", "all"), ("en", False, "all", "en"),
+                      ("en", True, "all", "all"), ("en", True, "typed", "all"), ("zh", False, "all", "en")]:
+        handlers.leaderboard_view(*selection)
+    assert len(fits) == 3  # three selections; the page language only re-labels
+    assert handlers.leaderboard_view("en")["charts"]["visible"] is True  # a cached view still carries its updates
+    asyncio.run(handlers.arena.vote("s1", answered(handlers.arena, session="s1").id, "Tie"))
+    handlers.leaderboard_view("en")
+    assert len(fits) == 4
+
+
+def test_leaderboard_views_are_limited_per_address(tmp_path):
+    """Each address may ask for the leaderboard --leaderboard-views-per-minute times a minute, cached or not."""
+    arena = Arena(FakeSupervisor(), Store(tmp_path / "a.db"), [], Limits(leaderboard_views_per_minute_per_address=2))
+    handlers = Handlers(arena)
+    for _ in range(2):
+        asyncio.run(handlers.board_view("en", address="198.51.100.7"))
+    with pytest.raises(gr.Error, match="Too many leaderboard views from this address"):
+        asyncio.run(handlers.board_view("en", address="198.51.100.7"))
+    asyncio.run(handlers.board_view("en", address="203.0.113.9"))  # another address has its own count
+    arena.store.close()
+
+
 def test_speed_quality_chart_plots_each_model_at_its_median_speed():
     import pandas as pd
 

@@ -6,7 +6,6 @@ it). Handlers are plain functions of plain values, like the arena panel's.
 """
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import gradio as gr
@@ -15,7 +14,9 @@ from ..access import address_of
 from ..batch import BatchError
 from ..batch_service import DEFAULT_JUDGE, NO_JUDGE, BatchService
 from ..texts import t
-from .handlers import Handlers, download_link
+from .components import text_panel
+from .handlers import Handlers, download_link, page_error
+from .render import plain
 from .i18n import I18N
 
 POLL_SECONDS = 1.0
@@ -24,8 +25,8 @@ POLL_SECONDS = 1.0
 def progress_markdown(state: dict, lang: str = "en") -> str:
     """The run's state in one line, with a text progress bar; everything from the run is escaped."""
     done, total = state.get("done") or 0, state.get("total") or 0
-    values = {"run": html.escape(str(state.get("run_id") or "")), "done": done, "total": total,
-              "phase": html.escape(str(state.get("phase") or "")), "error": html.escape(str(state.get("error") or ""))}
+    values = {"run": plain(state.get("run_id") or ""), "done": done, "total": total,
+              "phase": plain(state.get("phase") or ""), "error": plain(state.get("error") or "")}
     line = t(f"batch_{state['state']}", lang, **values)
     if state.get("eta_s") and state["state"] == "running":
         line += " " + t("batch_eta", lang, minutes=int(state["eta_s"] // 60), seconds=int(state["eta_s"] % 60))
@@ -58,7 +59,7 @@ def start(h: Handlers, models: list[str], presets: list[str], repeats: float, ju
     try:
         h.batch.start(list(models or []), list(presets or []), int(repeats or 1), judge)
     except BatchError as exc:
-        raise gr.Error(str(exc), duration=10) from None
+        raise page_error(str(exc), duration=10) from None
     return progress_markdown(h.batch.progress(), lang)
 
 
@@ -83,7 +84,7 @@ def poll(h: Handlers, token: str | None, lang: str, request) -> tuple[str, str]:
 
 
 def batch_panel(service: BatchService, token_required: bool = False) -> dict:
-    c: dict = {"batch_intro": gr.Markdown(I18N("batch_intro"))}
+    c: dict = {"batch_intro": text_panel(I18N("batch_intro"))}
     c["batch_models"] = gr.CheckboxGroup(model_choices(service), value=service.ready_models()[:2],
                                          label=I18N("batch_models"), elem_id="batch-models")
     c["batch_presets"] = gr.CheckboxGroup(service.list_presets(), value=[], label=I18N("batch_presets"),
@@ -99,7 +100,7 @@ def batch_panel(service: BatchService, token_required: bool = False) -> dict:
         c["batch_refresh"] = gr.Button(I18N("batch_refresh"), elem_id="batch-refresh")
     c["batch_token"] = gr.Textbox(label=I18N("admin_token"), info=I18N("admin_token_info"), type="password",
                                   visible=token_required, elem_id="batch-token")
-    c["batch_status"] = gr.Markdown(progress_markdown(service.progress()), elem_id="batch-status")
+    c["batch_status"] = text_panel(progress_markdown(service.progress()), elem_id="batch-status")
     c["batch_report"] = gr.HTML("", elem_id="batch-report")
     return c
 

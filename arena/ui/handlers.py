@@ -17,11 +17,11 @@ import gradio as gr
 from .. import charts, exports, quality_board
 from ..access import AdminAccess, address_of
 from ..downloads import Downloads, Offer
-from ..leaderboard import MIN_BATTLES, CachedLeaderboard
+from ..leaderboard import MIN_BATTLES, SELECTIONS_KEPT, CachedLeaderboard, _Memo
 from ..topics import TYPED
 from ..memory import resident_mb
 from ..outcomes import Winner
-from ..rounds import Arena, ArenaError, RoundView, Settings, mark_retired
+from ..rounds import Arena, ArenaError, RoundView, Settings, _RateLimiter, address_key, mark_retired
 from ..texts import TEXTS, t
 from . import render
 
@@ -32,8 +32,14 @@ ALL = "all"  # the category and language selectors' "no filter" value
 TABLE_COLUMNS = ("rank", "model", "rating", "ci_95", "battles", "win_rate", "median_tokens_per_s", "mean_ttft_s")
 
 
+def page_error(message: str, duration: float = 8) -> gr.Error:
+    """A pop-up on the page. Gradio writes its text into the page as HTML (through a sanitizer that let an SVG
+    link through), and refusals can quote text from outside (model ids, server errors): escaped here, once."""
+    return gr.Error(html.escape(message, quote=False), duration=duration)
+
+
 def _refusal(exc: ArenaError, lang: str) -> gr.Error:
-    return gr.Error(exc.message(lang), duration=8)
+    return page_error(exc.message(lang))
 
 
 class Handlers:
@@ -51,6 +57,9 @@ class Handlers:
         self.trusted_proxies = access.trusted_proxies
         self.max_upload_bytes = max_upload_bytes
         self.leaderboard = CachedLeaderboard(arena.store)
+        self._views = _Memo(SELECTIONS_KEPT)  # the human views with their charts, per selection and language
+        self._quality_views = _Memo(4)
+        self._board_limiter = _RateLimiter(arena.limits.leaderboard_views_per_minute_per_address)
 
     @property
     def downloads(self) -> Downloads:
@@ -63,7 +72,7 @@ class Handlers:
     def admin(self, request, token: str | None, lang: str) -> None:
         """Export, import and batch runs are admin actions: see arena/access.py for the rule."""
         if key := self.access.refusal(request, token):
-            raise gr.Error(t(key, lang), duration=10)
+            raise page_error(t(key, lang), duration=10)
 
     # -- the arena panel ---------------------------------------------------------------
     def pane_labels(self, mode: str, a: str | None, b: str | None, lang: str) -> tuple[str, str]:
@@ -136,21 +145,42 @@ class Handlers:
         return render.status_markdown(rows, lang)
 
     # -- leaderboard -------------------------------------------------------------------
+    async def board_view(self, lang: str, include_imported: bool = True, category: str | None = ALL,
+                          language: str | None = ALL, address: str | None = None) -> dict:
+        """The Leaderboard tab's view for one client: at most --leaderboard-views-per-minute per address (a view
+        that is not cached refits Bradley-Terry with a bootstrap), computed off the event loop."""
+        try:
+            self._board_limiter.check(address_key(address or "?"), "what_leaderboard", "who_address")
+        except ArenaError as exc:
+            raise _refusal(exc, lang) from None
+        return await asyncio.to_thread(self.leaderboard_view, lang, include_imported, category, language)
+
     def leaderboard_view(self, lang: str, include_imported: bool = True, category: str | None = ALL,
                          language: str | None = ALL) -> dict:
         """The human leaderboard of one selection (plain and style-controlled), the judge's, and what INT4 costs.
-        A selection with fewer than leaderboard.MIN_BATTLES rated battles says so instead of showing ratings."""
+        A selection's tables and charts are kept until the next vote (per language of the page)."""
         names = self.names(lang)
         category = None if category in (None, "", ALL) else category
         language = None if language in (None, "", ALL) else language
+        key = (self.arena.store.votes_version(), tuple(sorted(names.items())), lang, include_imported, category,
+               language)
+        view = self._views.get(key, lambda: self._human_view(names, lang, include_imported, category, language))
+        categories, languages = self._selections(lang)
+        return {**{k: dict(v) if isinstance(v, dict) else v for k, v in view.items()},  # Gradio may consume updates "board_category": gr.update(choices=categories), "board_language": gr.update(choices=languages),
+                "judge_board": self._judge_table(lang),
+                "judge_rates": self.batch.pass_rates() if self.batch is not None else None,
+                **self.quality_view(lang)}
+
+    def _human_view(self, names: dict[str, str], lang: str, include_imported: bool, category: str | None,
+                    language: str | None) -> dict:
+        """Tables and charts of the human votes. With fewer than leaderboard.MIN_BATTLES rated battles, the note
+        says so instead of showing ratings."""
         board = self.leaderboard.get(names, include_imported, category, language)
         enough = board.enough
         table = board.table if enough else board.table.iloc[0:0]  # too few battles: no ratings shown or drawn
-        shown = table.reindex(columns=TABLE_COLUMNS)
         note = t("board_battles", lang, n=board.battles) if enough else \
             t("board_too_few", lang, n=board.battles, min=MIN_BATTLES) if board.battles else ""
-        categories, languages = self._selections(lang)
-        return {"board": shown.rename(columns=lambda c: t(f"col_{c}", lang)),
+        return {"board": table.reindex(columns=TABLE_COLUMNS).rename(columns=lambda c: t(f"col_{c}", lang)),
                 "board_empty": gr.update(visible=board.battles == 0), "board_note": note,
                 "charts": gr.update(visible=enough),
                 "ratings_plot": charts.ratings_chart(table, lang),
@@ -161,11 +191,7 @@ class Handlers:
                 "style_board": board.style.rename(columns=lambda c: t(f"col_{c}", lang)),
                 "style_coefficients": board.coefficients.assign(
                     feature=[t(f"feature_{f}", lang) for f in board.coefficients["feature"]])
-                .rename(columns=lambda c: t(f"col_{c}", lang)),
-                "board_category": gr.update(choices=categories), "board_language": gr.update(choices=languages),
-                "judge_board": self._judge_table(lang),
-                "judge_rates": self.batch.pass_rates() if self.batch is not None else None,
-                **self.quality_view(lang)}
+                .rename(columns=lambda c: t(f"col_{c}", lang))}
 
     def names(self, lang: str) -> dict[str, str]:
         """Display names for the leaderboards: every catalog model, and every model of a stored battle; a retired
@@ -182,12 +208,14 @@ class Handlers:
                 [(t("board_all", lang), ALL)] + [(label(f"lang_{g}", g), g) for g in languages])
 
     def quality_view(self, lang: str) -> dict:
-        """The newest quality comparison: intro, table and chart."""
+        """The newest quality comparison: intro, table and chart (drawn again only when a result is stored)."""
         names = self.arena.model_names()
         rows = quality_board.latest_comparison(self.arena.store.quality_results())
-        return {"quality_intro": quality_board.intro(rows, names, lang),
-                "quality_board": quality_board.frame(rows, names, lang),
-                "quality_plot": charts.quality_chart(rows, names, lang)}
+        key = (tuple((r["model"], r["created"]) for r in rows), tuple(sorted(names.items())), lang)
+        return self._quality_views.get(key, lambda: {
+            "quality_intro": quality_board.intro(rows, names, lang),
+            "quality_board": quality_board.frame(rows, names, lang),
+            "quality_plot": charts.quality_chart(rows, names, lang)})
 
     def _judge_table(self, lang: str):
         """The automatic judge's ratings, apart from the human ones (None without a batch service)."""
@@ -201,10 +229,10 @@ class Handlers:
         """Write every vote (csv) or battle (jsonl) to a private file and offer it to this client only."""
         self.admin(request, token, lang)
         if kind not in ("csv", "jsonl"):
-            raise gr.Error(f"unknown export format {kind!r}; use csv or jsonl")
+            raise page_error(f"unknown export format {kind!r}; use csv or jsonl")
         records = self.arena.store.voted_rounds()
         if not records:
-            raise gr.Error(t("no_votes", lang))
+            raise page_error(t("no_votes", lang))
         path = self.downloads.new_file(f".{kind}")
         (exports.write_csv if kind == "csv" else exports.write_jsonl)(records, path, self.arena.retired_ids())
         name = f"arena-{'votes' if kind == 'csv' else 'battles'}-{time.strftime('%Y%m%d-%H%M%S')}.{kind}"
@@ -223,7 +251,7 @@ class Handlers:
             added, skipped = exports.import_battles(self.arena.store, Path(path), max_bytes=self.max_upload_bytes,
                                                     prompts=self.arena.prompts)
         except (exports.ImportError_, OSError, UnicodeDecodeError) as exc:
-            return f"⚠️ {html.escape(str(exc))}"
+            return f"⚠️ {render.plain(exc)}"
         return t("imported", lang, added=added, skipped=skipped)
 
 

@@ -15,6 +15,7 @@ from ..downloads import Downloads
 from ..records import Settings
 from ..texts import LANGUAGES, language_of, t
 from . import api, batch_panel, render
+from .components import answer_pane, text_panel
 from .handlers import ALL, ARENA_OUTPUTS, VOTE_KEYS, Handlers
 from .i18n import I18N
 
@@ -51,9 +52,8 @@ def arena_panel(handlers: Handlers) -> Components:
     with gr.Row():
         for key, label in (("a", label_a), ("b", label_b)):
             with gr.Column():
-                c[f"chat_{key}"] = gr.Chatbot(label=label, elem_id=f"chat-{key}", height=420, buttons=["copy"],
-                                              feedback_options=None, allow_tags=False, sanitize_html=True)
-                c[f"metrics_{key}"] = gr.Markdown(I18N("metrics_empty"), elem_id=f"metrics-{key}",
+                c[f"chat_{key}"] = answer_pane(label, f"chat-{key}")
+                c[f"metrics_{key}"] = text_panel(I18N("metrics_empty"), elem_id=f"metrics-{key}",
                                                   elem_classes="metrics")
     with gr.Row():
         c["category"] = gr.Dropdown(categories, value=None, label=I18N("category"), elem_id="category")
@@ -71,7 +71,7 @@ def arena_panel(handlers: Handlers) -> Components:
         for name in VOTE_KEYS.values():
             c[name] = gr.Button(I18N(name), interactive=False, elem_id=name.replace("_", "-"))
         c["new_round"] = gr.Button(I18N("new_round"), elem_id="new-round")
-    c["reveal"] = gr.Markdown("", elem_id="reveal")
+    c["reveal"] = text_panel("", elem_id="reveal")
     with gr.Accordion(I18N("settings"), open=False, elem_id="settings") as c["settings"]:
         with gr.Row():
             c["temperature"] = gr.Slider(0, 2, value=DEFAULTS.temperature, step=0.05, label=I18N("temperature"),
@@ -85,7 +85,7 @@ def arena_panel(handlers: Handlers) -> Components:
 
 
 def leaderboard_panel() -> Components:
-    c: Components = {"leaderboard_intro": gr.Markdown(I18N("leaderboard_intro"))}
+    c: Components = {"leaderboard_intro": text_panel(I18N("leaderboard_intro"))}
     with gr.Row():
         c["refresh"] = gr.Button(I18N("refresh"), elem_id="refresh-leaderboard")
         c["include_imported"] = gr.Checkbox(True, label=I18N("include_imported"), elem_id="include-imported")
@@ -95,9 +95,9 @@ def leaderboard_panel() -> Components:
                                           allow_custom_value=True, elem_id="board-category")
         c["board_language"] = gr.Dropdown([(I18N("board_all"), ALL)], value=ALL, label=I18N("board_language"),
                                           allow_custom_value=True, elem_id="board-language")
-    c["board_note"] = gr.Markdown("", elem_id="board-note")
+    c["board_note"] = text_panel("", elem_id="board-note")
     c["board"] = gr.Dataframe(label=I18N("rated_table"), elem_id="leaderboard-table", interactive=False)
-    c["board_empty"] = gr.Markdown(I18N("chart_no_battles"), elem_id="leaderboard-empty")
+    c["board_empty"] = text_panel(I18N("chart_no_battles"), elem_id="leaderboard-empty")
     with gr.Column(visible=False) as c["style_panel"]:
         c["style_board"] = gr.Dataframe(label=I18N("style_table"), elem_id="style-table", interactive=False)
         c["style_coefficients"] = gr.Dataframe(label=I18N("style_coefficients"), elem_id="style-coefficients",
@@ -110,15 +110,15 @@ def leaderboard_panel() -> Components:
     c["named_board"] = gr.Dataframe(label=I18N("named_table"), elem_id="named-table", interactive=False)
     c["judge_board"] = gr.Dataframe(label=I18N("judge_table"), elem_id="judge-table", interactive=False)
     c["judge_rates"] = gr.Dataframe(label=I18N("judge_rates"), elem_id="judge-rates", interactive=False)
-    c["quality_heading"] = gr.Markdown(I18N("quality_heading"))
-    c["quality_intro"] = gr.Markdown("", elem_id="quality-intro")
+    c["quality_heading"] = text_panel(I18N("quality_heading"))
+    c["quality_intro"] = text_panel("", elem_id="quality-intro")
     c["quality_board"] = gr.Dataframe(label=I18N("quality_table"), elem_id="quality-table", interactive=False)
     c["quality_plot"] = gr.Plot(label=I18N("quality_plot"), elem_id="quality-plot")
     return c
 
 
 def export_panel(admin_required: bool) -> Components:
-    c: Components = {"export_intro": gr.Markdown(I18N("export_intro"))}
+    c: Components = {"export_intro": text_panel(I18N("export_intro"))}
     c["admin_token"] = gr.Textbox(label=I18N("admin_token"), info=I18N("admin_token_info"), type="password",
                                   visible=admin_required, elem_id="admin-token")
     with gr.Row():
@@ -126,20 +126,23 @@ def export_panel(admin_required: bool) -> Components:
         c["export_jsonl"] = gr.Button(I18N("export_jsonl"), elem_id="export-jsonl")
     c["export_file"] = gr.HTML("", elem_id="export-file")
     c["import_file"] = gr.File(label=I18N("import_file"), file_types=[".jsonl", ".json"], elem_id="import-file")
-    c["import_result"] = gr.Markdown("", elem_id="import-result")
+    c["import_result"] = text_panel("", elem_id="import-result")
     return c
 
 
-def layout(handlers: Handlers) -> tuple[gr.Blocks, Components]:
+def layout(handlers: Handlers, upload_max_age_s: float = 900) -> tuple[gr.Blocks, Components]:
     c: Components = {}
-    with gr.Blocks(title="Local LLM Arena") as demo:
+    # Anyone may upload to a Gradio app (/gradio_api/upload): uploads older than upload_max_age_s are deleted,
+    # checked every few minutes, and all of them when the app stops.
+    sweep = int(max(1, min(300, upload_max_age_s / 3)))
+    with gr.Blocks(title="Local LLM Arena", delete_cache=(sweep, int(max(1, upload_max_age_s)))) as demo:
         c["lang"] = gr.State("en")
         with gr.Row():
-            c["title"] = gr.Markdown(I18N("title"))
+            c["title"] = text_panel(I18N("title"))
             c["language"] = gr.Radio([(name, code) for code, name in LANGUAGES.items()], value="en",
                                      label=I18N("language"), elem_id="language", scale=0, min_width=160)
         with gr.Accordion(I18N("model_status"), open=True) as c["status_box"]:
-            c["status"] = gr.Markdown(handlers.status("en"), elem_id="model-status")
+            c["status"] = text_panel(handlers.status("en"), elem_id="model-status")
         with gr.Tabs():
             with gr.Tab(I18N("tab_arena"), id="arena") as c["tab_arena"]:
                 c.update(arena_panel(handlers))
@@ -254,8 +257,10 @@ def _wire_other_tabs(h: Handlers, c: Components) -> None:
                    "board_language", "judge_board", "judge_rates", "quality_intro", "quality_board", "quality_plot")
     board_out = [c[n] for n in board_names]
 
-    def show_board(lang: str, imported: bool, category: str | None = ALL, language: str | None = ALL) -> dict:
-        return _by_name(c, board_names)(h.leaderboard_view(lang, imported, category, language))
+    async def show_board(lang: str, imported: bool, category: str | None = ALL, language: str | None = ALL,
+                         request: gr.Request = None) -> dict:
+        address = address_of(request, h.trusted_proxies) if request else None
+        return _by_name(c, board_names)(await h.board_view(lang, imported, category, language, address))
     board_in = [c["lang"], c["include_imported"], c["board_category"], c["board_language"]]
     c["refresh"].click(show_board, board_in, board_out, api_name="leaderboard")
     c["tab_leaderboard"].select(show_board, board_in, board_out, **private)
@@ -308,8 +313,8 @@ def _wire_language(h: Handlers, c: Components, demo: gr.Blocks) -> None:
 
 
 def build_ui(arena, downloads: Downloads | None = None, access: AdminAccess = AdminAccess(),
-             max_upload_bytes: int = 20_000_000, batch=None) -> gr.Blocks:
+             max_upload_bytes: int = 20_000_000, batch=None, upload_max_age_s: float = 900) -> gr.Blocks:
     """The whole page over ``arena``. Exports and reports are offered through ``downloads`` (whose route the
     app must serve); ``access`` says who may export, import and run batches."""
-    demo, _ = layout(Handlers(arena, downloads, access, max_upload_bytes, batch))
+    demo, _ = layout(Handlers(arena, downloads, access, max_upload_bytes, batch), upload_max_age_s)
     return demo

@@ -3,18 +3,20 @@
 No Gradio here, so tests call them directly. Everything a model or a visitor wrote is
 untrusted and goes through safe_markdown.py: HTML is shown as text, and images become plain
 links, so no viewer's browser ever fetches a URL that a prompt injection put into an answer.
-The costs are linear in the text, and the page's handlers call these off the event loop.
+Every other text from outside (model names and ids, engine and server error messages, a
+server's content type, a batch run's errors) is shown as plain text through ``plain``: no
+Markdown or HTML in it is read. The costs are linear in the text, and the page's handlers call
+these off the event loop.
 """
 from __future__ import annotations
 
-import html
 import time
 
 from ..config import Prompt
 from ..engines import Notice
 from ..outcomes import parse_winner
 from ..rounds import RoundView, SideView
-from ..safe_markdown import LiveMarkdown, safe_markdown
+from ..safe_markdown import LiveMarkdown, escape_text, safe_markdown
 from ..texts import STATE_NAMES, t
 
 STATE_ICONS = {"ready": "🟢", "loading": "🟡", "preparing": "🟡", "downloading": "🟡", "restarting": "🟠",
@@ -40,6 +42,11 @@ class PaneRenderer:
         return cached
 
 
+def plain(text: object) -> str:
+    """Any text from outside as Markdown that shows exactly that text (a table cell's '|' included)."""
+    return escape_text(str(text))
+
+
 def _number(value: float | None, unit: str = "") -> str:
     return "—" if value is None else f"{value:.2f}{unit}"
 
@@ -56,7 +63,7 @@ def chat_messages(side: SideView, lang: str = "en", pane: PaneRenderer | None = 
         if turn.error == "failed":  # blind, before the reveal: no model or server named
             text = (text + "\n\n" if text else "") + "⚠️ " + t("blind_error", lang)
         elif turn.error:
-            text = (text + "\n\n" if text else "") + f"⚠️ **{t('error', lang)}:** {html.escape(turn.error)}"
+            text = (text + "\n\n" if text else "") + f"⚠️ **{t('error', lang)}:** {plain(turn.error)}"
         elif turn.stopped:
             text = (text or "") + "\n\n*" + t("stopped", lang) + "*"
         messages.append({"role": "assistant", "content": text or "…"})
@@ -102,15 +109,15 @@ def reveal_markdown(view: RoundView, lang: str = "en") -> str:
     lines = [t("you_voted", lang, vote=t(parse_winner(view.vote).text_key, lang))]
     for key in "ab":
         side = view.side(key)
-        lines.append(t("was", lang, side=key.upper(), name=html.escape(side.label),
-                       engine=html.escape(side.engine or "?"), quantization=html.escape(side.quantization or "?")))
+        lines.append(t("was", lang, side=key.upper(), name=plain(side.label), engine=plain(side.engine or "?"),
+                       quantization=plain(side.quantization or "?")))
         if view.mode == "blind" and side.turns:
             turn = side.turns[-1]
             lines.append(t("timings_after_vote", lang, ttft=_number(turn.ttft_s, " s"),
                            total=_number(turn.total_s, " s"), tokens=turn.output_tokens or "—",
                            tps=_number(turn.tokens_per_s)) + _queued(turn.queue_s, lang))
     if view.mode == "blind":
-        lines.append(t("counted", lang) if view.rated else t("not_rated", lang, flag=html.escape(view.flag or "")))
+        lines.append(t("counted", lang) if view.rated else t("not_rated", lang, flag=plain(view.flag or "")))
     else:
         lines.append(t("named_not_rated", lang))
     if view.reference:
@@ -147,8 +154,8 @@ def status_markdown(rows: list[tuple], lang: str = "en") -> str:
     """The status panel: ``rows`` of (ModelStatus, resident MB or None)."""
     lines = [f"| | {t('status_model', lang)} | {t('status_state', lang)} |", "|---|---|---|"]
     for status, rss in rows:
-        lines.append(f"| {STATE_ICONS.get(status.state, '')} | {html.escape(status.name)} | "
-                     f"{html.escape(describe_status(status, lang, rss)).replace('|', '/')} |")
+        lines.append(f"| {STATE_ICONS.get(status.state, '')} | {plain(status.name)} | "
+                     f"{plain(describe_status(status, lang, rss))} |")
     return "\n".join(lines)
 
 
