@@ -14,7 +14,7 @@ from .markdown_grammar import READER, dangers, documents
 # CI draws this many texts from the grammar; scripts/fuzz-markdown.sh sets more.
 GRAMMAR_EXAMPLES = int(os.environ.get("ARENA_FUZZ_EXAMPLES", "3000"))
 GRAMMAR = settings(max_examples=GRAMMAR_EXAMPLES, deadline=None, derandomize="ARENA_FUZZ_SEED" not in os.environ,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                   database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @pytest.mark.parametrize("text", [
