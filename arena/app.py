@@ -190,6 +190,7 @@ def serve(argv: list[str] | None = None) -> None:
                     upload_max_age_s=args.upload_max_age)
     policy = http_guard.policy_for(access.token_required, args.allowed_host, access.trusted_proxies, max_upload)
     print(f"Models are loading in the background; open http://{args.host}:{args.port} now.", flush=True)
+    preload_for_serving()
     # What start-up loaded (gradio, pandas, matplotlib: well over a million objects) is set apart from the
     # garbage collector: a full collection scanning it all stalled the event loop, and every visitor, for
     # 200-250 ms (bench/bench_render.py stall --no-gc-freeze).
@@ -209,18 +210,32 @@ def serve(argv: list[str] | None = None) -> None:
         downloads.close()
 
 
+def preload_for_serving() -> None:
+    """Gradio asks matplotlib for its backend around every event, on the event loop; the first time, that imports
+    pyplot (about a quarter of a second during a visitor's first request). Done here, before serving."""
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
 def launch(demo, policy: "http_guard.GuardPolicy", **kwargs):
     """``demo.launch(**kwargs)`` behind the HTTP guard (http_guard.py): Host, Origin, CSP and upload limits on every
     request, and the client address taken from the connection itself, never from a header uvicorn was told to
     believe (it trusts X-Forwarded-For from 127.0.0.1 by default; access.py alone reads that header, and only
-    from a --trusted-proxy)."""
+    from a --trusted-proxy). The event loop's stalls are served at /arena/health (loop_monitor.py)."""
     import contextlib
+
+    from .loop_monitor import LoopMonitor
 
     os.environ["FORWARDED_ALLOW_IPS"] = ""  # read by uvicorn's Config: no peer may rewrite the client address
     app_kwargs = dict(kwargs.pop("app_kwargs", {}))
+    monitor = LoopMonitor()  # the event loop's stalls, at /arena/health
 
     @contextlib.asynccontextmanager
     async def guarded(app):  # runs before the server takes its first request
         http_guard.install(app, policy)
+        monitor.start()
         yield
-    return demo.launch(app_kwargs={**app_kwargs, "lifespan": guarded}, **kwargs)
+    routes = [*app_kwargs.pop("routes", []), monitor.route()]
+    return demo.launch(app_kwargs={**app_kwargs, "routes": routes, "lifespan": guarded}, **kwargs)

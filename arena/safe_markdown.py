@@ -1,4 +1,4 @@
-"""Markdown that renders as written but fetches nothing: images become links, HTML becomes text.
+"""Markdown that renders as written but fetches and runs nothing: images become links, HTML becomes text.
 
 Everything a model or a visitor wrote is untrusted. The browser's Markdown renderer would load any
 image (``![x](http://tracker/p.png)``, in every one of its forms) and show raw HTML, so before text
@@ -6,31 +6,32 @@ reaches the page it goes through here:
 
 - markdown-it-py (a kept, linear-time CommonMark parser) splits the text into top-level blocks, each
   with its line range;
-- a block whose source holds none of ``![``, ``<``, ``](``, ``]:`` and ``mermaid``, and in which
-  markdown-it finds no link, cannot hold an image, HTML or a link in any parser's reading, nor a diagram
-  (the page draws a fenced ``mermaid`` block, and a diagram can load images): it is passed through
-  **verbatim** (what a person copies is what the model wrote);
+- a block whose source holds none of ``![``, ``<``, ``](``, ``]:`` and ``mermaid``, in which markdown-it
+  finds no link, and whose code fences name a plain language, cannot hold an image, HTML, a link or a
+  diagram in any reader's reading: it is passed through **verbatim** (what a person copies is what the
+  model wrote);
 - any other block is **written anew from its tokens**: images become links whose text names the
   image's address, HTML is shown as text, links keep only http(s), mailto and relative destinations
-  (written inline, so no reference definition is needed), and every character of plain text that
-  Markdown could read as syntax is escaped;
+  (written inline), and every character of plain text that Markdown could read as syntax is escaped;
 - reference definitions are dropped: every link that used one is written inline.
 
-What is written anew must mean the same to every Markdown reader the page uses (markdown-it here,
-marked in the browser), so it keeps to constructs they agree on. Inside a table cell, where a ``|``
-ends the cell before any inline parsing and the readers differ on backslashes before it, every ``|``
-is escaped text: a code span holding one is written as escaped text, and a destination's ``|`` is
-percent-encoded. tests/test_safe_markdown.py and tests/test_browser.py read the output of a grammar of
-hostile Markdown back with markdown-it and with the page's own components in Chromium.
+What is written anew must mean the same to every Markdown reader the page uses: markdown-it here, and
+marked with Gradio's extensions in the browser, which differ in places. The writer keeps to what they
+agree on, each rule found by the grammar tests and named where it is applied: entities rather than
+backslashes for '<', '>' and '`' (and for brackets inside a link's text); no bare URL left for GFM to
+autolink; every '|' in a table cell escaped, in code too; single-backtick code spans only; no '*' or
+'~~' pairing across a code span; code fences on a line of their own with a plain language name.
+tests/test_safe_markdown.py reads the output for texts drawn from a grammar of hostile Markdown back
+with markdown-it, and tests/test_browser_security.py with the page's own components in Chromium.
 
-No regular expression touches the text, and the cost is linear in its length. A streaming answer is
-rendered by ``LiveMarkdown``, which re-parses only its last block per update (earlier blocks are
-final once a later one starts).
+No backtracking regular expression touches the text, and the cost is linear in its length. A streaming
+answer is rendered by live_markdown.LiveMarkdown.
 """
 from __future__ import annotations
 
 import html
 import logging
+from typing import NamedTuple
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -49,27 +50,20 @@ _ESCAPE = {**{ord(c): "\\" + c for c in "\\*_[]!&~|#$"}, ord("<"): "&lt;", ord("
 # again, so an escaped "[x](javascript:…)" there would become a link: brackets are entities too.
 _ESCAPE_IN_LINK = {**_ESCAPE, ord("["): "&#91;", ord("]"): "&#93;"}
 _LINE_START = set("-+=:")  # list items, setext underlines and table-like lines when at a line start
-# While streaming, a growing tail whose inline text (what the block parser leaves for inline parsing:
-# not the content of code fences or indented code) holds more characters that inline parsing works on
-# than this is shown as escaped text until the answer is done: parsing 1,000 brackets takes about
-# 18 ms here, and a stream re-parses its tail up to 20 times a second. Block parsing is linear and
-# cheap per character (bench/bench_render.py).
-LIVE_PARSE_LIMIT = 1000
-_INLINE_SYNTAX = "[]!<`*_~&\\"
-_BLOCKS = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).disable("inline")
 _SAFE_SCHEMES = ("http:", "https:", "mailto:")
 
 
-def _normalise(text: str) -> str:
+def normalise(text: str) -> str:
     """What markdown-it does to its input first, done here so line numbers match the text we slice."""
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
 
 
-def escape_text(text: str, in_link: bool = False) -> str:
+def escape_text(text: str, in_link: bool = False, start: bool = True) -> str:
     """Plain text as Markdown that renders as exactly this text, to CommonMark and to GFM readers alike
-    (``in_link``: inside a link's text)."""
+    (``in_link``: inside a link's text; ``start=False``: ``text`` continues a line, so its start is no line's)."""
     lines = _no_autolink(text.translate(_ESCAPE_IN_LINK if in_link else _ESCAPE)).split("\n")
-    return "\n".join(_escape_line_start(line) for line in lines)
+    first = lines[0] if not start else _escape_line_start(lines[0])
+    return "\n".join([first, *map(_escape_line_start, lines[1:])])
 
 
 def _no_autolink(text: str) -> str:
@@ -110,22 +104,29 @@ def _code_span(content: str) -> str:
 _LANGUAGE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+#.-")
 
 
-def _language(info: str) -> str:
+def language(info: str) -> str:
     """A fence's info string as a language name the page can use: its first word, if that is a plain name. The
     page's code highlighter names the block's class after it, and draws a ``mermaid`` block as a diagram."""
     word = info.strip().split(maxsplit=1)[0] if info.strip() else ""
     return word if set(word) <= _LANGUAGE and not word.lower().startswith("mermaid") else ""
 
 
-def _fence(content: str, info: str) -> list[str]:
-    """A fenced block no line of ``content`` can close, whatever parser reads it."""
-    backticks = run = 0
-    for ch in content:
-        run = run + 1 if ch == "`" else 0
-        backticks = max(backticks, run)
+def longest_run(text: str, char: str = "`") -> int:
+    """The longest run of ``char`` in ``text``."""
+    longest = run = 0
+    for ch in text:
+        run = run + 1 if ch == char else 0
+        longest = max(longest, run)
+    return longest
+
+
+def fence_lines(content: str, info: str, backticks: int | None = None) -> list[str]:
+    """A fenced block no line of ``content`` can close, whatever parser reads it (``backticks``: the longest
+    run of backticks in ``content``, if the caller has it)."""
+    backticks = longest_run(content) if backticks is None else backticks
     body = content[:-1] if content.endswith("\n") else content
     fence = "`" * max(3, backticks + 1)
-    return [fence + _language(info), *(body.split("\n") if body else []), fence]
+    return [fence + language(info), *(body.split("\n") if body else []), fence]
 
 
 # "&" as "&amp;": CommonMark decodes entities in a destination, but the browser's reader copies it into the
@@ -211,7 +212,7 @@ class _Writer:
         kind = first.type
         if kind in ("fence", "code_block"):
             info = first.info if kind == "fence" else ""
-            return _fence(first.content, info)
+            return fence_lines(first.content, info)
         if kind == "hr":
             return ["***"]
         if kind == "html_block":  # shown as the text it is; indentation dropped so no line turns into code
@@ -350,7 +351,7 @@ _RISKY = ("![", "<", "](", "]:", "mermaid")
 _RISKY_TOKENS = frozenset({"image", "html_inline", "html_block", "link_open"})
 
 
-def _risky(source: str) -> bool:
+def risky(source: str) -> bool:
     """Could any reader find an image, HTML, a link or a diagram in this source? Not without one of _RISKY."""
     return any(mark in source for mark in _RISKY)
 
@@ -359,56 +360,64 @@ def _risky_block(source: str, tokens: list[Token]) -> bool:
     """Must this block be written anew? Its source says so, markdown-it found a link in it (a reference link:
     its definition elsewhere is dropped, so the link is written inline), or a fence's info string is more than a
     language name."""
-    return _risky(source) or any(child.type in _RISKY_TOKENS for tok in tokens for child in tok.children or []) \
-        or any(tok.type == "fence" and tok.info.strip() != _language(tok.info) for tok in tokens)
+    return risky(source) or any(child.type in _RISKY_TOKENS for tok in tokens for child in tok.children or []) \
+        or any(tok.type == "fence" and tok.info.strip() != language(tok.info) for tok in tokens)
 
 
-def _parse(parser: MarkdownIt, text: str) -> list[Token] | None:
+def parse(parser: MarkdownIt, text: str) -> list[Token] | None:
     """``parser``'s tokens for ``text``, or None where it fails. markdown-it-py 4.3.0 raises IndexError on a
     text ending in an unclosed HTML block inside a list inside a blockquote ("> - <pre>\\n>"; found by the
     grammar tests): a final newline avoids that case, and any other failure is shown as text, not raised
     into the page's stream."""
     try:
-        return parser.parse(text + "\n")
+        return parser.parse(text if text.endswith("\n") else text + "\n")
     except Exception:  # noqa: BLE001 - whatever the parser trips on, the text must still be shown safely
         log.warning("markdown-it failed on a %d-character text; shown as plain text", len(text), exc_info=True)
         return None
 
 
-def _pieces(text: str) -> list[tuple[int, int, str]]:
-    """The safe rendering of ``text`` (normalised) as (first line, block's first line, Markdown) pieces:
-    one per top-level block, each with the uncovered lines before it (blank lines, reference
-    definitions); the last piece also takes the lines after the last block."""
+class Piece(NamedTuple):
+    """One top-level block of a text and its safe rendering."""
+
+    first_line: int   # where the piece starts: the uncovered lines before its block (blank lines, definitions)
+    block_line: int   # where its block starts
+    text: str         # the rendering
+    token: Token | None  # the block's first token (None: no block, or the text could not be parsed)
+
+
+def pieces(text: str) -> list[Piece]:
+    """The safe rendering of ``text`` (normalised) as pieces, one per top-level block, each with the uncovered
+    lines before it; the last piece also takes the lines after the last block."""
     lines = text.split("\n")
-    pieces: list[tuple[int, int, str]] = []
+    parts: list[Piece] = []
     start = 0
-    tokens = _parse(_MD, text)
+    tokens = parse(_MD, text)
     if tokens is None:  # the parser failed on this text: all of it is shown as text
-        return [(0, 0, escape_text(text))]
+        return [Piece(0, 0, escape_text(text), None)]
     for group in _siblings(tokens):
         first, end = group[0].map or (start, start)
-        out = [_uncovered(line) for line in lines[start:first]]
+        out = [uncovered(line) for line in lines[start:first]]
         block = "\n".join(lines[first:end])
         if _risky_block(block, group):  # set apart by blank lines: no reader may take it as the
-            if (out[-1] if out else lines[first - 1] if first else "").strip():  # continuation of its neighbour
-                out.append("")
-            out.extend(_Writer().block(group))
+            if not out and parts and lines[first - 1].strip():  # continuation of its neighbour (the line
+                parts[-1] = parts[-1]._replace(text=parts[-1].text + "\n")  # goes with the block before,
+            out.extend(_Writer().block(group))                                # which stays as it is)
             if end < len(lines) and lines[end].strip():
                 out.append("")
         else:
             out.append(block)
-        pieces.append((start, first, "\n".join(out)))
+        parts.append(Piece(start, first, "\n".join(out), group[0]))
         start = end
-    tail = [_uncovered(line) for line in lines[start:]]
-    if pieces:
-        first, block_first, body = pieces[-1]
-        pieces[-1] = (first, block_first, "\n".join([body, *tail]) if tail else body)
+    tail = [uncovered(line) for line in lines[start:]]
+    if parts:
+        last = parts[-1]
+        parts[-1] = last._replace(text="\n".join([last.text, *tail]) if tail else last.text)
     elif tail:
-        pieces.append((start, start, "\n".join(tail)))
-    return pieces
+        parts.append(Piece(start, start, "\n".join(tail), None))
+    return parts
 
 
-def _uncovered(line: str) -> str:
+def uncovered(line: str) -> str:
     """A line outside every block: blank, or part of a reference definition, which is dropped (the links
     that used it are written inline) so that no reader can take it for a link's destination."""
     return "" if line.strip() else line
@@ -418,52 +427,4 @@ def safe_markdown(text: str | None) -> str:
     """``text`` as Markdown that renders as written but fetches nothing (see the module's docstring)."""
     if not text:
         return ""
-    return "\n".join(piece for _, _, piece in _pieces(_normalise(text)))
-
-
-def _inline_syntax(text: str) -> int:
-    """How many characters inline parsing would work on in ``text``: those of its inline content (the block
-    parse alone, linear), wherever it is, so no opening line (a fence that is none, say) can skip the count."""
-    count = 0
-    tokens = _parse(_BLOCKS, text)
-    if tokens is None:
-        return sum(map(text.count, _INLINE_SYNTAX))
-    for tok in tokens:
-        if tok.type == "inline":
-            count += sum(map(tok.content.count, _INLINE_SYNTAX))
-    return count
-
-
-class LiveMarkdown:
-    """``safe_markdown`` of a text that only grows (a streaming answer), re-parsing only its last block.
-
-    A block is final once a later block has started on a complete line: whether a line starts a block
-    is decided by that line (a half-streamed "```" may still turn out to be no fence), and later lines
-    can only change the block they join. So the rendering of every block before the last such start is
-    kept, and the next update parses from there. While streaming, a growing tail (not a code fence) with
-    more than ``LIVE_PARSE_LIMIT`` characters of inline syntax is shown as escaped text: each update then
-    costs a copy of it, not a parse. ``final=True`` renders the whole text once, as ``safe_markdown`` would.
-    """
-
-    def __init__(self) -> None:
-        self._source = ""            # the normalised text whose rendering is kept
-        self._rendered: list[str] = []
-
-    def render(self, text: str, final: bool = False) -> str:
-        text = _normalise(text or "")
-        if final:
-            return safe_markdown(text)
-        if not text.startswith(self._source):  # not a continuation: start over
-            self._source, self._rendered = "", []
-        tail = text[len(self._source):]
-        if _inline_syntax(tail) > LIVE_PARSE_LIMIT:
-            return "\n".join([*self._rendered, escape_text(tail)])
-        pieces = _pieces(tail)
-        last_complete = tail.count("\n") - (0 if tail.endswith("\n") else 1)  # lines after it are still growing
-        cut = max((i for i, (_, block_first, _) in enumerate(pieces) if i and block_first <= last_complete),
-                  default=0)
-        if cut:
-            self._source += "\n".join(tail.split("\n")[:pieces[cut][0]]) + "\n"
-            self._rendered.extend(piece for _, _, piece in pieces[:cut])
-            pieces = pieces[cut:]
-        return "\n".join([*self._rendered, *(piece for _, _, piece in pieces)])
+    return "\n".join(piece.text for piece in pieces(normalise(text)))

@@ -5,6 +5,7 @@
                                          # page's send event: the event loop's longest stall and another
                                          # client's slowest request while a hostile question and answer render
     python bench/bench_render.py stall --browser   # the same, typed into the page in Chromium
+    python bench/bench_render.py stall --browser --busy 2   # ... with two CPU-bound processes beside the app
 
 ``cost`` shows the render is linear (time per character flat as the text grows 64x). ``stall`` runs the
 page's real send path (Handlers.send, the PaneRenderer, Gradio's queue, postprocessing and streaming),
@@ -30,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 import gradio as gr  # noqa: E402  (at module level: serve's handler names gr.Request in its annotations)
 
-from arena.safe_markdown import LiveMarkdown, safe_markdown  # noqa: E402
+from arena.live_markdown import LiveMarkdown  # noqa: E402
+from arena.safe_markdown import safe_markdown  # noqa: E402
 
 
 def _mixed(n: int) -> str:
@@ -57,15 +59,36 @@ def cost(sizes: list[int], repeats: int) -> None:
         per_char = [t / n * 1e6 for t, n in zip(times, sizes)]
         print(f"| {name} | " + " | ".join(f"{t * 1000:.1f} ms" for t in times)
               + f" | {per_char[0]:.1f} / {per_char[-1]:.1f} |", flush=True)
-    # A streamed answer, rendered after every 8 characters as LiveMarkdown does for the page.
-    print("\n| 8,000 characters streamed, an update every 8 | slowest update | all updates |")
-    print("|---|---|---|")
-    for name in ("brackets", "mixed", "prose"):
-        text, live, worst, total = GENERATORS[name](8000), LiveMarkdown(), 0.0, 0.0
-        for k in range(8, len(text) + 8, 8):
-            took = _timed(live.render, text[:k])
-            worst, total = max(worst, took), total + took
-        print(f"| {name} | {worst * 1000:.1f} ms | {total:.2f} s |", flush=True)
+    streamed(sizes)
+
+
+STREAMS = {  # what a model may stream; the review's ```a` streams once skipped the parse limit
+    "brackets": lambda n: "[" * n, "```a` then brackets": lambda n: ("```a`" + "[" * n)[:n],
+    "```a` then image openers": lambda n: ("```a`" + "![" * n)[:n],
+    "a code block": lambda n: ("```python\n" + "    x = [i for i in range(10)]  # <b> ![i](/p.png)\n" * n)[:n],
+    "mixed": _mixed, "prose": GENERATORS["prose"],
+}
+
+
+def streamed(sizes: list[int], step: int = 64) -> None:
+    """Each stream rendered as the page renders a streaming answer (LiveMarkdown), an update every ``step``
+    characters: the total render CPU per size (linear: a 16x longer stream costs about 16x), the slowest update,
+    and the one full render at the end."""
+    print(f"\n| streamed, an update every {step} characters | " + " | ".join(f"{n // 1000}k: all updates"
+                                                                          for n in sizes)
+          + " | slowest update | final render at the largest |")
+    print("|---|" + "---|" * len(sizes) + "---|---|")
+    for name, make in STREAMS.items():
+        totals, worst = [], 0.0
+        for n in sizes:
+            text, live, total = make(n), LiveMarkdown(), 0.0
+            for k in range(step, n + step, step):
+                took = _timed(live.render, text[:k])
+                worst, total = max(worst, took), total + took
+            totals.append(total)
+        final = _timed(LiveMarkdown().render, make(sizes[-1]), True)
+        print(f"| {name} | " + " | ".join(f"{t:.2f} s" for t in totals) + f" | {worst * 1000:.1f} ms | "
+              f"{final * 1000:.0f} ms |", flush=True)
 
 
 def _timed(fn, *args) -> float:
@@ -79,7 +102,7 @@ def serve() -> None:
     (the event loop's longest stall since the last call, from a monitor task on that loop) and /bench_send (the
     page's own send event, made public: Handlers.send, its rendering and Gradio's postprocessing)."""
     from arena.access import AdminAccess, session_of
-    from arena.app import build_arena, serve_parser
+    from arena.app import build_arena, preload_for_serving, serve_parser
     from arena.downloads import Downloads
     from arena.records import Settings
     from arena.supervisor import free_port
@@ -125,6 +148,7 @@ def serve() -> None:
         hidden = gr.Button(visible=False)
         hidden.click(bench_send, [c["question"]], [c[n] for n in outputs], api_name="bench_send")
     port = free_port()
+    preload_for_serving()
     if not os.environ.get("BENCH_NO_GC_FREEZE"):  # as the app does before it serves (arena/app.py)
         gc.freeze()
     demo.queue(default_concurrency_limit=8).launch(server_port=port, prevent_thread_lock=True, css=CSS, i18n=I18N,
@@ -138,9 +162,13 @@ def serve() -> None:
         stub.close()
 
 
-def stall(names: list[str], browser: bool, gc_freeze: bool = True) -> None:
+BUSY = "while True:\n    pass\n"  # a CPU-bound process at normal priority: other work on the machine
+
+
+def stall(names: list[str], browser: bool, gc_freeze: bool = True, busy: int = 0) -> None:
     """Start ``serve`` in another process, then ask each hostile question (the stub's model repeats it as its
-    answer) through the page's send path, measuring the server's loop and another client's requests."""
+    answer) through the page's send path, measuring the server's loop and another client's requests; with
+    ``busy``, that many CPU-bound processes run beside it all the while."""
     import subprocess
 
     import httpx
@@ -155,6 +183,7 @@ def stall(names: list[str], browser: bool, gc_freeze: bool = True) -> None:
         if not url and server.poll() is not None:
             raise SystemExit("the bench server did not start")
     url = url.split()[1]
+    burners = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(busy)]
     control = Client(url, verbose=False)
     control.predict(api_name="/lag_reset")
     rows = []
@@ -199,11 +228,14 @@ def stall(names: list[str], browser: bool, gc_freeze: bool = True) -> None:
             print(f"{name}: loop stall {loop_stall * 1000:.0f} ms, other client's slowest request "
                   f"{max(latencies) * 1000:.0f} ms", flush=True)
     finally:
+        for burner in burners:
+            burner.kill()
         if chromium is not None:
             chromium.close()
             pw.stop()
         server.terminate()
     where = "page in Chromium on the same 2 cores" if browser else "page's send event, streamed to a client"
+    where += f", {busy} CPU-bound processes beside it" if busy else ""
     print(f"\n| question and answer (8,000 chars), {where} | event loop's longest stall | other client: slowest / "
           "median request | turn |")
     print("|---|---|---|---|")
@@ -218,6 +250,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--browser", action="store_true",
                         help="stall: drive the page in Chromium (on the same machine: it competes for the cores)")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="stall: run this many CPU-bound processes beside the app (a busy machine)")
     parser.add_argument("--no-gc-freeze", action="store_true",
                         help="stall: serve without the app's gc.freeze() (shows the full collections it avoids)")
     args = parser.parse_args()
@@ -226,7 +260,7 @@ def main() -> None:
     elif args.what == "serve":
         serve()
     else:
-        stall([n for n in GENERATORS if n != "prose"], args.browser, not args.no_gc_freeze)
+        stall([n for n in GENERATORS if n != "prose"], args.browser, not args.no_gc_freeze, args.busy)
 
 
 if __name__ == "__main__":

@@ -408,11 +408,27 @@ HOSTILE = {  # 7,995 characters each: with "ECHO " the question is at the 8,000 
 }
 
 
+BUSY = "while True:\n    pass\n"  # a CPU-bound process at normal priority: other work on the machine
+
+
+@pytest.fixture
+def busy_machine():
+    """Two CPU-bound processes beside the app for the test's duration: on two cores, a busy machine."""
+    burners = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(2)]
+    yield
+    for burner in burners:
+        burner.kill()
+        burner.wait()
+
+
 @pytest.mark.parametrize("name", HOSTILE)
-def test_a_hostile_question_and_answer_never_freeze_the_server(stub_page, stub_app, name):
-    """A question of Markdown's worst cases, answered by a model that repeats it: while both stream and render
-    in this page, another client's request is answered within 0.5 s (before, 1,200 backticks blocked every
-    visitor for 45 s: a regular expression ran on the event loop for every update)."""
+def test_a_hostile_question_and_answer_never_freeze_the_server(stub_page, stub_app, name, busy_machine):
+    """A question of Markdown's worst cases, answered by a model that repeats it, while two CPU-bound processes keep
+    both cores busy: while both answers stream and render in this page, the app's event loop never stalls for
+    0.5 s (its own monitor, /arena/health), and another client's request is answered within a second (that figure
+    includes this test process's own waits for a core). Before, 1,200 backticks blocked every visitor for 45 s
+    (a regular expression on the event loop), and under load a stream stalled the loop for 2 s (Gradio built a
+    new component and its JSON schema on the loop for every property update)."""
     import threading
 
     import httpx
@@ -426,15 +442,19 @@ def test_a_hostile_question_and_answer_never_freeze_the_server(stub_page, stub_a
             latencies.append(time.perf_counter() - started)
             time.sleep(0.05)
     thread = threading.Thread(target=probe, daemon=True)
+    started = time.time()
     thread.start()
     try:
         stub_page.locator("#question textarea").fill("ECHO " + HOSTILE[name])
         stub_page.locator("#send").click()
-        expect(stub_page.locator("#vote-a")).to_be_enabled(timeout=60_000)
+        expect(stub_page.locator("#vote-a")).to_be_enabled(timeout=120_000)
     finally:
         done.set()
         thread.join(60)
-    assert len(latencies) > 10 and max(latencies) < 0.5, f"{name}: slowest answer {max(latencies):.2f} s"
+    seconds = time.time() - started + 1
+    stall = httpx.get(f"{stub_app.url}arena/health?seconds={seconds:.0f}", timeout=30).json()["loop_stall_max_s"]
+    assert stall < 0.5, f"{name}: the event loop stalled {stall:.2f} s"
+    assert len(latencies) > 5 and max(latencies) < 1.0, f"{name}: slowest answer {max(latencies):.2f} s"
     expect(stub_page.locator("#chat-b [data-testid='bot']")).to_have_count(1)  # rendered (7,995 backticks: an empty code block)
     stub_page.locator("#new-round").click()
 

@@ -6,8 +6,10 @@ import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from arena.safe_markdown import LIVE_PARSE_LIMIT, LiveMarkdown, escape_text, safe_markdown
+from arena.live_markdown import LIVE_PARSE_LIMIT, LiveMarkdown, _EscapedTail
+from arena.safe_markdown import escape_text, normalise, pieces, safe_markdown
 
 from .markdown_grammar import READER, dangers, documents
 
@@ -163,3 +165,57 @@ def test_grammar_of_hostile_markdown_streamed_reads_back_harmless_at_every_step(
     for end in range(step, len(text) + step, step):
         out = live.render(text[:end])
         assert not dangers(out), (text[:end], out)
+
+
+_FENCE_LINES = st.sampled_from(["```", "````", "~~~", "```python", "```py x", "```a`", "~~~ `x`", "``` mermaid",
+                                "   ```", "    ```", "``", "x = [i for i in y]", "<svg onload=alert(1)>", "![i](/p.png)",
+                                "mermaid", "`code`", "a``b", "", "[r]: /x", "text <b>", "```\t", "~~~~~"])
+
+
+@settings(GRAMMAR, max_examples=max(1, GRAMMAR_EXAMPLES // 3))
+@given(st.lists(_FENCE_LINES, min_size=1, max_size=12).map("\n".join), st.integers(1, 9))
+def test_a_growing_fence_or_escaped_tail_renders_as_a_fresh_parse_would(text, step):
+    """LiveMarkdown shows an open fence, and a tail over the parse limit, without parsing them again each update:
+    what it shows is at every step what a fresh parse of the same tail gives (open fences, closing lines of
+    every kind, fences that are none, content that must be written anew)."""
+    live = LiveMarkdown()
+    text = "Intro.\n\n" + text + "\n" + "[" * (LIVE_PARSE_LIMIT + 1) * (step % 3 == 0)
+    for end in range(step, len(text) + step, step):
+        shown = live.render(text[:end])
+        if live._growing is not None:
+            tail = normalise(text[:end])[len(live._source):]
+            fresh = escape_text(tail) if isinstance(live._growing, _EscapedTail) else \
+                "\n".join(piece.text for piece in pieces(tail))
+            assert shown == "\n".join([*live._rendered, fresh]), (text[:end], type(live._growing).__name__)
+    assert not dangers(live.render(text))
+
+
+@settings(GRAMMAR, max_examples=max(1, GRAMMAR_EXAMPLES // 3))
+@given(st.lists(st.sampled_from(["[", "![", "\n", "  ", "1.", "12)", "-", "# ", "http://", "://", "www.", "WwW.", "w",
+                                 ":", "/", ".", "x", "<b>", "`", "\\", "|", "中文"]), min_size=1, max_size=300)
+       .map("".join), st.integers(1, 40))
+def test_an_escaped_tail_grows_piece_by_piece_as_it_would_whole(text, step):
+    """Over the parse limit the tail is escaped piece by piece, never twice: at every step the result is what
+    escaping the whole tail gives, line starts ("1.", "-", "#") and autolink patterns split across steps included."""
+    tail, shown = _EscapedTail(), ""
+    for end in range(step, len(text) + step, step):
+        shown = tail.render(text[:end])
+        assert shown == escape_text(text[:end]), text[:end]
+
+
+def test_a_long_code_block_is_parsed_once_while_it_streams(monkeypatch):
+    """An open fence is checked only on its new lines: streaming 64,000 characters of code in steps of 64 parses the
+    text twice (when the fence opens, and when it closes), not once per update as before (a fresh parse of the
+    whole block each update: quadratic; bench/bench_render.py has the figures)."""
+    import arena.live_markdown as live_markdown
+
+    parses = []
+    real = live_markdown.pieces
+    monkeypatch.setattr(live_markdown, "pieces", lambda text: parses.append(len(text)) or real(text))
+    line = "    x = [i for i in range(10)]  # <b> ![i](/p.png)\n"
+    text = "Some code:\n\n```python\n" + line * 1300 + "```\n\nDone."
+    live = LiveMarkdown()
+    for end in range(64, len(text) + 64, 64):
+        shown = live.render(text[:end])
+    assert shown == safe_markdown(text) and len(text) > 64000
+    assert len([n for n in parses if n > 1000]) <= 3, len(parses)

@@ -123,6 +123,30 @@ def test_stop_is_noticed_at_once_while_the_loop_is_idle(handlers):
     assert asyncio.run(go()) < 0.5
 
 
+def test_a_streaming_answer_sends_each_property_once(handlers):
+    """Gradio answers every property update (a pane's label, a button's interactivity) by building a new component
+    and its JSON schema on the event loop; a stream's updates used to repeat them all every time. Now the first
+    update sets them, later ones carry plain values, and a property goes again only when it changes (the votes
+    unlock at the end)."""
+    async def words(model, messages, params):
+        yield Started()
+        for word in ("one ", "two ", "three ", "four"):
+            yield word
+            await asyncio.sleep(0.06)  # past the 20-per-second coalescing: every word is an update
+        yield Usage(1, 4)
+    handlers.arena._stream = words
+
+    async def go():
+        return [u async for u in handlers.send("Q?", "named", "qwen-x", "smol-y", Settings(), False, None, None,
+                                               "en", "s")]
+    updates = asyncio.run(go())
+    props = [[k for k, v in u.items() if isinstance(v, dict) and v.get("__type__") == "update"] for u in updates]
+    assert len(updates) >= 4 and {"chat_a", "chat_b", "vote_a"} <= set(props[0])
+    assert all(p == [] for p in props[1:-1]), props  # streaming: plain values only
+    assert set(props[-1]) == {"vote_a", "vote_b", "vote_tie", "vote_bothbad"}  # the votes unlock
+    assert isinstance(updates[-1]["chat_a"], list) and "four" in str(updates[-1]["chat_a"][-1]["content"])
+
+
 async def _drain(agen):
     async for _ in agen:
         pass

@@ -32,6 +32,25 @@ ALL = "all"  # the category and language selectors' "no filter" value
 TABLE_COLUMNS = ("rank", "model", "rating", "ci_95", "battles", "win_rate", "median_tokens_per_s", "mean_ttft_s")
 
 
+def only_changes(result: dict, sent: dict[str, dict]) -> dict:
+    """``result`` for the next update of a stream, with properties the page already has left out: a value goes as a
+    plain value, and an output whose properties did not change and that has no value is left out. Gradio answers
+    every property update by building a new component and its JSON schema, on the event loop (it was most of the
+    loop's work while an answer streamed). ``sent`` remembers what was given, across the stream's updates."""
+    out = {}
+    for name, value in result.items():
+        if not (isinstance(value, dict) and value.get("__type__") == "update"):
+            out[name] = value
+            continue
+        props = {k: v for k, v in value.items() if k not in ("value", "__type__")}
+        if props and sent.get(name) != props:
+            sent[name] = props
+            out[name] = value
+        elif "value" in value:
+            out[name] = value["value"]
+    return out
+
+
 def page_error(message: str, duration: float = 8) -> gr.Error:
     """A pop-up on the page. Gradio writes its text into the page as HTML (through a sanitizer that let an SVG
     link through), and refusals can quote text from outside (model ids, server errors): escaped here, once."""
@@ -85,7 +104,7 @@ class Handlers:
                panes: tuple[render.PaneRenderer, render.PaneRenderer] | None = None) -> dict:
         """A round view as the arena panel's outputs. Votes unlock only on a finished, unvoted, unfailed round.
         ``panes`` keep what was rendered for the previous update of the same stream."""
-        panes = panes or (render.PaneRenderer(), render.PaneRenderer())
+        panes = panes or render.PaneRenderer.pair()
         out = {"round_id": view.round_id, "reveal": render.reveal_markdown(view, lang)}
         for key, pane in zip("ab", panes):
             side = view.side(key)
@@ -110,11 +129,13 @@ class Handlers:
     async def send(self, question: str, mode: str, a: str | None, b: str | None, settings: Settings, hold: bool,
                    round_id: str | None, preset_id: str | None, lang: str, session: str,
                    address: str | None = None) -> AsyncIterator[dict]:
-        panes = (render.PaneRenderer(), render.PaneRenderer())
+        panes = render.PaneRenderer.pair()
+        sent: dict[str, dict] = {}  # the properties each output was last given
         try:
             async for view in self.arena.ask(session, question, round_id=round_id, mode=mode, model_a=a, model_b=b,
                                              settings=settings, preset_id=preset_id, hold=hold, address=address):
-                yield {**await asyncio.to_thread(self.render, view, lang, panes), "question": ""}
+                result = await asyncio.to_thread(self.render, view, lang, panes)
+                yield {**only_changes(result, sent), "question": ""}
         except ArenaError as exc:
             raise _refusal(exc, lang) from None
 

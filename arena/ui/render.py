@@ -16,7 +16,8 @@ from ..config import Prompt
 from ..engines import Notice
 from ..outcomes import parse_winner
 from ..rounds import RoundView, SideView
-from ..safe_markdown import LiveMarkdown, escape_text, safe_markdown
+from ..live_markdown import LiveMarkdown
+from ..safe_markdown import escape_text, safe_markdown
 from ..texts import STATE_NAMES, t
 
 STATE_ICONS = {"ready": "🟢", "loading": "🟡", "preparing": "🟡", "downloading": "🟡", "restarting": "🟠",
@@ -27,12 +28,18 @@ QUEUE_SHOWN_S = 0.5  # a wait for the model this long or longer is shown beside 
 
 class PaneRenderer:
     """One pane's conversation rendered update after update, re-rendering only what changed: a finished
-    text once (then from the cache), the streaming answer through ``LiveMarkdown`` (its last block
-    only). One per pane per stream, used by one thread at a time."""
+    text once (then from the cache, which the two panes of a stream share: both show the same questions), the
+    streaming answer through ``LiveMarkdown``. One per pane per stream, used by one thread at a time."""
 
-    def __init__(self) -> None:
-        self._done: dict[str, str] = {}
+    def __init__(self, done: dict[str, str] | None = None) -> None:
+        self._done: dict[str, str] = {} if done is None else done
         self._live = LiveMarkdown()
+
+    @classmethod
+    def pair(cls) -> tuple["PaneRenderer", "PaneRenderer"]:
+        """The renderers of a stream's two panes, sharing finished texts."""
+        done: dict[str, str] = {}
+        return cls(done), cls(done)
 
     def markdown(self, text: str, streaming: bool = False) -> str:
         if streaming:
