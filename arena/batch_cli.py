@@ -198,9 +198,39 @@ def batch_command(args: argparse.Namespace) -> int:
         supervisor.stop()
 
 
-def judge_command(args: argparse.Namespace) -> int:
+def verdict_line(pair: dict, verdict, row: dict | None, orders: dict, grader: str, method: str) -> dict:
+    """One line of the verdicts file (every field is documented in the README, *Judging a battle file*).
+    ``consistency`` is the generative judge's: whether its two orders agreed; graded methods have none, as
+    their verdict comes from one probability per answer."""
+    from . import judge as J
+
+    winner = verdict.winner if verdict else None
+    line = {"pair_id": pair["id"], "model_a": pair["model_a"], "model_b": pair["model_b"], "judge": grader,
+            "method": method, "judge_winner": winner, "human_winner": pair["human_winner"],
+            "agrees_with_human": None if winner is None or pair["human_winner"] is None
+            else J.outcome(winner) == J.outcome(pair["human_winner"]),
+            "basis": row["basis"] if row else None}
+    if method == "generate":
+        status = verdict.status if verdict else "incomplete"
+        line["consistency"] = "consistent" if status == "agreed" else status
+        line["orders"] = orders
+    return line
+
+
+def write_verdicts(output: Path, pairs: list[dict], verdicts: dict, rows: dict, judgments: dict, grader: str,
+                   method: str) -> None:
     import json
 
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as fh:
+        for p in pairs:
+            orders = {s: {"label": judgments[(p["id"], s)]["label"], "rationale": judgments[(p["id"], s)]["rationale"]}
+                      for s in ("ab", "ba") if (p["id"], s) in judgments}
+            line = verdict_line(p, verdicts.get(p["id"]), rows.get(p["id"]), orders, grader, method)
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def judge_command(args: argparse.Namespace) -> int:
     from . import judge as J
     from .batch import BatchError, BatchRunner, Progress, choose_judge, pair_gradables_of
     from .judge_file import BattleFileError, read_pairs, with_references
@@ -248,19 +278,7 @@ def judge_command(args: argparse.Namespace) -> int:
         verdicts = J.verdicts_by_pair(list(judgments.values())) if args.method == "generate" else {
             pid: J.Verdict(r["winner"], None, "agreed" if r["winner"] else "abstained") for pid, r in rows.items()}
         output = args.output or Path(args.data_dir) / "judgments" / f"{args.file.stem}.{grader_name}.{args.method}.jsonl"
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "w", encoding="utf-8") as fh:
-            for p in pairs:
-                v = verdicts.get(p["id"])
-                line = {"pair_id": p["id"], "model_a": p["model_a"], "model_b": p["model_b"], "judge": grader_name,
-                        "method": args.method, "judge_winner": v.winner if v else None,
-                        "status": v.status if v else "incomplete", "human_winner": p["human_winner"],
-                        "basis": rows[p["id"]]["basis"] if p["id"] in rows else None}
-                if judgments:
-                    line["orders"] = {s: {"label": judgments[(p["id"], s)]["label"],
-                                          "rationale": judgments[(p["id"], s)]["rationale"]}
-                                      for s in ("ab", "ba") if (p["id"], s) in judgments}
-                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        write_verdicts(output, pairs, verdicts, rows, judgments, grader_name, args.method)
         q = J.quality(pairs, verdicts)
         print(f"verdicts: {output}")
         if args.method == "generate":

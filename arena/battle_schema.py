@@ -19,6 +19,7 @@ from .outcomes import Winner
 MAX_TEXT = 1_000_000     # characters in one message or answer (8,192 tokens of long tokens fit)
 MAX_NAME = 200           # model ids, names, engines (config.MAX_LABEL)
 MAX_TURNS = 100          # per battle (the ceiling of --max-turns)
+MAX_ATTEMPTS = 20        # earlier answers kept per turn (the arena keeps at most Limits.max_attempts - 1)
 MAX_MESSAGES = 2 * MAX_TURNS + 1  # per conversation: every turn's question and answer, and a system prompt
 MAX_TSTAMP = 4_102_444_800.0  # 2100-01-01 UTC: later (or infinite) unix times are refused
 
@@ -73,12 +74,23 @@ class Settings(_Strict):
     system_prompt: str = Field("", max_length=MAX_TEXT)
 
 
+class Attempt(_Strict):
+    """Answers a turn had before Regenerate replaced them."""
+
+    a: Answer
+    b: Answer
+    seed: int | None = Field(None, ge=0, le=2 ** 63)
+    tstamp: float | None = Time()
+
+
 class Turn(_Strict):
     question: str = Field(max_length=MAX_TEXT)
     a: Answer
     b: Answer
     settings: Settings | None = None
     tstamp: float | None = Time()
+    seed: int | None = Field(None, ge=0, le=2 ** 63)
+    earlier: list[Attempt] = Field(default_factory=list, max_length=MAX_ATTEMPTS)
 
 
 class ModelInfo(_Strict):

@@ -19,18 +19,18 @@ CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi 
 
 
 @lru_cache(maxsize=1)
-def _cjk_font() -> str | None:
+def cjk_font() -> str | None:
     names = {f.name for f in font_manager.fontManager.ttflist}
     return next((name for name in CJK_FONTS if name in names), None)
 
 
 def chart_language(lang: str) -> str:
     """Chinese chart texts need a CJK font; without one, English beats boxes."""
-    return lang if lang != "zh" or _cjk_font() else "en"
+    return lang if lang != "zh" or cjk_font() else "en"
 
 
 def _fonts(lang: str) -> dict:
-    return {"fontfamily": ["DejaVu Sans", _cjk_font()]} if lang == "zh" and _cjk_font() else {}
+    return {"fontfamily": ["DejaVu Sans", cjk_font()]} if lang == "zh" and cjk_font() else {}
 
 
 def _empty(fig: Figure, lang: str) -> Figure:

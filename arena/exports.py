@@ -47,6 +47,8 @@ CSV_COLUMNS = {
     "category": "the preset's category, or typed for a question a person wrote",
     "language": "zh or en: the preset's language, else Chinese when CJK characters outnumber Latin words",
     "turns": "number of questions in the round",
+    "attempts": "answers each question got, separated by commas: 1, or more after Regenerate (the vote is on the "
+                "last)",
     "question": "the questions, separated by a line of ---",
     "answer_a": "A's answers, separated by a line of ---", "answer_b": "B's answers",
     "ttft_a_s": "A's time to first token in the first turn, seconds", "ttft_b_s": "same for B",
@@ -89,7 +91,7 @@ def votes_frame(records: list[RoundRecord], retired: set[str] = frozenset()) -> 
             "mode": r.mode, "rated": int(r.rated), "flag": r.flag or "", "vote": r.winner.label if r.winner else "",
             "winner": r.winner.value if r.winner else "", "model_a": r.model_a, "model_b": r.model_b,
             "preset_id": r.preset_id or "", "category": r.category or "", "language": r.language or "",
-            "turns": len(r.turns),
+            "turns": len(r.turns), "attempts": ",".join(str(t.attempt) for t in r.turns),
             "question": TURN_SEPARATOR.join(t.question for t in r.turns),
             "temperature": settings.temperature, "top_p": settings.top_p,
             "max_new_tokens": settings.max_new_tokens, "system_prompt": settings.system_prompt,
@@ -131,6 +133,7 @@ def battle_json(record: RoundRecord, retired: set[str] = frozenset()) -> dict:
         "arena": {"mode": record.mode, "rated": bool(record.rated), "flag": record.flag, "started": record.tstamp,
                   "settings": record.settings.to_json(), "model_a_info": record.model_a_info.to_json(),
                   "model_b_info": record.model_b_info.to_json(), "turns": [t.to_json() for t in record.turns],
+                  "attempts": [t.attempt for t in record.turns],
                   "hold": record.hold, "retired": [m for m in (record.model_a, record.model_b) if m in retired],
                   "ttft_a": record.ttft_a, "ttft_b": record.ttft_b, "tps_a": record.tps_a, "tps_b": record.tps_b},
     }

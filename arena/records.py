@@ -95,27 +95,60 @@ class SideAnswer:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """Both answers to a turn's question that Regenerate replaced, with the seed they were sampled with."""
+
+    a: SideAnswer
+    b: SideAnswer
+    seed: int | None = None
+    tstamp: float | None = None
+
+    def to_json(self) -> dict:
+        return {"a": self.a.to_json(), "b": self.b.to_json(), "seed": self.seed, "tstamp": self.tstamp}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Attempt":
+        return cls(SideAnswer.from_json(data["a"]), SideAnswer.from_json(data["b"]), data.get("seed"),
+                   data.get("tstamp"))
+
+
+@dataclass(frozen=True)
 class Turn:
-    """One question and both answers to it."""
+    """One question and both answers to it: the attempt shown (and voted on, if the vote came after this turn),
+    and the ones Regenerate replaced before it (``earlier``, oldest first). ``seed``: the seed both models
+    sampled the shown answers with (None: each model's own default)."""
 
     question: str
     a: SideAnswer
     b: SideAnswer
     settings: Settings | None = None
     tstamp: float | None = None
+    seed: int | None = None
+    earlier: tuple[Attempt, ...] = ()
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt is shown: 1 for the first answers, 2 after one Regenerate, …"""
+        return len(self.earlier) + 1
 
     def side(self, key: str) -> SideAnswer:
         return self.a if key == "a" else self.b
 
+    def replaced_by(self, new: "Turn") -> "Turn":
+        """``new`` as this turn's next attempt: this one joins the earlier ones."""
+        return replace(new, earlier=(*self.earlier, Attempt(self.a, self.b, self.seed, self.tstamp)))
+
     def to_json(self) -> dict:
         return {"question": self.question, "a": self.a.to_json(), "b": self.b.to_json(),
-                "settings": self.settings.to_json() if self.settings else None, "tstamp": self.tstamp}
+                "settings": self.settings.to_json() if self.settings else None, "tstamp": self.tstamp,
+                "seed": self.seed, "attempt": self.attempt, "earlier": [e.to_json() for e in self.earlier]}
 
     @classmethod
     def from_json(cls, data: dict) -> "Turn":
         settings = data.get("settings")
         return cls(question=data["question"], a=SideAnswer.from_json(data["a"]), b=SideAnswer.from_json(data["b"]),
-                   settings=Settings.from_json(settings) if settings else None, tstamp=data.get("tstamp"))
+                   settings=Settings.from_json(settings) if settings else None, tstamp=data.get("tstamp"),
+                   seed=data.get("seed"), earlier=tuple(Attempt.from_json(e) for e in data.get("earlier") or ()))
 
 
 @dataclass(frozen=True)
@@ -190,21 +223,27 @@ class RoundRecord:
 
     def with_turn(self, turn: Turn) -> "RoundRecord":
         """The record with one more turn, its first error and the speed columns updated."""
-        turns = (*self.turns, turn)
-        error = self.error
-        for key in "ab":
-            if error is None and turn.side(key).error:
-                error = f"Model {key.upper()}: {turn.side(key).error}"
+        return self._with_turns((*self.turns, turn))
+
+    def with_attempt(self, turn: Turn) -> "RoundRecord":
+        """The record with its last turn answered again (Regenerate): the answers it replaces are kept in the
+        turn's earlier attempts, and the error and speed columns follow the answers shown."""
+        return self._with_turns((*self.turns[:-1], self.turns[-1].replaced_by(turn)))
+
+    def _with_turns(self, turns: tuple[Turn, ...]) -> "RoundRecord":
+        error = next((f"Model {key.upper()}: {turn.side(key).error}" for turn in turns for key in "ab"
+                      if turn.side(key).error), None)
         first = turns[0]
         return replace(self, turns=turns, error=error, ttft_a=first.a.ttft_s, ttft_b=first.b.ttft_s,
                        tps_a=decode_speeds(turns, "a"), tps_b=decode_speeds(turns, "b"))
 
-    def conversation(self, side: str) -> list[dict]:
-        """FastChat-style message list for side 'a' or 'b' (system prompt first, if any)."""
+    def conversation(self, side: str, upto: int | None = None) -> list[dict]:
+        """FastChat-style message list for side 'a' or 'b' (system prompt first, if any), of the first ``upto``
+        turns (all by default)."""
         messages = []
         if system := self.settings.system_prompt:
             messages.append({"role": "system", "content": system})
-        for turn in self.turns:
+        for turn in self.turns[:upto]:
             messages.append({"role": "user", "content": turn.question})
             messages.append({"role": "assistant", "content": turn.side(side).text})
         return messages

@@ -18,6 +18,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from . import charts
 from . import grading as G
@@ -362,23 +363,41 @@ def _names(data: RunData) -> dict[str, str]:
     return {r["model"]: data.name(r["model"]) for r in data.quality}
 
 
-def _svg(fig) -> str:
+def _svg(draw: Callable[[], Any]) -> str:
+    """The figure ``draw()`` makes, as SVG with its text kept as text: the reader's browser draws it in its own
+    fonts, Chinese included, whatever fonts this machine has. Without a CJK font here, matplotlib can only estimate
+    the width of Chinese text for the layout, and would warn once per character about glyphs it does not draw."""
+    import warnings
+
+    import matplotlib
+
+    from .charts import cjk_font
+
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    # Only fonts this machine has (naming one it lacks logged a findfont line per text: 846 in one report);
+    # a fixed hash salt gives stable ids: the same data gives the same file.
+    style = {"svg.fonttype": "none", "svg.hashsalt": "arena",
+             "font.family": ["DejaVu Sans", *([cjk_font()] if cjk_font() else [])]}
+    with matplotlib.rc_context(style), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig = draw()
+        fig.tight_layout()
+        fig.savefig(buf, format="svg", bbox_inches="tight")
     text = buf.getvalue()
     return text[text.find("<svg"):]
 
 
 def _figure(width: float, height: float):
-    import matplotlib
     from matplotlib.figure import Figure
 
-    matplotlib.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC", "Noto Sans CJK JP", "sans-serif"]
-    matplotlib.rcParams["svg.hashsalt"] = "arena"  # stable ids: the same data gives the same file
     return Figure(figsize=(width, height))
 
 
 def box_chart(data: RunData, column: str, label: str) -> str:
+    return _svg(lambda: _box_figure(data, column, label))
+
+
+def _box_figure(data: RunData, column: str, label: str):
     models = data.config["models"]
     series = [[a[column] for a in data.answers if a["model"] == m and not a["error"] and a[column] is not None]
               for m in models]
@@ -392,12 +411,15 @@ def box_chart(data: RunData, column: str, label: str) -> str:
     else:
         ax.text(0.5, 0.5, "no successful answers", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(label)
-    fig.tight_layout()
-    return _svg(fig)
+    return fig
 
 
 def win_matrix_chart(data: RunData) -> str:
     """Share of judged pairs the row model won against the column model (ties count half)."""
+    return _svg(lambda: _win_matrix_figure(data))
+
+
+def _win_matrix_figure(data: RunData):
     import numpy as np
 
     models = data.config["models"]
@@ -427,8 +449,7 @@ def win_matrix_chart(data: RunData) -> str:
             ax.text(j, i, f"{v:.2f}\n(n={int(games[i, j])})", ha="center", va="center", fontsize=8)
     ax.set_title("Judge: share won by row vs column (ties = ½)")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return _svg(fig)
+    return fig
 
 
 # -- text helpers ------------------------------------------------------------------------------------
@@ -566,7 +587,7 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
         parts += ["<h2>What INT4 costs</h2>", _html_paragraph(quality_board.intro(data.quality, names)),
                   "<table><tr>" + "".join(f"<th>{_h(c)}</th>" for c in table.columns) + "</tr>"
                   + "".join("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in row) + "</tr>" for row in table.values)
-                  + "</table>", _svg(charts.quality_chart(data.quality, names))]
+                  + "</table>", _svg(lambda: charts.quality_chart(data.quality, names))]
     parts.append("<h2>The grading, and how far to trust it</h2>")
     parts += [_html_paragraph(line) for line in judge_block(data)]
     parts.append("<h2>Charts</h2>")

@@ -47,6 +47,7 @@ class Limits:
     questions_per_minute_per_address: int = 120
     leaderboard_views_per_minute_per_address: int = 60
     max_turns: int = 20            # questions in one round
+    max_attempts: int = 10         # answers to one question: the first and up to nine Regenerates
     restart_wait_s: float = 120.0  # how long a round waits for a crashed worker to come back
     open_rounds: int = 5000        # unvoted rounds kept in memory; older ones are reloaded from the store
 
@@ -81,6 +82,9 @@ class Round:
         self.live: tuple[Answer, Answer] | None = None
         self.pending_question: str | None = None
         self.stop: asyncio.Event | None = None  # set by Arena.stop to end the streaming turn
+        self.regenerating = False  # the live turn answers the last stored one again
+        self.settled = asyncio.Event()  # set whenever no turn is being answered or stored
+        self.settled.set()
 
     @property
     def id(self) -> str:
@@ -95,19 +99,22 @@ class Round:
             raise RuntimeError(f"round {self.id}: no transition from {self.state.value} to {to.value}")
         self.state = to
 
-    def start_turn(self, question: str) -> None:
+    def start_turn(self, question: str, regenerating: bool = False) -> None:
         self._move(RoundState.STREAMING)
         self.pending_question, self.stop = question, asyncio.Event()
-        self.live = (Answer(), Answer())
+        self.live, self.regenerating = (Answer(), Answer()), regenerating
+        self.settled.clear()
 
     def finish_turn(self, turn: Turn) -> RoundRecord:
-        """The turn joins the record; the round stays streaming until the caller has stored it."""
-        self.record = self.record.with_turn(turn)
-        self.live, self.pending_question = None, None
+        """The turn joins the record (or, regenerating, becomes the last turn's newest attempt); the round stays
+        streaming until the caller has stored it."""
+        self.record = self.record.with_attempt(turn) if self.regenerating else self.record.with_turn(turn)
+        self.live, self.pending_question, self.regenerating = None, None, False
         return self.record
 
     def stored(self) -> None:
         self._move(RoundState.ANSWERED)
+        self.settled.set()
 
     def start_vote(self) -> None:
         self._move(RoundState.VOTING)
@@ -133,6 +140,7 @@ class TurnView:
     output_tokens: int | None
     tokens_per_s: float | None
     queue_s: float | None
+    attempt: int = 1  # 2 and up: answered again with Regenerate
 
 
 @dataclass(frozen=True)
@@ -405,14 +413,48 @@ class Arena:
                 yield view
         yield self.view(round_)
 
-    async def _stream_turn(self, round_: Round, question: str, settings: Settings) -> AsyncIterator[RoundView]:
+    async def regenerate(self, session: str, round_id: str | None,
+                         address: str | None = None) -> AsyncIterator[RoundView]:
+        """Answer the round's last question again, both models, with a new seed and the same settings. Before the
+        vote only; a blind round keeps its pair, hidden. Answers still streaming are stopped first. The answers
+        replaced are kept with the turn (records.Turn.earlier); a vote applies to the ones shown when it is cast."""
+        round_ = await self._find(round_id) if round_id else None
+        if round_ is None:
+            raise ArenaError("no_such_round")
+        if round_.record.session != session:
+            raise ArenaError("other_session")
+        if round_.state is RoundState.STREAMING and round_.stop is not None:
+            round_.stop.set()  # the answers being written stop; wait until they are stored
+            await round_.settled.wait()
+        # From here to start_turn nothing awaits: no vote or question can slip in between.
+        if round_.state in (RoundState.VOTING, RoundState.VOTED):
+            raise ArenaError("regenerate_voted")
+        if round_.state is RoundState.STREAMING:
+            raise ArenaError("still_streaming")
+        if not round_.record.turns:
+            raise ArenaError("nothing_to_regenerate")
+        last = round_.record.turns[-1]
+        if last.attempt >= self.limits.max_attempts:
+            raise ArenaError("too_many_attempts", attempts=last.attempt)
+        self._check_rate(self._ask_limiter, self._address_ask_limiter, session, address, "what_questions")
+        round_.start_turn(last.question, regenerating=True)
+        async for view in self._stream_turn(round_, last.question, last.settings or round_.record.settings,
+                                            seed=self.rng.randrange(1, 2 ** 31)):
+            yield view
+        yield self.view(round_)
+
+    async def _stream_turn(self, round_: Round, question: str, settings: Settings,
+                           seed: int | None = None) -> AsyncIterator[RoundView]:
         record = round_.record
         models = (self.supervisor.model(record.model_a), self.supervisor.model(record.model_b))
         if settings.system_prompt and not record.turns:
             round_.record = replace(record, settings=settings)
-        history = (round_.record.conversation("a"), round_.record.conversation("b"))
+        earlier = len(record.turns) - 1 if round_.regenerating else None  # a new attempt: the turns before it
+        history = (round_.record.conversation("a", earlier), round_.record.conversation("b", earlier))
+        params = [settings.params(model) for model in models]
+        params = [replace(p, seed=seed) if seed is not None else p for p in params]
         streams = tuple(partial(self._stream, model, history[i] + [{"role": "user", "content": question}],
-                                settings.params(model)) for i, model in enumerate(models))
+                                params[i]) for i, model in enumerate(models))
         answers = round_.live
         try:
             yield self.view(round_)  # the question shows at once, before either model's first token
@@ -420,8 +462,9 @@ class Arena:
                 round_.live = answers
                 yield self.view(round_)
         finally:
+            shown_seed = seed if seed is not None else params[0].seed if params[0].seed == params[1].seed else None
             snapshot = round_.finish_turn(Turn(question, answers[0].finished(), answers[1].finished(), settings,
-                                               time.time()))
+                                               time.time(), shown_seed))
             try:
                 # Off the event loop (other sessions keep streaming), and shielded: a client that goes
                 # away mid-write must not lose the turn. The round stays streaming until it is stored.
@@ -535,12 +578,14 @@ class Arena:
     @staticmethod
     def _side_view(round_: Round, key: str, revealed: bool, held: bool) -> SideView:
         record = round_.record
-        turns = [_stored_turn_view(turn, key) for turn in record.turns]
+        stored = record.turns[:-1] if round_.regenerating else record.turns  # the answers being replaced go
+        turns = [_stored_turn_view(turn, key) for turn in stored]
         if round_.live is not None:
             answer = round_.live[0 if key == "a" else 1]
+            attempt = record.turns[-1].attempt + 1 if round_.regenerating else 1
             turns.append(TurnView(round_.pending_question or "", answer.text, answer.error, False, answer.done,
                                   answer.notice, answer.ttft_s, answer.total_s, answer.output_tokens,
-                                  answer.tokens_per_s, answer.queue_s))
+                                  answer.tokens_per_s, answer.queue_s, attempt))
         if not revealed:  # timings, and how much context a model has, would hint at which model it is
             turns = [replace(tv, error="failed" if tv.error else None, notice=None, ttft_s=None, total_s=None,
                              output_tokens=None, tokens_per_s=None, queue_s=None) for tv in turns]
@@ -556,4 +601,4 @@ class Arena:
 def _stored_turn_view(turn: Turn, key: str) -> TurnView:
     answer = turn.side(key)
     return TurnView(turn.question, answer.text, answer.error, answer.stopped, True, answer.notice, answer.ttft_s,
-                    answer.total_s, answer.output_tokens, answer.tokens_per_s, answer.queue_s)
+                    answer.total_s, answer.output_tokens, answer.tokens_per_s, answer.queue_s, turn.attempt)

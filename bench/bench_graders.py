@@ -121,7 +121,7 @@ def main() -> None:
             base = supervisor.endpoint(grader, wait=900.0)
 
             def ask(requests, params, base=base, grader=grader):
-                return batch_chat(base, grader, requests, params).answers
+                return batch_chat(base, grader, requests, params, api_key=supervisor.api_key(grader)).answers
             todo = [g for g in gradables.values()
                     if g.digest() not in {r["answer_digest"] for r in store.grades([g.digest()], grader)}]
             started = time.perf_counter()

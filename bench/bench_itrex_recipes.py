@@ -82,13 +82,14 @@ class GroupSampler:
         self._stop.set()
 
 
-def measure(base_url: str, tokens: int) -> dict:
+def measure(base_url: str, tokens: int, api_key: str | None = None) -> dict:
     from arena import client
     from arena.engines import GenerationParams, Usage
 
     async def run():
         start, first, usage = time.perf_counter(), None, None
-        async for item in client.stream_chat(base_url, "m", PROMPT, GenerationParams(temperature=0.0, max_new_tokens=tokens)):
+        async for item in client.stream_chat(base_url, "m", PROMPT, GenerationParams(temperature=0.0, max_new_tokens=tokens),
+                                             api_key=api_key):
             if isinstance(item, Usage):
                 usage = item
             elif first is None:
@@ -122,7 +123,7 @@ def start(models, catalog: Path, data: Path, tokens: int, repeats: int) -> dict:
         runs: dict[str, list[dict]] = {m.id: [] for m in models}
         for _ in range(repeats):  # alternate the models, one at a time: both see the same host load
             for model in models:
-                runs[model.id].append(measure(supervisor.endpoint(model.id), tokens))
+                runs[model.id].append(measure(supervisor.endpoint(model.id), tokens, supervisor.api_key(model.id)))
         for model in models:
             pid = supervisor.pid(model.id)
             for key in ("ttft_s", "decode_tok_s"):

@@ -115,7 +115,8 @@ def main() -> None:
             started, rows = time.perf_counter(), []
             for at in range(0, len(todo), 8):
                 chunk = judge_batch(lambda reqs, limit, url=base, model=judge:
-                                    batch_chat(url, model, reqs, judge_params(limit)).answers,
+                                    batch_chat(url, model, reqs, judge_params(limit),
+                                               api_key=supervisor.api_key(model)).answers,
                                     todo[at:at + 8], judge, version)
                 if stored:
                     store.save_judgments(chunk)

@@ -8,7 +8,8 @@ usage), remembers every request body, and obeys cues in the last user message:
     LONG <n>     answer with n pieces (benchmarks: a stream that lasts)
     RAW <text>   send <text> verbatim as the only event (a server speaking broken JSON)
 
-Everything else is answered as ``<model> heard: <question>`` in a few timed pieces.
+Everything else is answered as ``<model> heard: <question>`` in a few timed pieces (and `` (seed N)`` when
+the request carries a seed).
 It stands in for a model server only where a test must see exactly what the arena sent.
 """
 from __future__ import annotations
@@ -125,6 +126,8 @@ class StubOpenAI:
             words = [f"Look: ![tracker]({url}) ", f"and <img src=\"{url}\"> ", "done."]
         else:
             words = [f"{body['model']} ", "heard: ", question[:200]]
+            if body.get("seed") is not None:  # a seeded request (Regenerate) says which seed it answered with
+                words.append(f" (seed {body['seed']})")
         for word in words:
             time.sleep(self.piece_delay)
             yield {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}

@@ -72,7 +72,7 @@ def test_worker_batch_endpoint_decodes_several_sequences_together(running):
     reply = batch_chat(supervisor.endpoint("smol-a"), "smol-a",
                        [BatchRequest([{"role": "user", "content": PROMPTS[0].question}], 0),
                         BatchRequest([{"role": "user", "content": PROMPTS[1].question}], 1)],
-                       GenerationParams(temperature=0.0, max_new_tokens=16))
+                       GenerationParams(temperature=0.0, max_new_tokens=16), api_key=supervisor.api_key("smol-a"))
     assert reply.batched and len(reply.answers) == 2
     first = reply.answers[0]
     assert "Paris" in first.text and first.error is None

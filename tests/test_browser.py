@@ -333,6 +333,49 @@ def test_stop_during_an_answer_keeps_it_and_allows_a_vote(page):
     expect(page.locator("#reveal")).to_contain_text("You voted: B better")
 
 
+def test_regenerate_twice_then_vote_and_regenerate_is_refused_after_it(stub_page, stub, stub_app):
+    """A person asks, presses Regenerate twice (each time both panes answer again, with a new seed that the stub
+    model names in its answer), votes, and presses Regenerate once more: refused with a message saying why. The
+    stored round keeps all three attempts; the vote is on the third."""
+    ask(stub_page, "regenerate me")
+    seeds = []
+    for attempt in (2, 3):
+        stub_page.locator("#regenerate").click()
+        expect(stub_page.locator("#metrics-a")).to_contain_text(f"attempt {attempt}", timeout=30_000)
+        expect(stub_page.locator("#vote-a")).to_be_enabled(timeout=30_000)
+        shown = stub_page.locator("#chat-a [data-testid='bot']").last.inner_text()
+        seeds.append(int(shown.split("(seed ")[1].rstrip(")")))
+        expect(stub_page.locator("#chat-b [data-testid='bot']").last).to_contain_text(f"(seed {seeds[-1]})")
+        expect(stub_page.locator("#chat-a [data-testid='user']")).to_have_count(1)  # the same turn, answered again
+    assert seeds[0] != seeds[1]
+    stub_page.locator("#vote-a").click()
+    expect(stub_page.locator("#reveal")).to_contain_text("You voted: A better")
+    stub_page.locator("#regenerate").click()
+    expect(stub_page.get_by_text("You have voted on these answers")).to_be_visible(timeout=10_000)
+    expect(stub_page.locator("#chat-a [data-testid='bot']").last).to_contain_text(f"(seed {seeds[1]})")
+    stored = stub_app.rounds()[-1]
+    turn = stored["turns"][-1]
+    assert stored["winner"] == "model_a" and turn["attempt"] == 3 and turn["seed"] == seeds[1]
+    assert [e["seed"] for e in turn["earlier"]] == [None, seeds[0]]
+    assert "(seed" not in turn["earlier"][0]["a"]["text"] and f"(seed {seeds[1]})" in turn["a"]["text"]
+
+
+def test_regenerate_while_answering_stops_the_old_answers_first(stub_page, stub_app):
+    """Regenerate pressed while both answers still stream: the old answers stop (kept as the first attempt,
+    stopped) and both panes answer again; the round stays the same."""
+    stub_page.locator("#question textarea").fill("LONG 60")
+    stub_page.locator("#send").click()
+    stub_page.wait_for_function("document.querySelector('#chat-a [data-testid=bot]')?.innerText.includes('w3')",
+                                timeout=30_000)
+    stub_page.locator("#regenerate").click()
+    expect(stub_page.locator("#metrics-b")).to_contain_text("attempt 2", timeout=30_000)
+    expect(stub_page.locator("#vote-a")).to_be_enabled(timeout=60_000)
+    stored = stub_app.rounds()[-1]
+    assert stored["turns"][-1]["earlier"][0]["a"]["stopped"] and stored["turns"][-1]["attempt"] == 2
+    assert not stored["turns"][-1]["a"]["stopped"] and "w59" in stored["turns"][-1]["a"]["text"]
+    stub_page.locator("#new-round").click()
+
+
 def test_stop_before_the_first_token(stub_page):
     """Stop works while the server has sent nothing yet (prefill, or a worker coming back)."""
     stub_page.locator("#question textarea").fill("SLOW-START answer slowly")

@@ -138,7 +138,8 @@ def test_a_natively_supported_architecture_skips_the_conversion(tmp_path):
         # several requests, some ending within ITREX's 0.1 s first-token wait (it used to raise then)
         for tokens in (8, 1, 4):
             _, usage = collect(supervisor.endpoint("tiny-llama"), [{"role": "user", "content": "Count to five."}],
-                               GenerationParams(temperature=0.0, max_new_tokens=tokens))
+                               GenerationParams(temperature=0.0, max_new_tokens=tokens),
+                               api_key=supervisor.api_key("tiny-llama"))
             assert usage.completion_tokens == tokens
     finally:
         supervisor.stop()
@@ -219,7 +220,8 @@ def test_a_half_written_quantization_is_redone_not_used(tmp_path):
             status = supervisor.wait_until_settled(600)[0]
             assert status.state == "ready", status.describe()
             _, usage = collect(supervisor.endpoint("tiny-llama"), [{"role": "user", "content": "Count to five."}],
-                               GenerationParams(temperature=0.0, max_new_tokens=8))
+                               GenerationParams(temperature=0.0, max_new_tokens=8),
+                               api_key=supervisor.api_key("tiny-llama"))
             assert usage.completion_tokens > 0
         finally:
             supervisor.stop()

@@ -235,9 +235,28 @@ def test_cli_judge_judges_a_battle_file_with_a_real_model(tmp_path, method):
         store.close()
     verdicts = (tmp_path / "d" / "judgments" / f"battles.smol-a.{method}.jsonl").read_text(encoding="utf-8")
     assert len(verdicts.splitlines()) == 2
-    assert {json.loads(v)["human_winner"] for v in verdicts.splitlines()} == {"model_a", "model_b"}
+    lines = [json.loads(v) for v in verdicts.splitlines()]
+    assert {v["human_winner"] for v in lines} == {"model_a", "model_b"} and all("status" not in v for v in lines)
+    assert ("consistency" in lines[0]) == (method == "generate")
     again = _cli("judge", str(battles), "--judge", "smol-a", "--method", method, "--threads", "1", *data)
     assert again.returncode == 0 and again.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]
+
+
+def test_a_verdict_line_says_agreement_with_the_human_apart_from_the_judges_consistency():
+    """Before, a graded verdict was written with "status": "agreed" beside a human vote it contradicted ("agreed"
+    meant the generative judge's two orders). Now agreement with the human is its own field, consistency is the
+    generative judge's only, and no field is called status."""
+    from arena import judge as J
+    from arena.batch_cli import verdict_line
+
+    pair = {"id": "p", "model_a": "x", "model_b": "y", "human_winner": "model_b"}
+    graded = verdict_line(pair, J.Verdict("model_a", None, "agreed"), {"basis": "grader"}, {}, "g", "auto")
+    assert graded["agrees_with_human"] is False and "consistency" not in graded and "status" not in graded
+    judged = verdict_line(pair, J.Verdict("tie", False, "inconsistent"), None, {"ab": {}}, "j", "generate")
+    assert judged["consistency"] == "inconsistent" and judged["agrees_with_human"] is False
+    assert verdict_line(pair, J.Verdict("model_b", True, "agreed"), None, {}, "j", "generate")["consistency"] == \
+        "consistent"
+    assert verdict_line({**pair, "human_winner": None}, None, None, {}, "j", "auto")["agrees_with_human"] is None
 
 
 def test_agreement_with_human_votes_is_written_beside_the_length_baseline_or_left_out():
@@ -255,3 +274,32 @@ def test_agreement_with_human_votes_is_written_beside_the_length_baseline_or_lef
     right = J.quality(pairs, {str(i): J.aggregate("A", "B") for i in range(4)})
     assert len(report._against_humans(right, "judge", "x")) == 1  # agrees 100%, beats length: no warning
     assert report._against_humans(J.quality(pairs, {}), "judge", "x") == []
+
+
+@pytest.mark.parametrize("cjk", [True, False])
+def test_report_charts_keep_chinese_as_text_and_log_no_font_warning(cjk, monkeypatch, caplog):
+    """Chinese model names and labels are written into the SVG as text (the reader's browser draws them), with a
+    CJK font on this machine or without one; no font is named that is not installed, so nothing is logged (one
+    60-question batch logged 846 "findfont: Font family 'Noto Sans CJK SC' not found" lines) or warned."""
+    import logging
+    import warnings
+    from types import SimpleNamespace
+
+    from arena import charts
+
+    if not cjk:
+        monkeypatch.setattr(charts, "cjk_font", lambda: None)
+    elif charts.cjk_font() is None:
+        pytest.fail("no CJK font installed: scripts/install.sh --test installs fonts-noto-cjk", pytrace=False)
+    models = ["通义千问", "模型乙"]
+    data = SimpleNamespace(config={"models": models}, answers=[
+        {"model": m, "error": None, "ttft_s": s} for m in models for s in (0.4, 0.6)])
+    caplog.set_level(logging.DEBUG, logger="matplotlib")
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        svg = report.box_chart(data, "ttft_s", "首 token 时间（秒）")
+    assert "通义千问" in svg and "首 token 时间（秒）" in svg and "<text" in svg
+    families = set(re.findall(r"font-family:\s*([^;\"]+)", svg))
+    assert families and all(("Noto" in f or "CJK" in f) == cjk for f in families), families
+    assert not [w for w in warned if "font" in str(w.message).lower() or "Glyph" in str(w.message)]
+    assert not [r for r in caplog.records if "findfont" in r.getMessage() and "not found" in r.getMessage()]

@@ -462,3 +462,92 @@ def test_ipv6_clients_are_limited_by_their_64():
     assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
     assert address_key("192.0.2.7") == "192.0.2.7" and address_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert address_key("testclient") == "testclient"
+
+
+def seeded_models(arena, delay=0.0):
+    """Models whose answer names the seed they were given, and that remember every request's seed and history."""
+    requests = []
+
+    async def stream(model, messages, params):
+        requests.append((model.id, params.seed, messages))
+        yield Started()
+        for word in (f"{model.id}", "seed", str(params.seed)):
+            await asyncio.sleep(delay)
+            yield word + " "
+        yield Usage(len(messages), 3)
+    arena._stream = stream
+    return requests
+
+
+def test_regenerate_twice_then_vote_keeps_every_attempt_and_votes_on_the_last(arena):
+    """Both panes answer the last question again with a new seed (the same for both), same settings, same history;
+    the stored round keeps every attempt with its seed and timings; the vote applies to the answers shown, and
+    the FastChat export carries those, with the attempt count in our part."""
+    from arena.exports import battle_json, parse_battle
+    import json
+
+    requests = seeded_models(arena)
+    first = asyncio.run(drain(arena.ask("s1", "Q1?", mode="named", model_a="qwen-x", model_b="smol-y")))
+    asyncio.run(drain(arena.ask("s1", "Q2?", round_id=first.round_id)))
+    for _ in range(2):
+        view = asyncio.run(drain(arena.regenerate("s1", first.round_id)))
+    assert view.a.turns[-1].attempt == 3 and len(view.a.turns) == 2 and view.votable
+    seeds = [seed for model, seed, _ in requests[-4:]]
+    assert seeds[0] == seeds[1] and seeds[2] == seeds[3] and seeds[0] != seeds[2] and None not in seeds
+    qwen = [messages for model, _, messages in requests if model == "qwen-x"]
+    assert qwen[1] == qwen[2] == qwen[3]  # each attempt at Q2 sees the same conversation
+    voted = asyncio.run(arena.vote("s1", first.round_id, "A better"))
+    assert voted.a.turns[-1].text.startswith(f"qwen-x seed {seeds[2]}")
+    stored = arena.store.get_round(first.round_id)
+    last = stored.turns[-1]
+    assert last.attempt == 3 and last.seed == seeds[2] and [e.seed for e in last.earlier][1:] == [seeds[0]]
+    assert all(e.a.total_s is not None for e in last.earlier) and stored.turns[0].attempt == 1
+    line = battle_json(stored)
+    assert line["arena"]["attempts"] == [1, 3]
+    assert line["conversation_a"][-1]["content"].startswith(f"qwen-x seed {seeds[2]}")
+    assert parse_battle(json.dumps(line), "import:x").turns == stored.turns  # every attempt survives a round trip
+
+
+def test_regenerate_is_refused_after_the_vote_and_without_answers(arena):
+    seeded_models(arena)
+    round_ = answered(arena, mode="named")
+    asyncio.run(arena.vote("s1", round_.id, "Tie"))
+    with pytest.raises(ArenaError, match="You have voted on these answers"):
+        asyncio.run(drain(arena.regenerate("s1", round_.id)))
+    with pytest.raises(ArenaError, match="belongs to another session|other"):
+        asyncio.run(drain(arena.regenerate("s2", answered(arena, mode="named").id)))
+    empty = arena.new_round("s1", "named", "qwen-x", "smol-y")
+    with pytest.raises(ArenaError, match="nothing to answer again"):
+        asyncio.run(drain(arena.regenerate("s1", empty.id)))
+
+
+def test_regenerate_while_answering_stops_the_old_answers_first(arena):
+    """Regenerate during a stream: the answers being written stop where they are and are kept as the first
+    attempt (stopped), then both models answer again; the blind pair stays the same and hidden."""
+    seeded_models(arena, delay=0.2)
+
+    async def go():
+        views = arena.ask("s1", "Long?", mode="blind")
+        first = await views.__anext__()
+        asking = asyncio.create_task(drain(views))
+        await asyncio.sleep(0.25)
+        again = [v async for v in arena.regenerate("s1", first.round_id)]
+        await asking
+        return first.round_id, again
+    round_id, again = asyncio.run(go())
+    assert all(v.a.label == "Model A" and not v.revealed for v in again)
+    assert again[-1].a.turns[-1].attempt == 2 and len(again[-1].a.turns) == 1
+    stored = arena.store.get_round(round_id)
+    assert stored.turns[-1].earlier[0].a.stopped and not stored.turns[-1].a.stopped
+    models = {stored.model_a, stored.model_b}
+    voted = asyncio.run(arena.vote("s1", round_id, "B better"))
+    assert {voted.a.model, voted.b.model} == models
+
+
+def test_too_many_attempts_are_refused(arena):
+    seeded_models(arena)
+    arena.limits = replace(arena.limits, max_attempts=2)
+    round_ = answered(arena, mode="named")
+    asyncio.run(drain(arena.regenerate("s1", round_.id)))
+    with pytest.raises(ArenaError, match="answered 2 times"):
+        asyncio.run(drain(arena.regenerate("s1", round_.id)))

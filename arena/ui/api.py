@@ -31,6 +31,15 @@ def register(handlers: Handlers) -> None:
         except ArenaError as exc:
             raise gr.Error(str(exc)) from None
 
+    async def regenerate(round_id: str, request: gr.Request = None) -> AsyncIterator[dict]:
+        """Answer the round's last question again with a new seed (before the vote); streams the round view. The
+        answers replaced stay in the round (each turn's ``attempt``); a vote applies to the answers shown."""
+        try:
+            async for view in arena.regenerate(session_of(request), round_id, address_of(request, proxies)):
+                yield view.as_dict()
+        except ArenaError as exc:
+            raise gr.Error(str(exc)) from None
+
     async def stop(round_id: str, request: gr.Request = None) -> bool:
         """Stop both answers of a streaming round; the /ask stream then ends with them marked stopped."""
         return await arena.stop(session_of(request), round_id)
@@ -56,6 +65,7 @@ def register(handlers: Handlers) -> None:
 
     gr.api(ask, api_name="ask", concurrency_limit=None)
     gr.api(vote, api_name="vote", concurrency_limit=None)
+    gr.api(regenerate, api_name="regenerate", concurrency_limit=None)
     gr.api(stop, api_name="stop", concurrency_limit=None)
     gr.api(models, api_name="models")
     gr.api(export, api_name="export")

@@ -129,13 +129,24 @@ class Handlers:
     async def send(self, question: str, mode: str, a: str | None, b: str | None, settings: Settings, hold: bool,
                    round_id: str | None, preset_id: str | None, lang: str, session: str,
                    address: str | None = None) -> AsyncIterator[dict]:
+        views = self.arena.ask(session, question, round_id=round_id, mode=mode, model_a=a, model_b=b,
+                               settings=settings, preset_id=preset_id, hold=hold, address=address)
+        async for result in self._streamed(views, lang):
+            yield {**result, "question": ""}
+
+    async def regenerate(self, round_id: str | None, lang: str, session: str,
+                         address: str | None = None) -> AsyncIterator[dict]:
+        """Both panes answer the round's last question again (Arena.regenerate)."""
+        async for result in self._streamed(self.arena.regenerate(session, round_id, address), lang):
+            yield result
+
+    async def _streamed(self, views: AsyncIterator[RoundView], lang: str) -> AsyncIterator[dict]:
+        """A stream of round views as the arena panel's updates, rendered off the event loop."""
         panes = render.PaneRenderer.pair()
         sent: dict[str, dict] = {}  # the properties each output was last given
         try:
-            async for view in self.arena.ask(session, question, round_id=round_id, mode=mode, model_a=a, model_b=b,
-                                             settings=settings, preset_id=preset_id, hold=hold, address=address):
-                result = await asyncio.to_thread(self.render, view, lang, panes)
-                yield {**only_changes(result, sent), "question": ""}
+            async for view in views:
+                yield only_changes(await asyncio.to_thread(self.render, view, lang, panes), sent)
         except ArenaError as exc:
             raise _refusal(exc, lang) from None
 

@@ -70,6 +70,7 @@ def arena_panel(handlers: Handlers) -> Components:
     with gr.Row():
         for name in VOTE_KEYS.values():
             c[name] = gr.Button(I18N(name), interactive=False, elem_id=name.replace("_", "-"))
+        c["regenerate"] = gr.Button(I18N("regenerate"), elem_id="regenerate")
         c["new_round"] = gr.Button(I18N("new_round"), elem_id="new-round")
     c["reveal"] = text_panel("", elem_id="reveal")
     with gr.Accordion(I18N("settings"), open=False, elem_id="settings") as c["settings"]:
@@ -171,7 +172,7 @@ RELABEL = {  # component -> (property, text key) changed by the language switch
     "tab_export": ("label", "tab_export"), "mode": ("label", "mode"), "model_a": ("label", "model_a"),
     "model_b": ("label", "model_b"), "hold": ("label", "blind_together"), "category": ("label", "category"),
     "preset": ("label", "preset"), "send": ("value", "send"), "stop": ("value", "stop"),
-    "new_round": ("value", "new_round"), "settings": ("label", "settings"), "temperature": ("label", "temperature"),
+    "new_round": ("value", "new_round"), "regenerate": ("value", "regenerate"), "settings": ("label", "settings"), "temperature": ("label", "temperature"),
     "top_p": ("label", "top_p"), "max_new_tokens": ("label", "max_new_tokens"),
     "system_prompt": ("label", "system_prompt"), "leaderboard_intro": ("value", "leaderboard_intro"),
     "refresh": ("value", "refresh"), "board": ("label", "rated_table"), "board_empty": ("value", "chart_no_battles"),
@@ -228,6 +229,12 @@ def wire(h: Handlers, c: Components, demo: gr.Blocks) -> None:
         await h.stop(round_id, session_of(request))
 
     c["stop"].click(on_stop, [c["round_id"]], None, concurrency_limit=None, **private)
+
+    async def on_regenerate(round_id, lang, request: gr.Request):
+        async for result in h.regenerate(round_id, lang, session_of(request), address_of(request, h.trusted_proxies)):
+            yield _by_name(c, ARENA_OUTPUTS)(result)
+
+    c["regenerate"].click(on_regenerate, [c["round_id"], c["lang"]], arena_out, concurrency_limit=None, **private)
     for name, choice in zip(VOTE_KEYS.values(), VOTE_KEYS):
         c[name].click(_vote_handler(h, choice, c), [c["round_id"], c["lang"]], arena_out, **private)
     c["new_round"].click(lambda *v: _by_name(c, ARENA_OUTPUTS)(h.cleared(*v)), picks, arena_out, **private)

@@ -93,9 +93,15 @@ def _queued(seconds: float | None, lang: str) -> str:
 
 def metrics_markdown(side: SideView, revealed: bool = True, lang: str = "en", held: bool = False) -> str:
     """Stopwatch figures of the pane's latest answer; in a blind battle only after the vote. A wait for
-    the model (a worker busy with another session or a batch) shows apart from them."""
+    the model (a worker busy with another session or a batch) shows apart from them, and so does which
+    attempt it is after Regenerate."""
     if not side.turns:
         return t("metrics_empty", lang)
+    attempt = side.turns[-1].attempt
+    return _metrics(side, revealed, lang, held) + (t("metrics_attempt", lang, n=attempt) if attempt > 1 else "")
+
+
+def _metrics(side: SideView, revealed: bool, lang: str, held: bool) -> str:
     turn = side.turns[-1]
     streaming = not turn.done
     if held:
