@@ -14,12 +14,15 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .texts import Phrase, phrase, say
+
 GB = 1e9
 
 
 @dataclass(frozen=True)
 class Step:
-    what: str
+    """A slow step's cost (what it is called, in every language: texts.py, ``step_<name>``)."""
+
     bytes_per_param: float
     overhead: float            # bytes
     seconds_per_gparam: float  # wall time per 1e9 parameters on 2 cores (0: instant)
@@ -30,23 +33,23 @@ class Step:
 # are expanded for neural-speed) and SmolLM2-135M; see BENCHMARKS.md for estimate vs measured.
 STEPS = {
     # GGUF or Qwen2 -> fp32 HF directory for ITREX (main env: transformers loads fp32, expands K/V, saves)
-    "itrex-prepare": Step("converting to an HF directory for ITREX", 6.0, 0.2 * GB, 85),
+    "itrex-prepare": Step(6.0, 0.2 * GB, 85),
     # HF directory -> neural-speed's fp32 file (neural-speed's converter loads the fp32 model)
-    "itrex-convert": Step("converting to neural-speed fp32", 6.4, 0.8 * GB, 30),
+    "itrex-convert": Step(6.4, 0.8 * GB, 30),
     # the same for an architecture neural-speed reads natively, from its fp16/bf16 checkpoint: ChatGLM's and
     # Qwen's converters load the model in fp32 (4 B/param, read from convert_chatglm.py / convert_qwen.py;
     # not measured here: no such model fits the test machine); Llama's converter is lazy and needs less
-    "itrex-convert-native": Step("converting to neural-speed fp32", 4.3, 0.3 * GB, 45),
+    "itrex-convert-native": Step(4.3, 0.3 * GB, 45),
     # ITREX RTN quantization of the fp32 file, then serving it (the worker's peak)
-    "itrex-quantize": Step("quantizing with ITREX RTN", 2.2, 0.5 * GB, 25),
+    "itrex-quantize": Step(2.2, 0.5 * GB, 25),
     # serving a cached quantized file
-    "itrex-run": Step("loading the cached ITREX file", 1.0, 0.5 * GB, 2),
+    "itrex-run": Step(1.0, 0.5 * GB, 2),
     # transformers: fp32 load, then INT4 quantization in place
-    "transformers": Step("loading fp32 and quantizing", 5.0, 0.5 * GB, 60),
-    "transformers-cached": Step("loading the INT4 cache", 0.8, 0.4 * GB, 15),  # measured 0.90 GB (BENCHMARKS §4)
-    "transformers-gguf": Step("dequantizing the GGUF to fp32 and quantizing", 5.5, 0.4 * GB, 230),  # 3.84 GB
+    "transformers": Step(5.0, 0.5 * GB, 60),
+    "transformers-cached": Step(0.8, 0.4 * GB, 15),  # measured 0.90 GB (BENCHMARKS §4)
+    "transformers-gguf": Step(5.5, 0.4 * GB, 230),  # 3.84 GB
     # llama.cpp maps the file: about its size (bytes_per_param is applied to the file size here)
-    "llamacpp": Step("loading the GGUF", 1.1, 0.2 * GB, 0),
+    "llamacpp": Step(1.1, 0.2 * GB, 0),
 }
 
 
@@ -111,21 +114,27 @@ def estimate(step: str, params: int | None, file_size: int | None = None) -> int
     return None if base is None else int(s.bytes_per_param * base + s.overhead)
 
 
-def expect_text(step: str, params: int | None) -> str:
-    """'expect about 4 min for 6.2 B parameters' for the status panel."""
+def expect(step: str, params: int | None) -> Phrase:
+    """'expect about 4 min for 6.20 B parameters', for the status panel in the page's language."""
     if params is None:
-        return "size unknown"
+        return phrase("expect_unknown")
     seconds = STEPS[step].seconds_per_gparam * params / 1e9
-    when = f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {max(seconds, 1):.0f} s"
-    return f"expect {when} for {params / 1e9:.2f} B parameters"
+    gparams = f"{params / 1e9:.2f}"
+    if seconds >= 90:
+        return phrase("expect_minutes", minutes=f"{seconds / 60:.0f}", gparams=gparams)
+    return phrase("expect_seconds", seconds=f"{max(seconds, 1):.0f}", gparams=gparams)
 
 
 class InsufficientMemory(RuntimeError):
-    """The estimated peak does not fit; the message has the numbers and what to do."""
+    """The estimated peak does not fit; the message (a phrase: ``reason``) has the numbers and what to do."""
+
+    def __init__(self, reason: Phrase):
+        super().__init__(say(reason))
+        self.reason = reason
 
 
 def preflight(model_id: str, step: str, params: int | None, file_size: int | None = None,
-              available: int | None = None) -> str | None:
+              available: int | None = None) -> Phrase | None:
     """Refuse (raise InsufficientMemory) when the estimated peak exceeds the available memory; return
     a warning when it takes more than 80 % of it; None when it fits or cannot be estimated.
     ``ARENA_MEMORY_CHECK=warn`` turns the refusal into a warning, ``off`` skips the check."""
@@ -134,17 +143,14 @@ def preflight(model_id: str, step: str, params: int | None, file_size: int | Non
     available = mem_available() if available is None else available
     if mode == "off" or need is None or available is None:
         return None
-    size = f"{params / 1e9:.2f} B parameters" if params else f"a {file_size / GB:.1f} GB file"
-    numbers = (f"{STEPS[step].what} {model_id} ({size}) needs about {need / GB:.1f} GB at its peak; "
-               f"{available / GB:.1f} GB is available")
-    if need > available:
-        message = (f"{numbers}. Free memory (close the other model or programs), use a smaller model or a "
-                   f"machine with more RAM; ARENA_MEMORY_CHECK=warn tries anyway")
-        if mode != "warn":
-            raise InsufficientMemory(message)
-        return "warning: " + message
+    size = phrase("size_params", gparams=f"{params / 1e9:.2f}") if params else \
+        phrase("size_file", gb=f"{file_size / GB:.1f}")
+    numbers = {"what": phrase(f"step_{step}"), "model": model_id, "size": size, "need": f"{need / GB:.1f}",
+               "available": f"{available / GB:.1f}"}
+    if need > available and mode != "warn":
+        raise InsufficientMemory(phrase("memory_refused", **numbers))
     if need > 0.8 * available:
-        return f"warning: {numbers}; the other model loading at the same time may not fit"
+        return phrase("memory_warning", **numbers)
     return None
 
 

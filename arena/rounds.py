@@ -411,6 +411,8 @@ class Arena:
             round_.start_turn(followup)
             async for view in self._stream_turn(round_, followup, settings):
                 yield view
+        if round_.state is RoundState.STREAMING:  # Regenerate stopped this turn and answers again: its stream
+            return                                 # shows the round from here (a last view here would be stale)
         yield self.view(round_)
 
     async def regenerate(self, session: str, round_id: str | None,

@@ -12,6 +12,7 @@ which survives any error in one model's check: it logs it, backs off and keeps w
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ from .engines.registry import engine_spec
 from .memory import InsufficientMemory
 from .redact import without_credentials
 from .sources import SourceError, missing_packages, resolve
-from .texts import t
+from .texts import Phrase, phrase, say
 from .worker import ERROR_PREFIX
 
 _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
@@ -57,7 +58,7 @@ class ModelStatus:
     restarts: int = 0
     remote: str | None = None  # base_url of a model served elsewhere, without any credentials in it
     params: int | None = None  # parameter count reported by the worker's /health (picks the default judge)
-    reason: tuple | None = None  # (text key, ((name, value), ...)): ``detail`` in the page's language
+    reason: Phrase | None = None  # ``detail`` as a phrase, for the page's language
 
     def describe(self) -> str:
         elapsed = time.time() - self.since
@@ -116,15 +117,16 @@ class Catalog:
         with self.lock:
             return [w.status for w in self.workers.values()]
 
-    def set(self, worker: _Worker, state: str, detail: str = "", reason: tuple[str, dict] | None = None,
-            **changes) -> None:
-        """``detail`` is the English text (API, CLI, logs); ``reason`` its text key and values for the page."""
+    def set(self, worker: _Worker, state: str, detail: "Phrase | str" = "", **changes) -> None:
+        """``detail``: why the model is in its state, a phrase the page reads in its language (the status keeps
+        its English text for the API, CLI and logs), or a text from elsewhere shown as it is."""
         with self.lock:
             if worker.status.state == "stopped":
                 return
             since = worker.status.since if worker.status.state == state else time.time()
-            key = (reason[0], tuple(reason[1].items())) if reason else None
-            worker.status = replace(worker.status, state=state, detail=detail, since=since, reason=key, **changes)
+            reason = detail if isinstance(detail, Phrase) else None
+            worker.status = replace(worker.status, state=state, detail=say(detail), since=since, reason=reason,
+                                    **changes)
 
 
 def kill_group(proc: subprocess.Popen, sig: int) -> None:
@@ -133,6 +135,11 @@ def kill_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def with_notes(detail: "Phrase | str", notes: "Phrase | None") -> "Phrase | str":
+    """A status detail with the notes the preparation left (a memory warning), if any."""
+    return phrase("detail_with_notes", detail=detail, notes=notes) if notes else detail
 
 
 class WorkerProcesses:
@@ -152,13 +159,11 @@ class WorkerProcesses:
         spec = engine_spec(worker.model.engine)
         if spec.interpreter() is None:
             values = {"engine": spec.name, "command": spec.install_command}
-            self.catalog.set(worker, "unavailable", t("reason_engine_missing", "en", **values),
-                             ("reason_engine_missing", values))
+            self.catalog.set(worker, "unavailable", phrase("reason_engine_missing", **values))
             return
         if worker.model.install and missing_packages(worker.model):
             values = {"command": worker.model.install}
-            self.catalog.set(worker, "unavailable", t("reason_optional_missing", "en", **values),
-                             ("reason_optional_missing", values))
+            self.catalog.set(worker, "unavailable", phrase("reason_optional_missing", **values))
             return
         source = worker.model.source
         if source.modelscope or source.hf:
@@ -168,13 +173,12 @@ class WorkerProcesses:
             prepared = spec.prepare(worker.model, weights, self.data_dir,
                                     lambda state, detail: self.catalog.set(worker, state, detail))
         except (SourceError, InsufficientMemory) as exc:
-            self.catalog.set(worker, "failed", str(exc))
+            self.catalog.set(worker, "failed", exc.reason if isinstance(exc, InsufficientMemory) else str(exc))
             return
         except Exception as exc:
             log.exception("preparing %s failed", worker.model.id)
             values = {"error": f"{type(exc).__name__}: {exc}"}
-            self.catalog.set(worker, "failed", t("reason_prepare_failed", "en", **values),
-                             ("reason_prepare_failed", values))
+            self.catalog.set(worker, "failed", phrase("reason_prepare_failed", **values))
             return
         worker.weights, worker.notes = prepared.weights, prepared.notes
         self.spawn(worker, "loading")
@@ -202,8 +206,8 @@ class WorkerProcesses:
                     cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     cwd=str(PROJECT_DIR), start_new_session=True, env={**os.environ, WORKER_KEY_ENV: self.key})
             worker.port = port
-            detail = f"pid {worker.process.pid}, {threads} thread(s)" + (f"; {worker.notes}" if worker.notes else "")
-            self.catalog.set(worker, state, detail)
+            self.catalog.set(worker, state, with_notes(phrase("detail_worker", pid=worker.process.pid, threads=threads),
+                                                       worker.notes))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -220,8 +224,9 @@ class WorkerProcesses:
             kill_group(proc, signal.SIGKILL)  # the worker, and whatever it left behind in its group
             proc.wait()
 
-    def phase(self, worker: _Worker) -> str | None:
-        """The worker's latest ARENA_PHASE line (e.g. 'quantizing to INT4'), read from the end of its log."""
+    def phase(self, worker: _Worker) -> "Phrase | str | None":
+        """The worker's latest ARENA_PHASE line (e.g. 'quantizing to INT4'), read from the end of its log: a
+        phrase (engines.phase writes one as JSON), or the line's text if it is none."""
         try:
             with open(worker.log_path, "rb") as log_file:
                 log_file.seek(max(0, log_file.seek(0, 2) - 8192))
@@ -232,10 +237,15 @@ class WorkerProcesses:
         at = max((i for i, line in enumerate(lines) if line.startswith(PHASE_PREFIX)), default=None)
         if at is None:
             return None
-        text = lines[at][len(PHASE_PREFIX):]
+        text, _, data = lines[at][len(PHASE_PREFIX):].partition("\t")
+        try:
+            said: Phrase | str = Phrase.from_json(json.loads(data))
+            say(said)  # a key this version knows
+        except (ValueError, TypeError, KeyError, AttributeError):
+            said = text
         # neural-speed prints "[ 285/ 291] layers.31.attention.wv.weight ..." per tensor while quantizing
         steps = [m for line in lines[at + 1:] if (m := _STEP.match(line))]
-        return text + (f" — tensor {steps[-1][1]}/{steps[-1][2]}" if steps else "")
+        return phrase("phase_tensor", phase=said, done=steps[-1][1], total=steps[-1][2]) if steps else said
 
     def failure_reason(self, worker: _Worker, code: int) -> str:
         lines: list[str] = []
@@ -270,8 +280,7 @@ class WorkerProcesses:
         if code is not None:
             kill_group(proc, signal.SIGKILL)  # anything the worker started dies with it
             if state == "ready":  # crashed after serving: bring it back for the next round
-                self.catalog.set(worker, "restarting", t("reason_restarting", "en", code=code),
-                                 ("reason_restarting", {"code": code}), restarts=worker.status.restarts + 1)
+                self.catalog.set(worker, "restarting", phrase("reason_restarting", code=code), restarts=worker.status.restarts + 1)
                 self.spawn(worker, "restarting")
             else:
                 self.catalog.set(worker, "failed", self.failure_reason(worker, code))
@@ -281,12 +290,11 @@ class WorkerProcesses:
             if answer is None:
                 detail = problem or self.phase(worker)
                 if detail:
-                    self.catalog.set(worker, state, detail + (f"; {worker.notes}" if worker.notes else ""))
+                    self.catalog.set(worker, state, with_notes(detail, worker.notes))
                 if time.time() - worker.status.since > self.health_timeout:
                     kill_group(proc, signal.SIGKILL)
                     values = {"seconds": round(self.health_timeout), "problem": f" ({problem})" if problem else ""}
-                    self.catalog.set(worker, "failed", t("reason_not_healthy", "en", **values),
-                                     ("reason_not_healthy", values))
+                    self.catalog.set(worker, "failed", phrase("reason_not_healthy", **values))
                 return
             self.catalog.set(worker, "ready", load_seconds=answer.get("load_seconds"), params=answer.get("n_params"))
 
@@ -307,7 +315,7 @@ class RemoteProber:
         url = without_credentials(endpoint.base_url)  # what the page and the API may show
 
         def fail(key: str, **values) -> None:
-            self.catalog.set(worker, "failed", t(key, "en", url=url, **values), (key, {"url": url, **values}))
+            self.catalog.set(worker, "failed", phrase(key, url=url, **values))
 
         now = time.time()
         interval = 60 if status.state == "ready" else 15
@@ -369,7 +377,7 @@ class Supervisor:
         for worker in self._workers.values():
             if worker.model.endpoint is not None:  # a remote server: nothing to start, only to check
                 url = without_credentials(worker.model.endpoint.base_url)
-                self.catalog.set(worker, "loading", t("reason_checking", "en", url=url), ("reason_checking", {"url": url}))
+                self.catalog.set(worker, "loading", phrase("reason_checking", url=url))
                 continue
             threading.Thread(target=self.processes.prepare_and_spawn, args=(worker,), daemon=True,
                              name=f"prepare-{worker.model.id}").start()

@@ -8,6 +8,8 @@ refusals by key, and the API and CLI read them in English.
 """
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 LANGUAGES = {"en": "English", "zh": "中文"}
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -51,7 +53,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "state_ready_remote": "ready (remote: {url})",
         "state_restarted": ", restarted {n}×",
         "state_memory": ", {mb:,.0f} MB resident",
-        "state_waiting": "{state} ({seconds:.0f} s){detail}",
+        "state_waiting": "{state} ({seconds:.0f} s){detail}", "state_detail": ": {detail}",
         "state_failed": "failed: {detail}", "state_unavailable": "unavailable: {detail}",
         "states": "preparing|downloading|loading|ready|restarting|failed|unavailable|stopped",
         "leaderboard_intro": "Bradley-Terry ratings from **blind** battles (Elo scale, mean 1000), with 95% "
@@ -143,7 +145,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "state_ready_remote": "就绪（远程：{url}）",
         "state_restarted": "，已重启 {n} 次",
         "state_memory": "，常驻内存 {mb:,.0f} MB",
-        "state_waiting": "{state}（{seconds:.0f} 秒）{detail}",
+        "state_waiting": "{state}（{seconds:.0f} 秒）{detail}", "state_detail": "：{detail}",
         "state_failed": "失败：{detail}", "state_unavailable": "不可用：{detail}",
         "states": "准备中|下载中|加载中|就绪|重启中|失败|不可用|已停止",
         "leaderboard_intro": "根据**匿名**对战计算的 Bradley-Terry 评分（Elo 刻度，均值 1000），附 95% "
@@ -392,6 +394,86 @@ BOARD: dict[str, dict[str, str]] = {
 }
 _merge(BOARD)
 
+# What a model is doing while it gets ready (status panel), and why it cannot: written by workers, the supervisor
+# and the engines as phrases (a key and its values), read in the page's language. Names, files, recipes and
+# commands stay as they are.
+LOADING: dict[str, dict[str, str]] = {
+    "en": {
+        "detail_worker": "pid {pid}, {threads} thread(s)",
+        "detail_with_notes": "{detail}; {notes}",
+        "phase_loading_weights": "loading full-precision weights from {file}",
+        "phase_quantizing_int4": "quantizing to INT4 ({recipe})",
+        "phase_saving_cache": "saving the INT4 cache",
+        "phase_loading_cache": "loading INT4 weights from the cache",
+        "phase_cache_rebuild": "the INT4 cache is not usable ({error}); rebuilding it",
+        "phase_itrex_convert": "converting to neural-speed fp32 ({expect})",
+        "phase_itrex_cached": "loading the cached ITREX INT4 file ({recipe})",
+        "phase_itrex_quantize": "quantizing with ITREX RTN {recipe} ({expect})",
+        "phase_tensor": "{phase} — tensor {done}/{total}",
+        "phase_itrex_native": "neural-speed reads {model_type} natively: no conversion",
+        "native_unreadable": "config.json unreadable ({error})",
+        "native_unknown": "neural-speed cannot read {model_type!r} as it is",
+        "native_no_tokenizer": "{model_type} without a SentencePiece tokenizer.model",
+        "native_not_sharded": "{model_type} weights not sharded (neural-speed reads model-00001-of-N.safetensors or "
+                              "pytorch_model.bin)",
+        "phase_itrex_converting": "{why}: converting",
+        "phase_waiting_lock": "waiting: another worker is preparing the same weights",
+        "phase_itrex_prepare": "converting to an HF directory for ITREX ({expect})",
+        "expect_minutes": "expect about {minutes} min for {gparams} B parameters",
+        "expect_seconds": "expect about {seconds} s for {gparams} B parameters",
+        "expect_unknown": "size unknown",
+        "memory_warning": "warning: {what} {model} ({size}) needs about {need} GB at its peak; {available} GB is "
+                          "available; the other model loading at the same time may not fit",
+        "memory_refused": "{what} {model} ({size}) needs about {need} GB at its peak; {available} GB is available. "
+                          "Free memory (close the other model or programs), use a smaller model or a machine with "
+                          "more RAM; ARENA_MEMORY_CHECK=warn tries anyway",
+        "size_params": "{gparams} B parameters", "size_file": "a {gb} GB file",
+        "step_itrex-prepare": "converting to an HF directory for ITREX",
+        "step_itrex-convert": "converting to neural-speed fp32",
+        "step_itrex-convert-native": "converting to neural-speed fp32",
+        "step_itrex-quantize": "quantizing with ITREX RTN", "step_itrex-run": "loading the cached ITREX file",
+        "step_transformers": "loading fp32 and quantizing",
+        "step_transformers-gguf": "dequantizing the GGUF to fp32 and quantizing",
+        "step_transformers-cached": "loading the INT4 cache", "step_llamacpp": "loading the GGUF",
+    },
+    "zh": {
+        "detail_worker": "进程 {pid}，{threads} 个线程",
+        "detail_with_notes": "{detail}；{notes}",
+        "phase_loading_weights": "正在从 {file} 加载全精度权重",
+        "phase_quantizing_int4": "正在量化为 INT4（{recipe}）",
+        "phase_saving_cache": "正在保存 INT4 缓存",
+        "phase_loading_cache": "正在从缓存加载 INT4 权重",
+        "phase_cache_rebuild": "INT4 缓存不可用（{error}），正在重建",
+        "phase_itrex_convert": "正在转换为 neural-speed fp32（{expect}）",
+        "phase_itrex_cached": "正在加载已缓存的 ITREX INT4 文件（{recipe}）",
+        "phase_itrex_quantize": "正在用 ITREX RTN {recipe} 量化（{expect}）",
+        "phase_tensor": "{phase} — 张量 {done}/{total}",
+        "phase_itrex_native": "neural-speed 可直接读取 {model_type}：无需转换",
+        "native_unreadable": "无法读取 config.json（{error}）",
+        "native_unknown": "neural-speed 无法直接读取 {model_type!r}",
+        "native_no_tokenizer": "{model_type} 缺少 SentencePiece 的 tokenizer.model",
+        "native_not_sharded": "{model_type} 的权重未分片（neural-speed 读取 model-00001-of-N.safetensors 或 "
+                              "pytorch_model.bin）",
+        "phase_itrex_converting": "{why}：正在转换",
+        "phase_waiting_lock": "等待中：另一个进程正在准备同一份权重",
+        "phase_itrex_prepare": "正在转换为 ITREX 可读的 HF 目录（{expect}）",
+        "expect_minutes": "{gparams} B 参数，预计约 {minutes} 分钟",
+        "expect_seconds": "{gparams} B 参数，预计约 {seconds} 秒",
+        "expect_unknown": "大小未知",
+        "memory_warning": "注意：{what} {model}（{size}）峰值约需 {need} GB 内存，当前可用 {available} GB；同时加载的"
+                          "另一个模型可能放不下",
+        "memory_refused": "{what} {model}（{size}）峰值约需 {need} GB 内存，当前可用 {available} GB。请释放内存（关闭"
+                          "另一个模型或其他程序）、换用更小的模型或内存更大的机器；设置 ARENA_MEMORY_CHECK=warn 可强行尝试",
+        "size_params": "{gparams} B 参数", "size_file": "{gb} GB 的文件",
+        "step_itrex-prepare": "转换为 ITREX 可读的 HF 目录",
+        "step_itrex-convert": "转换为 neural-speed fp32", "step_itrex-convert-native": "转换为 neural-speed fp32",
+        "step_itrex-quantize": "用 ITREX RTN 量化", "step_itrex-run": "加载已缓存的 ITREX 文件",
+        "step_transformers": "加载 fp32 并量化", "step_transformers-gguf": "将 GGUF 反量化为 fp32 并量化",
+        "step_transformers-cached": "加载 INT4 缓存", "step_llamacpp": "加载 GGUF",
+    },
+}
+_merge(LOADING)
+
 STATE_NAMES = {lang: dict(zip(TEXTS["en"]["states"].split("|"), TEXTS[lang]["states"].split("|")))
                for lang in TEXTS}
 
@@ -400,6 +482,36 @@ def t(key: str, lang: str = "en", **values) -> str:
     """The text for ``key`` in ``lang`` (English when the language is unknown), formatted with ``values``."""
     text = TEXTS.get(lang, TEXTS["en"]).get(key) or TEXTS["en"][key]
     return text.format(**values) if values else text
+
+
+class Phrase(NamedTuple):
+    """A text key and its values, to be read in any language (values may be phrases themselves). Hashable, so
+    a model's status can carry it; ``to_json``/``from_json`` carry it from a worker's log to the supervisor."""
+
+    key: str
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "values": {k: v.to_json() if isinstance(v, Phrase) else v for k, v in self.values}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Phrase":
+        values = data.get("values") or {}
+        return cls(str(data["key"]), tuple((k, cls.from_json(v) if isinstance(v, dict) and "key" in v else v)
+                                            for k, v in values.items()))
+
+
+def phrase(key: str, **values) -> Phrase:
+    if key not in TEXTS["en"]:
+        raise KeyError(f"no text {key!r} in texts.py")
+    return Phrase(key, tuple(values.items()))
+
+
+def say(text: "Phrase | str", lang: str = "en") -> str:
+    """A phrase in ``lang`` (a plain string is shown as it is: a name, a command, a message from elsewhere)."""
+    if not isinstance(text, Phrase):
+        return text
+    return t(text.key, lang, **{k: say(v, lang) if isinstance(v, Phrase) else v for k, v in text.values})
 
 
 def language_of(accept_language: str | None) -> str:

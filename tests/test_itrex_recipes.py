@@ -9,6 +9,7 @@ from arena.config import ITREX_DEFAULT_RECIPE, SUPPORTED_QUANTIZATION, ConfigErr
 from arena.engines.itrex import cache_dirs, is_complete, mark_complete, native_reason
 from arena.engines.registry import itrex_hf_dir
 from arena.memory import GB, InsufficientMemory, count_params, estimate, preflight
+from arena.texts import say
 
 ENTRY = """models:
   - id: q
@@ -119,7 +120,7 @@ def test_native_architectures_go_to_itrex_as_they_are(tmp_path):
         assert itrex_hf_dir(model, directory, data, lambda state, detail: None) == directory
     assert not (data / "itrex").exists()
     assert not native_reason(_hf_dir(tmp_path / "qwen2", "qwen2"))[0]
-    assert "tokenizer.model" in native_reason(_hf_dir(tmp_path / "llama-tj", "llama", files=("tokenizer.json",)))[1]
+    assert "tokenizer.model" in say(native_reason(_hf_dir(tmp_path / "llama-tj", "llama", files=("tokenizer.json",)))[1])
 
 
 def _safetensors(path, shapes):
@@ -151,9 +152,11 @@ def test_memory_preflight_refuses_or_warns_with_numbers(monkeypatch):
     assert "needs about" in str(err.value) and "24.0 GB is available" in str(err.value) and "6.20 B" in str(err.value)
     assert preflight("small", "itrex-convert", 500_000_000, available=int(24 * GB)) is None
     small = estimate("itrex-convert", 500_000_000)
-    assert preflight("tight", "itrex-convert", 500_000_000, available=int(small / 0.9)).startswith("warning")
+    tight = preflight("tight", "itrex-convert", 500_000_000, available=int(small / 0.9))
+    assert say(tight).startswith("warning") and say(tight, "zh").startswith("注意")
+    assert "转换为 neural-speed fp32 chatglm3-6b" in say(err.value.reason, "zh")  # the page reads it in Chinese
     monkeypatch.setenv("ARENA_MEMORY_CHECK", "warn")
-    assert preflight("chatglm3-6b", "itrex-convert", 6_200_000_000, available=int(24 * GB)).startswith("warning")
+    assert say(preflight("chatglm3-6b", "itrex-convert", 6_200_000_000, available=int(24 * GB))).startswith("warning")
 
 
 def test_the_itrex_catalog_opens_with_two_recipes_of_the_same_weights():

@@ -148,3 +148,31 @@ def test_workers_lead_their_own_group_with_normal_scheduling(tmp_path):
         app.wait()
     wait_for(lambda: not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split(") ")[1][:1],
              10, "the worker to follow its killed app")
+
+
+def test_a_workers_phase_reaches_the_page_in_its_language(tmp_path, capsys):
+    """Workers write what they are doing as a phrase (a text key and its values, engines.phase); the supervisor
+    reads it from the log, adds neural-speed's tensor count, and the page says it in Chinese or English. Names and
+    files stay as they are; a line from an older worker (plain text) is shown as it is."""
+    from arena.engines import phase
+    from arena.memory import expect
+    from arena.supervisor import with_notes
+    from arena.texts import phrase, say
+    from arena.ui.render import describe_status
+
+    models = load_models(smol_catalog(tmp_path / "models.yaml"))
+    processes = WorkerProcesses(Catalog(models), tmp_path / "models.yaml", tmp_path, 1, False, 60)
+    worker = processes.catalog.get("smol-a")
+    worker.log_path = tmp_path / "smol-a.log"
+    phase("phase_itrex_quantize", recipe="int4_fullrange-g32-int8", expect=expect("itrex-quantize", 630_000_000))
+    worker.log_path.write_text(capsys.readouterr().out + "[ 12/ 290] layers.1.attention.wq.weight\n", encoding="utf-8")
+    said = processes.phase(worker)
+    assert say(said) == ("quantizing with ITREX RTN int4_fullrange-g32-int8 (expect about 16 s for 0.63 B "
+                         "parameters) — tensor 12/290")
+    assert say(said, "zh") == "正在用 ITREX RTN int4_fullrange-g32-int8 量化（0.63 B 参数，预计约 16 秒） — 张量 12/290"
+    processes.catalog.set(worker, "loading", with_notes(said, phrase("detail_worker", pid=7, threads=2)))
+    shown = describe_status(processes.catalog.get("smol-a").status, "zh")
+    assert shown.startswith("加载中") and "进程 7，2 个线程" in shown and "quantizing" not in shown
+    assert "tensor 12/290; pid 7, 2 thread(s)" in processes.catalog.get("smol-a").status.detail  # API/CLI: English
+    worker.log_path.write_text("ARENA_PHASE: warming up the kettle\n", encoding="utf-8")
+    assert processes.phase(worker) == "warming up the kettle"

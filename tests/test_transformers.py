@@ -77,7 +77,8 @@ def assert_same_model(fresh, reloaded) -> None:
 
 
 def phases(out: str) -> list[str]:
-    return [line.split("ARENA_PHASE: ", 1)[1] for line in out.splitlines() if "ARENA_PHASE: " in line]
+    """The English text of each phase line a worker printed (the phrase as JSON follows a tab)."""
+    return [line.split("ARENA_PHASE: ", 1)[1].split("\t")[0] for line in out.splitlines() if "ARENA_PHASE: " in line]
 
 
 def test_int4_answers_then_reloads_from_cache_without_building_fp32(qwen_int4, capfd):

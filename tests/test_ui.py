@@ -189,7 +189,9 @@ def test_leaderboard_views_are_kept_per_selection_until_the_next_vote(handlers, 
                       ("en", True, "all", "all"), ("en", True, "typed", "all"), ("zh", False, "all", "en")]:
         handlers.leaderboard_view(*selection)
     assert len(fits) == 3  # three selections; the page language only re-labels
-    assert handlers.leaderboard_view("en")["charts"]["visible"] is True  # a cached view still carries its updates
+    cached = handlers.leaderboard_view("en")
+    assert cached["charts"]["visible"] is True  # a cached view still carries its updates, and the selectors' choices
+    assert ("Chinese", "zh") in cached["board_language"]["choices"] and cached["board_category"]["choices"]
     asyncio.run(handlers.arena.vote("s1", answered(handlers.arena, session="s1").id, "Tie"))
     handlers.leaderboard_view("en")
     assert len(fits) == 4

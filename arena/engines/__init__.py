@@ -17,9 +17,15 @@ from ..config import ModelConfig
 PHASE_PREFIX = "ARENA_PHASE: "  # a worker prints this before each slow step; the supervisor shows it
 
 
-def phase(text: str) -> None:
-    """Tell the supervisor (which reads the worker's log) and the terminal what we are doing."""
-    print(f"{PHASE_PREFIX}{text}", flush=True)
+def phase(key: str, **values) -> None:
+    """Tell the terminal and the supervisor (which reads the worker's log; the page shows it in the reader's
+    language) what we are doing: the English text, a tab, and the texts.py phrase as JSON."""
+    import json
+
+    from ..texts import phrase, say
+
+    said = phrase(key, **values)
+    print(f"{PHASE_PREFIX}{say(said)}\t{json.dumps(said.to_json(), ensure_ascii=False)}", flush=True)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..config import ITREX_DEFAULT_RECIPE, PROJECT_DIR, ModelConfig, QuantizeConfig
+from ..texts import Phrase, phrase
 from . import SCORE_CHUNK, BatchAnswer, GenerationParams, TokenLogprob, Usage, installed_versions, phase, top_logprobs
 
 INSTALL_COMMAND = "scripts/install-itrex.sh"
@@ -54,20 +55,20 @@ def itrex_python() -> Path | None:
     return python if (venv / ".installed").is_file() and python.is_file() else None
 
 
-def native_reason(hf_dir: Path) -> tuple[bool, str]:
+def native_reason(hf_dir: Path) -> tuple[bool, Phrase]:
     """Can neural-speed read this HF directory as it is? (yes/no, and why), from config.json only."""
     try:
         model_type = json.loads((hf_dir / "config.json").read_text()).get("model_type", "?")
     except (OSError, ValueError) as exc:
-        return False, f"config.json unreadable ({exc})"
+        return False, phrase("native_unreadable", error=str(exc))
     if model_type not in NATIVE_ARCHS:
-        return False, f"neural-speed cannot read {model_type!r} as it is"
+        return False, phrase("native_unknown", model_type=model_type)
     if model_type in SENTENCEPIECE_ARCHS:
         if not (hf_dir / "tokenizer.model").is_file():
-            return False, f"{model_type} without a SentencePiece tokenizer.model"
+            return False, phrase("native_no_tokenizer", model_type=model_type)
         if not any(next(hf_dir.glob(g), None) for g in WEIGHT_GLOBS):
-            return False, f"{model_type} weights not sharded (neural-speed reads model-00001-of-N.safetensors or pytorch_model.bin)"
-    return True, f"neural-speed reads {model_type} natively"
+            return False, phrase("native_not_sharded", model_type=model_type)
+    return True, phrase("phase_itrex_native", model_type=model_type)
 
 
 def library_versions() -> dict:
@@ -101,7 +102,7 @@ def exclusive(directory: Path, name: str = ".lock", on_wait=None):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            (on_wait or phase)("waiting: another worker is preparing the same weights")
+            (on_wait or phase)("phase_waiting_lock")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -145,8 +146,8 @@ def _fp32_file_locked(directory: Path, hf_dir: Path, ns_type: str, params: int |
         return out
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    from ..memory import expect_text
-    phase(f"converting to neural-speed fp32 ({expect_text('itrex-convert', params)})")
+    from ..memory import expect
+    phase("phase_itrex_convert", expect=expect("itrex-convert", params))
     partial = directory / (out.name + ".partial")
     if ns_type == "qwen2":
         cmd = [sys.executable, str(_patched_qwen_converter(directory)), "--outfile", str(partial), "--outtype", "f32",
@@ -191,7 +192,7 @@ def _write_runtime_outs_to(directory: Path) -> None:
 
 class ItrexEngine:
     def __init__(self, model: ModelConfig, hf_dir: Path, threads: int, cache_dir: Path):
-        from ..memory import count_params, expect_text
+        from ..memory import count_params, expect
         from ..sources import source_identity
 
         recipe = model.quantize or ITREX_DEFAULT_RECIPE
@@ -264,9 +265,9 @@ class ItrexEngine:
                 os.link(f32, self.cache / "runtime_outs" / f32.name)
             _write_runtime_outs_to(self.cache / "runtime_outs")
             if cached:
-                phase(f"loading the cached ITREX INT4 file ({recipe.slug()})")
+                phase("phase_itrex_cached", recipe=recipe.slug())
             else:
-                phase(f"quantizing with ITREX RTN {recipe.slug()} ({expect_text('itrex-quantize', params)})")
+                phase("phase_itrex_quantize", recipe=recipe.slug(), expect=expect("itrex-quantize", params))
             started = time.perf_counter()
             self.chatbot = build_chatbot(PipelineConfig(
                 model_name_or_path=str(hf_dir),

@@ -19,14 +19,15 @@ from typing import Callable
 from ..config import ITREX_DEFAULT_RECIPE, PROJECT_DIR, SOURCE_KINDS, ModelConfig
 from .. import memory
 from ..sources import SourceError, source_identity
+from ..texts import Phrase, phrase
 
-Report = Callable[[str, str], None]  # (state, detail) shown on the status panel
+Report = Callable[[str, "Phrase | str"], None]  # (state, detail) shown on the status panel
 
 
 @dataclass(frozen=True)
 class Prepared:
     weights: Path          # what the worker gets as --weights
-    notes: str = ""        # e.g. a memory warning, shown while the worker loads
+    notes: Phrase | None = None  # e.g. a memory warning, shown while the worker loads
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def _main_python() -> Path:
 
 def _prepare_llamacpp(model: ModelConfig, weights: Path, data_dir: Path, report: Report) -> Prepared:
     warning = memory.preflight(model.id, "llamacpp", None, file_size=weights.stat().st_size)
-    return Prepared(weights, warning or "")
+    return Prepared(weights, warning)
 
 
 # Remote code known not to run on this project's transformers (5.x), with the evidence; refused before
@@ -70,7 +71,7 @@ def _prepare_transformers(model: ModelConfig, weights: Path, data_dir: Path, rep
         key, _ = cache_key(model, weights, model.quantize)
         if (data_dir / "int4-cache" / f"{model.id}-{key}" / "arena-cache.json").is_file():
             step = "transformers-cached"
-    return Prepared(weights, memory.preflight(model.id, step, params) or "")
+    return Prepared(weights, memory.preflight(model.id, step, params))
 
 
 # -- ITREX -----------------------------------------------------------------------------------------
@@ -95,13 +96,13 @@ def itrex_hf_dir(model: ModelConfig, weights: Path, data_dir: Path, report: Repo
     if weights.is_dir():
         native, why = native_reason(weights)
         if native:
-            report("preparing", f"{why}: no conversion")
+            report("preparing", why)
             return weights
-        report("preparing", f"{why}: converting")
+        report("preparing", phrase("phase_itrex_converting", why=why))
     identity = json.dumps({"prepare_format": 2, "source": source_identity(model, weights)}, sort_keys=True)
     parent = data_dir / "itrex" / f"hf-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
     # two recipes of one model share this conversion: one of them makes it, the other waits
-    with exclusive(parent, on_wait=lambda text: report("preparing", text)):
+    with exclusive(parent, on_wait=lambda key: report("preparing", phrase(key))):
         if is_complete(parent):
             return parent / json.loads((parent / "COMPLETE").read_text())["dir"]
         return _convert_for_itrex(model, weights, parent, identity, report)
@@ -112,8 +113,8 @@ def _convert_for_itrex(model: ModelConfig, weights: Path, parent: Path, identity
 
     params = memory.count_params(weights)
     warning = memory.preflight(model.id, "itrex-prepare", params)
-    report("preparing", f"converting to an HF directory for ITREX ({memory.expect_text('itrex-prepare', params)})"
-           + (f"; {warning}" if warning else ""))
+    doing = phrase("phase_itrex_prepare", expect=memory.expect("itrex-prepare", params))
+    report("preparing", phrase("detail_with_notes", detail=doing, notes=warning) if warning else doing)
     (parent / "COMPLETE").unlink(missing_ok=True)
     done = subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(weights), str(parent)],
                           capture_output=True, text=True, cwd=str(PROJECT_DIR))
@@ -139,7 +140,7 @@ def _prepare_itrex(model: ModelConfig, weights: Path, data_dir: Path, report: Re
     else:  # conversion and quantization: the larger of the two peaks
         convert = "itrex-convert-native" if hf_dir == weights else "itrex-convert"
         step = max((convert, "itrex-quantize"), key=lambda s: memory.estimate(s, params) or 0)
-    return Prepared(hf_dir, memory.preflight(model.id, step, params) or "")
+    return Prepared(hf_dir, memory.preflight(model.id, step, params))
 
 
 def _itrex_interpreter() -> Path | None:

@@ -112,11 +112,11 @@ class TransformersEngine:
                 try:
                     return self._load_cached(entry, identity)
                 except CacheError as exc:
-                    phase(f"INT4 cache not usable ({exc}); rebuilding")
+                    phase("phase_cache_rebuild", error=str(exc))
         if model.trust_remote_code:
             print(f"WARNING: {model.id}: trust_remote_code is on; this runs Python code shipped with the model",
                   flush=True)
-        phase(f"loading full-precision weights from {weights.name}")
+        phase("phase_loading_weights", file=weights.name)
         try:
             # Fail on architecture / remote code before reading weights. The config is handed on: a GGUF's
             # metadata is parsed in Python each time it is read (5 s for SmolLM2's vocabulary), once per reader.
@@ -126,10 +126,10 @@ class TransformersEngine:
         except (ValueError, OSError, KeyError) as exc:
             raise _friendly(exc, model) from None
         if quantize:
-            phase(f"quantizing to INT4 ({quantize.describe()})")
+            phase("phase_quantizing_int4", recipe=quantize.describe())
             quantize_model(hf_model, quantize)
             _return_freed_memory()  # the fp32 copy is gone; give its ~1 GB back to the OS
-            phase("saving the INT4 cache")
+            phase("phase_saving_cache")
             self._save_cached(entry, identity, hf_model, tokenizer)
         return hf_model, tokenizer
 
@@ -165,7 +165,7 @@ class TransformersEngine:
             raise CacheError("stale: source, settings or library versions changed")
         if sha256_of(entry / "weights.pt") != meta.get("weights_sha256"):
             raise CacheError("weights.pt is corrupt (checksum mismatch)")
-        phase("loading INT4 weights from the cache")
+        phase("phase_loading_cache")
         try:
             from accelerate import init_empty_weights
 

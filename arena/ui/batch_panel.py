@@ -101,7 +101,7 @@ def batch_panel(service: BatchService, token_required: bool = False) -> dict:
     c["batch_token"] = gr.Textbox(label=I18N("admin_token"), info=I18N("admin_token_info"), type="password",
                                   visible=token_required, elem_id="batch-token")
     c["batch_status"] = text_panel(progress_markdown(service.progress()), elem_id="batch-status")
-    c["batch_report"] = gr.HTML("", elem_id="batch-report")
+    c["batch_report"] = text_panel("", elem_id="batch-report")
     return c
 
 

@@ -18,6 +18,7 @@ from .. import charts, exports, quality_board
 from ..access import AdminAccess, address_of
 from ..downloads import Downloads, Offer
 from ..leaderboard import MIN_BATTLES, SELECTIONS_KEPT, CachedLeaderboard, _Memo
+from ..safe_markdown import escape_text
 from ..topics import TYPED
 from ..memory import resident_mb
 from ..outcomes import Winner
@@ -198,7 +199,8 @@ class Handlers:
                language)
         view = self._views.get(key, lambda: self._human_view(names, lang, include_imported, category, language))
         categories, languages = self._selections(lang)
-        return {**{k: dict(v) if isinstance(v, dict) else v for k, v in view.items()},  # Gradio may consume updates "board_category": gr.update(choices=categories), "board_language": gr.update(choices=languages),
+        fresh = {k: dict(v) if isinstance(v, dict) else v for k, v in view.items()}  # Gradio consumes updates
+        return {**fresh, "board_category": gr.update(choices=categories), "board_language": gr.update(choices=languages),
                 "judge_board": self._judge_table(lang),
                 "judge_rates": self.batch.pass_rates() if self.batch is not None else None,
                 **self.quality_view(lang)}
@@ -288,9 +290,10 @@ class Handlers:
 
 
 def download_link(offer: Offer, lang: str) -> str:
-    """A link that downloads ``offer`` (relative, so it works behind a path prefix), with its expiry."""
+    """Markdown: a link that downloads ``offer`` (relative, so it works behind a path prefix; the route sends it
+    as an attachment named for the file), with its expiry. Markdown, not a gr.HTML panel: Gradio renders those
+    through ``new Function``, which the page's Content-Security-Policy rightly forbids."""
     minutes = max(1, round(offer.expires_in_s / 60))
-    return (f'<a class="arena-download" href="{html.escape(offer.url)}" download="{html.escape(offer.filename)}">'
-            f'⬇ {html.escape(offer.filename)}</a> <span class="arena-download-note">'
-            f'{html.escape(t("download_note", lang, minutes=minutes))}</span>')
+    return (f"**[⬇ {escape_text(offer.filename, in_link=True)}]({offer.url})** "
+            f"*{escape_text(t('download_note', lang, minutes=minutes))}*")
 

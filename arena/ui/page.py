@@ -25,8 +25,6 @@ footer { display: none !important; }
 #language { max-width: 14em; }
 /* A pane's own trash icon would blank the screen but keep the round going: New round is the one way. */
 #chat-a button[aria-label='Clear'], #chat-b button[aria-label='Clear'] { display: none !important; }
-.arena-download { font-weight: 600; }
-.arena-download-note { opacity: 0.7; font-size: 0.9em; }
 """
 DEFAULTS = Settings()
 Components = dict[str, Any]
@@ -125,7 +123,7 @@ def export_panel(admin_required: bool) -> Components:
     with gr.Row():
         c["export_csv"] = gr.Button(I18N("export_csv"), elem_id="export-csv")
         c["export_jsonl"] = gr.Button(I18N("export_jsonl"), elem_id="export-jsonl")
-    c["export_file"] = gr.HTML("", elem_id="export-file")
+    c["export_file"] = text_panel("", elem_id="export-file")
     c["import_file"] = gr.File(label=I18N("import_file"), file_types=[".jsonl", ".json"], elem_id="import-file")
     c["import_result"] = text_panel("", elem_id="import-result")
     return c

@@ -18,7 +18,7 @@ from ..outcomes import parse_winner
 from ..rounds import RoundView, SideView
 from ..live_markdown import LiveMarkdown
 from ..safe_markdown import escape_text, safe_markdown
-from ..texts import STATE_NAMES, t
+from ..texts import STATE_NAMES, say, t
 
 STATE_ICONS = {"ready": "🟢", "loading": "🟡", "preparing": "🟡", "downloading": "🟡", "restarting": "🟠",
                "failed": "🔴", "unavailable": "⚪", "stopped": "⚪"}
@@ -141,10 +141,7 @@ def reveal_markdown(view: RoundView, lang: str = "en") -> str:
 def _detail(status, lang: str) -> str:
     """Why the model is in its state, in the page's language when the supervisor gave the reason's key
     (commands, addresses and engine messages stay as they are)."""
-    if status.reason:
-        key, values = status.reason
-        return t(key, lang, **dict(values))
-    return status.detail
+    return say(status.reason, lang) if status.reason else status.detail
 
 
 def describe_status(status, lang: str = "en", rss_mb: float | None = None) -> str:
@@ -160,7 +157,7 @@ def describe_status(status, lang: str = "en", rss_mb: float | None = None) -> st
         return t(f"state_{status.state}", lang, detail=detail)
     state = STATE_NAMES.get(lang, STATE_NAMES["en"]).get(status.state, status.state)
     return t("state_waiting", lang, state=state, seconds=time.time() - status.since,
-             detail=f": {detail}" if detail else "")
+             detail=t("state_detail", lang, detail=detail) if detail else "")
 
 
 def status_markdown(rows: list[tuple], lang: str = "en") -> str:
