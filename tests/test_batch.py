@@ -284,7 +284,7 @@ def test_batch_tab_starts_a_run_shows_progress_and_offers_the_report(running):
             return link
         link = wait_for(finished, 120, "the batch report")
         assert "Done:" in seen[-1] and any("Running" in view for view in seen[:-1] + [started])
-        href = re.search(r'href="([^"]+)"', link).group(1)
+        href = re.search(r'\]\((arena/download/[^)]+)\)', link).group(1)  # a Markdown link
         assert httpx.get(url + href, timeout=30).text.startswith("<!DOCTYPE html>")
     finally:
         demo.close()

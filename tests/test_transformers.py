@@ -154,7 +154,7 @@ def test_a_cache_entry_that_would_run_code_is_refused_not_unpickled(smol_int4, c
     engine = load_engine(model, weights, threads=2, data_dir=data)
     rebuilt = phases(capfd.readouterr().out)
     assert not marker.exists(), "the planted pickle ran code"
-    assert any("INT4 cache not usable (UnpicklingError" in p for p in rebuilt), rebuilt
+    assert any("the INT4 cache is not usable (UnpicklingError" in p for p in rebuilt), rebuilt
     assert any(p.startswith("quantizing") for p in rebuilt)
     assert answer(engine)[1].completion_tokens > 0
 
