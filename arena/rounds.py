@@ -83,6 +83,7 @@ class Round:
         self.pending_question: str | None = None
         self.stop: asyncio.Event | None = None  # set by Arena.stop to end the streaming turn
         self.regenerating = False  # the live turn answers the last stored one again
+        self.replacing = False  # Regenerate stopped the live turn and will answer it again
         self.settled = asyncio.Event()  # set whenever no turn is being answered or stored
         self.settled.set()
 
@@ -102,7 +103,7 @@ class Round:
     def start_turn(self, question: str, regenerating: bool = False) -> None:
         self._move(RoundState.STREAMING)
         self.pending_question, self.stop = question, asyncio.Event()
-        self.live, self.regenerating = (Answer(), Answer()), regenerating
+        self.live, self.regenerating, self.replacing = (Answer(), Answer()), regenerating, False
         self.settled.clear()
 
     def finish_turn(self, turn: Turn) -> RoundRecord:
@@ -411,8 +412,9 @@ class Arena:
             round_.start_turn(followup)
             async for view in self._stream_turn(round_, followup, settings):
                 yield view
-        if round_.state is RoundState.STREAMING:  # Regenerate stopped this turn and answers again: its stream
-            return                                 # shows the round from here (a last view here would be stale)
+        if round_.replacing or round_.state is RoundState.STREAMING:
+            return  # Regenerate stopped this turn to answer it again: its stream shows the round from here, and a
+            # last view from this one could reach the page after it (votes enabled while answering)
         yield self.view(round_)
 
     async def regenerate(self, session: str, round_id: str | None,
@@ -425,25 +427,38 @@ class Arena:
             raise ArenaError("no_such_round")
         if round_.record.session != session:
             raise ArenaError("other_session")
+        if round_.state is not RoundState.STREAMING:
+            self._can_regenerate(round_)
+        self._check_rate(self._ask_limiter, self._address_ask_limiter, session, address, "what_questions")
         if round_.state is RoundState.STREAMING and round_.stop is not None:
+            round_.replacing = True  # the stream stopped here shows no last view of its own
             round_.stop.set()  # the answers being written stop; wait until they are stored
             await round_.settled.wait()
         # From here to start_turn nothing awaits: no vote or question can slip in between.
-        if round_.state in (RoundState.VOTING, RoundState.VOTED):
-            raise ArenaError("regenerate_voted")
-        if round_.state is RoundState.STREAMING:
-            raise ArenaError("still_streaming")
-        if not round_.record.turns:
-            raise ArenaError("nothing_to_regenerate")
+        try:
+            self._can_regenerate(round_)
+            if round_.state is RoundState.STREAMING:
+                raise ArenaError("still_streaming")
+        except ArenaError:
+            if round_.replacing:  # the stopped stream left the page to this one: show where the round is
+                round_.replacing = False
+                yield self.view(round_)
+            raise
         last = round_.record.turns[-1]
-        if last.attempt >= self.limits.max_attempts:
-            raise ArenaError("too_many_attempts", attempts=last.attempt)
-        self._check_rate(self._ask_limiter, self._address_ask_limiter, session, address, "what_questions")
         round_.start_turn(last.question, regenerating=True)
         async for view in self._stream_turn(round_, last.question, last.settings or round_.record.settings,
                                             seed=self.rng.randrange(1, 2 ** 31)):
             yield view
         yield self.view(round_)
+
+    def _can_regenerate(self, round_: Round) -> None:
+        """Raise why the round's last question cannot be answered again, if it cannot."""
+        if round_.state in (RoundState.VOTING, RoundState.VOTED):
+            raise ArenaError("regenerate_voted")
+        if not round_.record.turns:
+            raise ArenaError("nothing_to_regenerate")
+        if (last := round_.record.turns[-1]).attempt >= self.limits.max_attempts:
+            raise ArenaError("too_many_attempts", attempts=last.attempt)
 
     async def _stream_turn(self, round_: Round, question: str, settings: Settings,
                            seed: int | None = None) -> AsyncIterator[RoundView]:

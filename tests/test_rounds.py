@@ -84,6 +84,11 @@ def fake_models(arena, pieces="one two three", delay=0.0, done_delays=(0.0, 0.0)
     arena._stream = stream
 
 
+async def anext_all(agen) -> list:
+    """Every item of an async generator."""
+    return [item async for item in agen]
+
+
 async def drain(agen):
     """The last item of an async generator (the final view of an ask)."""
     items = [item async for item in agen]
@@ -523,18 +528,20 @@ def test_regenerate_is_refused_after_the_vote_and_without_answers(arena):
 
 def test_regenerate_while_answering_stops_the_old_answers_first(arena):
     """Regenerate during a stream: the answers being written stop where they are and are kept as the first
-    attempt (stopped), then both models answer again; the blind pair stays the same and hidden."""
+    attempt (stopped), then both models answer again; the blind pair stays the same and hidden. The stopped
+    stream ends without a last view of its own: votes never unlock from it while the new answers stream (the
+    page could draw it after the new stream's first view)."""
     seeded_models(arena, delay=0.2)
 
     async def go():
         views = arena.ask("s1", "Long?", mode="blind")
         first = await views.__anext__()
-        asking = asyncio.create_task(drain(views))
+        asking = asyncio.create_task(anext_all(views))
         await asyncio.sleep(0.25)
         again = [v async for v in arena.regenerate("s1", first.round_id)]
-        await asking
-        return first.round_id, again
-    round_id, again = asyncio.run(go())
+        return first.round_id, await asking, again
+    round_id, asked, again = asyncio.run(go())
+    assert not any(v.votable for v in asked)
     assert all(v.a.label == "Model A" and not v.revealed for v in again)
     assert again[-1].a.turns[-1].attempt == 2 and len(again[-1].a.turns) == 1
     stored = arena.store.get_round(round_id)
