@@ -233,3 +233,21 @@ def test_quanto_alternative_quantizes_and_reloads_from_its_cache(smol_int4, capf
     assert "QBits" in type(engine.hf_model.model.layers[0].mlp.down_proj.weight).__name__
     assert_same_model(fresh, engine)
     assert answer(engine)[0]  # and it still answers
+
+
+def test_a_build_lock_left_by_a_killed_process_does_not_hang_quanto():
+    """A process killed while compiling quanto's kernels leaves torch's build lock file behind; the next quanto
+    load removes it under the arena's own lock (which dies with its holder) instead of waiting on it forever.
+    Found as a suite that hung 10 minutes in the quanto test after an earlier run was killed."""
+    import subprocess
+    import sys
+
+    from optimum.quanto.library.extensions import get_extension
+
+    build = Path(get_extension("quanto_cpp").build_directory)
+    build.mkdir(parents=True, exist_ok=True)
+    (build / "lock").touch()
+    done = subprocess.run([sys.executable, "-c", "from arena.engines.transformers import quanto_kernels; "
+                           "quanto_kernels()"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (build / "lock").exists()

@@ -6,8 +6,8 @@ in the OpenAI-compatible HTTP protocol, so nothing above the worker knows engine
 """
 from __future__ import annotations
 
+import contextlib
 import time
-
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -26,6 +26,25 @@ def phase(key: str, **values) -> None:
 
     said = phrase(key, **values)
     print(f"{PHASE_PREFIX}{say(said)}\t{json.dumps(said.to_json(), ensure_ascii=False)}", flush=True)
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path, name: str = ".lock", on_wait=None):
+    """Hold an exclusive lock (``directory/name``, created if needed) across processes: two workers (two
+    recipes of one model) or two arena processes never build the same cache entry at once."""
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / name, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            (on_wait or phase)("phase_waiting_lock")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ a leftover of an interrupted run and is rebuilt.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +30,8 @@ from typing import Iterator
 
 from ..config import ITREX_DEFAULT_RECIPE, PROJECT_DIR, ModelConfig, QuantizeConfig
 from ..texts import Phrase, phrase
-from . import SCORE_CHUNK, BatchAnswer, GenerationParams, TokenLogprob, Usage, installed_versions, phase, top_logprobs
+from . import (SCORE_CHUNK, BatchAnswer, GenerationParams, TokenLogprob, Usage, exclusive, installed_versions, phase,
+               top_logprobs)
 
 INSTALL_COMMAND = "scripts/install-itrex.sh"
 CACHE_FORMAT = 2
@@ -89,25 +89,6 @@ def cache_dirs(cache_root: Path, identity: dict, recipe: QuantizeConfig, version
     base = {"format": CACHE_FORMAT, "source": identity, "versions": versions}
     root = cache_root / f"ns-{_digest(base)[:16]}"
     return root / "f32", root / f"{recipe.slug()}-{_digest({**base, 'recipe': recipe_fields(recipe)})[:10]}"
-
-
-@contextlib.contextmanager
-def exclusive(directory: Path, name: str = ".lock", on_wait=None):
-    """Hold an exclusive lock (``directory/name``, created if needed) across processes: two workers (two
-    recipes of one model) or two arena processes never build the same cache entry at once."""
-    import fcntl
-
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / name, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            (on_wait or phase)("phase_waiting_lock")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def is_complete(directory: Path) -> bool:

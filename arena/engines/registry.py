@@ -91,7 +91,8 @@ def itrex_hf_dir(model: ModelConfig, weights: Path, data_dir: Path, report: Repo
     """An HF directory ITREX can read: the source itself when neural-speed reads its architecture
     natively (as the report did with ChatGLM3 and Qwen-7B), else a converted copy, made once in this
     environment (modern transformers reads GGUF and Qwen2) and cached by source identity."""
-    from .itrex import exclusive, is_complete, native_reason
+    from . import exclusive
+    from .itrex import is_complete, native_reason
 
     if weights.is_dir():
         native, why = native_reason(weights)

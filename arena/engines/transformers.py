@@ -19,7 +19,7 @@ from typing import Iterator
 
 from ..config import ModelConfig, QuantizeConfig
 from ..sources import sha256_of, source_identity
-from . import (SCORE_CHUNK, BatchAnswer, BatchRequest, GenerationParams, TokenLogprob, Usage, in_groups, phase,
+from . import (SCORE_CHUNK, BatchAnswer, BatchRequest, GenerationParams, TokenLogprob, Usage, exclusive, in_groups, phase,
                top_logprobs)
 
 CACHE_FORMAT = 1
@@ -69,6 +69,22 @@ def _return_freed_memory() -> None:
         pass  # not glibc: the memory is reused by this process instead
 
 
+def quanto_kernels() -> None:
+    """Build (or load) quanto's C++ kernels now, under a lock that ends with its process. torch's own build lock
+    is a plain file: a process killed while compiling (a stopped worker, a killed test) leaves it behind, and every
+    later quanto load waits on it forever. While this lock is held no arena process is building, so a torch lock
+    found then is stale and goes."""
+    from optimum.quanto.library.extensions import get_extension, is_extension_available
+
+    if not is_extension_available("quanto_cpp"):
+        return
+    extension = get_extension("quanto_cpp")
+    build = Path(extension.build_directory)
+    with exclusive(build.parent, ".arena-build-lock"):
+        (build / "lock").unlink(missing_ok=True)
+        extension.lib  # noqa: B018 (the property builds or loads the kernels)
+
+
 def quantize_model(hf_model, quantize: QuantizeConfig):
     """Quantize in place to INT4 weight-only; activations in ``compute_dtype`` (bf16)."""
     import torch
@@ -82,6 +98,7 @@ def quantize_model(hf_model, quantize: QuantizeConfig):
         quantize_(hf_model, PrototypeInt4WeightOnlyConfig(group_size=quantize.group_size))
     elif quantize.backend == "quanto":
         from optimum.quanto import freeze, qint4, quantize as quanto_quantize
+        quanto_kernels()
         quanto_quantize(hf_model, weights=qint4)
         freeze(hf_model)
     else:
@@ -182,6 +199,7 @@ class TransformersEngine:
                 state = torch.load(entry / "weights.pt", weights_only=True, mmap=True)
             if self.config.quantize.backend == "quanto":
                 from optimum.quanto import requantize
+                quanto_kernels()
                 qmap = json.loads((entry / "quanto-map.json").read_text())
                 requantize(hf_model, state, qmap, device=torch.device("cpu"))
             else:
