@@ -24,7 +24,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import assertions as checks
 from . import grader as grader_module
 from . import grading as G
 from . import judge as J
@@ -203,13 +202,14 @@ class Plan:
     fresh: bool = False
     method: str = "auto"        # grader.METHODS
     margin: float = G.DEFAULT_MARGIN  # for a new run: G.default_margin(method) unless --margin
+    refused: dict | None = None  # {"grader", "reason"}: the grader auto would have used, and why it may not
 
     def config(self) -> dict:
         return {"models": self.models, "presets": [p.to_json() for p in self.presets],
                 "settings": dataclasses.asdict(self.settings), "judge": self.judge, "method": self.method,
                 "margin": self.margin, "grade_prompt": G.PAIRWISE_V1 if self.method == "pairwise" else
                 J.PROMPT_VERSION if self.method == "generate" else G.REFERENCE_V1,
-                "self_judging": self.judge in self.models if self.judge else False,
+                "self_judging": self.judge in self.models if self.judge else False, "grader_refused": self.refused,
                 "judge_rule": "named with --judge" if self.judge and self._named_judge else
                 "the local model with the largest weights on disk"}
 
@@ -283,6 +283,7 @@ class BatchRunner:
         (then ``method`` auto still grades by assertions). ``method``: grader.METHODS."""
         if method not in METHODS:
             raise BatchError(f"unknown grading method {method!r}; use one of {', '.join(METHODS)}")
+        refused = None
         if resume:
             run = self.store.batch_run(resume)
             if run is None:
@@ -296,6 +297,7 @@ class BatchRunner:
             judge = config.get("judge") or "none"  # the run's grader, so its report stays one grader's
             method = config.get("method", "generate")  # runs before grading had only the generative judge
             margin = config.get("margin", margin)
+            refused = config.get("grader_refused")
         self.check_known(models, judge)
         statuses = {s.id: s for s in self.supervisor.statuses()}
         if models:
@@ -326,9 +328,12 @@ class BatchRunner:
             raise BatchError(f"grader {judge} is not ready: {statuses[judge].describe()}")
         if judge is None and method in ("reference", "pairwise", "generate"):
             raise BatchError(f"--method {method} needs a grader model: name one with --judge ID")
+        if method == "auto" and (reason := G.refused_grader(judge)):
+            refused, judge = {"grader": judge, "reason": reason}, None  # the rules decide alone
         plan = Plan(run_id=resume or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], models=models,
                     presets=presets, settings=settings, judge=judge, resume=bool(resume), fresh=fresh,
-                    method=method, margin=G.default_margin(method) if margin is None else float(margin))
+                    method=method, margin=G.default_margin(method) if margin is None else float(margin),
+                    refused=refused)
         plan._named_judge = named
         return plan
 
@@ -522,10 +527,10 @@ class BatchRunner:
                     pairwise, self.store.pair_grades([p["id"] for p in pairwise], grader), grader,
                     margin if method == "pairwise" else G.PAIRWISE_MARGIN, method)
             if method in ("auto", "assert"):
-                self.store.save_grades(grader_module.assertion_rows(answers))
+                self.store.save_grades(grader_module.assertion_rows(answers) + grader_module.check_rows(answers))
             if grader and method in ("auto", "reference"):
                 by_model = [g if method == "auto" else dataclasses.replace(g, assertions=()) for g in answers
-                            if method == "reference" or not checks.textual(g.assertions)]
+                            if method == "reference" or not g.rule_decides]
                 graded = set() if fresh else {r["answer_digest"] for r in
                                               self.store.grades([g.digest() for g in by_model], grader)}
                 todo = [g for g in by_model if g.basis and g.digest() not in graded]
@@ -592,9 +597,10 @@ def pair_gradables_of(pairs: list[dict], presets: dict[str, Prompt]
 
 
 def counting_grades(store: Store, gradables: list[Gradable], method: str, grader: str | None) -> dict[str, dict]:
-    """The grade that counts for each answer (by answer digest), by the run's method: ``auto`` takes the
-    assertions where the preset has them and the grader model's P(yes) elsewhere; ``assert`` only the
-    assertions; ``reference`` only the grader model's (against the reference, assertions aside)."""
+    """The grade that counts for each answer (by answer digest), by the run's method: ``auto`` takes a rule
+    where one decides (the preset's assertions, else the exact check of a reference that concludes in a
+    number, a choice or yes/no) and the grader model's P(yes) elsewhere; ``assert`` only the rules;
+    ``reference`` only the grader model's (against the reference, rules aside)."""
     if method in ("pairwise", "generate"):
         return {}
     digests = {}
@@ -605,7 +611,9 @@ def counting_grades(store: Store, gradables: list[Gradable], method: str, grader
     by = {(r["answer_digest"], r["grader"]): r for r in rows}
     counting = {}
     for digest, plain in digests.items():
-        found = by.get((digest, grader_module.ASSERTIONS)) if method in ("auto", "assert") else None
+        found = None
+        if method in ("auto", "assert"):
+            found = by.get((digest, grader_module.ASSERTIONS)) or by.get((digest, grader_module.REFERENCE_CHECK))
         if found is None and method in ("auto", "reference") and grader:
             found = by.get((plain, grader))
         if found is not None:

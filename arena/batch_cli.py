@@ -181,6 +181,8 @@ def batch_command(args: argparse.Namespace) -> int:
               f"{plan.settings.repeats} repeat(s); grading: {plan.method}, grader {plan.judge or 'none'}"
               + (" (also a contestant: self-grading is flagged in the report)" if plan.judge in plan.models else ""),
               file=sys.stderr, flush=True)
+        if plan.refused:
+            print(report.refused_words(plan.refused), file=sys.stderr, flush=True)
         bar = _bar(0)
         status = runner.run(plan, _shown_on(bar))
         bar.close()

@@ -10,6 +10,7 @@ the question and reference it prefilled and the next call prefills only the next
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import answer_check
 from . import assertions as checks
 from . import grading as G
 from .assertions import Assertion
@@ -26,6 +28,9 @@ from .outcomes import Winner
 Ask = Callable[[list[BatchRequest], GenerationParams], list[BatchAnswer]]
 GRADE_PARAMS = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=1, top_logprobs=G.TOP_LOGPROBS)
 ASSERTIONS = "assertions"  # the grader name of assertion grades
+REFERENCE_CHECK = "reference-check"  # the grader name of exact checks against the reference (answer_check);
+# both are rules, stored with the method 'assert'
+CHECK_V1 = "check-v1"
 METHODS = ("auto", "assert", "reference", "pairwise", "generate")
 
 
@@ -60,20 +65,47 @@ class Gradable:
     def digest(self) -> str:
         return answer_digest(self.question, self.basis, self.text)
 
+    def exact_check(self) -> answer_check.Check | None:
+        """The exact check against the reference, when no text assertion decides and the reference concludes in
+        a number, a choice or yes/no (answer_check); None otherwise."""
+        if checks.textual(self.assertions) or not self.reference:
+            return None
+        return answer_check.check(self.text, self.reference)
+
+    @property
+    def rule_decides(self) -> bool:
+        """Whether a rule (the preset's assertions, or an exact check of the reference) grades this answer, so
+        no model grader is asked."""
+        return bool(checks.textual(self.assertions)) or (
+            bool(self.reference) and answer_check.conclusion(self.reference) is not None)
+
+
+def _rule_row(grader: str, method: str, version: str, digest: str, passed: bool, details: dict) -> dict:
+    return {"id": _digest(grader, method, version, digest), "answer_digest": digest, "grader": grader,
+            "method": method, "prompt_version": version, "probability": 1.0 if passed else 0.0, "seconds": 0.0,
+            "created": time.time(), "details": json.dumps(details, ensure_ascii=False)}
+
 
 def assertion_rows(answers: list[Gradable]) -> list[dict]:
     """Grades of every answer whose preset has text assertions: probability 1 (all pass) or 0."""
     rows = []
     for answer in answers:
         graded = checks.grade(answer.assertions, answer.text)
-        if graded is None:
-            continue
-        passed, results = graded
-        digest = answer.digest()
-        rows.append({"id": _digest(ASSERTIONS, "assert", "assert-v1", digest), "answer_digest": digest,
-                     "grader": ASSERTIONS, "method": "assert", "prompt_version": "assert-v1",
-                     "probability": 1.0 if passed else 0.0, "seconds": 0.0, "created": time.time(),
-                     "details": json.dumps({"results": [r.__dict__ for r in results]}, ensure_ascii=False)})
+        if graded is not None:
+            passed, results = graded
+            rows.append(_rule_row(ASSERTIONS, "assert", "assert-v1", answer.digest(), passed,
+                                  {"results": [r.__dict__ for r in results]}))
+    return rows
+
+
+def check_rows(answers: list[Gradable]) -> list[dict]:
+    """Grades of every answer checked exactly against its reference (Gradable.exact_check): 1 when its final
+    answer is the reference's conclusion, else 0, with what was read on each side."""
+    rows = []
+    for answer in answers:
+        if (found := answer.exact_check()) is not None:
+            rows.append(_rule_row(REFERENCE_CHECK, "assert", CHECK_V1, answer.digest(), found.passed,
+                                  {"check": dataclasses.asdict(found)}))
     return rows
 
 
@@ -174,8 +206,9 @@ def verdict_rows(pairs: list[dict], gradables: dict[str, tuple[Gradable, Gradabl
 def _basis(grade: dict | None) -> str:
     if grade is None:
         return "ungraded"
-    if grade["method"] == "assert":
-        return "assertions " + ("pass" if grade["probability"] else "fail")
+    if grade["method"] == "assert":  # a rule: the preset's assertions, or the exact check of the reference
+        rule = "reference check" if grade["grader"] == REFERENCE_CHECK else "assertions"
+        return f"{rule} " + ("pass" if grade["probability"] else "fail")
     p = grade["probability"]
     return "P(yes) " + ("?" if p is None else f"{p:.2f}")
 

@@ -80,6 +80,42 @@ LABELLED_FIGURES: dict[tuple[str, str], str] = {
         "assertions were written on the same presets, so this is not a held-out figure).",
 }
 
+# A grader model decides pass/fail only when what was measured of it clears both bars: ROC-AUC 0.70 for its
+# P(yes), and Cohen's kappa 0.40 at its pass decision. A grader that fails them is not asked by ``auto``: verdicts
+# then come from the rules (assertions, reference checks) only. A grader never measured is used, and the
+# report says it is unmeasured.
+TRUST_AUC, TRUST_KAPPA = 0.70, 0.40
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What is known of a grader model's P(yes) as a pass/fail judge, and where it was measured."""
+
+    auc: float
+    kappa: float | None  # at the pass threshold; None: not measured
+    where: str
+
+    def shortfall(self) -> str | None:
+        """Why these figures do not clear the bars, or None when they do."""
+        low = [f"ROC-AUC {self.auc:.2f} (needs {TRUST_AUC:.2f})"] if self.auc < TRUST_AUC else []
+        if self.kappa is not None and self.kappa < TRUST_KAPPA:
+            low.append(f"kappa {self.kappa:.2f} at its pass threshold (needs {TRUST_KAPPA:.2f})")
+        return f"{' and '.join(low)} on {self.where}" if low else None
+
+
+MEASURED_GRADERS: dict[str, Measured] = {
+    "qwen2.5-coder-0.5b-q4km": Measured(0.41, None, "the arena's 176 labelled answers (BENCHMARKS.md §13)"),
+    "qwen2.5-coder-1.5b-q4km": Measured(0.87, 0.27, "60 public math word problems, 30 in English and 30 in "
+                                                    "Chinese, against their published answers (BENCHMARKS.md §15)"),
+}
+
+
+def refused_grader(grader: str | None) -> str | None:
+    """Why ``grader`` may not decide pass/fail (MEASURED_GRADERS), or None when it may."""
+    measured = MEASURED_GRADERS.get(grader or "")
+    return measured.shortfall() if measured else None
+
+
 _SYSTEM = {"zh": "你是一位严格、公正的阅卷老师。", "en": "You are a strict and fair grader."}
 _REFERENCE = {
     "zh": "【问题】\n{question}\n\n【参考答案】\n{reference}\n\n【学生回答】\n{answer}\n\n"

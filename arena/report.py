@@ -16,6 +16,7 @@ import math
 import re
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +26,7 @@ from . import grading as G
 from . import quality_board
 from . import judge as J
 from .batch import build_pairs, counting_grades, run_gradables
-from .grader import ASSERTIONS
+from .grader import ASSERTIONS, REFERENCE_CHECK
 from .store import Store
 from .topics import language_of
 
@@ -207,6 +208,11 @@ def grade_words(grade: dict | None) -> str:
     if grade is None:
         return "not graded"
     p = grade["probability"]
+    if grade["grader"] == REFERENCE_CHECK:
+        c = grade["details"].get("check", {})
+        found = c.get("found") if c.get("found") is not None else "no final answer"
+        return (f"reference check ({c.get('rule', '?')}): " + ("pass" if p else "fail")
+                + f"; expected {c.get('expected', '?')}, found {found} ({c.get('how', '?')})")
     if grade["method"] == "assert":
         failed = [r["assertion"] for r in grade["details"].get("results", []) if not r["passed"]]
         return "assertions: pass" if p else "assertions: fail (" + "; ".join(failed) + ")"
@@ -318,6 +324,13 @@ def _against_humans(h: J.JudgeQuality, who: str, which_pairs: str) -> list[str]:
     return lines
 
 
+def refused_words(refused: dict) -> str:
+    """Why a run's grader did not decide pass/fail (grading.refused_grader), for the CLI and the report."""
+    return (f"The grader {refused['grader']} is not used for pass/fail: {refused['reason']}. Verdicts come from "
+            "the assertions and the reference checks only; answers neither decides are not graded (run with "
+            f"--method reference --judge {refused['grader']} to grade them anyway).")
+
+
 def grading_block(data: RunData) -> list[str]:
     """How the run's answers were graded, what came of it, and how well the grader measured (README, Grading)."""
     cfg, method, grader = data.config, data.method, data.config.get("judge")
@@ -325,9 +338,12 @@ def grading_block(data: RunData) -> list[str]:
     asserted = sum(1 for p in cfg["presets"] if any(a["type"] != "llm-rubric" for a in p.get("assert", [])))
     by_model = f"**{_md_inline(data.name(grader))}** (`{grader}`)'s" if grader else "no model's (none named)"
     how = {
-        "auto": f"answers to the {asserted} preset(s) with assertions are graded by them (exact, free); every other "
-                f"answer by {by_model} probability that it reaches the reference's conclusion",
-        "assert": f"answers are graded by their presets' assertions only ({asserted} preset(s) have them)",
+        "auto": f"answers to the {asserted} preset(s) with assertions are graded by them (exact, free); answers "
+                "whose reference concludes in a number, a choice or yes/no by checking their final answer against it "
+                f"(exact, free); every other answer by {by_model} probability that it reaches the reference's "
+                "conclusion",
+        "assert": f"answers are graded by rules only: their presets' assertions ({asserted} preset(s) have them), and "
+                  "a check of their final answer where the reference concludes in a number, a choice or yes/no",
         "reference": f"every answer is graded by {by_model} probability that it reaches the reference's conclusion",
         "pairwise": f"each pair by {by_model} probability that one answer is better, in both orders, averaged",
     }[method]
@@ -338,9 +354,15 @@ def grading_block(data: RunData) -> list[str]:
                 "when their grades pass, \"both bad\" when they fail." if method != "pairwise" else
                 f"A verdict only when the averaged probability is further than {margin:.2f} from ½; otherwise the "
                 "pair abstains.")]
+    if refused := cfg.get("grader_refused"):
+        lines.append(f"**{_md_inline(refused_words(refused))}**")
     if grader and cfg.get("self_judging"):
         lines.append(f"**Self-grading:** the grader is also a contestant; treat `{grader}`'s own grades with care.")
     graded = sum(1 for g in data.grades.values() if g.get("probability") is not None)
+    deciders = Counter(_decider(g) for g in data.grades.values() if g.get("probability") is not None)
+    if graded:
+        lines.append("Who decided each grade: " + ", ".join(f"{n} by {who}" for who, n in sorted(deciders.items()))
+                     + " (each answer's grade below says what was read).")
     outcomes = [v.winner for v in data.verdicts.values()]
     lines.append(f"On this run: {graded} of {len(data.answers)} answer(s) graded; of {len(data.pairs)} pair(s), "
                  f"{sum(w in ('model_a', 'model_b') for w in outcomes)} decisive verdict(s), "
@@ -354,8 +376,16 @@ def grading_block(data: RunData) -> list[str]:
                      "(`python -m arena judge votes.jsonl --method " + method + (f" --judge {grader}" if grader else "")
                      + "`).")
     if known := G.LABELLED_FIGURES.get((grader or ASSERTIONS, method)):
-        lines.append(f"Measured on the arena's labelled set (BENCHMARKS.md §13): {known}")
+        lines.append("Measured on the arena's labelled set (BENCHMARKS.md §13; in-sample: the presets the grading "
+                     f"was tuned on, so not a promise for other questions): {known}")
+    if grader and method in ("auto", "reference") and grader not in G.MEASURED_GRADERS:
+        lines.append(f"`{grader}` has not been measured as a grader: its pass/fail is unverified.")
     return lines
+
+
+def _decider(grade: dict) -> str:
+    return ("reference checks" if grade["grader"] == REFERENCE_CHECK else "assertions" if grade["method"] == "assert"
+            else f"the grader {grade['grader']}")
 
 
 # -- charts (matplotlib Figure objects, never pyplot: it keeps every figure alive) --------------------

@@ -30,6 +30,7 @@ PROMPTS = [
     Prompt("cap", "geo", "What is the capital of France? Answer in one word.", "Paris", "test", "en",
            parse_assertions([{"type": "icontains", "value": "paris"}])),
     Prompt("color", "misc", "Name one primary color. Answer in one word.", "Red, yellow or blue", "test", "en"),
+    Prompt("sum", "math", "What is 17 + 25? Answer with the number only.", "42", "test", "en"),
     Prompt("huge", "misc", "Repeat after me: " + "banana " * 2500, "-", "test", "en"),  # longer than the context
 ]
 FAST = BatchSettings(max_new_tokens=24, judge_max_tokens=32)
@@ -82,18 +83,19 @@ def test_worker_batch_endpoint_decodes_several_sequences_together(running):
 
 
 def test_batch_of_two_presets_two_models_graded_by_assertions_and_a_real_model(running):
-    """2 presets x 2 models (+ one question too long for the context), graded the default way: the preset
-    with an assertion by it, the other by a real SmolLM2's P(yes) against the reference (one forward pass
-    each, the top tokens stored), and a verdict per pair; answers stored with timings, settings, seed,
+    """3 presets x 2 models (+ one question too long for the context), graded the default way: the preset
+    with an assertion by it, the one whose reference is a number by checking the answer's final number, the
+    other by a real SmolLM2's P(yes) against the reference (one forward pass each, the top tokens stored),
+    and a verdict per pair; answers stored with timings, settings, seed,
     engine and quantization; the overlong question's error is recorded and the run goes on; the report opens
     with each model's pass rate, shows every grade, and renders in Chromium (screenshot artifact)."""
     supervisor, store, tmp = running
     runner = BatchRunner(supervisor, store, PROMPTS)
-    plan = runner.plan(["smol-a", "smol-b"], ["cap", "color", "huge"], settings=FAST)
+    plan = runner.plan(["smol-a", "smol-b"], ["cap", "color", "sum", "huge"], settings=FAST)
     assert plan.judge == "smol-a" and plan.method == "auto"  # equal sizes on disk: catalog order breaks the tie
     assert runner.run(plan) == "done"
     answers = store.batch_answers(plan.run_id)
-    assert len(answers) == 6
+    assert len(answers) == 8
     good = [a for a in answers if a["preset_id"] != "huge"]
     assert all(a["error"] is None and a["batched"] == 1 and a["engine"] == "llamacpp" for a in good)
     assert all(0 < a["ttft_s"] <= a["total_s"] and a["output_tokens"] > 0 for a in good)
@@ -116,14 +118,20 @@ def test_batch_of_two_presets_two_models_graded_by_assertions_and_a_real_model(r
     color = by_preset["color"]
     assert color["grader"] == "smol-a" and color["method"] == "reference" and color["details"]["top"]
     assert color["probability"] is None or 0 <= color["probability"] <= 1
+    checked = by_preset["sum"]
+    assert checked["grader"] == "reference-check" and checked["details"]["check"]["expected"] == "42"
+    for key, g in gradables.items():  # the answer's last number decides (SmolLM2 says 17 + 25 = 32)
+        if key[1] == "sum":
+            assert grades[g.digest()]["probability"] == float(re.findall(r"\d+", g.text)[-1:] == ["42"]), g.text
     verdicts = store.pair_verdicts(grader="smol-a")
-    assert len(verdicts) == 2 and all(v["method"] == "auto" and v["margin"] == plan.margin for v in verdicts)
+    assert len(verdicts) == 3 and all(v["method"] == "auto" and v["margin"] == plan.margin for v in verdicts)
     html_path, md_path = write_report(store, plan.run_id, tmp / "reports")
     page = html_path.read_text(encoding="utf-8")
     for a in good:
         assert html.escape(a["text"], quote=True) in page
     assert re.search(r"Smol A</strong> passes \d of \d \(\d+%, \d+%–\d+%\)", page), page[:3000]
     assert "first token" in page and "Pass rate by category" in page and "assertions: " in page
+    assert "reference check (number): " in page and "by reference checks" in page
     assert "Verdict (auto), smol-a vs smol-b" in page and "Self-grading" in page
     assert MEMORY_HEADING in page and f"<td>{run['environment']['models']['smol-b']['rss_mb']:.0f} / " in page
     _screenshot(html_path, ARTIFACTS / "batch-report.png")
@@ -230,7 +238,7 @@ def test_service_runs_one_batch_at_a_time_in_the_background(running):
     done/total and the report path; the judge table (unit-tested in test_report.py) builds from its verdicts."""
     supervisor, store, tmp = running
     service = BatchService(supervisor, store, PROMPTS, tmp / "service-reports", FAST)
-    assert [i for _, i in service.list_presets()] == ["cap", "color", "huge"]
+    assert [i for _, i in service.list_presets()] == ["cap", "color", "sum", "huge"]
     assert ("smol-a" in [i for _, i in service.list_models()]) and "smol-a" in service.ready_models()
     with pytest.raises(BatchError, match="pick at least one preset"):
         service.start(["smol-a"], [])

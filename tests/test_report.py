@@ -303,3 +303,60 @@ def test_report_charts_keep_chinese_as_text_and_log_no_font_warning(cjk, monkeyp
     assert families and all(("Noto" in f or "CJK" in f) == cjk for f in families), families
     assert not [w for w in warned if "font" in str(w.message).lower() or "Glyph" in str(w.message)]
     assert not [r for r in caplog.records if "findfont" in r.getMessage() and "not found" in r.getMessage()]
+
+
+def test_a_numeric_reference_is_checked_exactly_and_a_refused_grader_is_named(tmp_path):
+    """A question whose reference is a number: each answer's final number decides, not its fluency (the
+    Chinese answer that reasons confidently to 答案是30 fails against 18; the one boxing 18 passes), the pair
+    verdict follows, and the report shows what was read from each answer, who decided each grade, and why
+    the grader auto would have used was refused."""
+    import threading
+
+    from arena.batch import BatchRunner, Progress, run_gradables
+
+    store = Store(tmp_path / "a.db")
+    question = "小明有3袋苹果，每袋6个，他一共有多少个苹果？"
+    presets = [{"id": "apples", "category": "math", "question": question, "reference": "18", "source": "t",
+                "language": "zh"}]
+    refused = {"grader": "qwen2.5-coder-0.5b-q4km", "reason": "ROC-AUC 0.41 (needs 0.70) on somewhere"}
+    config = {"models": ["m1", "m2"], "presets": presets, "judge": None, "method": "auto", "margin": 0.35,
+              "grader_refused": refused, "settings": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64,
+                                                      "seed": 0, "repeats": 1, "system_prompt": "", "batch_size": 8,
+                                                      "judge_max_tokens": 64}}
+    store.create_batch_run("r", time.time(), config, {"models": {}})
+    texts = {"m1": "每袋6个，3袋就是3×6。所以一共有 \\boxed{18} 个苹果。",
+             "m2": "我们一步一步来。每袋6个苹果，共有5袋，6×5=30。答案是30个。"}
+    store.save_batch_answers([
+        {"key": f"r-{m}", "run_id": "r", "model": m, "preset_id": "apples", "repeat": 0, "seed": 0,
+         "settings_hash": "h", "question": question, "text": text, "error": None, "ttft_s": 0.5, "total_s": 2.0,
+         "output_tokens": 31, "prompt_tokens": 20, "tokens_per_s": 10.0, "finish_reason": "stop",
+         "engine": "llamacpp", "quantization": "Q4", "batched": 1, "batch_size": 2, "created": time.time()}
+        for m, text in texts.items()])
+    answers = store.batch_answers("r")
+    gradables = run_gradables(config, answers)
+    pairs = build_pairs("r", config, answers)
+    store.save_judge_pairs(pairs)
+    sides = {p["id"]: (gradables[(p["model_a"], "apples", 0)], gradables[(p["model_b"], "apples", 0)]) for p in pairs}
+    progress = Progress("r", 0, 0, "", time.time())
+    assert BatchRunner(None, store, []).grade_pairs(pairs, sides, list(gradables.values()), None, "auto", 0.35,
+                                                    progress, lambda _: None, threading.Event())
+    (verdict,) = store.pair_verdicts(grader="assertions")
+    winner = {"model_a": pairs[0]["model_a"], "model_b": pairs[0]["model_b"]}[verdict["winner"]]
+    assert winner == "m1" and verdict["basis"].count("reference check") == 2
+    html_path, md_path = report.write_report(store, "r", tmp_path / "reports")
+    md = md_path.read_text(encoding="utf-8")
+    assert "reference check (number): fail; expected 18, found 30 (announced)" in md
+    assert "reference check (number): pass; expected 18, found 18 (boxed)" in md
+    assert "2 by reference checks" in md and "qwen2.5-coder-0.5b-q4km is not used for pass/fail" in md
+    assert "passes 1 of 1" in md and "passes 0 of 1" in md
+
+
+def test_graders_measured_below_the_bars_are_refused_with_the_figures():
+    """The 0.5B (ROC-AUC 0.41) and the 1.5B (kappa 0.27 on public word problems) may not decide pass/fail;
+    a grader never measured may, and nothing invents figures for it."""
+    from arena import grading as G
+
+    assert "ROC-AUC 0.41 (needs 0.70)" in G.refused_grader("qwen2.5-coder-0.5b-q4km")
+    assert "kappa 0.27" in G.refused_grader("qwen2.5-coder-1.5b-q4km")
+    assert G.refused_grader("smol-a") is None and G.refused_grader(None) is None
+    assert G.Measured(0.75, 0.45, "x").shortfall() is None
