@@ -36,9 +36,11 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
     batch.add_argument("--judge", help="grader model id, or 'none' for assertions only (default: the local model "
                                        "with the largest weights on disk)")
     batch.add_argument("--method", choices=METHODS, default="auto",
-                       help="auto (default): assertions where the preset has them, else the grader's P(yes) against "
-                            "the reference; assert; reference; pairwise (P(A better), both orders); generate (the "
-                            "generative judge: a reason, then a verdict, both orders)")
+                       help="auto (default): assertions where the preset has them, else an exact check where the "
+                            "reference is a number, a choice or yes/no, else the grader's P(yes) against the "
+                            "reference (not from a grader measured below the bars); assert (rules only); reference; "
+                            "pairwise (P(A better), both orders); generate (the generative judge: a reason, then a "
+                            "verdict, both orders)")
     batch.add_argument("--margin", type=float, default=None,
                        help=f"how much better a grade must be to win a pair (default {G.DEFAULT_MARGIN}; with --method "
                             f"reference or pairwise {G.PAIRWISE_MARGIN}: calibrated on the labelled set, BENCHMARKS.md "
