@@ -95,3 +95,21 @@ def test_the_final_span_is_read_in_order_boxed_announced_last():
     assert final_span("x = 3 \\boxed{\\frac{1}{2}} then 7").how == "boxed"
     assert final_span("We get 4. The answer is 5.").text.startswith("5")
     assert final_span("4 and 5").how == "last"
+
+
+def test_the_check_agrees_with_a_persons_reading_of_120_answers_it_was_not_written_for():
+    """bench/numeric: 60 word problems written after the checker was committed, answered by the default pair
+    (Qwen2.5-Coder-0.5B and SmolLM2-135M), each answer labelled by reading it to its end. The check must agree
+    with every label, so the pass rate per model and language is the labels' (BENCHMARKS.md §15)."""
+    import json
+    from pathlib import Path
+
+    from arena.answer_check import check
+
+    lines = (Path(__file__).resolve().parent.parent / "bench" / "numeric" / "answers.jsonl").read_text(
+        encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert len(rows) == 120 and sum(r["correct"] for r in rows) == 42
+    wrong = [(r["model"], r["question_id"], check(r["answer"], r["reference"]).describe())
+             for r in rows if check(r["answer"], r["reference"]).passed != r["correct"]]
+    assert wrong == []
