@@ -22,10 +22,15 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_FILE = PROJECT_DIR / "models.yaml"
 DEFAULT_PROMPTS_FILE = PROJECT_DIR / "prompts.yaml"
 
-ENGINES = ("llamacpp", "transformers", "itrex", "openai")
-LOCAL_ENGINES = ("llamacpp", "transformers", "itrex")  # run in a worker process of ours; openai over HTTP
+ENGINES = ("llamacpp", "transformers", "itrex", "vllm", "openai")
+# run on this machine, in a process the supervisor starts from the entry's source; openai: a server elsewhere
+LOCAL_ENGINES = ("llamacpp", "transformers", "itrex", "vllm")
+# served by an arena worker (arena.worker), which adds /v1/arena/* (exact logits, batched decode) to the
+# OpenAI protocol; vllm is a local process that speaks the plain OpenAI protocol, as openai servers do
+WORKER_ENGINES = ("llamacpp", "transformers", "itrex")
 HF_SOURCES = ("file", "package", "parts", "dir", "modelscope", "hf")
-SOURCE_KINDS = {"llamacpp": ("file", "package", "parts"), "transformers": HF_SOURCES, "itrex": HF_SOURCES}
+SOURCE_KINDS = {"llamacpp": ("file", "package", "parts"), "transformers": HF_SOURCES, "itrex": HF_SOURCES,
+                "vllm": HF_SOURCES}
 MAX_LABEL = 200  # model ids and names, preset ids: what a battle file may carry (battle_schema.MAX_NAME)
 GENERATION_KEYS = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "max_new_tokens", "seed"}
 
@@ -234,6 +239,17 @@ class ModelConfig:
     autostart: bool = True      # False: loaded only when a command names it (a reference, a slow recipe)
     retired: bool = False       # never loaded or offered; its battles stay in the leaderboard, marked
     line: int = 0
+
+    @property
+    def served_name(self) -> str:
+        """The ``model`` field of a request to it: a remote server's own name, else the entry's id (the
+        arena's workers and the vLLM servers it starts serve under the id)."""
+        return self.endpoint.model if self.endpoint else self.id
+
+    @property
+    def arena_worker(self) -> bool:
+        """Served by an arena worker, so exact logits and batched decode (/v1/arena/*) are there."""
+        return self.engine in WORKER_ENGINES
 
 
 @dataclass(frozen=True)

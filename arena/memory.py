@@ -48,6 +48,11 @@ STEPS = {
     "transformers": Step(5.0, 0.5 * GB, 60),
     "transformers-cached": Step(0.8, 0.4 * GB, 15),  # measured 0.90 GB (BENCHMARKS §4)
     "transformers-gguf": Step(5.5, 0.4 * GB, 230),  # 3.84 GB
+    # GGUF -> fp32 HF directory for vLLM (as itrex-prepare, without expanding K/V heads; 72 s for Qwen 0.5B)
+    "vllm-prepare": Step(6.0, 0.2 * GB, 115),
+    # vLLM serving fp32 weights: 8.45 GB summed over its four processes for Qwen 0.5B with a 2 GiB KV cache
+    # (engines/vllm.py KV_CACHE_GIB), the worker alone 6.6 GB; 120 s to start, compiling its graphs
+    "vllm-run": Step(8.0, 3.4 * GB, 190),
     # llama.cpp maps the file: about its size (bytes_per_param is applied to the file size here)
     "llamacpp": Step(1.1, 0.2 * GB, 0),
 }
@@ -155,16 +160,42 @@ def preflight(model_id: str, step: str, params: int | None, file_size: int | Non
 
 
 def resident_mb(pid: int) -> float | None:
-    """VmRSS of ``pid`` in MB (Linux /proc), or None where it can't be read. "Does it fit on my
-    laptop" is the first question of an INT4 deployment: the status panel and the CSV show this."""
-    return _status_mb(pid, "VmRSS")
+    """VmRSS of ``pid`` and the processes in its process group, in MB (Linux /proc), or None where it can't be
+    read. "Does it fit on my laptop" is the first question of an INT4 deployment: the status panel and the
+    CSV show this. The group counts because a model can be several processes: vLLM's API server, engine core
+    and worker all hold memory (pages they share are counted in each)."""
+    return _group_mb(pid, "VmRSS")
 
 
 def peak_resident_mb(pid: int) -> float | None:
-    """VmHWM (the highest resident memory so far) of ``pid`` in MB, or None. A batch run's report shows it
-    next to the RSS after the answers: a worker's batch context is replaced when the group shape changes,
-    so the RSS at one moment can be below what the model needed at its peak."""
-    return _status_mb(pid, "VmHWM")
+    """VmHWM (the highest resident memory so far) in MB, summed like ``resident_mb``, or None. A batch run's
+    report shows it next to the RSS after the answers: a worker's batch context is replaced when the group
+    shape changes, so the RSS at one moment can be below what the model needed at its peak. Summed over
+    several processes it is an upper bound: their peaks need not have come at once."""
+    return _group_mb(pid, "VmHWM")
+
+
+def _group_mb(leader: int, field: str) -> float | None:
+    own = _status_mb(leader, field)
+    if own is None:
+        return None
+    return own + sum(_status_mb(pid, field) or 0.0 for pid in _group_members(leader))
+
+
+def _group_members(leader: int) -> list[int]:
+    """The other processes whose process group is ``leader``'s (a worker leads its own: start_new_session)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == leader:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            if int(fields[2]) == leader:  # state, ppid, pgrp
+                members.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
 
 
 def _status_mb(pid: int, field: str) -> float | None:

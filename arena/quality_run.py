@@ -78,7 +78,7 @@ def pick_reference(catalog: dict[str, ModelConfig], candidates: list[str], named
     if named not in catalog:
         raise QualityError(f"unknown reference {named!r}; known: {', '.join(catalog)}")
     reference = catalog[named]
-    if reference.engine not in LOCAL_ENGINES:
+    if not reference.arena_worker:
         raise QualityError(f"the reference {named} is a server ({reference.engine}); a reference must run in an "
                            f"arena worker, which keeps its top-64 log-probabilities: use a local transformers fp32 "
                            f"or bf16 entry of the same weights")
@@ -162,12 +162,12 @@ class QualityRun:
                 raise QualityError(f"did not load: {status.describe()}")
             load_s = time.perf_counter() - started
             base, key = supervisor.endpoint(model.id), supervisor.api_key(model.id)
-            name = model.endpoint.model if model.endpoint else model.id
+            name = model.served_name
             pid = supervisor.pid(model.id)
             rss = memory.resident_mb(pid) if pid else None  # loaded and warmed up: what keeping it costs
             self.say(f"  {model.id}: scoring {len(ids):,} tokens …")
             t0 = time.perf_counter()
-            if model.endpoint is None:  # an arena worker: exact, at the reference's top ids
+            if model.arena_worker:  # exact, at the reference's top ids
                 positions = quality.Positions.from_json(score_text(
                     base, name, ids, quality.TOP_K, None if gather is None else gather.asked_ids().tolist(),
                     quality.TAIL_SAMPLES if gather is None else 0, api_key=key))
@@ -177,8 +177,8 @@ class QualityRun:
             score_s = time.perf_counter() - t0
             decode_tps = asyncio.run(self._decode_speed(base, name, key))
             peak = memory.peak_resident_mb(pid) if pid else None  # scoring's logits included
-            versions = self._versions(base) if model.endpoint is None else {"server": model.endpoint.model}
-            return Measured(positions, model.endpoint is not None, decode_tps, rss, peak, score_s,
+            versions = self._versions(base) if model.arena_worker else self._server_versions(base, model)
+            return Measured(positions, not model.arena_worker, decode_tps, rss, peak, score_s,
                             load_s if model.endpoint is None else None, versions)
         except (EndpointError, ValueError) as exc:
             raise QualityError(f"{model.id}: {exc}") from None
@@ -203,6 +203,20 @@ class QualityRun:
             return httpx.get(base.removesuffix("/v1") + "/health", timeout=5.0).json().get("versions", {})
         except (httpx.HTTPError, ValueError):
             return {}
+
+    @staticmethod
+    def _server_versions(base: str, model: ModelConfig) -> dict:
+        """What a server says it is: its served name, and vLLM's version from its /version route."""
+        import httpx
+
+        versions = {"server": model.served_name}
+        try:
+            answer = httpx.get(base.removesuffix("/v1") + "/version", timeout=5.0).json()
+            if isinstance(answer, dict) and isinstance(answer.get("version"), str):
+                versions["vllm"] = answer["version"]
+        except (httpx.HTTPError, ValueError):
+            pass
+        return versions
 
     # -- the whole run ----------------------------------------------------------------------------
     def run(self, candidate_ids: list[str], reference_id: str | None, text: str, tokens: int | None) -> list[dict]:

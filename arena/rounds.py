@@ -513,7 +513,7 @@ class Arena:
             raise client.EndpointError(str(exc)) from None
         endpoint = model.endpoint
         async for item in client.stream_chat(
-                base_url, endpoint.model if endpoint else model.id, messages, params,
+                base_url, model.served_name, messages, params,
                 api_key=self.supervisor.api_key(model.id), read_timeout=endpoint.timeout_s if endpoint else 300.0):
             yield item
 

@@ -31,6 +31,7 @@ from .client import auth_headers
 from .config import PROJECT_DIR, ModelConfig
 from .engines import PHASE_PREFIX
 from .engines.registry import engine_spec
+from . import memory
 from .memory import InsufficientMemory
 from .redact import without_credentials
 from .sources import SourceError, missing_packages, resolve
@@ -189,12 +190,16 @@ class WorkerProcesses:
         worker.log_path = logs / f"{worker.model.id}.log"
         threads = worker.model.threads or self.threads or default_threads()
         port = free_port()
-        python = engine_spec(worker.model.engine).interpreter()
-        cmd = [str(python), "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
-               "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads), "--exit-with-parent",
-               "--data-dir", str(self.data_dir), "--api-key-env", WORKER_KEY_ENV]
-        if self.rebuild_cache and worker.status.restarts == 0:
-            cmd.append("--rebuild-cache")
+        spec = engine_spec(worker.model.engine)
+        python = spec.interpreter()
+        if spec.serve:
+            cmd = spec.serve(python, worker.model, worker.weights, port, threads, WORKER_KEY_ENV)
+        else:
+            cmd = [str(python), "-m", "arena.worker", "--models", str(self.models_file), "--model", worker.model.id,
+                   "--weights", str(worker.weights), "--port", str(port), "--threads", str(threads),
+                   "--exit-with-parent", "--data-dir", str(self.data_dir), "--api-key-env", WORKER_KEY_ENV]
+            if self.rebuild_cache and worker.status.restarts == 0:
+                cmd.append("--rebuild-cache")
         with self.catalog.lock:
             if self.stopping.is_set():
                 return
@@ -272,6 +277,25 @@ class WorkerProcesses:
                           f"not by our worker ({worker.model.id!r} pid {worker.process.pid})")
         return answer, ""
 
+    def served_health(self, worker: _Worker, http: httpx.Client) -> tuple[dict | None, str]:
+        """The same for a server of the plain OpenAI protocol (vLLM): it is OURS when it lists the model for
+        our key and refuses a request without it (a server someone else started on the port knows no key of
+        ours). None while it starts."""
+        url = f"http://127.0.0.1:{worker.port}/v1/models"
+        try:
+            ours = http.get(url, headers=auth_headers(self.key))
+            if ours.status_code != 200:
+                return None, ""
+            served = [m.get("id") for m in ours.json().get("data", []) if isinstance(m, dict)]
+            anyone = http.get(url).status_code
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None, ""
+        if anyone != 401 or worker.model.id not in served:
+            return None, (f"port {worker.port} is answered by another server (it serves {', '.join(map(str, served))}"
+                          f"{'' if anyone == 401 else ' without a key'}), not by ours for {worker.model.id!r}")
+        return {"load_seconds": round(time.time() - worker.status.since, 1),
+                "n_params": memory.count_params(worker.weights)}, ""
+
     def check(self, worker: _Worker, http: httpx.Client) -> None:
         state, proc = worker.status.state, worker.process
         if proc is None or state in ("failed", "stopped", "preparing"):
@@ -286,7 +310,8 @@ class WorkerProcesses:
                 self.catalog.set(worker, "failed", self.failure_reason(worker, code))
             return
         if state in ("loading", "restarting"):
-            answer, problem = self.health(worker, http)
+            served = engine_spec(worker.model.engine).serve is not None
+            answer, problem = (self.served_health if served else self.health)(worker, http)
             if answer is None:
                 detail = problem or self.phase(worker)
                 if detail:

@@ -419,6 +419,9 @@ LOADING: dict[str, dict[str, str]] = {
         "phase_itrex_converting": "{why}: converting",
         "phase_waiting_lock": "waiting: another worker is preparing the same weights",
         "phase_itrex_prepare": "converting to an HF directory for ITREX ({expect})",
+        "phase_vllm_prepare": "converting to an HF directory for vLLM ({expect})",
+        "phase_vllm_starting": "starting vLLM's server, {threads} thread(s) (about 2 min the first time: it "
+                               "compiles its graphs)",
         "expect_minutes": "expect about {minutes} min for {gparams} B parameters",
         "expect_seconds": "expect about {seconds} s for {gparams} B parameters",
         "expect_unknown": "size unknown",
@@ -435,6 +438,7 @@ LOADING: dict[str, dict[str, str]] = {
         "step_transformers": "loading fp32 and quantizing",
         "step_transformers-gguf": "dequantizing the GGUF to fp32 and quantizing",
         "step_transformers-cached": "loading the INT4 cache", "step_llamacpp": "loading the GGUF",
+        "step_vllm-prepare": "converting to an HF directory for vLLM", "step_vllm-run": "serving with vLLM",
     },
     "zh": {
         "detail_worker": "进程 {pid}，{threads} 个线程",
@@ -457,6 +461,8 @@ LOADING: dict[str, dict[str, str]] = {
         "phase_itrex_converting": "{why}：正在转换",
         "phase_waiting_lock": "等待中：另一个进程正在准备同一份权重",
         "phase_itrex_prepare": "正在转换为 ITREX 可读的 HF 目录（{expect}）",
+        "phase_vllm_prepare": "正在转换为 vLLM 可读的 HF 目录（{expect}）",
+        "phase_vllm_starting": "正在启动 vLLM 服务器，{threads} 个线程（首次约 2 分钟：需要编译计算图）",
         "expect_minutes": "{gparams} B 参数，预计约 {minutes} 分钟",
         "expect_seconds": "{gparams} B 参数，预计约 {seconds} 秒",
         "expect_unknown": "大小未知",
@@ -470,6 +476,7 @@ LOADING: dict[str, dict[str, str]] = {
         "step_itrex-quantize": "用 ITREX RTN 量化", "step_itrex-run": "加载已缓存的 ITREX 文件",
         "step_transformers": "加载 fp32 并量化", "step_transformers-gguf": "将 GGUF 反量化为 fp32 并量化",
         "step_transformers-cached": "加载 INT4 缓存", "step_llamacpp": "加载 GGUF",
+        "step_vllm-prepare": "转换为 vLLM 可读的 HF 目录", "step_vllm-run": "用 vLLM 提供服务",
     },
 }
 _merge(LOADING)

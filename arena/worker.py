@@ -15,7 +15,6 @@ import asyncio
 import hmac
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -27,8 +26,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .engines import (ENGINE_LIBRARIES, MAX_TOP_LOGPROBS, AnswerCollector, BatchAnswer, BatchRequest, ChatEngine,
-                      GenerationParams, LogprobsUnsupported, Notice, Started, TokenLogprob, Usage, installed_versions,
-                      n_params, with_seed)
+                      GenerationParams, LogprobsUnsupported, Notice, Started, TokenLogprob, Usage, exit_with_parent,
+                      installed_versions, n_params, normal_scheduling, with_seed)
 from .engines.context import ContextOverflow, fit_context
 
 ERROR_PREFIX = "ARENA_WORKER_ERROR: "  # the supervisor shows the text after this as the failure reason
@@ -392,33 +391,6 @@ def warm_up(engine: ChatEngine) -> None:
         pass
 
 
-def _exit_with_parent() -> None:
-    """No orphans: if the app dies (even by SIGKILL) the worker follows within a second, and takes
-    its process group along (converters and other grandchildren) when it leads one, as under the
-    supervisor (start_new_session)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                if os.getpgrp() == os.getpid():
-                    os.killpg(os.getpid(), signal.SIGKILL)
-                os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
-
-def _normal_scheduling() -> None:
-    """Undo the app's SCHED_BATCH (see app.yield_cpu_to_workers), inherited by this process. Done here
-    rather than in a preexec_fn, which is deadlock-prone in the app's threaded process."""
-    if hasattr(os, "sched_setscheduler"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        except OSError:
-            pass
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve one model from models.yaml over OpenAI-compatible HTTP.")
     parser.add_argument("--models", required=True, help="path to models.yaml")
@@ -438,9 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.api_key_env and not api_key:  # before loading: a model can take minutes to load
         print(f"{ERROR_PREFIX}environment variable {args.api_key_env} is not set", file=sys.stderr, flush=True)
         sys.exit(2)
-    _normal_scheduling()
+    normal_scheduling()
     if args.exit_with_parent:
-        _exit_with_parent()
+        exit_with_parent()
 
     import uvicorn
     from pathlib import Path

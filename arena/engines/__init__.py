@@ -28,6 +28,39 @@ def phase(key: str, **values) -> None:
     print(f"{PHASE_PREFIX}{say(said)}\t{json.dumps(said.to_json(), ensure_ascii=False)}", flush=True)
 
 
+def exit_with_parent() -> None:
+    """No orphans: when the process that started this one dies (even by SIGKILL), follow it within a second,
+    and take this process group along (converters, vLLM's engine core) when this process leads one, as the
+    supervisor's children do (start_new_session). Standard library only: it runs in every engine's
+    environment."""
+    import os
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def normal_scheduling() -> None:
+    """Undo the app's SCHED_BATCH (see app.yield_cpu_to_workers), which a process it starts inherits. Done in
+    the child rather than in a preexec_fn, which is deadlock-prone in the app's threaded process."""
+    import os
+
+    if hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
+
+
 @contextlib.contextmanager
 def exclusive(directory: Path, name: str = ".lock", on_wait=None):
     """Hold an exclusive lock (``directory/name``, created if needed) across processes: two workers (two

@@ -1,11 +1,13 @@
-"""Turn a model into the HF-format directory that ITREX 1.4.2 + neural-speed 1.0 can load.
+"""Turn a model into an HF-format directory of fp32 safetensors for an engine in another environment.
 
 Runs in the arena's main environment (modern transformers, which reads GGUF) as
-``python -m arena.engines.itrex_prepare SOURCE PARENT_DIR``. neural-speed's Qwen graph
-assumes one key/value head per attention head, so grouped-query attention is expanded
-(K/V heads repeated: mathematically the same model); transformers 4.40 needs the old
-tokenizer.json merges format, ``rope_theta`` at the top of config.json and the chat
-template inside tokenizer_config.json.
+``python -m arena.engines.itrex_prepare [--for itrex|vllm] SOURCE PARENT_DIR``.
+
+- ``vllm``: the model as transformers loads it, saved as safetensors (vLLM reads HF directories).
+- ``itrex`` (ITREX 1.4.2 + neural-speed 1.0): neural-speed's Qwen graph assumes one key/value head per
+  attention head, so grouped-query attention is expanded (K/V heads repeated: mathematically the same
+  model); transformers 4.40 needs the old tokenizer.json merges format, ``rope_theta`` at the top of
+  config.json and the chat template inside tokenizer_config.json.
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import os
 import shutil
 from pathlib import Path
 
+from . import exit_with_parent
 
-def prepare(source: Path, parent: Path) -> Path:
+
+def prepare(source: Path, parent: Path, target: str = "itrex") -> Path:
     """Write the converted model to ``parent/<model_type>`` and return that path. ITREX chooses
     its model adapter by matching the directory name ("qwen", "llama", ...), so the name matters."""
     import torch
@@ -29,7 +33,7 @@ def prepare(source: Path, parent: Path) -> Path:
     config = model.config
     out = parent / config.model_type
     heads, kv_heads = config.num_attention_heads, getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    if kv_heads != heads:
+    if target == "itrex" and kv_heads != heads:
         repeat, head_dim = heads // kv_heads, config.hidden_size // heads
         with torch.no_grad():
             for layer in model.model.layers:
@@ -49,7 +53,8 @@ def prepare(source: Path, parent: Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial, safe_serialization=True, max_shard_size="1GB")
     tokenizer.save_pretrained(partial)
-    _compat_for_transformers_4_40(partial, config)
+    if target == "itrex":
+        _compat_for_transformers_4_40(partial, config)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
     return out
@@ -95,24 +100,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path, help="a GGUF file or an HF-format directory")
     parser.add_argument("parent", type=Path, help="the model is written to PARENT/<model_type>")
+    parser.add_argument("--for", dest="target", choices=("itrex", "vllm"), default="itrex",
+                        help="the engine that will read it (itrex: expanded K/V heads, transformers 4.40 files)")
     args = parser.parse_args()
-    _exit_with_parent()
-    print(prepare(args.source, args.parent))
-
-
-def _exit_with_parent() -> None:
-    """A conversion takes minutes and gigabytes: stop it when the arena that asked for it is gone."""
-    import threading
-    import time
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+    # a conversion takes minutes and gigabytes: stop it when the arena that asked for it is gone
+    exit_with_parent()
+    print(prepare(args.source, args.parent, args.target))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ when that environment is not installed, with the command that installs it), and 
 step that runs in the arena's own environment before the worker starts: conversions, cache
 look-ups and the memory preflight. The supervisor calls these and knows no engine by name.
 ``openai`` models are not here: nothing runs locally, the supervisor's remote prober checks them.
+An engine whose ``serve`` is set (vllm) runs a server of its own instead of an arena worker.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class EngineSpec:
     interpreter: Callable[[], Path | None]
     install_command: str  # what installs the engine when its interpreter is missing ("" = always there)
     prepare: Callable[[ModelConfig, Path, Path, Report], Prepared]
+    # (interpreter, model, prepared weights, port, threads, key's environment variable) -> the command of a
+    # server that speaks the plain OpenAI protocol; None: an arena worker (arena.worker) serves the model
+    serve: Callable[[Path, ModelConfig, Path, int, int, str], list[str]] | None = None
 
 
 def _main_python() -> Path:
@@ -89,10 +93,8 @@ def _itrex_versions() -> dict:
 
 def itrex_hf_dir(model: ModelConfig, weights: Path, data_dir: Path, report: Report) -> Path:
     """An HF directory ITREX can read: the source itself when neural-speed reads its architecture
-    natively (as the report did with ChatGLM3 and Qwen-7B), else a converted copy, made once in this
-    environment (modern transformers reads GGUF and Qwen2) and cached by source identity."""
-    from . import exclusive
-    from .itrex import is_complete, native_reason
+    natively (as the report did with ChatGLM3 and Qwen-7B), else a converted copy."""
+    from .itrex import native_reason
 
     if weights.is_dir():
         native, why = native_reason(weights)
@@ -100,27 +102,41 @@ def itrex_hf_dir(model: ModelConfig, weights: Path, data_dir: Path, report: Repo
             report("preparing", why)
             return weights
         report("preparing", phrase("phase_itrex_converting", why=why))
-    identity = json.dumps({"prepare_format": 2, "source": source_identity(model, weights)}, sort_keys=True)
-    parent = data_dir / "itrex" / f"hf-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
-    # two recipes of one model share this conversion: one of them makes it, the other waits
+    return converted_hf_dir(model, weights, data_dir, report, "itrex")
+
+
+def converted_hf_dir(model: ModelConfig, weights: Path, data_dir: Path, report: Report, target: str) -> Path:
+    """The source as an HF directory of fp32 safetensors for ``target`` (itrex or vllm), made once in this
+    environment (modern transformers reads GGUF and Qwen2) and cached by source identity under
+    ``data_dir/<target>``."""
+    from . import exclusive
+    from .itrex import is_complete
+
+    keyed = {"prepare_format": 2, "source": source_identity(model, weights)}
+    identity = json.dumps(keyed if target == "itrex" else {**keyed, "for": target}, sort_keys=True)
+    parent = data_dir / target / f"hf-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    # two entries of one model share this conversion: one of them makes it, the other waits
     with exclusive(parent, on_wait=lambda key: report("preparing", phrase(key))):
         if is_complete(parent):
             return parent / json.loads((parent / "COMPLETE").read_text())["dir"]
-        return _convert_for_itrex(model, weights, parent, identity, report)
+        return _convert_to_hf(model, weights, parent, identity, report, target)
 
 
-def _convert_for_itrex(model: ModelConfig, weights: Path, parent: Path, identity: str, report: Report) -> Path:
+def _convert_to_hf(model: ModelConfig, weights: Path, parent: Path, identity: str, report: Report,
+                   target: str) -> Path:
     from .itrex import mark_complete
 
     params = memory.count_params(weights)
-    warning = memory.preflight(model.id, "itrex-prepare", params)
-    doing = phrase("phase_itrex_prepare", expect=memory.expect("itrex-prepare", params))
+    step = f"{target}-prepare"
+    warning = memory.preflight(model.id, step, params)
+    doing = phrase(f"phase_{target}_prepare", expect=memory.expect(step, params))
     report("preparing", phrase("detail_with_notes", detail=doing, notes=warning) if warning else doing)
     (parent / "COMPLETE").unlink(missing_ok=True)
-    done = subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(weights), str(parent)],
-                          capture_output=True, text=True, cwd=str(PROJECT_DIR))
+    done = subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", "--for", target, str(weights),
+                           str(parent)], capture_output=True, text=True, cwd=str(PROJECT_DIR))
     if done.returncode:
-        raise SourceError(f"converting {weights.name} for ITREX failed: {done.stderr.strip()[-400:]}")
+        raise SourceError(f"converting {weights.name} to an HF directory for {target} failed: "
+                          f"{done.stderr.strip()[-400:]}")
     out = Path(done.stdout.strip().splitlines()[-1])
     mark_complete(parent, dir=out.name, source=identity)
     return out
@@ -149,11 +165,30 @@ def _itrex_interpreter() -> Path | None:
     return itrex_python()
 
 
+# -- vLLM -------------------------------------------------------------------------------------------
+def _prepare_vllm(model: ModelConfig, weights: Path, data_dir: Path, report: Report) -> Prepared:
+    """vLLM reads HF directories: one as it is, a GGUF converted to fp32 safetensors once."""
+    hf_dir = weights if weights.is_dir() else converted_hf_dir(model, weights, data_dir, report, "vllm")
+    return Prepared(hf_dir, memory.preflight(model.id, "vllm-run", memory.count_params(hf_dir)))
+
+
+def _vllm_interpreter() -> Path | None:
+    from .vllm import vllm_python
+    return vllm_python()
+
+
+def _vllm_command(python: Path, model: ModelConfig, weights: Path, port: int, threads: int, key_env: str) -> list[str]:
+    from .vllm import serve_command
+    return serve_command(python, model, weights, port, threads, key_env)
+
+
 ENGINES: dict[str, EngineSpec] = {
     "llamacpp": EngineSpec("llamacpp", SOURCE_KINDS["llamacpp"], _main_python, "", _prepare_llamacpp),
     "transformers": EngineSpec("transformers", SOURCE_KINDS["transformers"], _main_python, "", _prepare_transformers),
     "itrex": EngineSpec("itrex", SOURCE_KINDS["itrex"], _itrex_interpreter, "scripts/install-itrex.sh",
                         _prepare_itrex),
+    "vllm": EngineSpec("vllm", SOURCE_KINDS["vllm"], _vllm_interpreter, "scripts/install-vllm.sh", _prepare_vllm,
+                       _vllm_command),
 }
 
 
