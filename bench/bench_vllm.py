@@ -8,8 +8,10 @@ qwen2.5-coder-0.5b-vllm and qwen2.5-coder-0.5b-q4km, one after the other (never 
 
 1. Batch throughput: the first ``--requests`` questions of prompts.yaml, greedy, ``--tokens`` new tokens at most,
    sent as a batch run sends them (``client.batch_chat``): to vLLM at each concurrency level (it has no arena batch
-   endpoint, so the client keeps that many requests in flight), to llama.cpp one at a time and through the arena
-   worker's batch endpoint (one batched decode). Aggregate tokens/s = all new tokens / wall time.
+   endpoint, so the client keeps that many requests in flight), to llama.cpp one request per call and all in one
+   call of the arena worker's batch endpoint (one batched decode). Aggregate tokens/s = all new tokens / wall time.
+   Every measured call opens its questions differently, so none finds the previous call's prompts in a prefix
+   cache.
 2. Mixed load: while a batch of 2 x ``--requests`` runs at concurrency 8, two page users each ask three questions
    one after the other (streamed, as the page asks). Their time to first token, p50 and p95, against the same two
    users on the idle server.
@@ -49,15 +51,28 @@ def started(model_id: str, data_dir: Path, threads: int) -> Supervisor:
 
 def batch(supervisor: Supervisor, model_id: str, requests: list[BatchRequest], params: GenerationParams,
           concurrency: int) -> tuple[float, int, str]:
-    """(wall seconds, new tokens, how the client sent them)."""
+    """(wall seconds, new tokens, how the client sent them). An arena worker takes the whole list in one batched
+    decode; ``concurrency`` 1 sends it one request per call instead, one after the other."""
     began = time.perf_counter()
-    reply = client.batch_chat(supervisor.endpoint(model_id), model_id, requests, params,
-                              api_key=supervisor.api_key(model_id), concurrency=concurrency)
+    calls = [requests] if concurrency > 1 or not supervisor.model(model_id).arena_worker else \
+        [[request] for request in requests]
+    answers, via = [], ""
+    for call in calls:
+        reply = client.batch_chat(supervisor.endpoint(model_id), model_id, call, params,
+                                  api_key=supervisor.api_key(model_id), concurrency=concurrency)
+        answers += reply.answers
+        via = reply.via if len(calls) == 1 else f"{reply.via}, one request per call"
     took = time.perf_counter() - began
-    errors = [a.error for a in reply.answers if a.error]
+    errors = [a.error for a in answers if a.error]
     if errors:
         raise SystemExit(f"{model_id}: {errors[0]}")
-    return took, sum(a.usage.completion_tokens for a in reply.answers), reply.via
+    return took, sum(a.usage.completion_tokens for a in answers), via
+
+
+def asked(prompts: list[str], take: int) -> list[BatchRequest]:
+    """The questions opened differently for every measured call, so no call finds the last one's prompts in
+    a prefix cache (llama.cpp's batch path and vLLM both keep one): each call prefills its prompts."""
+    return [BatchRequest([{"role": "user", "content": f"({take}) {question}"}]) for question in prompts]
 
 
 async def page_user(supervisor: Supervisor, model_id: str, questions: list[str], params: GenerationParams
@@ -111,19 +126,19 @@ def main() -> None:
                         help="the app's data dir (default ./data): the assembled GGUF, vLLM's HF copy, logs")
     args = parser.parse_args()
     prompts = load_prompts(ROOT / "prompts.yaml")
-    requests = [BatchRequest([{"role": "user", "content": p.question}]) for p in prompts[:args.requests]]
+    batch_questions = [p.question for p in prompts[:args.requests]]
     questions = [p.question for p in prompts[args.requests:args.requests + 6]]
     params = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=args.tokens)
     rows, mixes = [], {}
     for model_id, levels in ((VLLM, [int(x) for x in args.levels.split(",")]), (LLAMACPP, [1, args.requests])):
         supervisor = started(model_id, args.data_dir, args.threads)
         try:
-            batch(supervisor, model_id, requests[:1], params, 1)  # warm-up
-            for level in levels:
-                took, tokens, via = batch(supervisor, model_id, requests, params, level)
+            batch(supervisor, model_id, asked(batch_questions[:1], 0), params, 1)  # warm-up
+            for take, level in enumerate(levels, start=1):
+                took, tokens, via = batch(supervisor, model_id, asked(batch_questions, take), params, level)
                 rows.append((model_id, level, via, took, tokens))
                 print(f"{model_id} c={level}: {tokens} tokens in {took:.1f} s ({via})", file=sys.stderr)
-            mixes[model_id] = mixed(supervisor, model_id, requests, questions, params)
+            mixes[model_id] = mixed(supervisor, model_id, asked(batch_questions, 99), questions, params)
         finally:
             supervisor.stop()
     report(rows, mixes, args)

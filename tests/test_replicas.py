@@ -1,4 +1,4 @@
-"""Two real app processes on one PostgreSQL database (README "Deployment: several servers"): rounds
+"""Two real app processes on one PostgreSQL database (README "Many machines"): rounds
 asked on either replica, then every round voted from both replicas at the same moment. Each round
 ends with exactly one vote, the one the servers acknowledged, and the other replica refuses its
 attempt: the one-vote rule lives in the shared database, not in either process."""
