@@ -3,14 +3,9 @@
 # Idempotent: reinstalls only when requirements-itrex.txt changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/engine-venv.sh
 VENV="${ARENA_ITREX_VENV:-.venv-itrex}"
-WANT="$(sha256sum requirements-itrex.txt | cut -d' ' -f1)"
-if [ "$(cat "$VENV/.installed" 2>/dev/null)" = "$WANT" ]; then
-  echo "[install-itrex] $VENV is up to date"
-  exit 0
+if new_engine_venv install-itrex "$VENV" requirements-itrex.txt "ITREX 1.4.2 + neural-speed 1.0, transformers 4.40.2"; then
+  engine_venv_done "$VENV" requirements-itrex.txt
+  echo "[install-itrex] done; models with 'engine: itrex' in models.yaml now load in the arena"
 fi
-echo "[install-itrex] creating $VENV (ITREX 1.4.2 + neural-speed 1.0, transformers 4.40.2)"
-"${PYTHON:-python3}" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r requirements-itrex.txt
-echo "$WANT" > "$VENV/.installed"
-echo "[install-itrex] done; models with 'engine: itrex' in models.yaml now load in the arena"

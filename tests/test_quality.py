@@ -203,17 +203,23 @@ def _rtn_int4(model, group: int = 32):
     return twin
 
 
-def test_top_64_approximation_is_within_2_percent_of_the_exact_kl(smol_fp32):
-    """Proves the storage shortcut on the real SmolLM2 against its own RTN-INT4 copy: KL from the reference's
-    top 64, one tail bucket and 64 tail samples is within 2% of the exact full-vocabulary KL computed in torch.
-    The bucket alone (no samples) is 4-5% low, so the bound is a real test."""
+@pytest.fixture(scope="module")
+def int4_logits(smol_fp32) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Logits of the real SmolLM2 fp32 and of its own RTN-INT4 copy over the text's ids (and the ids)."""
     import torch
 
     model, ids, _ = smol_fp32
     twin = _rtn_int4(model)
     with torch.no_grad():
-        ref_logits = model(torch.tensor([ids[:-1]])).logits[0].numpy()
-        cand_logits = twin(torch.tensor([ids[:-1]])).logits[0].numpy()
+        return (model(torch.tensor([ids[:-1]])).logits[0].numpy(), twin(torch.tensor([ids[:-1]])).logits[0].numpy(),
+                ids)
+
+
+def test_top_64_approximation_is_within_2_percent_of_the_exact_kl(int4_logits):
+    """Proves the storage shortcut on the real SmolLM2 against its own RTN-INT4 copy: KL from the reference's
+    top 64, one tail bucket and 64 tail samples is within 2% of the exact full-vocabulary KL computed in torch.
+    The bucket alone (no samples) is 4-5% low, so the bound is a real test."""
+    ref_logits, cand_logits, ids = int4_logits
     exact = exact_kl(ref_logits, cand_logits).mean()
     assert exact > 0.01, "the perturbation must change the distributions measurably"
     error = {(top, tail): abs(kl(ref_logits, cand_logits, ids, top, tail).mean() - exact) / exact
@@ -224,17 +230,11 @@ def test_top_64_approximation_is_within_2_percent_of_the_exact_kl(smol_fp32):
     assert error[quality.TOP_K, 0] > 0.02
 
 
-def test_a_servers_top_20_approximation_on_the_real_model(smol_fp32):
+def test_a_servers_top_20_approximation_on_the_real_model(int4_logits):
     """Measures the error of scoring a server from its top 20 per position (vLLM's prompt_logprobs cap), on the real
     SmolLM2 against its own RTN-INT4 copy: the KL from_server_top gives against the exact full-vocabulary KL. The
     README quotes this figure as the stated error of a KL measured through a server."""
-    import torch
-
-    model, ids, _ = smol_fp32
-    twin = _rtn_int4(model)
-    with torch.no_grad():
-        ref_logits = model(torch.tensor([ids[:-1]])).logits[0].numpy()
-        cand_logits = twin(torch.tensor([ids[:-1]])).logits[0].numpy()
+    ref_logits, cand_logits, ids = int4_logits
     exact = exact_kl(ref_logits, cand_logits).mean()
     ref = positions_of(ref_logits, ids, quality.TOP_K, tail=quality.TAIL_SAMPLES)
     lp = log_softmax(cand_logits)
