@@ -419,8 +419,8 @@ class BatchRunner:
         """One batch call; a failing or vanished model yields one error per request instead of stopping the run."""
         try:
             base = self.supervisor.endpoint(model_id, wait=120.0)
-            reply = batch_chat(base, self.supervisor.model(model_id).served_name, requests, params, api_key=self.supervisor.api_key(model_id),
-                               concurrency=self.concurrency)
+            reply = batch_chat(base, self.supervisor.model(model_id).served_name, requests, params,
+                               api_key=self.supervisor.api_key(model_id), concurrency=self.concurrency)
             return reply.answers, reply.batched
         except (EndpointError, ModelUnavailable) as exc:
             return [BatchAnswer(error=str(exc)) for _ in requests], False

@@ -65,14 +65,14 @@ def spawn_smol_worker(models: Path, weights: Path, threads: int) -> tuple[subpro
     return proc, port
 
 
-def collect(base_url: str, messages: list[dict], params, **kwargs) -> tuple[str, object]:
-    """One whole answer of model 'smol-a' from an OpenAI-compatible endpoint (base_url ends in /v1)."""
+def collect(base_url: str, messages: list[dict], params, model: str = "smol-a", **kwargs) -> tuple[str, object]:
+    """One whole answer of ``model`` from an OpenAI-compatible endpoint (base_url ends in /v1)."""
     from arena import client
     from arena.engines import Usage
 
     async def run():
         text, usage = "", None
-        async for item in client.stream_chat(base_url, "smol-a", messages, params, **kwargs):
+        async for item in client.stream_chat(base_url, model, messages, params, **kwargs):
             if isinstance(item, Usage):
                 usage = item
             elif isinstance(item, str):

@@ -27,7 +27,7 @@ from arena.rounds import Arena, Settings
 from arena.store import Store
 from arena.supervisor import Supervisor
 
-from .conftest import (ROOT, SMOL_FP32, copy_reference_cache, final_view, run_quality, smol_catalog, start_app,
+from .conftest import (ROOT, SMOL_FP32, collect, copy_reference_cache, final_view, run_quality, smol_catalog, start_app,
                        wait_for)
 
 pytestmark = pytest.mark.timeout(900)
@@ -179,7 +179,8 @@ def test_the_same_server_as_a_plain_endpoint_and_a_stall_beyond_timeout(served, 
         stalled = view["a"]["turns"][-1]
         assert "timed out" in stalled["error"] and "read 4s" in stalled["error"]
         assert view["b"]["turns"][-1]["text"].strip() and view["b"]["turns"][-1]["error"] is None
-        text, _ = asyncio.run(_answer(base, supervisor.api_key("smol-vllm")))
+        text, _ = collect(base, [{"role": "user", "content": "Hi"}], GREEDY, model="smol-vllm",
+                          api_key=supervisor.api_key("smol-vllm"))
         assert text.strip()
     finally:
         remote.stop()
@@ -228,13 +229,6 @@ def test_two_replicas_on_one_postgresql_share_one_vllm_and_survive_a_killed_repl
     finally:
         for replica in replicas:
             replica.stop()
-
-
-async def _answer(base: str, key: str) -> tuple[str, object]:
-    text = ""
-    async for item in client.stream_chat(base, "smol-vllm", [{"role": "user", "content": "Hi"}], GREEDY, api_key=key):
-        text += item if isinstance(item, str) else ""
-    return text, None
 
 
 def test_killed_mid_answer_fails_that_pane_and_comes_back(served):
