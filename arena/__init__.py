@@ -3,5 +3,5 @@
 
 def build_chatbot(*args, **kwargs):
     """See arena.chatbot.build_chatbot (imported lazily: the web app does not need torch)."""
-    from .chatbot import build_chatbot as build
+    from arena.chatbot import build_chatbot as build
     return build(*args, **kwargs)

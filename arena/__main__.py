@@ -16,12 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .app import add_common_flags, open_store, serve
-from .config import ConfigError, load_models, load_prompts
+from arena.app import add_common_flags, open_store, serve
+from arena.core.config import ConfigError, load_models, load_prompts
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .sources import SourceError, missing_packages, resolve
+    from arena.serving.sources import SourceError, missing_packages, resolve
 
     failed = 0
     for model in load_models(args.models):
@@ -40,8 +40,9 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from . import leaderboard, topics
-    from .rounds import mark_retired, retired_models
+    from arena.core import topics
+    from arena.ratings import leaderboard
+    from arena.rounds.rules import mark_retired, retired_models
     catalog = load_models(args.models)
     store = open_store(args)
     topics.backfill(store, load_prompts(args.prompts))
@@ -77,8 +78,8 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from . import exports
-    from .rounds import retired_models
+    from arena.rounds.rules import retired_models
+    from arena.storage import exports
     store = open_store(args)
     records = store.voted_rounds()
     out = args.output or Path(f"arena-{'votes' if args.format == 'csv' else 'battles'}.{args.format}")
@@ -89,7 +90,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from . import exports
+    from arena.storage import exports
     try:
         catalog = {m.id: m for m in load_models(args.models)}
         added, skipped = exports.import_battles(open_store(args), args.file,
@@ -107,9 +108,8 @@ def _import(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from .batch_cli import add_batch_commands, batch_command, judge_command, report_command
-
-    from .quality_run import quality_command
+    from arena.batch.cli import add_batch_commands, batch_command, judge_command, report_command
+    from arena.quality.run import quality_command
 
     commands = {"models": _prepare, "leaderboard": _leaderboard, "export": _export, "import": _import,
                 "batch": batch_command, "judge": judge_command, "report": report_command, "quality": quality_command}

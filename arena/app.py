@@ -9,13 +9,21 @@ import socket
 import sys
 from pathlib import Path
 
-from . import http_guard, topics
-from .battle_schema import MAX_TEXT, MAX_TURNS
-from .config import (DEFAULT_MODELS_FILE, DEFAULT_PROMPTS_FILE, PROJECT_DIR, ConfigError, load_models, load_prompts,
-                     started_by_default)
-from .rounds import Arena, Limits
-from .store import Store
-from .supervisor import Supervisor
+from arena.core import topics
+from arena.core.config import (
+    DEFAULT_MODELS_FILE,
+    DEFAULT_PROMPTS_FILE,
+    PROJECT_DIR,
+    ConfigError,
+    load_models,
+    load_prompts,
+    started_by_default,
+)
+from arena.rounds.rules import Arena, Limits
+from arena.serving.supervisor import Supervisor
+from arena.storage.battle_schema import MAX_TEXT, MAX_TURNS
+from arena.storage.store import Store
+from arena.web import http_guard
 
 
 def default_data_dir() -> Path:
@@ -170,16 +178,16 @@ def serve(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
     check_port_free(args.host, args.port)
-    from .ui import CSS, build_ui
+    from arena.web.page import CSS, build_ui
 
     # SIGTERM (systemd, docker, kill) takes the same clean path as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     yield_cpu_to_workers()
     arena.supervisor.start()
-    from .access import AdminAccess, address_of
-    from .batch_service import BatchService
-    from .downloads import Downloads
-    from .ui.i18n import I18N
+    from arena.batch.service import BatchService
+    from arena.web.access import AdminAccess, address_of
+    from arena.web.downloads import Downloads
+    from arena.web.i18n import I18N
 
     data_dir = Path(args.data_dir).resolve()
     batch = BatchService(arena.supervisor, arena.store, arena.prompts, data_dir / "reports")
@@ -226,7 +234,7 @@ def launch(demo, policy: "http_guard.GuardPolicy", **kwargs):
     from a --trusted-proxy). The event loop's stalls are served at /arena/health (loop_monitor.py)."""
     import contextlib
 
-    from .loop_monitor import LoopMonitor
+    from arena.web.loop_monitor import LoopMonitor
 
     os.environ["FORWARDED_ALLOW_IPS"] = ""  # read by uvicorn's Config: no peer may rewrite the client address
     app_kwargs = dict(kwargs.pop("app_kwargs", {}))

@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arena.config import load_models, load_prompts  # noqa: E402
-from arena.rounds import Arena, Settings  # noqa: E402
-from arena.sources import resolve  # noqa: E402
-from arena.store import Store  # noqa: E402
-from arena.supervisor import Supervisor, free_port  # noqa: E402
+from arena.core.config import load_models, load_prompts  # noqa: E402
+from arena.rounds.rules import Arena, Settings  # noqa: E402
+from arena.serving.sources import resolve  # noqa: E402
+from arena.storage.store import Store  # noqa: E402
+from arena.serving.supervisor import Supervisor, free_port  # noqa: E402
 
 STORY = "Write a long, detailed story about a lighthouse keeper and a storm."
 

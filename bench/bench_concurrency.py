@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arena.client import batch_chat  # noqa: E402
-from arena.engines import BatchRequest, GenerationParams  # noqa: E402
+from arena.serving.client import batch_chat  # noqa: E402
+from arena.serving.engines import BatchRequest, GenerationParams  # noqa: E402
 from tests.stub_openai import StubOpenAI  # noqa: E402
 
 

@@ -28,8 +28,8 @@ PROMPT = [{"role": "user", "content": "Write a detailed essay about the history 
 
 def qwen_gguf():
     """The llama.cpp Qwen entry of models.yaml and its assembled GGUF: the weights every configuration uses."""
-    from arena.config import load_models
-    from arena.sources import resolve
+    from arena.core.config import load_models
+    from arena.serving.sources import resolve
 
     base = next(m for m in load_models(ROOT / "models.yaml") if m.id == "qwen2.5-coder-0.5b-q4km")
     return base, resolve(base, ROOT / "data")
@@ -37,14 +37,14 @@ def qwen_gguf():
 
 def child(config: str, data_dir: str, tokens: int, repeats: int) -> dict:
     """Runs inside the fresh process: load, then time greedy decoding."""
-    from arena.config import QuantizeConfig
-    from arena.engines import GenerationParams, Usage, load_engine
+    from arena.core.config import QuantizeConfig
+    from arena.serving.engines import GenerationParams, Usage, load_engine
 
     base, weights = qwen_gguf()
     if config == "llamacpp":
         model = base
     elif config == "itrex":  # running under the ITREX env's interpreter, on the prepared HF directory
-        from arena.config import ModelSource
+        from arena.core.config import ModelSource
         weights = next(p for p in (Path(data_dir) / "itrex-hf").iterdir() if (p / "config.json").is_file())
         model = dataclasses.replace(base, id="bench-qwen-itrex", engine="itrex", source=ModelSource(dir=str(weights)))
     else:
@@ -90,11 +90,11 @@ def run_child(config: str, data_dir: str, args, python: str = sys.executable) ->
 
 def itrex(args, data_dir: str) -> dict | None:
     """Convert once for ITREX (in this env), then load + quantize + decode under the ITREX env."""
-    from arena.engines.itrex import itrex_python
+    from arena.serving.engines.itrex import itrex_python
     python = itrex_python()
     if python is None:
         return None
-    subprocess.run([sys.executable, "-m", "arena.engines.itrex_prepare", str(qwen_gguf()[1]),
+    subprocess.run([sys.executable, "-m", "arena.serving.engines.itrex_prepare", str(qwen_gguf()[1]),
                     str(Path(data_dir) / "itrex-hf")], check=True, cwd=ROOT, capture_output=True)
     return run_child("itrex", data_dir, args, python=str(python))
 

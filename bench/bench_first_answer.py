@@ -23,11 +23,11 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arena import client  # noqa: E402
-from arena.config import DEFAULT_MODELS_FILE, load_models  # noqa: E402
-from arena.engines import GenerationParams, Usage  # noqa: E402
-from arena.sources import resolve  # noqa: E402
-from arena.supervisor import free_port  # noqa: E402
+from arena.serving import client  # noqa: E402
+from arena.core.config import DEFAULT_MODELS_FILE, load_models  # noqa: E402
+from arena.serving.engines import GenerationParams, Usage  # noqa: E402
+from arena.serving.sources import resolve  # noqa: E402
+from arena.serving.supervisor import free_port  # noqa: E402
 
 # Three different questions of about the same length: a repeated one would be answered from
 # llama.cpp's prompt cache and make the later answers look faster than they are.
@@ -37,7 +37,7 @@ PARAMS = GenerationParams(temperature=0.0, max_new_tokens=32)
 
 def start_worker(model_id: str, weights: Path, warmup: bool, threads: int) -> tuple[subprocess.Popen, str, float]:
     port, started = free_port(), time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "arena.worker", "--models", str(DEFAULT_MODELS_FILE), "--model",
+    proc = subprocess.Popen([sys.executable, "-m", "arena.serving.worker", "--models", str(DEFAULT_MODELS_FILE), "--model",
                              model_id, "--weights", str(weights), "--port", str(port), "--threads", str(threads),
                              *([] if warmup else ["--no-warmup"])], cwd=ROOT, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -32,13 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arena import grading as G  # noqa: E402
-from arena import judge as J  # noqa: E402
-from arena.client import batch_chat  # noqa: E402
-from arena.config import load_models, load_prompts  # noqa: E402
-from arena.grader import ASSERTIONS, Gradable, assertion_rows, pairwise_grades, reference_grades  # noqa: E402
-from arena.outcomes import Winner  # noqa: E402
-from arena.store import Store  # noqa: E402
+from arena.grading import grades as G  # noqa: E402
+from arena.grading import judge as J  # noqa: E402
+from arena.serving.client import batch_chat  # noqa: E402
+from arena.core.config import load_models, load_prompts  # noqa: E402
+from arena.grading.grader import ASSERTIONS, Gradable, assertion_rows, pairwise_grades, reference_grades  # noqa: E402
+from arena.core.outcomes import Winner  # noqa: E402
+from arena.storage.store import Store  # noqa: E402
 
 LABELLED = ROOT / "bench" / "labelled"
 RANK = {"correct": 2, "partly correct": 1, "wrong": 0}
@@ -73,7 +73,7 @@ def kappa_and_accuracy(truth: list[bool], guess: list[bool]) -> tuple[float, flo
 
 
 def start_graders(ids: list[str]):
-    from arena.supervisor import Supervisor
+    from arena.serving.supervisor import Supervisor
 
     catalog = [m for m in load_models(ROOT / "models.yaml") if m.id in ids]
     supervisor = Supervisor(catalog, ROOT / "models.yaml", ROOT / "data", threads=2)
@@ -137,7 +137,7 @@ def main() -> None:
             if missing:
                 timings[f"{grader} pairwise"] = (time.perf_counter() - started) / (2 * len(missing))
             if not args.skip_generate:
-                from arena.batch import judge_batch, judge_params
+                from arena.batch.runner import judge_batch, judge_params
                 jpairs = [{**p, "id": p["id"]} for p in sample]
                 done = {(j["pair_id"], j["shown"]) for j in store.judgments(grader, [p["id"] for p in jpairs])}
                 items = [(p, s) for p in jpairs for s in ("ab", "ba") if (p["id"], s) not in done]

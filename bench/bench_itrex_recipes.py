@@ -83,8 +83,8 @@ class GroupSampler:
 
 
 def measure(base_url: str, tokens: int, api_key: str | None = None) -> dict:
-    from arena import client
-    from arena.engines import GenerationParams, Usage
+    from arena.serving import client
+    from arena.serving.engines import GenerationParams, Usage
 
     async def run():
         start, first, usage = time.perf_counter(), None, None
@@ -101,7 +101,7 @@ def measure(base_url: str, tokens: int, api_key: str | None = None) -> dict:
 
 
 def start(models, catalog: Path, data: Path, tokens: int, repeats: int) -> dict:
-    from arena.supervisor import Supervisor
+    from arena.serving.supervisor import Supervisor
 
     sampler = GroupSampler()
     supervisor = Supervisor(models, catalog, data, threads=2)
@@ -144,10 +144,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed answers per model (median)")
     parser.add_argument("--data-dir", type=Path, help="default: a fresh temporary directory (first load from scratch)")
     args = parser.parse_args()
-    from arena import memory
-    from arena.config import load_models
-    from arena.engines.itrex import itrex_python
-    from arena.sources import resolve
+    from arena.serving import memory
+    from arena.core.config import load_models
+    from arena.serving.engines.itrex import itrex_python
+    from arena.serving.sources import resolve
 
     if itrex_python() is None:
         raise SystemExit("the ITREX env is not installed: run scripts/install-itrex.sh")

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arena import judge as J  # noqa: E402
+from arena.grading import judge as J  # noqa: E402
 
 
 def pct(x: float) -> str:
@@ -62,12 +62,12 @@ def cross_agreement(pairs: list[dict], x: dict[str, J.Verdict], y: dict[str, J.V
 
 
 def main() -> None:
-    from arena.batch import build_pairs, judge_batch, judge_params, judge_pending
-    from arena.client import batch_chat
-    from arena.config import load_models, load_prompts
-    from arena.judge_file import read_pairs, with_references
-    from arena.store import Store
-    from arena.supervisor import Supervisor
+    from arena.batch.runner import build_pairs, judge_batch, judge_params, judge_pending
+    from arena.serving.client import batch_chat
+    from arena.core.config import load_models, load_prompts
+    from arena.grading.judge_file import read_pairs, with_references
+    from arena.storage.store import Store
+    from arena.serving.supervisor import Supervisor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)

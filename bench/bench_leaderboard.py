@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from arena import leaderboard  # noqa: E402
-from arena.store import RoundRecord, Store  # noqa: E402
+from arena.ratings import leaderboard  # noqa: E402
+from arena.storage.store import RoundRecord, Store  # noqa: E402
 
 
 def fill(store: Store, battles: int, models: int, seed: int = 1) -> np.ndarray:

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arena.memory import resident_mb  # noqa: E402
-from arena.supervisor import free_port  # noqa: E402
+from arena.serving.memory import resident_mb  # noqa: E402
+from arena.serving.supervisor import free_port  # noqa: E402
 from tests.stub_openai import StubOpenAI  # noqa: E402
 
 OPEN_LIMITS = ("--questions-per-minute", "1000000", "--votes-per-minute", "1000000",
@@ -175,7 +175,7 @@ def bench_load(app: App, args) -> dict:
 def vote_rate(target: Path | str, n: int, threads: int) -> dict:
     """Vote writes per second of one store: ``n`` rounds saved, then voted from ``threads`` threads,
     one atomic UPDATE per vote in its own transaction, as the app does."""
-    from arena.store import RoundRecord, Store
+    from arena.storage.store import RoundRecord, Store
 
     store = Store(target)
     try:

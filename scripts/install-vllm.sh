@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vLLM's CPU build in its own virtualenv (default .venv-vllm, about 3.5 GB, ~2 minutes).
-# Models with 'engine: vllm' in models.yaml are served by it (arena/engines/vllm.py).
+# Models with 'engine: vllm' in models.yaml are served by it (arena/serving/engines/vllm.py).
 # Idempotent: reinstalls only when requirements-vllm.txt changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

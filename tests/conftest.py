@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arena.sources import package_file
+from arena.serving.sources import package_file
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -57,18 +57,18 @@ def smol_weights() -> Path:
 
 def spawn_smol_worker(models: Path, weights: Path, threads: int) -> tuple[subprocess.Popen, int]:
     """A real worker process serving 'smol-a' from ``models`` (see smol_catalog) on a free port."""
-    from arena.supervisor import free_port
+    from arena.serving.supervisor import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "arena.worker", "--models", str(models), "--model", "smol-a",
+    proc = subprocess.Popen([sys.executable, "-m", "arena.serving.worker", "--models", str(models), "--model", "smol-a",
                              "--weights", str(weights), "--port", str(port), "--threads", str(threads)], cwd=ROOT)
     return proc, port
 
 
 def collect(base_url: str, messages: list[dict], params, model: str = "smol-a", **kwargs) -> tuple[str, object]:
     """One whole answer of ``model`` from an OpenAI-compatible endpoint (base_url ends in /v1)."""
-    from arena import client
-    from arena.engines import Usage
+    from arena.serving import client
+    from arena.serving.engines import Usage
 
     async def run():
         text, usage = "", None
@@ -158,7 +158,7 @@ class RunningApp:
 
 
 def start_app(tmp_path_factory, name: str, **kwargs) -> RunningApp:
-    from arena.supervisor import free_port
+    from arena.serving.supervisor import free_port
 
     return RunningApp(tmp_path_factory.mktemp(name), free_port(), **kwargs)
 
@@ -275,7 +275,7 @@ def postgres():
 def make_store(request, tmp_path):
     """Opens a fresh, empty store of the test's backend per call (each a new database); closes and
     drops them afterwards. The store tests take it, so every one runs on both backends."""
-    from arena.store import Store
+    from arena.storage.store import Store
 
     opened, databases = [], []
 

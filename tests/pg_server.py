@@ -37,7 +37,7 @@ class TempPostgres:
     defaults so its figure is what a real server does."""
 
     def __init__(self, durable: bool = True):
-        from arena.supervisor import free_port
+        from arena.serving.supervisor import free_port
 
         self.bin = server_bin()
         self.dir = Path(tempfile.mkdtemp(prefix="arena-pg-"))  # under /tmp: the postgres user can reach it

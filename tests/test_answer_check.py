@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arena.answer_check import chinese_number, check, conclusion, final_span, numbers
+from arena.grading.answer_check import chinese_number, check, conclusion, final_span, numbers
 
 _CN = "零一二三四五六七八九"
 
@@ -104,7 +104,7 @@ def test_the_check_agrees_with_a_persons_reading_of_120_answers_it_was_not_writt
     import json
     from pathlib import Path
 
-    from arena.answer_check import check
+    from arena.grading.answer_check import check
 
     lines = (Path(__file__).resolve().parent.parent / "bench" / "numeric" / "answers.jsonl").read_text(
         encoding="utf-8").splitlines()

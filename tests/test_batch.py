@@ -14,15 +14,15 @@ import threading
 import httpx
 import pytest
 
-from arena.assertions import parse as parse_assertions
-from arena.batch import BatchError, BatchRunner, BatchSettings, choose_judge
-from arena.batch_service import BatchService, judge_leaderboard
-from arena.client import batch_chat
-from arena.config import Prompt, load_models
-from arena.engines import BatchRequest, GenerationParams
-from arena.report import MEMORY_HEADING, write_report
-from arena.store import Store
-from arena.supervisor import Supervisor
+from arena.grading.assertions import parse as parse_assertions
+from arena.batch.runner import BatchError, BatchRunner, BatchSettings, choose_judge
+from arena.batch.service import BatchService, judge_leaderboard
+from arena.serving.client import batch_chat
+from arena.core.config import Prompt, load_models
+from arena.serving.engines import BatchRequest, GenerationParams
+from arena.batch.report import MEMORY_HEADING, write_report
+from arena.storage.store import Store
+from arena.serving.supervisor import Supervisor
 
 from .conftest import ARTIFACTS, CHROMIUM_ARGS, ROOT, smol_catalog, wait_for
 
@@ -110,7 +110,7 @@ def test_batch_of_two_presets_two_models_graded_by_assertions_and_a_real_model(r
         assert 50 < info["rss_mb"] <= info["peak_rss_mb"] < 4000
     assert run["environment"]["models"]["smol-a"]["rss_when"] == "after grading"
     assert run["config"]["method"] == "auto" and run["config"]["margin"] > 0
-    from arena.batch import counting_grades, run_gradables
+    from arena.batch.runner import counting_grades, run_gradables
     gradables = run_gradables(run["config"], answers)
     grades = counting_grades(store, list(gradables.values()), "auto", "smol-a")
     by_preset = {key[1]: grades[g.digest()] for key, g in gradables.items()}
@@ -220,7 +220,7 @@ def test_default_grader_is_the_local_model_with_the_largest_weights_on_disk(tmp_
     """Read from the files, not from loaded workers (a batch loads only its models and the grader): not the id
     or the catalog position; remote models (no size), missing files and models that are not ready (when the
     ready set is given) are never the default."""
-    from arena.config import ModelConfig, ModelSource, RemoteEndpoint
+    from arena.core.config import ModelConfig, ModelSource, RemoteEndpoint
 
     def m(i, size=None, engine="llamacpp"):
         path = tmp_path / f"{i}.gguf"
@@ -266,10 +266,10 @@ def test_batch_tab_starts_a_run_shows_progress_and_offers_the_report(running):
     import httpx
     from gradio_client import Client
 
-    from arena.access import address_of
-    from arena.rounds import Arena
-    from arena.ui import batch_panel
-    from arena.ui.handlers import Handlers
+    from arena.web.access import address_of
+    from arena.rounds.rules import Arena
+    from arena.web import batch_panel
+    from arena.web.handlers import Handlers
 
     supervisor, store, tmp = running
     service = BatchService(supervisor, store, PROMPTS, tmp / "tab-reports", FAST)
@@ -346,8 +346,8 @@ def test_optional_model_without_packages_is_unavailable_with_its_install_command
     installs it; it is not a failure, and no worker is started for it."""
     import dataclasses
 
-    from arena.config import ModelSource
-    from arena.sources import missing_packages
+    from arena.core.config import ModelSource
+    from arena.serving.sources import missing_packages
 
     real = next(m for m in load_models(ROOT / "models.yaml") if m.id == "qwen2.5-coder-1.5b-q4km")
     assert real.install == "scripts/install-qwen-1.5b.sh" and len(real.source.parts) == 22

@@ -3,9 +3,9 @@ INT4 (torchao) batched generate with left padding, and the llama.cpp sampler's a
 import numpy as np
 import pytest
 
-from arena.config import ModelConfig, ModelSource, QuantizeConfig
-from arena.engines import BatchRequest, GenerationParams, load_engine
-from arena.engines.llamacpp import complete_utf8, sample_token
+from arena.core.config import ModelConfig, ModelSource, QuantizeConfig
+from arena.serving.engines import BatchRequest, GenerationParams, load_engine
+from arena.serving.engines.llamacpp import complete_utf8, sample_token
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -64,7 +64,7 @@ class CountingEngine:
         return sum(len(m["content"].split()) for m in messages)
 
     def batch_chat(self, requests: list[BatchRequest], params: GenerationParams) -> list:
-        from arena.engines import BatchAnswer
+        from arena.serving.engines import BatchAnswer
 
         self.calls.append(([r.messages[-1]["content"][:5] for r in requests], params.max_new_tokens))
         return [BatchAnswer(text="ok") for _ in requests]
@@ -73,7 +73,7 @@ class CountingEngine:
 def test_batch_fitting_refuses_overflow_and_answers_a_squeezed_request_alone():
     """With a 200-token context and 100 new tokens: a 250-word question is refused with the numbers, a
     120-word one is answered alone with an 80-token budget, and the short ones decode together with 100."""
-    from arena.worker import run_fitted_batch
+    from arena.serving.worker import run_fitted_batch
 
     engine = CountingEngine()
     ask = lambda words, tag: BatchRequest([{"role": "user", "content": tag + " w" * (words - 1)}])  # noqa: E731
@@ -91,7 +91,7 @@ def test_llamacpp_batch_reuses_a_cached_prefix_with_the_same_greedy_answers(smol
     engine does."""
     import llama_cpp
 
-    from arena.engines.llamacpp import LlamaCppEngine
+    from arena.serving.engines.llamacpp import LlamaCppEngine
 
     greedy = GenerationParams(temperature=0.0, max_new_tokens=12)
     first = [[{"role": "user", "content": q}] for q in ("Name a fruit.", "What is 2 + 2?")]

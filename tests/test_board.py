@@ -18,13 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arena import exports, leaderboard, style_control, topics
-from arena.config import Prompt, load_models, started_by_default
-from arena.outcomes import Winner
-from arena.records import RoundRecord, SideAnswer, Turn
-from arena.rounds import Arena, Limits
-from arena.store import Store
-from arena.style import features
+from arena.storage import exports
+from arena.ratings import leaderboard
+from arena.ratings import style_control
+from arena.core import topics
+from arena.core.config import Prompt, load_models, started_by_default
+from arena.core.outcomes import Winner
+from arena.core.records import RoundRecord, SideAnswer, Turn
+from arena.rounds.rules import Arena, Limits
+from arena.storage.store import Store
+from arena.ratings.style import features
 
 from .conftest import ROOT
 from .test_rounds import FakeSupervisor, answered
@@ -189,7 +192,7 @@ def test_retired_and_vanished_models_stay_marked_never_dropped(tmp_path):
                                            turns=(Turn("Q", SideAnswer("x"), SideAnswer("y")),),
                                            winner=Winner("model_a"), vote_tstamp=2.0, rated=True))
     assert arena.retired_ids() == {"old", "gone"}
-    from arena.ui.handlers import Handlers
+    from arena.web.handlers import Handlers
     names = Handlers(arena).names("en")
     assert names["old"] == "Old (retired)" and names["gone"] == "gone (retired)" and names["qwen-x"] == "Qwen2.5 X"
     plain, _, _ = leaderboard.from_store(arena.store, names)

@@ -15,7 +15,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from arena.texts import TEXTS
+from arena.core.texts import TEXTS
 
 from .conftest import ARTIFACTS, SMOL_FP32, default_pair_catalog, start_app, wait_for
 

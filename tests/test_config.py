@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from arena.config import ConfigError, load_models, load_prompts
+from arena.core.config import ConfigError, load_models, load_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = """models:

@@ -1,7 +1,7 @@
 """Unit: fitting a conversation into a context window (arena/engines/context.py)."""
 import pytest
 
-from arena.engines.context import ContextOverflow, approximate_count, fit_context
+from arena.serving.engines.context import ContextOverflow, approximate_count, fit_context
 
 COUNT = approximate_count(lambda text: len(text.split()), per_message=1)  # one token per word, one per message
 

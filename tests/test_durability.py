@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from arena.supervisor import free_port
+from arena.serving.supervisor import free_port
 
 from .conftest import RunningApp, start_app
 

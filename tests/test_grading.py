@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from arena import assertions as A
-from arena import grading as G
-from arena.config import ConfigError, load_prompts
-from arena.engines import TokenLogprob
-from arena.grader import Gradable, _calls, assertion_rows
-from arena.outcomes import Winner
+from arena.grading import assertions as A
+from arena.grading import grades as G
+from arena.core.config import ConfigError, load_prompts
+from arena.serving.engines import TokenLogprob
+from arena.grading.grader import Gradable, _calls, assertion_rows
+from arena.core.outcomes import Winner
 
 
 def checks(*entries):

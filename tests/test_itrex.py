@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from arena.config import load_models
-from arena.engines import GenerationParams
-from arena.engines.itrex import INSTALL_COMMAND, itrex_python
-from arena.rounds import Arena, Settings
-from arena.store import Store
-from arena.supervisor import Supervisor
+from arena.core.config import load_models
+from arena.serving.engines import GenerationParams
+from arena.serving.engines.itrex import INSTALL_COMMAND, itrex_python
+from arena.rounds.rules import Arena, Settings
+from arena.storage.store import Store
+from arena.serving.supervisor import Supervisor
 
 from .conftest import ROOT, collect, final_view, smol_catalog, wait_for
 
@@ -54,7 +54,7 @@ def test_without_the_env_the_status_names_the_install_command(tmp_path, monkeypa
         assert status["qwen-g32-int8"].state == "unavailable"
         assert INSTALL_COMMAND in status["qwen-g32-int8"].detail and status["smol-a"].state == "ready"
         # the page's status panel says it in the page's language, keeping the command as it is
-        from arena.ui.render import describe_status
+        from arena.web.render import describe_status
         assert describe_status(status["qwen-g32-int8"], "zh") == \
             f"不可用：未安装 itrex 引擎；请运行 {INSTALL_COMMAND}，然后重启竞技场"
         assert describe_status(status["qwen-g32-int8"], "en") == \
@@ -173,7 +173,7 @@ def test_a_converter_dies_with_its_worker_when_the_app_is_killed(tmp_path):
     catalog = tiny_llama_catalog(tmp_path)
     model_dir = tmp_path / "tiny-llama"
     script = ("import sys, time; sys.path.insert(0, %r)\n"
-              "from arena.supervisor import Supervisor\nfrom arena.config import load_models\n"
+              "from arena.serving.supervisor import Supervisor\nfrom arena.config import load_models\n"
               "from pathlib import Path\nm = Path(%r)\ns = Supervisor(load_models(m), m, Path(%r), threads=1)\n"
               "s.start(); time.sleep(600)\n" % (str(ROOT), str(catalog), str(tmp_path / "data")))
     app = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)

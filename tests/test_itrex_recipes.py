@@ -5,11 +5,11 @@ import struct
 
 import pytest
 
-from arena.config import ITREX_DEFAULT_RECIPE, SUPPORTED_QUANTIZATION, ConfigError, QuantizeConfig, load_models
-from arena.engines.itrex import cache_dirs, is_complete, mark_complete, native_reason
-from arena.engines.registry import itrex_hf_dir
-from arena.memory import GB, InsufficientMemory, count_params, estimate, preflight
-from arena.texts import say
+from arena.core.config import ITREX_DEFAULT_RECIPE, SUPPORTED_QUANTIZATION, ConfigError, QuantizeConfig, load_models
+from arena.serving.engines.itrex import cache_dirs, is_complete, mark_complete, native_reason
+from arena.serving.engines.registry import itrex_hf_dir
+from arena.serving.memory import GB, InsufficientMemory, count_params, estimate, preflight
+from arena.core.texts import say
 
 ENTRY = """models:
   - id: q
@@ -171,8 +171,8 @@ def test_the_itrex_catalog_opens_with_two_recipes_of_the_same_weights():
 
 def test_the_report_catalog_loads_and_refuses_chatglm_under_transformers(tmp_path):
     """models-report.yaml parses; ChatGLM3 under transformers is refused before loading, naming engine: itrex."""
-    from arena.engines.registry import _prepare_transformers
-    from arena.sources import SourceError
+    from arena.serving.engines.registry import _prepare_transformers
+    from arena.serving.sources import SourceError
 
     from .conftest import ROOT
 

@@ -5,12 +5,12 @@ import math
 
 import pytest
 
-from arena.topics import language_of
-from arena import judge as J
-from arena.batch import answer_key, build_pairs, judge_batch, settings_hash, BatchSettings
-from arena.config import ModelConfig, ModelSource
-from arena.engines import BatchAnswer
-from arena.judge_file import BattleFileError, read_pairs
+from arena.core.topics import language_of
+from arena.grading import judge as J
+from arena.batch.runner import answer_key, build_pairs, judge_batch, settings_hash, BatchSettings
+from arena.core.config import ModelConfig, ModelSource
+from arena.serving.engines import BatchAnswer
+from arena.grading.judge_file import BattleFileError, read_pairs
 
 
 # -- strict parsing ---------------------------------------------------------------------------------
@@ -293,8 +293,8 @@ def test_corrupt_or_foreign_battle_files_are_refused_with_the_line_number(tmp_pa
 def test_an_exported_preset_battle_gets_its_reference_from_prompts_yaml():
     """Our export carries the preset id, not the reference: with_references adds the preset's reference and
     language when the question is the preset's, and leaves a changed question or a file's own reference alone."""
-    from arena.config import Prompt
-    from arena.judge_file import with_references
+    from arena.core.config import Prompt
+    from arena.grading.judge_file import with_references
 
     preset = Prompt("en-1", "c", "Which is heavier?", "Neither.", "team", "en")
     base = {"id": "x", "preset_id": "en-1", "question": "Which is heavier?", "reference": None, "language": "zh"}

@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from arena import leaderboard
-from arena.leaderboard import Battles, bootstrap, fit_bt
+from arena.ratings import leaderboard
+from arena.ratings.leaderboard import Battles, bootstrap, fit_bt
 
 
 def ratings(rows):
@@ -63,7 +63,7 @@ def test_readers_at_once_share_one_computation_and_get_its_value():
     import threading
     import time
 
-    from arena.leaderboard import _Memo
+    from arena.ratings.leaderboard import _Memo
 
     memo, calls, results = _Memo(), [], []
 

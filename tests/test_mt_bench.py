@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from arena.batch import BatchRunner, BatchSettings
-from arena.config import ConfigError, load_prompts
-from arena.engines import Usage
-from arena.rounds import Arena, Limits
-from arena.store import Store
+from arena.batch.runner import BatchRunner, BatchSettings
+from arena.core.config import ConfigError, load_prompts
+from arena.serving.engines import Usage
+from arena.rounds.rules import Arena, Limits
+from arena.storage.store import Store
 
 from .test_batch import running  # noqa: F401  (the module's real SmolLM2 workers)
 from .test_rounds import FakeSupervisor

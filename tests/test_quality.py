@@ -1,4 +1,4 @@
-"""What INT4 costs (arena/quality.py, quality_run.py, vocabularies.py, the workers' /v1/arena/logits).
+"""What INT4 costs (arena/quality/measures.py, quality/run.py, serving/vocabularies.py, the workers' /v1/arena/logits).
 
 Pure: the figures on hand-made distributions, the tail bucket, chunked scoring, a server's top-k put at the
 reference's ids, vocabulary fingerprints. Real model: the top-64 approximation within 2% of the exact
@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from arena import quality
-from arena.vocabularies import fingerprint
+from arena.quality import measures as quality
+from arena.serving.vocabularies import fingerprint
 
 from .conftest import QUALITY_TOKENS, ROOT, SMOL, copy_reference_cache, quality_catalog, run_quality
 
@@ -160,7 +160,7 @@ def test_the_shipped_text_is_bilingual_long_enough_and_licensed():
     latin = sum(ch.isascii() and ch.isalpha() for ch in text)
     assert cjk > 500 and latin > 2000
     if QWEN_GGUF.is_file():
-        from arena.vocabularies import from_gguf
+        from arena.serving.vocabularies import from_gguf
         assert len(from_gguf(QWEN_GGUF).tokenize(text)) >= 2048
 
 
@@ -172,7 +172,7 @@ def smol_fp32():
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from arena.sources import package_file
+    from arena.serving.sources import package_file
 
     gguf = package_file(SMOL)
     torch.set_num_threads(2)
@@ -250,7 +250,7 @@ def test_cli_measures_llamacpp_against_the_fp32_reference_and_caches_it(smol_qua
     """Proves the command end to end on real workers: figures within sane bounds for Q4_1 against fp32, stored
     with engine, recipe and the worker's library versions; the second run reuses the cached reference (never
     loads it) and gives the same figures."""
-    from arena.store import Store
+    from arena.storage.store import Store
 
     tmp_path, args, first = smol_quality_run
     assert first.returncode == 0, first.stderr
@@ -318,9 +318,9 @@ def test_a_vllm_style_server_is_scored_top_20_approximate(tmp_path, smol_fp32, s
     from the cache of smol_quality_run."""
     import torch
 
-    from arena.config import load_models
-    from arena.quality_run import QualityError, QualityRun
-    from arena.store import Store
+    from arena.core.config import load_models
+    from arena.quality.run import QualityError, QualityRun
+    from arena.storage.store import Store
 
     from .stub_openai import StubOpenAI
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arena import client
-from arena.config import load_models
-from arena.engines import BatchRequest, GenerationParams
-from arena.rounds import Arena, ArenaError, Settings
-from arena.store import Store
-from arena.supervisor import Supervisor
+from arena.serving import client
+from arena.core.config import load_models
+from arena.serving.engines import BatchRequest, GenerationParams
+from arena.rounds.rules import Arena, ArenaError, Settings
+from arena.storage.store import Store
+from arena.serving.supervisor import Supervisor
 
 from .conftest import ROOT, collect, smol_catalog, spawn_smol_worker, wait_for
 
@@ -156,7 +156,7 @@ def test_workers_do_not_outlive_a_killed_app(supervised):
     assert all(pids)
     # simulate the app dying without cleanup: the workers notice their parent is gone
     script = ("import sys, time; sys.path.insert(0, %r)\n"
-              "from arena.supervisor import Supervisor\nfrom arena.config import load_models\n"
+              "from arena.serving.supervisor import Supervisor\nfrom arena.config import load_models\n"
               "from pathlib import Path\nm = Path(%r)\ns = Supervisor(load_models(m)[:1], m, Path(%r), threads=1)\n"
               "s.start(); s.wait_until_settled(60); print(s.pid('smol-a'), flush=True); time.sleep(60)\n"
               % (str(ROOT), str(supervised.models_file), str(supervised.data_dir)))
@@ -186,7 +186,7 @@ def test_a_question_longer_than_the_context_is_refused_with_the_numbers(worker):
 def test_a_long_conversation_drops_its_oldest_turns_with_a_notice(worker):
     """A history longer than the context: the oldest turns are left out, the answer still comes,
     and the stream says how many turns were dropped."""
-    from arena.engines import Notice
+    from arena.serving.engines import Notice
 
     long_answer = "The quick brown fox jumps over the lazy dog. " * 60  # ~600 tokens per turn
     history = []
@@ -210,7 +210,7 @@ def test_a_batch_refuses_an_overlong_question_and_answers_its_batch_mates(worker
     """The batch endpoint fits every conversation as a streamed answer is: a question too long for
     SmolLM2's 2,048 tokens gets the refusal with the numbers as its error, not a llama.cpp failure,
     and the other question of the same call is still answered."""
-    from arena.engines import BatchRequest
+    from arena.serving.engines import BatchRequest
 
     requests = [BatchRequest([{"role": "user", "content": "请解释这句话的意思。" * 800}]),
                 BatchRequest([{"role": "user", "content": "Say OK."}])]

@@ -8,12 +8,12 @@ import sys
 import httpx
 import pytest
 
-from arena import client
-from arena.config import ConfigError, load_models
-from arena.engines import GenerationParams
-from arena.rounds import Arena, Settings
-from arena.store import Store
-from arena.supervisor import Supervisor, free_port
+from arena.serving import client
+from arena.core.config import ConfigError, load_models
+from arena.serving.engines import GenerationParams
+from arena.rounds.rules import Arena, Settings
+from arena.storage.store import Store
+from arena.serving.supervisor import Supervisor, free_port
 
 from .conftest import ROOT, collect, final_view, smol_catalog, wait_for
 
@@ -25,7 +25,7 @@ def server(tmp_path_factory, smol_weights):
     """A SmolLM2 worker acting as someone else's OpenAI-compatible server, guarded by a key."""
     models = smol_catalog(tmp_path_factory.mktemp("remote") / "models.yaml")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "arena.worker", "--models", str(models), "--model", "smol-a",
+    proc = subprocess.Popen([sys.executable, "-m", "arena.serving.worker", "--models", str(models), "--model", "smol-a",
                              "--weights", str(smol_weights), "--port", str(port), "--threads", "1",
                              "--api-key-env", "REMOTE_KEY"], cwd=ROOT, env={**os.environ, "REMOTE_KEY": KEY})
     base = f"http://127.0.0.1:{port}/v1"
@@ -100,7 +100,7 @@ def test_endpoint_problems_are_named_in_the_status(server, tmp_path, monkeypatch
 def test_a_server_address_is_shown_without_its_credentials(tmp_path):
     """A base_url with user:password@ (some proxies take them) is used as it is, but every status, /models
     answer and pane error shows it without them, in English and in Chinese."""
-    from arena.ui.render import describe_status
+    from arena.web.render import describe_status
 
     path = tmp_path / "models.yaml"
     path.write_text("models:" + remote_entry("far", "http://alice:pa55word@127.0.0.1:9/v1", key_env=None))
@@ -178,7 +178,7 @@ def test_unknown_fields_and_null_usage_are_accepted(stub):
 def test_a_malformed_batch_reply_is_refused(monkeypatch, reply, problem):
     """The batch endpoint's JSON is checked the same way (the real endpoint is exercised in
     test_real_models and test_batch)."""
-    from arena.engines import BatchRequest
+    from arena.serving.engines import BatchRequest
 
     monkeypatch.setattr(client.httpx, "post", lambda *a, **k: client.httpx.Response(200, content=reply))
     with pytest.raises(client.EndpointError, match=rf"malformed batch reply \({re.escape(problem)}"):
@@ -188,7 +188,7 @@ def test_a_malformed_batch_reply_is_refused(monkeypatch, reply, problem):
 def test_a_server_without_the_batch_endpoint_gets_concurrent_requests_and_one_failure_fails_one_item():
     """vLLM, Ollama or llama.cpp's server have no /arena/batch: a batch of 16 goes out 8 requests at a time (the
     server's own batching can work), and the one request the server fails is the only answer with an error."""
-    from arena.engines import BatchRequest
+    from arena.serving.engines import BatchRequest
 
     from .stub_openai import StubOpenAI
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from arena.store import Store
+from arena.storage.store import Store
 
 from .conftest import start_app
 from .test_durability import LIMITS

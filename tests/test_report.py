@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from arena import leaderboard, report
-from arena.batch import build_pairs
-from arena.store import Store
+from arena.ratings import leaderboard
+from arena.batch import report
+from arena.batch.runner import build_pairs
+from arena.storage.store import Store
 
 EVIL = '<script>alert(1)</script> ![tracker](http://evil.example/x.png) <img src="http://evil.example/y.png"> ```'
 
@@ -246,8 +247,8 @@ def test_a_verdict_line_says_agreement_with_the_human_apart_from_the_judges_cons
     """Before, a graded verdict was written with "status": "agreed" beside a human vote it contradicted ("agreed"
     meant the generative judge's two orders). Now agreement with the human is its own field, consistency is the
     generative judge's only, and no field is called status."""
-    from arena import judge as J
-    from arena.batch_cli import verdict_line
+    from arena.grading import judge as J
+    from arena.batch.cli import verdict_line
 
     pair = {"id": "p", "model_a": "x", "model_b": "y", "human_winner": "model_b"}
     graded = verdict_line(pair, J.Verdict("model_a", None, "agreed"), {"basis": "grader"}, {}, "g", "auto")
@@ -263,7 +264,7 @@ def test_agreement_with_human_votes_is_written_beside_the_length_baseline_or_lef
     """The judge's and the grader's report blocks share one paragraph on human votes: the figures beside the
     length baseline's, inconsistency only for a judge (a grader reads each answer once), a warning when length
     agrees better, and nothing when no voted pair was judged (the caller then says how to measure it)."""
-    from arena import judge as J
+    from arena.grading import judge as J
     pairs = [{"id": str(i), "answer_a": "a", "answer_b": "bbbb", "human_winner": "model_a"} for i in range(4)]
     wrong = J.quality(pairs, {str(i): J.aggregate("B", "A") for i in range(4)})  # always the longer answer
     judge_lines = report._against_humans(wrong, "judge", "that this judge judged")
@@ -285,7 +286,7 @@ def test_report_charts_keep_chinese_as_text_and_log_no_font_warning(cjk, monkeyp
     import warnings
     from types import SimpleNamespace
 
-    from arena import charts
+    from arena.ratings import charts
 
     if not cjk:
         monkeypatch.setattr(charts, "cjk_font", lambda: None)
@@ -312,7 +313,7 @@ def test_a_numeric_reference_is_checked_exactly_and_a_refused_grader_is_named(tm
     the grader auto would have used was refused."""
     import threading
 
-    from arena.batch import BatchRunner, Progress, run_gradables
+    from arena.batch.runner import BatchRunner, Progress, run_gradables
 
     store = Store(tmp_path / "a.db")
     question = "小明有3袋苹果，每袋6个，他一共有多少个苹果？"
@@ -354,7 +355,7 @@ def test_a_numeric_reference_is_checked_exactly_and_a_refused_grader_is_named(tm
 def test_graders_measured_below_the_bars_are_refused_with_the_figures():
     """The 0.5B (ROC-AUC 0.41) and the 1.5B (kappa 0.27 on public word problems) may not decide pass/fail;
     a grader never measured may, and nothing invents figures for it."""
-    from arena import grading as G
+    from arena.grading import grades as G
 
     assert "ROC-AUC 0.41 (needs 0.70)" in G.refused_grader("qwen2.5-coder-0.5b-q4km")
     assert "kappa 0.27" in G.refused_grader("qwen2.5-coder-1.5b-q4km")

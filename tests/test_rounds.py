@@ -11,16 +11,16 @@ from dataclasses import replace
 
 import pytest
 
-from arena.battle import run_turn
-from arena.client import EndpointError
-from arena.config import ModelConfig, ModelSource, Prompt
-from arena.engines import Started, Usage
-from arena.outcomes import Winner
-from arena.records import RoundRecord, SideAnswer, Turn
-from arena.rounds import Arena, ArenaError, Limits, RoundState, Settings, _RateLimiter, address_key, identity_words
-from arena.store import Store
-from arena.supervisor import ModelStatus, ModelUnavailable
-from arena.textcheck import clean_model_text
+from arena.rounds.battle import run_turn
+from arena.serving.client import EndpointError
+from arena.core.config import ModelConfig, ModelSource, Prompt
+from arena.serving.engines import Started, Usage
+from arena.core.outcomes import Winner
+from arena.core.records import RoundRecord, SideAnswer, Turn
+from arena.rounds.rules import Arena, ArenaError, Limits, RoundState, Settings, _RateLimiter, address_key, identity_words
+from arena.storage.store import Store
+from arena.serving.supervisor import ModelStatus, ModelUnavailable
+from arena.core.textcheck import clean_model_text
 
 MODELS = {m.id: m for m in (
     ModelConfig("qwen-x", "Qwen2.5 X", "llamacpp", ModelSource(file="/x"), "Q4", "MIT"),
@@ -488,7 +488,7 @@ def test_regenerate_twice_then_vote_keeps_every_attempt_and_votes_on_the_last(ar
     """Both panes answer the last question again with a new seed (the same for both), same settings, same history;
     the stored round keeps every attempt with its seed and timings; the vote applies to the answers shown, and
     the FastChat export carries those, with the attempt count in our part."""
-    from arena.exports import battle_json, parse_battle
+    from arena.storage.exports import battle_json, parse_battle
     import json
 
     requests = seeded_models(arena)

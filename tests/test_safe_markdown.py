@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arena.live_markdown import LIVE_PARSE_LIMIT, LiveMarkdown, _EscapedTail
-from arena.safe_markdown import escape_text, normalise, pieces, safe_markdown
+from arena.web.live_markdown import LIVE_PARSE_LIMIT, LiveMarkdown, _EscapedTail
+from arena.web.safe_markdown import escape_text, normalise, pieces, safe_markdown
 
 from .markdown_grammar import READER, dangers, documents
 
@@ -207,7 +207,7 @@ def test_a_long_code_block_is_parsed_once_while_it_streams(monkeypatch):
     """An open fence is checked only on its new lines: streaming 64,000 characters of code in steps of 64 parses the
     text twice (when the fence opens, and when it closes), not once per update as before (a fresh parse of the
     whole block each update: quadratic; bench/bench_render.py has the figures)."""
-    import arena.live_markdown as live_markdown
+    import arena.web.live_markdown as live_markdown
 
     parses = []
     real = live_markdown.pieces

@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from arena import exports, leaderboard
-from arena import store as arena_store
-from arena.records import ModelInfo, RoundRecord, Settings, SideAnswer, Turn
-from arena.store import Store
+from arena.storage import exports
+from arena.ratings import leaderboard
+from arena.storage import store as arena_store
+from arena.core.records import ModelInfo, RoundRecord, Settings, SideAnswer, Turn
+from arena.storage.store import Store
 
 
 def record(i: int, winner: str | None = None, mode: str = "blind", a: str = "x", b: str = "y",
@@ -203,10 +204,10 @@ def test_every_kind_of_round_the_arena_writes_it_can_import(tmp_path, make_store
     text-direction override and a control character (cleaned on the way in)."""
     from types import SimpleNamespace
 
-    from arena.access import session_of
-    from arena.config import Prompt
-    from arena.engines import Notice, Started, Usage
-    from arena.rounds import Arena, Limits, Settings
+    from arena.web.access import session_of
+    from arena.core.config import Prompt
+    from arena.serving.engines import Notice, Started, Usage
+    from arena.rounds.rules import Arena, Limits, Settings
 
     from .test_rounds import FakeSupervisor
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arena.config import load_models
-from arena.supervisor import Catalog, Supervisor, WorkerProcesses
+from arena.core.config import load_models
+from arena.serving.supervisor import Catalog, Supervisor, WorkerProcesses
 
 from .conftest import ROOT, smol_catalog, spawn_smol_worker, wait_for
 
@@ -133,7 +133,7 @@ def test_workers_lead_their_own_group_with_normal_scheduling(tmp_path):
     catalog = smol_catalog(tmp_path / "models.yaml")
     script = ("import os, sys, time; sys.path.insert(0, %r)\n"
               "os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))\n"
-              "from arena.supervisor import Supervisor\nfrom arena.config import load_models\n"
+              "from arena.serving.supervisor import Supervisor\nfrom arena.config import load_models\n"
               "from pathlib import Path\nm = Path(%r)\ns = Supervisor(load_models(m)[:1], m, Path(%r), threads=1)\n"
               "s.start(); s.wait_until_settled(60); print(s.pid('smol-a'), flush=True); time.sleep(60)\n"
               % (str(ROOT), str(catalog), str(tmp_path / "data")))
@@ -154,11 +154,11 @@ def test_a_workers_phase_reaches_the_page_in_its_language(tmp_path, capsys):
     """Workers write what they are doing as a phrase (a text key and its values, engines.phase); the supervisor
     reads it from the log, adds neural-speed's tensor count, and the page says it in Chinese or English. Names and
     files stay as they are; a line from an older worker (plain text) is shown as it is."""
-    from arena.engines import phase
-    from arena.memory import expect
-    from arena.supervisor import with_notes
-    from arena.texts import phrase, say
-    from arena.ui.render import describe_status
+    from arena.serving.engines import phase
+    from arena.serving.memory import expect
+    from arena.serving.supervisor import with_notes
+    from arena.core.texts import phrase, say
+    from arena.web.render import describe_status
 
     models = load_models(smol_catalog(tmp_path / "models.yaml"))
     processes = WorkerProcesses(Catalog(models), tmp_path / "models.yaml", tmp_path, 1, False, 60)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from arena.config import ConfigError, ModelConfig, ModelSource, QuantizeConfig, load_models
-from arena.engines import GenerationParams, Usage, load_engine
-from arena.sources import SourceError, resolve
+from arena.core.config import ConfigError, ModelConfig, ModelSource, QuantizeConfig, load_models
+from arena.serving.engines import GenerationParams, Usage, load_engine
+from arena.serving.sources import SourceError, resolve
 
 from .conftest import ROOT
 
@@ -140,7 +140,7 @@ def test_a_cache_entry_that_would_run_code_is_refused_not_unpickled(smol_int4, c
     and the payload never ran."""
     import torch
 
-    from arena.sources import sha256_of
+    from arena.serving.sources import sha256_of
 
     model, weights, data = smol_int4
     load_engine(model, weights, threads=2, data_dir=data)
@@ -247,7 +247,7 @@ def test_a_build_lock_left_by_a_killed_process_does_not_hang_quanto():
     build = Path(get_extension("quanto_cpp").build_directory)
     build.mkdir(parents=True, exist_ok=True)
     (build / "lock").touch()
-    done = subprocess.run([sys.executable, "-c", "from arena.engines.transformers import quanto_kernels; "
+    done = subprocess.run([sys.executable, "-c", "from arena.serving.engines.transformers import quanto_kernels; "
                            "quanto_kernels()"], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (build / "lock").exists()

@@ -7,15 +7,15 @@ import gradio as gr
 import pytest
 from matplotlib.figure import Figure
 
-from arena import charts
-from arena.engines import Started, Usage
-from arena.rounds import Arena, ArenaError, Limits, Settings, SideView, TurnView
-from arena.store import Store
-from arena.supervisor import ModelStatus
-from arena.texts import TEXTS, language_of, t
-from arena.ui import render
-from arena.ui.handlers import Handlers
-from arena.ui.page import RELABEL, relabel
+from arena.ratings import charts
+from arena.serving.engines import Started, Usage
+from arena.rounds.rules import Arena, ArenaError, Limits, Settings, SideView, TurnView
+from arena.storage.store import Store
+from arena.serving.supervisor import ModelStatus
+from arena.core.texts import TEXTS, language_of, t
+from arena.web import render
+from arena.web.handlers import Handlers
+from arena.web.page import RELABEL, relabel
 
 from .test_rounds import FakeSupervisor, answered
 
@@ -178,7 +178,7 @@ def test_leaderboard_shows_ratings_and_charts_only_from_ten_rated_battles(handle
 def test_leaderboard_views_are_kept_per_selection_until_the_next_vote(handlers, monkeypatch):
     """A view costs a Bradley-Terry fit with a bootstrap and three charts: each selection (category, language,
     imported or not, page language) is computed once until a vote changes the store, then once again."""
-    import arena.leaderboard as leaderboard
+    import arena.ratings.leaderboard as leaderboard
 
     fits = []
     real = leaderboard.board
@@ -230,7 +230,7 @@ def test_send_handler_refusal_is_a_translated_gradio_error(handlers):
 
 def test_the_page_builds_without_a_batch_service(handlers, tmp_path):
     """build_ui wires only the tabs it has: no Batch tab, and the language switch still covers the rest."""
-    from arena.ui import build_ui
+    from arena.web.page import build_ui
 
     demo = build_ui(handlers.arena)
     ids = {getattr(block, "elem_id", None) for block in demo.blocks.values()}

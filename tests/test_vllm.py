@@ -18,14 +18,16 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from arena import client, memory, quality
-from arena.config import load_models
-from arena.engines import BatchRequest, GenerationParams
-from arena.engines.vllm import vllm_python
-from arena.grader import Gradable, reference_grades
-from arena.rounds import Arena, Settings
-from arena.store import Store
-from arena.supervisor import Supervisor
+from arena.serving import client
+from arena.serving import memory
+from arena.quality import measures as quality
+from arena.core.config import load_models
+from arena.serving.engines import BatchRequest, GenerationParams
+from arena.serving.engines.vllm import vllm_python
+from arena.grading.grader import Gradable, reference_grades
+from arena.rounds.rules import Arena, Settings
+from arena.storage.store import Store
+from arena.serving.supervisor import Supervisor
 
 from .conftest import (ROOT, SMOL_FP32, collect, copy_reference_cache, final_view, run_quality, smol_catalog, start_app,
                        wait_for)
