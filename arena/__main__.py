@@ -16,8 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from arena.app import add_common_flags, open_store, serve
+from arena.app import add_common_flags, serve
 from arena.core.config import ConfigError, load_models, load_prompts
+from arena.storage.store import open_store
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ from arena.core import topics
 from arena.core.config import (
     DEFAULT_MODELS_FILE,
     DEFAULT_PROMPTS_FILE,
-    PROJECT_DIR,
     ConfigError,
+    default_data_dir,
     load_models,
     load_prompts,
     started_by_default,
@@ -22,12 +22,8 @@ from arena.core.config import (
 from arena.rounds.rules import Arena, Limits
 from arena.serving.supervisor import Supervisor
 from arena.storage.battle_schema import MAX_TEXT, MAX_TURNS
-from arena.storage.store import Store
+from arena.storage.store import add_database_flag, open_store
 from arena.web import http_guard
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("ARENA_DATA_DIR", PROJECT_DIR / "data"))
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -38,19 +34,6 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
                         help="votes database, assembled model files and worker logs "
                              "(default: $ARENA_DATA_DIR or ./data)")
     add_database_flag(parser)
-
-
-def add_database_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database", default=os.environ.get("ARENA_DATABASE"), metavar="URL",
-                        help="where votes, rounds and batch runs are stored: postgresql://user@host/db for several "
-                             "app processes on one database, or a SQLite file path "
-                             "(default: $ARENA_DATABASE, else <data dir>/arena.db)")
-
-
-def open_store(args: argparse.Namespace) -> Store:
-    """The store every command uses: --database if given, else the SQLite file in --data-dir
-    (where it always was, so existing data dirs keep working)."""
-    return Store(args.database or Path(args.data_dir) / "arena.db")
 
 
 def serve_parser() -> argparse.ArgumentParser:

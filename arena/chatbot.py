@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from arena.core.config import DEFAULT_MODELS_FILE, ConfigError, ModelConfig, ModelSource, QuantizeConfig, load_models
-from arena.serving.engines import GenerationParams, Usage, load_engine
+from arena.core.generation import GenerationParams, Usage
+from arena.serving.engines.registry import load_engine
 from arena.serving.sources import resolve
 
 
@@ -81,7 +82,7 @@ def build_chatbot(model: str, quantization: dict | None = None, *, hub: str | No
     """Load ``model`` — a models.yaml id, a local HF directory or GGUF file, or a hub id with
     ``hub=`` — optionally quantized (``{"bits": 4, "weight_dtype": "int4", "compute_dtype": "bf16",
     "group_size": 32, "backend": "torchao"}``), and return a ready ``Chatbot``."""
-    from arena.app import default_data_dir
+    from arena.core.config import default_data_dir
 
     entry = _entry_for(model, quantization, hub, Path(models_file))
     return Chatbot(entry, Path(data_dir) if data_dir else default_data_dir(), threads or os.cpu_count() or 1)

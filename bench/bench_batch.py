@@ -42,7 +42,7 @@ def prompts(n: int, take: int = 0) -> list[list[dict]]:
 
 
 def one_at_a_time(engine, convs, params) -> dict:
-    from arena.serving.engines import Usage
+    from arena.core.generation import Usage
 
     started, cpu = time.perf_counter(), time.process_time()
     tokens, decode_tokens, decode_time = 0, 0, 0.0
@@ -65,7 +65,7 @@ def one_at_a_time(engine, convs, params) -> dict:
 
 
 def together(engine, convs, params) -> dict:
-    from arena.serving.engines import BatchRequest
+    from arena.serving.engines.base import BatchRequest
 
     started, cpu = time.perf_counter(), time.process_time()
     answers = engine.batch_chat([BatchRequest(c, 0) for c in convs], params)
@@ -81,7 +81,7 @@ def together(engine, convs, params) -> dict:
 
 def load(engine_name: str, threads: int, data_dir: Path):
     from arena.core.config import load_models
-    from arena.serving.engines import load_engine
+    from arena.serving.engines.registry import load_engine
     from arena.serving.sources import resolve
 
     ids = {"llamacpp": "qwen2.5-coder-0.5b-q4km", "torchao": "qwen2.5-coder-0.5b-torchao-int4"}
@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, help="new tokens per answer (default: 128 llama.cpp, 64 torchao)")
     parser.add_argument("--sizes", help="comma-separated batch sizes (default: 8,16 llama.cpp; 8 torchao)")
     args = parser.parse_args()
-    from arena.serving.engines import BatchRequest, GenerationParams
+    from arena.serving.engines.base import BatchRequest
+    from arena.core.generation import GenerationParams
 
     plans = {"llamacpp": {"tokens": 128, "sizes": [8, 16]}, "torchao": {"tokens": 64, "sizes": [8]}}
     results = []

@@ -38,7 +38,8 @@ def qwen_gguf():
 def child(config: str, data_dir: str, tokens: int, repeats: int) -> dict:
     """Runs inside the fresh process: load, then time greedy decoding."""
     from arena.core.config import QuantizeConfig
-    from arena.serving.engines import GenerationParams, Usage, load_engine
+    from arena.core.generation import GenerationParams, Usage
+    from arena.serving.engines.registry import load_engine
 
     base, weights = qwen_gguf()
     if config == "llamacpp":

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from arena.serving import client  # noqa: E402
 from arena.core.config import DEFAULT_MODELS_FILE, load_models  # noqa: E402
-from arena.serving.engines import GenerationParams, Usage  # noqa: E402
+from arena.core.generation import GenerationParams, Usage  # noqa: E402
 from arena.serving.sources import resolve  # noqa: E402
 from arena.serving.supervisor import free_port  # noqa: E402
 

@@ -84,7 +84,7 @@ class GroupSampler:
 
 def measure(base_url: str, tokens: int, api_key: str | None = None) -> dict:
     from arena.serving import client
-    from arena.serving.engines import GenerationParams, Usage
+    from arena.core.generation import GenerationParams, Usage
 
     async def run():
         start, first, usage = time.perf_counter(), None, None

@@ -9,4 +9,6 @@ scripts/install-vllm.sh
 export ARENA_REQUIRE_VLLM=1
 # The linter first: a shadowed or unused name, a mutable default (pyflakes, bugbear) fails the run.
 "${ARENA_VENV:-.venv}/bin/ruff" check .
+# The layers of arena/ (pyproject.toml [tool.importlinter]): an import against them fails the run.
+"${ARENA_VENV:-.venv}/bin/lint-imports"
 exec "${ARENA_VENV:-.venv}/bin/python" -m pytest "$@"

@@ -68,7 +68,7 @@ def spawn_smol_worker(models: Path, weights: Path, threads: int) -> tuple[subpro
 def collect(base_url: str, messages: list[dict], params, model: str = "smol-a", **kwargs) -> tuple[str, object]:
     """One whole answer of ``model`` from an OpenAI-compatible endpoint (base_url ends in /v1)."""
     from arena.serving import client
-    from arena.serving.engines import Usage
+    from arena.core.generation import Usage
 
     async def run():
         text, usage = "", None

@@ -14,12 +14,13 @@ import threading
 import httpx
 import pytest
 
-from arena.grading.assertions import parse as parse_assertions
+from arena.core.assertion_spec import parse as parse_assertions
 from arena.batch.runner import BatchError, BatchRunner, BatchSettings, choose_judge
 from arena.batch.service import BatchService, judge_leaderboard
 from arena.serving.client import batch_chat
 from arena.core.config import Prompt, load_models
-from arena.serving.engines import BatchRequest, GenerationParams
+from arena.serving.engines.base import BatchRequest
+from arena.core.generation import GenerationParams
 from arena.batch.report import MEMORY_HEADING, write_report
 from arena.storage.store import Store
 from arena.serving.supervisor import Supervisor

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from arena.core.config import ModelConfig, ModelSource, QuantizeConfig
-from arena.serving.engines import BatchRequest, GenerationParams, load_engine
+from arena.serving.engines.base import BatchRequest
+from arena.core.generation import GenerationParams
+from arena.serving.engines.registry import load_engine
 from arena.serving.engines.llamacpp import complete_utf8, sample_token
 
 pytestmark = pytest.mark.timeout(600)
@@ -64,7 +66,7 @@ class CountingEngine:
         return sum(len(m["content"].split()) for m in messages)
 
     def batch_chat(self, requests: list[BatchRequest], params: GenerationParams) -> list:
-        from arena.serving.engines import BatchAnswer
+        from arena.serving.engines.base import BatchAnswer
 
         self.calls.append(([r.messages[-1]["content"][:5] for r in requests], params.max_new_tokens))
         return [BatchAnswer(text="ok") for _ in requests]

@@ -9,7 +9,7 @@ import pytest
 from arena.grading import assertions as A
 from arena.grading import grades as G
 from arena.core.config import ConfigError, load_prompts
-from arena.serving.engines import TokenLogprob
+from arena.core.generation import TokenLogprob
 from arena.grading.grader import Gradable, _calls, assertion_rows
 from arena.core.outcomes import Winner
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from arena.core.config import load_models
-from arena.serving.engines import GenerationParams
+from arena.core.generation import GenerationParams
 from arena.serving.engines.itrex import INSTALL_COMMAND, itrex_python
 from arena.rounds.rules import Arena, Settings
 from arena.storage.store import Store

@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from arena.core.topics import language_of
+from arena.core.language import language_of
 from arena.grading import judge as J
 from arena.batch.runner import answer_key, build_pairs, judge_batch, settings_hash, BatchSettings
 from arena.core.config import ModelConfig, ModelSource
-from arena.serving.engines import BatchAnswer
+from arena.serving.engines.base import BatchAnswer
 from arena.grading.judge_file import BattleFileError, read_pairs
 
 

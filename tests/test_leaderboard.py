@@ -63,9 +63,9 @@ def test_readers_at_once_share_one_computation_and_get_its_value():
     import threading
     import time
 
-    from arena.ratings.leaderboard import _Memo
+    from arena.ratings.leaderboard import Memo
 
-    memo, calls, results = _Memo(), [], []
+    memo, calls, results = Memo(), [], []
 
     def compute(key: str) -> str:
         calls.append(key)

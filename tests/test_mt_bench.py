@@ -11,7 +11,7 @@ import pytest
 
 from arena.batch.runner import BatchRunner, BatchSettings
 from arena.core.config import ConfigError, load_prompts
-from arena.serving.engines import Usage
+from arena.core.generation import Usage
 from arena.rounds.rules import Arena, Limits
 from arena.storage.store import Store
 

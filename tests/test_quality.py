@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from arena.quality import measures as quality
+from arena.serving import scoring
 from arena.serving.vocabularies import fingerprint
 
 from .conftest import QUALITY_TOKENS, ROOT, SMOL, copy_reference_cache, quality_catalog, run_quality
@@ -37,7 +38,7 @@ def exact_kl(ref_logits: np.ndarray, cand_logits: np.ndarray) -> np.ndarray:
 
 def positions_of(logits: np.ndarray, ids: list[int], top: int, gather=None, tail: int = 0) -> quality.Positions:
     """Positions from the logits of every fed token (rows predict ids[1:])."""
-    return quality.Positions.from_json(quality.score_sequence(ids, top, gather, 1000, lambda a, b: logits[a:b], tail))
+    return quality.Positions.from_json(scoring.score_sequence(ids, top, gather, 1000, lambda a, b: logits[a:b], tail))
 
 
 def kl(ref_logits: np.ndarray, cand_logits: np.ndarray, ids: list[int], top: int, tail: int) -> np.ndarray:
@@ -104,12 +105,12 @@ def test_chunked_scoring_is_the_same_as_one_pass_and_refuses_a_misshapen_gather(
     def forward(a, b):
         fed.append((a, b))
         return logits[a:b]
-    whole = quality.score_sequence(ids, 8, None, 1000, forward)
+    whole = scoring.score_sequence(ids, 8, None, 1000, forward)
     for chunk in (1, 7, 29):
-        assert quality.score_sequence(ids, 8, None, chunk, lambda a, b: logits[a:b]) == whole
+        assert scoring.score_sequence(ids, 8, None, chunk, lambda a, b: logits[a:b]) == whole
     assert fed == [(0, 30)]
     with pytest.raises(ValueError, match="gather has 3 rows for 30 positions"):
-        quality.score_sequence(ids, 8, np.zeros((3, 8), dtype=int), 10, forward)
+        scoring.score_sequence(ids, 8, np.zeros((3, 8), dtype=int), 10, forward)
     ref = positions_of(logits, ids, 8)
     with pytest.raises(ValueError, match="the candidate's log-probabilities are not at the reference's token ids"):
         quality.figures(ref, positions_of(logits[:, ::-1].copy(), ids, 8))  # its own top ids, not gathered

@@ -13,7 +13,8 @@ import pytest
 
 from arena.serving import client
 from arena.core.config import load_models
-from arena.serving.engines import BatchRequest, GenerationParams
+from arena.serving.engines.base import BatchRequest
+from arena.core.generation import GenerationParams
 from arena.rounds.rules import Arena, ArenaError, Settings
 from arena.storage.store import Store
 from arena.serving.supervisor import Supervisor
@@ -186,7 +187,7 @@ def test_a_question_longer_than_the_context_is_refused_with_the_numbers(worker):
 def test_a_long_conversation_drops_its_oldest_turns_with_a_notice(worker):
     """A history longer than the context: the oldest turns are left out, the answer still comes,
     and the stream says how many turns were dropped."""
-    from arena.serving.engines import Notice
+    from arena.core.generation import Notice
 
     long_answer = "The quick brown fox jumps over the lazy dog. " * 60  # ~600 tokens per turn
     history = []
@@ -210,7 +211,7 @@ def test_a_batch_refuses_an_overlong_question_and_answers_its_batch_mates(worker
     """The batch endpoint fits every conversation as a streamed answer is: a question too long for
     SmolLM2's 2,048 tokens gets the refusal with the numbers as its error, not a llama.cpp failure,
     and the other question of the same call is still answered."""
-    from arena.serving.engines import BatchRequest
+    from arena.serving.engines.base import BatchRequest
 
     requests = [BatchRequest([{"role": "user", "content": "请解释这句话的意思。" * 800}]),
                 BatchRequest([{"role": "user", "content": "Say OK."}])]

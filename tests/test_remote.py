@@ -10,7 +10,7 @@ import pytest
 
 from arena.serving import client
 from arena.core.config import ConfigError, load_models
-from arena.serving.engines import GenerationParams
+from arena.core.generation import GenerationParams
 from arena.rounds.rules import Arena, Settings
 from arena.storage.store import Store
 from arena.serving.supervisor import Supervisor, free_port
@@ -178,7 +178,7 @@ def test_unknown_fields_and_null_usage_are_accepted(stub):
 def test_a_malformed_batch_reply_is_refused(monkeypatch, reply, problem):
     """The batch endpoint's JSON is checked the same way (the real endpoint is exercised in
     test_real_models and test_batch)."""
-    from arena.serving.engines import BatchRequest
+    from arena.serving.engines.base import BatchRequest
 
     monkeypatch.setattr(client.httpx, "post", lambda *a, **k: client.httpx.Response(200, content=reply))
     with pytest.raises(client.EndpointError, match=rf"malformed batch reply \({re.escape(problem)}"):
@@ -188,7 +188,7 @@ def test_a_malformed_batch_reply_is_refused(monkeypatch, reply, problem):
 def test_a_server_without_the_batch_endpoint_gets_concurrent_requests_and_one_failure_fails_one_item():
     """vLLM, Ollama or llama.cpp's server have no /arena/batch: a batch of 16 goes out 8 requests at a time (the
     server's own batching can work), and the one request the server fails is the only answer with an error."""
-    from arena.serving.engines import BatchRequest
+    from arena.serving.engines.base import BatchRequest
 
     from .stub_openai import StubOpenAI
 

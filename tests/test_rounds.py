@@ -14,10 +14,11 @@ import pytest
 from arena.rounds.battle import run_turn
 from arena.serving.client import EndpointError
 from arena.core.config import ModelConfig, ModelSource, Prompt
-from arena.serving.engines import Started, Usage
+from arena.core.generation import Started, Usage
 from arena.core.outcomes import Winner
 from arena.core.records import RoundRecord, SideAnswer, Turn
-from arena.rounds.rules import Arena, ArenaError, Limits, RoundState, Settings, _RateLimiter, address_key, identity_words
+from arena.rounds.rules import Arena, ArenaError, Limits, RoundState, Settings, _RateLimiter, address_key
+from arena.core.records import identity_words
 from arena.storage.store import Store
 from arena.serving.supervisor import ModelStatus, ModelUnavailable
 from arena.core.textcheck import clean_model_text

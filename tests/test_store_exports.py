@@ -206,7 +206,7 @@ def test_every_kind_of_round_the_arena_writes_it_can_import(tmp_path, make_store
 
     from arena.web.access import session_of
     from arena.core.config import Prompt
-    from arena.serving.engines import Notice, Started, Usage
+    from arena.core.generation import Notice, Started, Usage
     from arena.rounds.rules import Arena, Limits, Settings
 
     from .test_rounds import FakeSupervisor

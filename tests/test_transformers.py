@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from arena.core.config import ConfigError, ModelConfig, ModelSource, QuantizeConfig, load_models
-from arena.serving.engines import GenerationParams, Usage, load_engine
+from arena.core.generation import GenerationParams, Usage
+from arena.serving.engines.registry import load_engine
 from arena.serving.sources import SourceError, resolve
 
 from .conftest import ROOT

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from arena.ratings import charts
-from arena.serving.engines import Started, Usage
+from arena.core.generation import Started, Usage
 from arena.rounds.rules import Arena, ArenaError, Limits, Settings, SideView, TurnView
 from arena.storage.store import Store
 from arena.serving.supervisor import ModelStatus

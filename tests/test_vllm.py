@@ -22,7 +22,8 @@ from arena.serving import client
 from arena.serving import memory
 from arena.quality import measures as quality
 from arena.core.config import load_models
-from arena.serving.engines import BatchRequest, GenerationParams
+from arena.serving.engines.base import BatchRequest
+from arena.core.generation import GenerationParams
 from arena.serving.engines.vllm import vllm_python
 from arena.grading.grader import Gradable, reference_grades
 from arena.rounds.rules import Arena, Settings

@@ -14,17 +14,18 @@ import threading
 import time
 from pathlib import Path
 
-from arena.app import add_database_flag, default_data_dir, open_store
 from arena.core.config import (
     DEFAULT_MODELS_FILE,
     DEFAULT_PROMPTS_FILE,
     ModelConfig,
+    default_data_dir,
     load_models,
     load_prompts,
     started_by_default,
 )
 from arena.grading import grades as G
 from arena.grading.grader import METHODS
+from arena.storage.store import add_database_flag, open_store
 
 
 def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arena.batch.runner import build_pairs, counting_grades, run_gradables
-from arena.core.topics import language_of
+from arena.core.language import language_of
 from arena.grading import grades as G
 from arena.grading import judge as J
 from arena.grading.grader import ASSERTIONS, REFERENCE_CHECK

@@ -25,14 +25,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from arena.core.config import LOCAL_ENGINES, ModelConfig, Prompt
-from arena.core.topics import language_of
+from arena.core.generation import GenerationParams, decode_speed
+from arena.core.language import language_of
 from arena.grading import grader as grader_module
 from arena.grading import grades as G
 from arena.grading import judge as J
 from arena.grading.grader import METHODS, Ask, Gradable
 from arena.serving import memory
 from arena.serving.client import EndpointError, batch_chat
-from arena.serving.engines import BatchAnswer, BatchRequest, GenerationParams, decode_speed, installed_versions
+from arena.serving.engines.base import BatchAnswer, BatchRequest, installed_versions
 from arena.serving.supervisor import ModelUnavailable, Supervisor, default_threads
 from arena.storage.store import Store
 

@@ -34,6 +34,7 @@ class BatchService:
         self.settings = settings
         self.runner = BatchRunner(supervisor, store, prompts)
         self._judge_table = leaderboard.CachedJudgeTable(store)
+        self._rates = leaderboard.Memo()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -120,7 +121,9 @@ class BatchService:
 
     def pass_rates(self) -> pd.DataFrame:
         """The graded batch answers' pass rates per model: overall, by category, by language."""
-        return self._judge_table.pass_rates({s.id: s.name for s in self.supervisor.statuses()})
+        names = {s.id: s.name for s in self.supervisor.statuses()}
+        key = (self._judge_table.version(), tuple(sorted(names.items())))
+        return self._rates.get(key, lambda: report.pass_rate_table(self.store, names))
 
 
 def judge_leaderboard(store: Store, names: dict[str, str] | None = None, judge: str | None = None) -> pd.DataFrame:

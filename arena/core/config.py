@@ -14,13 +14,18 @@ from typing import Any
 
 import yaml
 
-from arena.core import textcheck
-from arena.grading import assertions as assertions_module
-from arena.grading.assertions import Assertion
+from arena.core import assertion_spec, textcheck
+from arena.core.assertion_spec import Assertion
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_MODELS_FILE = PROJECT_DIR / "models.yaml"
 DEFAULT_PROMPTS_FILE = PROJECT_DIR / "prompts.yaml"
+
+
+def default_data_dir() -> Path:
+    """Votes database, assembled model files, caches and worker logs: $ARENA_DATA_DIR, else ./data."""
+    return Path(os.environ.get("ARENA_DATA_DIR", PROJECT_DIR / "data"))
+
 
 ENGINES = ("llamacpp", "transformers", "itrex", "vllm", "openai")
 # run on this machine, in a process the supervisor starts from the entry's source; openai: a server elsewhere
@@ -276,7 +281,7 @@ class Prompt:
         values = {k: v for k, v in data.items() if k in ("id", "category", "question", "reference", "source",
                                                          "language", "follows")}
         checks = data.get("assert") or data.get("assertions")
-        return cls(**values, assertions=assertions_module.parse(checks) if checks else (),
+        return cls(**values, assertions=assertion_spec.parse(checks) if checks else (),
                    followups=tuple(data.get("followups") or ()))
 
     def turns(self) -> list["Prompt"]:
@@ -469,8 +474,8 @@ def _parse_assertions(entry: _Entry) -> tuple[Assertion, ...]:
     if "assert" not in entry.raw:
         return ()
     try:
-        return assertions_module.parse(entry.raw["assert"])
-    except assertions_module.AssertionConfigError as exc:
+        return assertion_spec.parse(entry.raw["assert"])
+    except assertion_spec.AssertionConfigError as exc:
         raise entry.fail(str(exc)) from None
 
 
@@ -506,7 +511,7 @@ def load_mt_bench(path: Path) -> list[Prompt]:
     turn is the question, later turns are asked as follow-ups in the same round. A reference answer comes from
     the line's own ``reference`` list or from ``reference_answer/*.jsonl`` beside the file (the first turn of
     its first choice). Any wrong line is refused with its number and nothing is loaded."""
-    from arena.core.topics import language_of
+    from arena.core.language import language_of
 
     references: dict[str, str] = {}
     for ref_file in sorted((path.parent / "reference_answer").glob("*.jsonl")):

@@ -7,13 +7,14 @@ JSON columns and for battle files (exports.py), and the API's views (rounds.Roun
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from arena.core.config import ModelConfig
+from arena.core.generation import GenerationParams, Notice
 from arena.core.outcomes import Winner
 from arena.core.refusals import ArenaError, checked_text
-from arena.serving.engines import GenerationParams, Notice
 
 DEFAULTS = GenerationParams()  # the one source of the sampling defaults (page, API, worker)
 MAX_SYSTEM_PROMPT_CHARS = 4000
@@ -213,7 +214,7 @@ class RoundRecord:
     origin: str = "local"
     hold: bool = False  # blind: show both answers only once both are finished (kept across restarts)
     category: str | None = None  # the preset's category or topics.TYPED (leaderboards per category)
-    language: str | None = None  # 'zh', 'en' (topics.language_of), or what an imported file said
+    language: str | None = None  # 'zh', 'en' (language.language_of), or what an imported file said
 
     def info(self, side: str) -> ModelInfo:
         return self.model_a_info if side == "a" else self.model_b_info
@@ -248,3 +249,26 @@ class RoundRecord:
             messages.append({"role": "assistant", "content": turn.side(side).text})
         return messages
 
+
+def identity_words(model: ModelConfig) -> tuple[str, ...]:
+    """Words that give a model away; by default the leading letters of its name ('Qwen2.5' -> 'qwen')."""
+    if model.identity_words:
+        return tuple(w.lower() for w in model.identity_words)
+    match = re.match(r"[A-Za-z]+", model.name)
+    return (match.group(0).lower(),) if match and len(match.group(0)) >= 3 else ()
+
+
+def self_identification(record: RoundRecord, models: tuple[ModelConfig, ModelConfig]) -> str | None:
+    """Why a blind battle must not be rated, if an answer names either model (FastChat does the same)."""
+    for side in "ab":
+        text = " ".join(turn.side(side).text for turn in record.turns).lower()
+        for model in models:
+            for word in identity_words(model):
+                if word and word in text:
+                    return f"Model {side.upper()}'s answer contains {word!r}, which identifies {model.name}"
+    return None
+
+
+def fallback_model(model_id: str, info: ModelInfo) -> ModelConfig:
+    """A model that has left the catalog, described by what the round stored (for the identity check)."""
+    return ModelConfig(model_id, info.name, info.engine or "openai", None, info.quantization or "", "")

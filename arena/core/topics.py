@@ -1,36 +1,17 @@
 """What a battle is about, for the leaderboards per category and per language: the category of its preset
 (``prompts.yaml``) or "typed" for a question a person wrote, and its language.
 
-Language: the preset's declared one, else read from the text in one linear pass: Chinese when CJK characters
-outnumber Latin-script words (a Chinese question about ``def f(x)`` stays Chinese; "What does 你好 mean?"
-stays English). Exports also carry FastChat's names for the two languages it distinguishes.
+Language: the preset's declared one, else read from the text (language.py). Exports also carry FastChat's
+names for the two languages it distinguishes.
 """
 from __future__ import annotations
 
 from arena.core.config import Prompt
+from arena.core.language import language_of
 
 TYPED = "typed"  # the category of a question typed by a person rather than picked from the presets
 FASTCHAT_LANGUAGE = {"zh": "Chinese", "en": "English"}
 FROM_FASTCHAT = {name: code for code, name in FASTCHAT_LANGUAGE.items()}
-
-
-def _is_cjk(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" or "\uf900" <= ch <= "\ufaff"
-
-
-def language_of(text: str, declared: str | None = None) -> str:
-    """'zh' or 'en': ``declared`` if it is one of them, else from the text (see the module docstring)."""
-    if declared in ("zh", "en"):
-        return declared
-    cjk = words = 0
-    in_word = False
-    for ch in text:
-        latin = ch.isascii() and ch.isalpha()
-        if latin and not in_word:
-            words += 1
-        in_word = latin
-        cjk += _is_cjk(ch)
-    return "zh" if cjk > words else "en"
 
 
 def topic(question: str, preset: Prompt | None) -> tuple[str, str]:

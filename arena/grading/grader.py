@@ -18,12 +18,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from arena.core.assertion_spec import Assertion
+from arena.core.generation import GenerationParams
 from arena.core.outcomes import Winner
 from arena.grading import answer_check
 from arena.grading import assertions as checks
 from arena.grading import grades as G
-from arena.grading.assertions import Assertion
-from arena.serving.engines import BatchAnswer, BatchRequest, GenerationParams
+from arena.serving.engines.base import BatchAnswer, BatchRequest
 
 Ask = Callable[[list[BatchRequest], GenerationParams], list[BatchAnswer]]
 GRADE_PARAMS = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=1, top_logprobs=G.TOP_LOGPROBS)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from arena.core.generation import TokenLogprob
 from arena.core.outcomes import Winner
-from arena.serving.engines import TokenLogprob
 
 REFERENCE_V1 = "reference-prob-v1"
 PAIRWISE_V1 = "pairwise-prob-v1"

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from arena.core.config import Prompt
-from arena.core.topics import language_of
+from arena.core.language import language_of
 from arena.storage.battle_schema import MAX_NAME, MAX_TEXT, Message, Winner
 
 

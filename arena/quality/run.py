@@ -23,10 +23,11 @@ from typing import Callable
 import numpy as np
 
 from arena.core.config import LOCAL_ENGINES, ModelConfig
+from arena.core.generation import GenerationParams, decode_speed
 from arena.quality import measures as quality
 from arena.serving import memory
 from arena.serving.client import EndpointError, prompt_logprobs, score_text, stream_chat, tokenize_on_server
-from arena.serving.engines import AnswerCollector, GenerationParams, decode_speed
+from arena.serving.engines.base import AnswerCollector
 from arena.serving.supervisor import Supervisor
 from arena.serving.vocabularies import VocabularyError, of_model
 from arena.storage.store import Store
@@ -278,8 +279,8 @@ class QualityRun:
 
 def quality_command(args) -> int:
     """The CLI: checks, runs, prints the table; exit 2 on a refused comparison."""
-    from arena.app import open_store
     from arena.core.config import load_models
+    from arena.storage.store import open_store
 
     catalog = load_models(args.models)
     candidates = [m.strip() for m in args.models_list.split(",") if m.strip()]

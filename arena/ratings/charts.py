@@ -107,7 +107,7 @@ def speed_quality_chart(table: pd.DataFrame, lang: str = "en") -> Figure:
 
 def quality_chart(rows: list[dict], names: dict[str, str] | None = None, lang: str = "en") -> Figure:
     """What INT4 costs, one point per model: mean KL to the reference (95% CI) against decode speed, marker area by
-    resident memory; the reference sits at KL 0. ``rows`` from quality_board.latest_comparison."""
+    resident memory; the reference sits at KL 0. ``rows`` from quality/board.py latest_comparison."""
     lang = chart_language(lang)
     names = names or {}
     fig = Figure(figsize=(7, 4.5))

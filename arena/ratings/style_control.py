@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from arena.ratings.leaderboard import BASE, INIT_RATING, SCALE, ci_rank, ci_text
+from arena.ratings.bradley_terry import BASE, INIT_RATING, SCALE, ci_rank, ci_text
 from arena.ratings.style import FEATURES
 
 A_WINS = "model_a"

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
+from arena.core.generation import Notice, Started, Usage, decode_speed
 from arena.core.records import MAX_ERROR_CHARS, SideAnswer
 from arena.core.textcheck import clean_model_text
 from arena.serving.client import EndpointError
-from arena.serving.engines import Notice, Started, Usage, decode_speed
 
 log = logging.getLogger(__name__)
 STOPPED = "stopped by user"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
-import re
 import time
 import uuid
 from collections import OrderedDict, defaultdict, deque
@@ -24,13 +23,13 @@ from functools import partial
 from typing import AsyncIterator
 
 from arena.core.config import ModelConfig, Prompt
+from arena.core.generation import GenerationParams, Notice, Started, Usage
 from arena.core.outcomes import VOTE_LABELS, Winner, parse_winner
-from arena.core.records import DEFAULTS, ModelInfo, RoundRecord, Settings, Turn
+from arena.core.records import DEFAULTS, ModelInfo, RoundRecord, Settings, Turn, fallback_model, self_identification
 from arena.core.refusals import ArenaError, checked_text
 from arena.core.topics import topic
 from arena.rounds.battle import Answer, run_turn
 from arena.serving import client, memory
-from arena.serving.engines import GenerationParams, Notice, Started, Usage
 from arena.serving.supervisor import ModelUnavailable, Supervisor
 from arena.storage.store import Store
 
@@ -184,25 +183,6 @@ class RoundView:
         return asdict(self)
 
 
-def identity_words(model: ModelConfig) -> tuple[str, ...]:
-    """Words that give a model away; by default the leading letters of its name ('Qwen2.5' -> 'qwen')."""
-    if model.identity_words:
-        return tuple(w.lower() for w in model.identity_words)
-    match = re.match(r"[A-Za-z]+", model.name)
-    return (match.group(0).lower(),) if match and len(match.group(0)) >= 3 else ()
-
-
-def self_identification(record: RoundRecord, models: tuple[ModelConfig, ModelConfig]) -> str | None:
-    """Why a blind battle must not be rated, if an answer names either model (FastChat does the same)."""
-    for side in "ab":
-        text = " ".join(turn.side(side).text for turn in record.turns).lower()
-        for model in models:
-            for word in identity_words(model):
-                if word and word in text:
-                    return f"Model {side.upper()}'s answer contains {word!r}, which identifies {model.name}"
-    return None
-
-
 def address_key(address: str) -> str:
     """The rate-limit key of a client address: an IPv6 address counts by its /64 (one subscriber gets a
     whole /64 and could otherwise take a fresh address per request); IPv4 and names count as they are."""
@@ -255,11 +235,6 @@ def retired_models(catalog: list[ModelConfig], store: Store) -> set[str]:
 def mark_retired(names: dict[str, str], retired: set[str], mark: str) -> dict[str, str]:
     """Display names with every retired (or vanished) model's name followed by ``mark``, e.g. "(retired)"."""
     return {**names, **{m: f"{names.get(m, m)} {mark}" for m in retired}}
-
-
-def _fallback_model(model_id: str, info: ModelInfo) -> ModelConfig:
-    """A model that has left the catalog, described by what the round stored (for the identity check)."""
-    return ModelConfig(model_id, info.name, info.engine or "openai", None, info.quantization or "", "")
 
 
 @dataclass
@@ -568,7 +543,7 @@ class Arena:
         try:
             return self.supervisor.model(model_id)
         except ModelUnavailable:
-            return _fallback_model(model_id, info)
+            return fallback_model(model_id, info)
 
     # -- views ------------------------------------------------------------------------
     def view(self, round_: Round) -> RoundView:

@@ -16,18 +16,9 @@ from typing import Any, AsyncIterator
 import httpx
 from pydantic import ValidationError
 
+from arena.core.generation import GenerationParams, Notice, Started, TokenLogprob, Usage, with_seed
 from arena.core.redact import without_credentials
-from arena.serving.engines import (
-    AnswerCollector,
-    BatchAnswer,
-    BatchRequest,
-    GenerationParams,
-    Notice,
-    Started,
-    TokenLogprob,
-    Usage,
-    with_seed,
-)
+from arena.serving.engines.base import AnswerCollector, BatchAnswer, BatchRequest
 from arena.serving.openai_schema import BatchResponse, Completion, LogprobEntry, StreamEvent
 
 

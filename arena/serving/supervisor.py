@@ -7,7 +7,7 @@ Three jobs, three parts: ``Catalog`` (the models and their statuses), ``WorkerPr
 (spawning, health-checking and killing local workers, each in its own process group so a
 converter it started dies with it) and ``RemoteProber`` (``engine: openai`` servers). What is
 special about an engine (its interpreter, its preparation step, its sources) comes from the engine
-registry (``arena.engines.registry``). ``Supervisor`` ties them together and runs the watcher,
+registry (``arena.serving.engines.registry``). ``Supervisor`` ties them together and runs the watcher,
 which survives any error in one model's check: it logs it, backs off and keeps watching.
 """
 from __future__ import annotations
@@ -32,11 +32,10 @@ from arena.core.redact import without_credentials
 from arena.core.texts import Phrase, phrase, say
 from arena.serving import memory
 from arena.serving.client import auth_headers
-from arena.serving.engines import PHASE_PREFIX
+from arena.serving.engines.base import ERROR_PREFIX, PHASE_PREFIX
 from arena.serving.engines.registry import engine_spec
 from arena.serving.memory import InsufficientMemory
 from arena.serving.sources import SourceError, missing_packages, resolve
-from arena.serving.worker import ERROR_PREFIX
 
 _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 WORKER_KEY_ENV = "ARENA_WORKER_KEY"
@@ -231,7 +230,7 @@ class WorkerProcesses:
 
     def phase(self, worker: _Worker) -> "Phrase | str | None":
         """The worker's latest ARENA_PHASE line (e.g. 'quantizing to INT4'), read from the end of its log: a
-        phrase (engines.phase writes one as JSON), or the line's text if it is none."""
+        phrase (engines/base.py phase() writes one as JSON), or the line's text if it is none."""
         try:
             with open(worker.log_path, "rb") as log_file:
                 log_file.seek(max(0, log_file.seek(0, 2) - 8192))

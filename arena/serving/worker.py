@@ -25,28 +25,22 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from arena.serving.engines import (
+from arena.core.generation import MAX_TOP_LOGPROBS, GenerationParams, Notice, Started, TokenLogprob, Usage, with_seed
+from arena.serving.engines.base import (
     ENGINE_LIBRARIES,
-    MAX_TOP_LOGPROBS,
+    ERROR_PREFIX,
     AnswerCollector,
     BatchAnswer,
     BatchRequest,
     ChatEngine,
-    GenerationParams,
     LogprobsUnsupported,
-    Notice,
-    Started,
-    TokenLogprob,
-    Usage,
     exit_with_parent,
     installed_versions,
     n_params,
     normal_scheduling,
-    with_seed,
 )
 from arena.serving.engines.context import ContextOverflow, fit_context
 
-ERROR_PREFIX = "ARENA_WORKER_ERROR: "  # the supervisor shows the text after this as the failure reason
 MAX_BATCH_REQUESTS = 64  # one /v1/arena/batch call; the engine splits it into decode groups
 
 
@@ -435,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from arena.core.config import load_models
-    from arena.serving.engines import load_engine
+    from arena.serving.engines.registry import load_engine
 
     try:
         model = next(m for m in load_models(args.models) if m.id == args.model)

@@ -17,9 +17,8 @@ import pandas as pd
 
 from arena.core.config import ModelConfig, Prompt
 from arena.core.outcomes import Winner
-from arena.core.records import ModelInfo, RoundRecord, Settings, Turn
+from arena.core.records import ModelInfo, RoundRecord, Settings, Turn, fallback_model, self_identification
 from arena.core.topics import FASTCHAT_LANGUAGE, from_fastchat, topic
-from arena.rounds.rules import _fallback_model, self_identification
 from arena.storage.battle_schema import BattleLine, problem_of
 from arena.storage.store import Store
 
@@ -207,7 +206,7 @@ def _decide_rating(record: RoundRecord, trust: bool, catalog: dict[str, ModelCon
         return replace(record, flag=record.flag or UNTRUSTED_FLAG)
     if record.mode != "blind" or record.flag:
         return record
-    models = tuple(catalog.get(record.model(s)) or _fallback_model(record.model(s), record.info(s)) for s in "ab")
+    models = tuple(catalog.get(record.model(s)) or fallback_model(record.model(s), record.info(s)) for s in "ab")
     flag = self_identification(record, models)
     return replace(record, flag=flag, rated=flag is None)
 

@@ -15,6 +15,7 @@ PostgreSQL's take the same arguments (``_INSERTS``). JSON columns are TEXT on bo
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import threading
@@ -224,7 +225,7 @@ PAIR_VERDICTS = Table(
 # (figures NULL) with its perplexity, speed and memory.
 QUALITY_RESULTS = Table(
     "quality_results", metadata,
-    _text("id", primary_key=True),                         # quality_run.result_id(model, reference, text, tokens)
+    _text("id", primary_key=True),                         # quality/run.py result_id(model, reference, text, tokens)
     _text("model", nullable=False),
     _text("reference", nullable=False),
     _text("text_digest", nullable=False),
@@ -776,3 +777,16 @@ class Store:
         rows = self._select(QUALITY_RESULTS, order=(QUALITY_RESULTS.c.created.desc(),))
         return [{**r, **{k: None if r[k] is None else json.loads(r[k]) for k in ("recipe", "versions", "figures")}}
                 for r in rows]
+
+
+def add_database_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database", default=os.environ.get("ARENA_DATABASE"), metavar="URL",
+                        help="where votes, rounds and batch runs are stored: postgresql://user@host/db for several "
+                             "app processes on one database, or a SQLite file path "
+                             "(default: $ARENA_DATABASE, else <data dir>/arena.db)")
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    """The store every command uses: --database if given, else the SQLite file in --data-dir
+    (where it always was, so existing data dirs keep working)."""
+    return Store(args.database or Path(args.data_dir) / "arena.db")

@@ -19,7 +19,7 @@ from arena.core.texts import TEXTS, t
 from arena.core.topics import TYPED
 from arena.quality import board as quality_board
 from arena.ratings import charts
-from arena.ratings.leaderboard import MIN_BATTLES, SELECTIONS_KEPT, CachedLeaderboard, _Memo
+from arena.ratings.leaderboard import MIN_BATTLES, SELECTIONS_KEPT, CachedLeaderboard, Memo
 from arena.rounds.rules import Arena, ArenaError, RoundView, Settings, _RateLimiter, address_key, mark_retired
 from arena.serving.memory import resident_mb
 from arena.storage import exports
@@ -79,8 +79,8 @@ class Handlers:
         self.trusted_proxies = access.trusted_proxies
         self.max_upload_bytes = max_upload_bytes
         self.leaderboard = CachedLeaderboard(arena.store)
-        self._views = _Memo(SELECTIONS_KEPT)  # the human views with their charts, per selection and language
-        self._quality_views = _Memo(4)
+        self._views = Memo(SELECTIONS_KEPT)  # the human views with their charts, per selection and language
+        self._quality_views = Memo(4)
         self._board_limiter = _RateLimiter(arena.limits.leaderboard_views_per_minute_per_address)
 
     @property

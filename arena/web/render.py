@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 
 from arena.core.config import Prompt
+from arena.core.generation import Notice
 from arena.core.outcomes import parse_winner
 from arena.core.texts import STATE_NAMES, say, t
 from arena.rounds.rules import RoundView, SideView
-from arena.serving.engines import Notice
 from arena.web.live_markdown import LiveMarkdown
 from arena.web.safe_markdown import escape_text, safe_markdown
 

@@ -29,18 +29,9 @@ from pathlib import Path
 from typing import Iterator
 
 from arena.core.config import ITREX_DEFAULT_RECIPE, PROJECT_DIR, ModelConfig, QuantizeConfig
+from arena.core.generation import GenerationParams, TokenLogprob, Usage
 from arena.core.texts import Phrase, phrase
-from arena.serving.engines import (
-    SCORE_CHUNK,
-    BatchAnswer,
-    GenerationParams,
-    TokenLogprob,
-    Usage,
-    exclusive,
-    installed_versions,
-    phase,
-    top_logprobs,
-)
+from arena.serving.engines.base import SCORE_CHUNK, BatchAnswer, exclusive, installed_versions, phase, top_logprobs
 
 INSTALL_COMMAND = "scripts/install-itrex.sh"
 CACHE_FORMAT = 2
@@ -318,7 +309,7 @@ class ItrexEngine:
         import numpy as np
         import torch
 
-        from arena.quality.measures import score_sequence
+        from arena.serving.scoring import score_sequence
 
         ns = self._ns_model
         ns.init_from_bin(ns.model_type, ns.bin_file, batch_size=1, max_request_num=1, ctx_size=len(ids) + 8)

@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from arena.serving.engines import exit_with_parent
+from arena.serving.engines.base import exit_with_parent
 
 
 def prepare(source: Path, parent: Path, target: str = "itrex") -> Path:

@@ -13,16 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
-from arena.serving.engines import (
-    SCORE_CHUNK,
-    BatchAnswer,
-    BatchRequest,
-    GenerationParams,
-    TokenLogprob,
-    Usage,
-    in_groups,
-    top_logprobs,
-)
+from arena.core.generation import GenerationParams, TokenLogprob, Usage
+from arena.serving.engines.base import SCORE_CHUNK, BatchAnswer, BatchRequest, in_groups, top_logprobs
 from arena.serving.engines.context import approximate_count
 
 PENALTY_LAST_N = 64  # llama-cpp-python's default window for repeat_penalty (last_n_tokens_size)
@@ -322,7 +314,7 @@ class LlamaCppEngine:
         import llama_cpp
         from llama_cpp._internals import LlamaBatch, LlamaContext
 
-        from arena.quality.measures import score_sequence
+        from arena.serving.scoring import score_sequence
 
         p = llama_cpp.llama_context_default_params()
         p.n_ctx = len(ids) + 8

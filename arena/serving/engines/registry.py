@@ -20,6 +20,7 @@ from typing import Callable
 from arena.core.config import ITREX_DEFAULT_RECIPE, PROJECT_DIR, SOURCE_KINDS, ModelConfig
 from arena.core.texts import Phrase, phrase
 from arena.serving import memory
+from arena.serving.engines.base import ChatEngine
 from arena.serving.sources import SourceError, source_identity
 
 Report = Callable[[str, "Phrase | str"], None]  # (state, detail) shown on the status panel
@@ -109,7 +110,7 @@ def converted_hf_dir(model: ModelConfig, weights: Path, data_dir: Path, report: 
     """The source as an HF directory of fp32 safetensors for ``target`` (itrex or vllm), made once in this
     environment (modern transformers reads GGUF and Qwen2) and cached by source identity under
     ``data_dir/<target>``."""
-    from arena.serving.engines import exclusive
+    from arena.serving.engines.base import exclusive
     from arena.serving.engines.itrex import is_complete
 
     keyed = {"prepare_format": 2, "source": source_identity(model, weights)}
@@ -197,3 +198,19 @@ def engine_spec(name: str) -> EngineSpec:
         return ENGINES[name]
     except KeyError:
         raise ValueError(f"engine {name!r} has no local worker; local engines: {', '.join(ENGINES)}") from None
+
+
+def load_engine(model: ModelConfig, weights: Path, threads: int, data_dir: Path | None = None,
+                rebuild: bool = False) -> "ChatEngine":
+    """Load ``model`` from its resolved ``weights``; ``data_dir`` holds caches (the INT4 cache)."""
+    if model.engine == "llamacpp":
+        from arena.serving.engines.llamacpp import LlamaCppEngine
+        return LlamaCppEngine(weights, threads=threads, context_length=model.context_length)
+    if model.engine == "transformers":
+        from arena.serving.engines.transformers import TransformersEngine
+        return TransformersEngine(model, weights, threads=threads, cache_dir=(data_dir or weights.parent) / "int4-cache",
+                                  rebuild=rebuild)
+    if model.engine == "itrex":  # only inside the ITREX virtualenv
+        from arena.serving.engines.itrex import ItrexEngine
+        return ItrexEngine(model, weights, threads=threads, cache_dir=(data_dir or weights.parent) / "itrex")
+    raise ValueError(f"engine {model.engine!r} has no in-process loader")

@@ -18,18 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 from arena.core.config import ModelConfig, QuantizeConfig
-from arena.serving.engines import (
-    SCORE_CHUNK,
-    BatchAnswer,
-    BatchRequest,
-    GenerationParams,
-    TokenLogprob,
-    Usage,
-    exclusive,
-    in_groups,
-    phase,
-    top_logprobs,
-)
+from arena.core.generation import GenerationParams, TokenLogprob, Usage
+from arena.serving.engines.base import SCORE_CHUNK, BatchAnswer, BatchRequest, exclusive, in_groups, phase, top_logprobs
 from arena.serving.sources import sha256_of, source_identity
 
 CACHE_FORMAT = 1
@@ -374,7 +364,7 @@ class TransformersEngine:
         import torch
         from transformers import DynamicCache
 
-        from arena.quality.measures import score_sequence
+        from arena.serving.scoring import score_sequence
 
         tensor = torch.tensor([ids])
         cache = DynamicCache()

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from arena.core.config import PROJECT_DIR, ModelConfig
-from arena.serving.engines import exit_with_parent, normal_scheduling, phase
+from arena.serving.engines.base import exit_with_parent, normal_scheduling, phase
 
 # The KV cache vLLM reserves, in GiB (its CPU default is a share of RAM); 2 GiB holds 2 x 8 answers of
 # 4k tokens of a 0.5B model. fp32: without AVX512-BF16, bf16 falls back to slow single-threaded matmuls
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     key = os.environ.get(args.api_key_env)
     if not key:
-        from arena.serving.worker import ERROR_PREFIX
+        from arena.serving.engines.base import ERROR_PREFIX
         print(f"{ERROR_PREFIX}environment variable {args.api_key_env} is not set", file=sys.stderr, flush=True)
         sys.exit(2)
     normal_scheduling()
