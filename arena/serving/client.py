@@ -6,12 +6,13 @@ becomes an ``EndpointError`` whose message a user can act on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import httpx
 from pydantic import ValidationError
@@ -91,6 +92,22 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+@contextlib.contextmanager
+def network_errors(url: str, timed_out: str, during: str = "") -> Iterator[None]:
+    """A failure to reach a model server, or to keep it, as an EndpointError that names the server and says what
+    to check; the one mapping for the sync and the async calls. ``timed_out`` and ``during`` finish the timeout
+    and lost-connection messages ("after 300 s", " mid-answer")."""
+    try:
+        yield
+    except httpx.ConnectError as exc:
+        raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
+    except httpx.TimeoutException:
+        raise EndpointError(f"{url} timed out {timed_out}") from None
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise EndpointError(f"connection to {url} lost{during} ({type(exc).__name__}); "
+                            f"the model server may have crashed") from None
+
+
 async def stream_chat(base_url: str, model: str, messages: list[dict], params: GenerationParams, *,
                       api_key: str | None = None, connect_timeout: float = 5.0,
                       read_timeout: float = 300.0) -> AsyncIterator[str | Usage | Notice | Started]:
@@ -104,7 +121,7 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
     timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
     usage: Usage | None = None
     pieces = 0
-    try:
+    with network_errors(url, f"(connect {connect_timeout:.0f}s, read {read_timeout:.0f}s)", " mid-answer"):
         async with httpx.AsyncClient(timeout=timeout, verify=_tls()) as http:
             yield Started()
             async with http.stream("POST", target, json=request_body(model, messages, params),
@@ -137,13 +154,6 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
                 else:
                     raise EndpointError(f"{url} closed the stream before it finished (no [DONE]); "
                                         f"the model server may have crashed")
-    except httpx.ConnectError as exc:
-        raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
-    except httpx.TimeoutException:
-        raise EndpointError(f"{url} timed out (connect {connect_timeout:.0f}s, read {read_timeout:.0f}s)") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise EndpointError(f"connection to {url} lost mid-answer ({type(exc).__name__}); "
-                            f"the model server may have crashed") from None
     # Servers that send no usage: fall back to counting streamed pieces (about one per token).
     yield usage if usage and usage.completion_tokens else Usage(0, pieces, usage.finish_reason if usage else "stop")
 
@@ -159,17 +169,9 @@ class BatchReply:
 
 def _post(target: str, body: dict, api_key: str | None, timeout: float) -> httpx.Response:
     """One JSON POST; a failure to reach the server becomes an EndpointError that names it."""
-    url = without_credentials(target)
-    try:
+    with network_errors(without_credentials(target), f"after {timeout:.0f} s"):
         return httpx.post(target, json=body, headers=auth_headers(api_key), verify=_tls(),
                           timeout=httpx.Timeout(timeout, connect=5.0))
-    except httpx.ConnectError as exc:
-        raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
-    except httpx.TimeoutException:
-        raise EndpointError(f"{url} timed out after {timeout:.0f} s") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise EndpointError(f"connection to {url} lost ({type(exc).__name__}); the model server may have crashed") \
-            from None
 
 
 def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: GenerationParams, *,
@@ -213,15 +215,9 @@ async def chat_once(base_url: str, model: str, messages: list[dict], params: Gen
     body = {**request_body(model, messages, params), "stream": False}
     body.pop("stream_options")
     started = time.perf_counter()
-    try:
+    with network_errors(url, f"after {timeout:.0f} s"):
         async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), verify=_tls()) as http:
             response = await http.post(target, json=body, headers=auth_headers(api_key))
-    except httpx.ConnectError as exc:
-        raise EndpointError(f"cannot connect to {url}: {exc}. Is the model server running?") from None
-    except httpx.TimeoutException:
-        raise EndpointError(f"{url} timed out after {timeout:.0f} s") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise EndpointError(f"connection to {url} lost ({type(exc).__name__})") from None
     if response.status_code != 200:
         raise _http_error(url, response.status_code, response.text)
     try:
