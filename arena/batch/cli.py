@@ -29,6 +29,19 @@ from arena.storage.store import add_database_flag, open_store
 
 
 def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
+    """The batch, judge, quality and report subcommands; returns the two that the caller gives --models,
+    --prompts and --data-dir."""
+    _add_batch_parser(sub)
+    judge = _add_judge_parser(sub)
+    _add_quality_parser(sub)
+    report = sub.add_parser("report", help="write a batch run's report (HTML + Markdown)")
+    report.add_argument("run_id")
+    report.add_argument("--compare", metavar="OTHER_RUN", help="also show per-question changes against this run")
+    report.add_argument("--out", type=Path, help="directory (default: <data dir>/reports)")
+    return [judge, report]
+
+
+def _add_batch_parser(sub: argparse._SubParsersAction) -> None:
     batch = sub.add_parser("batch", help="run presets through models, judge both orders, write the report")
     batch.add_argument("--models", dest="models_list", metavar="ID,ID",
                        help="comma-separated model ids (default: every model that becomes ready)")
@@ -69,6 +82,9 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
     batch.add_argument("--threads", type=int, default=None,
                        help="threads per worker (default: all cores; a batch asks one model at a time)")
     batch.add_argument("--load-timeout", type=float, default=900.0, help="seconds to wait for models to load")
+
+
+def _add_judge_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     judge = sub.add_parser("judge", help="grade a FastChat-format battle file and measure against its votes")
     judge.add_argument("file", type=Path)
     judge.add_argument("--judge", help="grader model id (default: the local model with the largest weights on disk)")
@@ -81,6 +97,10 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
     judge.add_argument("-o", "--output", type=Path, help="verdicts JSONL (default: <data dir>/judgments/...)")
     judge.add_argument("--threads", type=int, default=None)
     judge.add_argument("--load-timeout", type=float, default=900.0)
+    return judge
+
+
+def _add_quality_parser(sub: argparse._SubParsersAction) -> None:
     quality = sub.add_parser("quality", help="what INT4 costs: each model's next-token distributions against a "
                                              "full-precision reference over a fixed text")
     quality.add_argument("--models", dest="models_list", metavar="ID,ID", required=True,
@@ -96,11 +116,6 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
     add_database_flag(quality)
     quality.add_argument("--threads", type=int, default=None, help="threads per worker (default: all cores)")
     quality.add_argument("--load-timeout", type=float, default=900.0, help="seconds to wait for a model to load")
-    report = sub.add_parser("report", help="write a batch run's report (HTML + Markdown)")
-    report.add_argument("run_id")
-    report.add_argument("--compare", metavar="OTHER_RUN", help="also show per-question changes against this run")
-    report.add_argument("--out", type=Path, help="directory (default: <data dir>/reports)")
-    return [judge, report]  # the caller adds --models/--prompts/--data-dir to these
 
 
 def _fail(message: str) -> int:
@@ -141,43 +156,68 @@ def _shown_on(bar):
     return show
 
 
+class _Refused(Exception):
+    """What a command refuses before any worker starts; the message says what to do."""
+
+
+def _needed_models(args: argparse.Namespace, catalog: list[ModelConfig], prompts: list, store,
+                   models: list[str] | None) -> set[str] | None:
+    """The models a batch run will load (None: every model started by default), after refusing, without a model,
+    everything that can be refused: unknown or retired ids, a run to resume that is not stored, no presets."""
+    from arena.batch.runner import BatchError, choose_judge, select_presets
+
+    known = {m.id for m in catalog}
+    retired = {m.id for m in catalog if m.retired}
+    for model_id in (models or []) + ([args.judge] if args.judge and args.judge != "none" else []):
+        if model_id not in known:
+            raise _Refused(f"unknown model id {model_id!r}; known: {', '.join(known)}")
+        if model_id in retired:
+            raise _Refused(f"{model_id} is retired (models.yaml 'retired: true'); remove the flag to run it again")
+    if args.resume:
+        run = store.batch_run(args.resume)
+        if run is None:
+            raise _Refused(f"no batch run {args.resume!r} to resume")
+        return set(run["config"]["models"]) | ({run["config"]["judge"]} if run["config"].get("judge") else set())
+    try:
+        select_presets(prompts, args.preset, args.category)
+    except BatchError as exc:
+        raise _Refused(str(exc)) from None
+    if args.judge is None and args.method != "assert":  # the grader, picked from the files: load only it
+        args.judge = choose_judge(catalog) or "none"
+    return set(models) | ({args.judge} - {"none"}) if models else None
+
+
 def batch_command(args: argparse.Namespace) -> int:
-    from arena.batch import report
-    from arena.batch.runner import BatchError, BatchRunner, BatchSettings, choose_judge, select_presets
+    from arena.batch.runner import BatchSettings
 
     catalog = load_models(args.models)
-    known = {m.id for m in catalog}
     prompts = load_prompts(args.prompts)
     store = open_store(args)
     models = [m.strip() for m in args.models_list.split(",") if m.strip()] if args.models_list else None
     if args.models_list is not None and not models:
         return _fail("--models is empty; name at least one model id")
-    # Everything that can be refused without a model is refused here, before any worker starts.
-    retired = {m.id for m in catalog if m.retired}
-    for model_id in (models or []) + ([args.judge] if args.judge and args.judge != "none" else []):
-        if model_id not in known:
-            return _fail(f"unknown model id {model_id!r}; known: {', '.join(known)}")
-        if model_id in retired:
-            return _fail(f"{model_id} is retired (models.yaml 'retired: true'); remove the flag to run it again")
-    if args.resume:
-        run = store.batch_run(args.resume)
-        if run is None:
-            return _fail(f"no batch run {args.resume!r} to resume")
-        needed = set(run["config"]["models"]) | ({run["config"]["judge"]} if run["config"].get("judge") else set())
-    else:
-        try:
-            select_presets(prompts, args.preset, args.category)
-        except BatchError as exc:
-            return _fail(str(exc))
-        if args.judge is None and args.method != "assert":  # the grader, picked from the files: load only it
-            args.judge = choose_judge(catalog) or "none"
-        needed = set(models) | ({args.judge} - {"none"}) if models else None
+    try:
+        needed = _needed_models(args, catalog, prompts, store, models)
+    except _Refused as exc:
+        return _fail(str(exc))
     settings = BatchSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                              seed=args.seed, repeats=args.repeats, system_prompt=args.system_prompt,
                              batch_size=args.batch_size, concurrency=args.concurrency)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     supervisor = _start_workers(catalog, needed, args)
+    try:
+        return _run_batch(args, supervisor, store, prompts, models, settings)
+    finally:
+        supervisor.stop()
+
+
+def _run_batch(args: argparse.Namespace, supervisor, store, prompts: list, models: list[str] | None,
+               settings) -> int:
+    """Plan, run and report a batch with the workers loaded; an interrupted run says how to continue it."""
+    from arena.batch import report
+    from arena.batch.runner import BatchError, BatchRunner
+
     bar = None
     plan = None
     try:
@@ -206,8 +246,6 @@ def batch_command(args: argparse.Namespace) -> int:
             print(f"\ninterrupted; what was answered is stored. Continue with:\n  python -m arena batch --resume "
                   f"{plan.run_id}", file=sys.stderr)
         return 130
-    finally:
-        supervisor.stop()
 
 
 def verdict_line(pair: dict, verdict, row: dict | None, orders: dict, grader: str, method: str) -> dict:
@@ -243,7 +281,6 @@ def write_verdicts(output: Path, pairs: list[dict], verdicts: dict, rows: dict, 
 
 
 def judge_command(args: argparse.Namespace) -> int:
-    from arena.batch.report import figure
     from arena.batch.runner import BatchError, BatchRunner, Progress, choose_judge, pair_gradables_of
     from arena.grading import judge as J
     from arena.grading.judge_file import BattleFileError, read_pairs, with_references
@@ -291,34 +328,43 @@ def judge_command(args: argparse.Namespace) -> int:
             pid: J.Verdict(r["winner"], None, "agreed" if r["winner"] else "abstained") for pid, r in rows.items()}
         output = args.output or Path(args.data_dir) / "judgments" / f"{args.file.stem}.{grader_name}.{args.method}.jsonl"
         write_verdicts(output, pairs, verdicts, rows, judgments, grader_name, args.method)
-        q = J.quality(pairs, verdicts)
         print(f"verdicts: {output}")
-        if args.method == "generate":
-            print(f"pairs judged: {q.pairs}; unparsed: {q.unparsed}; inconsistent after the swap: "
-                  f"{q.inconsistent} ({figure(q.inconsistency_rate, pct=True)}); longer answer wins under the judge: "
-                  f"{figure(q.longer_wins_rate, pct=True)} (n={q.longer_wins_n})")
-        else:
-            decisive = sum(1 for v in verdicts.values() if v.winner in ("model_a", "model_b"))
-            print(f"pairs graded: {q.pairs}; abstained (no verdict): {q.unparsed}; decisive verdicts: {decisive} "
-                  f"({figure(decisive / q.pairs if q.pairs else None, pct=True)} coverage), margin {margin:.2f}; "
-                  f"longer answer wins under the grader: {figure(q.longer_wins_rate, pct=True)} (n={q.longer_wins_n})")
-        if q.judge_vs_human:
-            jh, lh = q.judge_vs_human, q.length_vs_human
-            print(f"agreement with the file's human votes (n={jh.n}): {figure(jh.with_ties, pct=True)} with ties, "
-                  f"{figure(jh.without_ties, pct=True)} without (n={jh.n_decisive}), kappa {jh.kappa:.2f}")
-            print(f"baseline 'the longer answer wins': {figure(lh.with_ties, pct=True)} with ties, {figure(lh.without_ties, pct=True)} "
-                  f"without (n={lh.n_decisive}), kappa {lh.kappa:.2f}")
-            if not q.beats_length_baseline:
-                print("this judge does NOT beat the length baseline on these pairs")
-        elif any(p["human_winner"] for p in pairs):
-            print("no pair with a human winner got a verdict: no agreement to report")
-        else:
-            print("the file has no human winners: no agreement to report")
+        _print_agreement(pairs, verdicts, args.method, margin)
         return 0
     except BatchError as exc:
         return _fail(str(exc))
     finally:
         supervisor.stop()
+
+
+def _print_agreement(pairs: list[dict], verdicts: dict, method: str, margin: float) -> None:
+    """What ``judge`` prints after the verdicts: how decisive and how consistent they were, and their agreement
+    with the file's human votes beside the baseline 'the longer answer wins'."""
+    from arena.batch.report import figure
+    from arena.grading import judge as J
+
+    q = J.quality(pairs, verdicts)
+    if method == "generate":
+        print(f"pairs judged: {q.pairs}; unparsed: {q.unparsed}; inconsistent after the swap: "
+              f"{q.inconsistent} ({figure(q.inconsistency_rate, pct=True)}); longer answer wins under the judge: "
+              f"{figure(q.longer_wins_rate, pct=True)} (n={q.longer_wins_n})")
+    else:
+        decisive = sum(1 for v in verdicts.values() if v.winner in ("model_a", "model_b"))
+        print(f"pairs graded: {q.pairs}; abstained (no verdict): {q.unparsed}; decisive verdicts: {decisive} "
+              f"({figure(decisive / q.pairs if q.pairs else None, pct=True)} coverage), margin {margin:.2f}; "
+              f"longer answer wins under the grader: {figure(q.longer_wins_rate, pct=True)} (n={q.longer_wins_n})")
+    if q.judge_vs_human:
+        jh, lh = q.judge_vs_human, q.length_vs_human
+        print(f"agreement with the file's human votes (n={jh.n}): {figure(jh.with_ties, pct=True)} with ties, "
+              f"{figure(jh.without_ties, pct=True)} without (n={jh.n_decisive}), kappa {jh.kappa:.2f}")
+        print(f"baseline 'the longer answer wins': {figure(lh.with_ties, pct=True)} with ties, {figure(lh.without_ties, pct=True)} "
+              f"without (n={lh.n_decisive}), kappa {lh.kappa:.2f}")
+        if not q.beats_length_baseline:
+            print("this judge does NOT beat the length baseline on these pairs")
+    elif any(p["human_winner"] for p in pairs):
+        print("no pair with a human winner got a verdict: no agreement to report")
+    else:
+        print("the file has no human winners: no agreement to report")
 
 
 def report_command(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from arena.batch.runner import build_pairs, counting_grades, run_gradables
+from arena.batch.tables import html_table, markdown_table
 from arena.core.language import language_of
 from arena.grading import grades as G
 from arena.grading import judge as J
@@ -590,6 +591,10 @@ def _html_paragraph(markdown_line: str) -> str:
     return "<p>" + re.sub(r"`(.+?)`", r"<code>\1</code>", text) + "</p>"
 
 
+SUMMARY_HEADER = ["model", "pair win rate [95% CI]", "first token, s (mean / median)", "tokens/s (mean / median)",
+                  "total, s (mean / median)", "answer tokens (mean / median)"]
+
+
 def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
     models = data.config["models"]
     parts = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
@@ -601,23 +606,7 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
              + "</table>", "<h2>Verdict</h2>", *[_html_paragraph(line) for line in verdict_sentences(data)],
              *_rate_tables_html(data),
              f'<p class="note">{_h(BATCH_TIMING_NOTE).replace("*batched*", "<em>batched</em>")}</p>',
-             "<h2>Summary</h2><table><tr><th>model</th><th>pair win rate [95% CI]</th>"
-             "<th>first token, s (mean / median)</th><th>tokens/s (mean / median)</th>"
-             "<th>total, s (mean / median)</th><th>answer tokens (mean / median)</th><th>answer chars (mean)</th>"
-             f"<th>answers (errors, batched)</th><th>{MEMORY_HEADING}</th></tr>"]
-    for r in summary(data):
-        parts.append(f"<tr><td>{_h(r['name'])}<br><code>{_h(r['model'])}</code></td><td>{_h(_win(r['win']))}</td>"
-                     f"<td>{_pair(r['ttft'])}</td><td>{_pair(r['tps'], 1)}</td><td>{_pair(r['total'])}</td>"
-                     f"<td>{_pair(r['tokens'], 0)}</td><td>{figure(r['chars'][0] if r['chars'] else None, 0)}</td>"
-                     f"<td>{r['answers']} ({r['errors']}, {r['batched']})</td><td>{_h(r['memory'])}</td></tr>")
-    parts.append("</table>")
-    if data.quality:
-        names = _names(data)
-        table = quality_board.frame(data.quality, names)
-        parts += ["<h2>What INT4 costs</h2>", _html_paragraph(quality_board.intro(data.quality, names)),
-                  "<table><tr>" + "".join(f"<th>{_h(c)}</th>" for c in table.columns) + "</tr>"
-                  + "".join("<tr>" + "".join(f"<td>{_h(v)}</td>" for v in row) + "</tr>" for row in table.values)
-                  + "</table>", _svg(lambda: charts.quality_chart(data.quality, names))]
+             "<h2>Summary</h2>" + _summary_html(data), *_quality_html(data)]
     parts.append("<h2>The grading, and how far to trust it</h2>")
     parts += [_html_paragraph(line) for line in judge_block(data)]
     parts.append("<h2>Charts</h2>")
@@ -628,35 +617,61 @@ def write_html(data: RunData, compare: "Comparison | None" = None) -> str:
     if compare:
         parts.append(compare.html())
     parts.append("<h2>Question by question</h2>")
-    for q in _questions(data):
-        p = q["preset"]
-        rep = f" (repeat {q['repeat'] + 1})" if data.config["settings"]["repeats"] > 1 else ""
-        parts.append(f'<div class="q"><h3>{_h(p["id"])}{rep} · {_h(p["category"])}</h3>'
-                     f"<p><strong>Question</strong></p><pre>{_h(p['question'])}</pre>")
-        if p.get("reference"):
-            parts.append(f"<p><strong>Reference answer</strong></p><pre>{_h(p['reference'])}</pre>")
-        parts.append('<div class="answers">')
-        for model, a in q["answers"]:
-            body = "<p>not answered yet</p>" if a is None else \
-                f"<pre>{_h(a['text'])}</pre><div class=\"timing{' bad' if a['error'] else ''}\">{_h(_timing(a))}</div>" \
-                f"<div class=\"grade\">{_h(grade_words(data.grades.get((model, p['id'], q['repeat']))))}</div>"
-            parts.append(f'<div class="answer"><strong>{_h(data.name(model))}</strong>{body}</div>')
-        parts.append("</div>")
-        for pair in q["pairs"]:
-            parts.append(f"<p><strong>{_h(_verdict_title(data, pair))}:</strong> "
-                         f"{_h(_final(data.verdicts.get(pair['id']), pair))}{_h(_basis_words(data, pair))}</p>")
-            if data.method != "generate":
-                continue
-            parts.append("<ul>")
-            for shown in ("ab", "ba"):
-                row = data.judgments.get((pair["id"], shown))
-                first = pair["model_a"] if shown == "ab" else pair["model_b"]
-                parts.append(f"<li>{_h(first)} shown first: <strong>{_h(_shown_label(row, pair))}</strong>"
-                             + (f"<pre>{_h(row['rationale'] or row['reply'])}</pre>" if row else "") + "</li>")
-            parts.append("</ul>")
-        parts.append("</div>")
+    parts += [_question_html(data, q) for q in _questions(data)]
     parts.append(f"<p class=\"timing\">Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
                  f"<code>python -m arena report {_h(data.run['id'])}</code>.</p></body></html>")
+    return "\n".join(parts)
+
+
+def _summary_html(data: RunData) -> str:
+    header = [*SUMMARY_HEADER, "answer chars (mean)", "answers (errors, batched)", MEMORY_HEADING]
+    return html_table(header, [
+        [f"{_h(r['name'])}<br><code>{_h(r['model'])}</code>", _h(_win(r['win'])), _pair(r['ttft']),
+         _pair(r['tps'], 1), _pair(r['total']), _pair(r['tokens'], 0),
+         figure(r['chars'][0] if r['chars'] else None, 0), f"{r['answers']} ({r['errors']}, {r['batched']})",
+         _h(r['memory'])] for r in summary(data)])
+
+
+def _quality_html(data: RunData) -> list[str]:
+    if not data.quality:
+        return []
+    names = _names(data)
+    table = quality_board.frame(data.quality, names)
+    return ["<h2>What INT4 costs</h2>", _html_paragraph(quality_board.intro(data.quality, names)),
+            html_table([_h(c) for c in table.columns], [[_h(v) for v in row] for row in table.values]),
+            _svg(lambda: charts.quality_chart(data.quality, names))]
+
+
+def _question_html(data: RunData, q: dict) -> str:
+    """One question's block: the question and reference, each model's answer with its timing and grade, and each
+    pair's verdict (with the generative judge's two orders)."""
+    parts = []
+    p = q["preset"]
+    rep = f" (repeat {q['repeat'] + 1})" if data.config["settings"]["repeats"] > 1 else ""
+    parts.append(f'<div class="q"><h3>{_h(p["id"])}{rep} · {_h(p["category"])}</h3>'
+                 f"<p><strong>Question</strong></p><pre>{_h(p['question'])}</pre>")
+    if p.get("reference"):
+        parts.append(f"<p><strong>Reference answer</strong></p><pre>{_h(p['reference'])}</pre>")
+    parts.append('<div class="answers">')
+    for model, a in q["answers"]:
+        body = "<p>not answered yet</p>" if a is None else \
+            f"<pre>{_h(a['text'])}</pre><div class=\"timing{' bad' if a['error'] else ''}\">{_h(_timing(a))}</div>" \
+            f"<div class=\"grade\">{_h(grade_words(data.grades.get((model, p['id'], q['repeat']))))}</div>"
+        parts.append(f'<div class="answer"><strong>{_h(data.name(model))}</strong>{body}</div>')
+    parts.append("</div>")
+    for pair in q["pairs"]:
+        parts.append(f"<p><strong>{_h(_verdict_title(data, pair))}:</strong> "
+                     f"{_h(_final(data.verdicts.get(pair['id']), pair))}{_h(_basis_words(data, pair))}</p>")
+        if data.method != "generate":
+            continue
+        parts.append("<ul>")
+        for shown in ("ab", "ba"):
+            row = data.judgments.get((pair["id"], shown))
+            first = pair["model_a"] if shown == "ab" else pair["model_b"]
+            parts.append(f"<li>{_h(first)} shown first: <strong>{_h(_shown_label(row, pair))}</strong>"
+                         + (f"<pre>{_h(row['rationale'] or row['reply'])}</pre>" if row else "") + "</li>")
+        parts.append("</ul>")
+    parts.append("</div>")
     return "\n".join(parts)
 
 
@@ -669,20 +684,16 @@ def write_markdown(data: RunData, compare: "Comparison | None" = None) -> str:
     for line in verdict_sentences(data):
         out += [line, ""]
     out += _rate_tables_markdown(data)
-    out += ["", "> " + BATCH_TIMING_NOTE, "", "## Summary", "",
-            "| model | pair win rate [95% CI] | first token, s (mean / median) | tokens/s (mean / median) | "
-            f"total, s (mean / median) | answer tokens (mean / median) | answers (errors, batched) | {MEMORY_HEADING} |",
-            "|---|---|---|---|---|---|---|---|"]
-    for r in summary(data):
-        out.append(f"| {_md_inline(r['name'])} | {_win(r['win'])} | {_pair(r['ttft'])} | {_pair(r['tps'], 1)} | "
-                   f"{_pair(r['total'])} | {_pair(r['tokens'], 0)} | {r['answers']} ({r['errors']}, {r['batched']}) | "
-                   f"{r['memory']} |")
+    out += ["", "> " + BATCH_TIMING_NOTE, "", "## Summary", ""]
+    out += markdown_table([*SUMMARY_HEADER, "answers (errors, batched)", MEMORY_HEADING], [
+        [_md_inline(r['name']), _win(r['win']), _pair(r['ttft']), _pair(r['tps'], 1), _pair(r['total']),
+         _pair(r['tokens'], 0), f"{r['answers']} ({r['errors']}, {r['batched']})", r['memory']]
+        for r in summary(data)])
     if data.quality:
         names = _names(data)
         table = quality_board.frame(data.quality, names)
-        out += ["", "## What INT4 costs", "", quality_board.intro(data.quality, names), "",
-                "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-        out += ["| " + " | ".join(_md_inline(v) for v in row) + " |" for row in table.values]
+        out += ["", "## What INT4 costs", "", quality_board.intro(data.quality, names), ""]
+        out += markdown_table(list(table.columns), [[_md_inline(v) for v in row] for row in table.values])
     out += ["", "## The grading, and how far to trust it", ""]
     for line in judge_block(data):
         out += [line, ""]
@@ -736,13 +747,9 @@ def _rate_rows(data: RunData, by: str) -> list[tuple[str, list[str]]]:
 def _rate_tables_html(data: RunData) -> list[str]:
     if not data.grades:
         return []
-    head = "".join(f"<th>{_h(data.name(m))}</th>" for m in data.config["models"])
-    parts = []
-    for by, title in (("category", "Pass rate by category"), ("language", "Pass rate by language")):
-        parts.append(f"<h3>{title}</h3><table><tr><th>{by}</th>{head}</tr>" + "".join(
-            f"<tr><td>{_h(g)}</td>" + "".join(f"<td>{_h(c)}</td>" for c in cells) + "</tr>"
-            for g, cells in _rate_rows(data, by)) + "</table>")
-    return parts
+    header = [_h(data.name(m)) for m in data.config["models"]]
+    return [f"<h3>{title}</h3>" + html_table([by, *header], [[_h(g), *map(_h, cells)] for g, cells in _rate_rows(data, by)])
+            for by, title in (("category", "Pass rate by category"), ("language", "Pass rate by language"))]
 
 
 def _rate_tables_markdown(data: RunData) -> list[str]:
@@ -750,14 +757,18 @@ def _rate_tables_markdown(data: RunData) -> list[str]:
         return []
     out = []
     for by, title in (("category", "Pass rate by category"), ("language", "Pass rate by language")):
-        out += [f"### {title}", "", f"| {by} | " + " | ".join(_md_inline(data.name(m)) for m in data.config["models"])
-                + " |", "|---" * (len(data.config["models"]) + 1) + "|"]
-        out += [f"| {_md_inline(g)} | " + " | ".join(cells) + " |" for g, cells in _rate_rows(data, by)]
+        out += [f"### {title}", ""]
+        out += markdown_table([by, *(_md_inline(data.name(m)) for m in data.config["models"])],
+                              [[_md_inline(g), *cells] for g, cells in _rate_rows(data, by)])
         out.append("")
     return out
 
 
 # -- comparing two runs --------------------------------------------------------------------------------
+SPEED_HEADER = ["model", "median tokens/s, this run ÷ other"]
+CHANGE_HEADER = ["question", "model", "answer", "tokens/s ratio"]
+
+
 @dataclass
 class Comparison:
     """Per-question changes between this run and another: answers, verdicts and speed."""
@@ -771,12 +782,9 @@ class Comparison:
     def html(self) -> str:
         parts = [f"<h2>Changes against run {_h(self.other)}</h2><p>Models matched: "
                  + ", ".join(f"{_h(a)} ↔ {_h(b)}" for a, b in self.mapping) + "</p>",
-                 "<table><tr><th>model</th><th>median tokens/s, this run ÷ other</th></tr>"]
-        parts += [f"<tr><td>{_h(m)}</td><td>{figure(r)}</td></tr>" for m, r in self.speed]
-        parts.append("</table><table><tr><th>question</th><th>model</th><th>answer</th><th>tokens/s ratio</th></tr>")
-        parts += [f"<tr><td>{_h(r['preset_id'])}</td><td>{_h(r['model'])}</td><td>{_h(r['change'])}</td>"
-                  f"<td>{figure(r['tps_ratio'])}</td></tr>" for r in self.rows]
-        parts.append("</table>")
+                 html_table(SPEED_HEADER, [[_h(m), figure(r)] for m, r in self.speed]),
+                 html_table(CHANGE_HEADER, [[_h(r['preset_id']), _h(r['model']), _h(r['change']),
+                                             figure(r['tps_ratio'])] for r in self.rows])]
         if self.flips:
             parts.append("<p>Verdicts that changed:</p><ul>" + "".join(
                 f"<li>{_h(f['preset_id'])}, {_h(f['pair'])}: {_h(f['before'])} → {_h(f['after'])}</li>"
@@ -787,12 +795,10 @@ class Comparison:
 
     def markdown(self) -> str:
         out = [f"## Changes against run {_md_inline(self.other)}", "",
-               "Models matched: " + ", ".join(f"{_md_inline(a)} ↔ {_md_inline(b)}" for a, b in self.mapping), "",
-               "| model | median tokens/s, this run ÷ other |", "|---|---|"]
-        out += [f"| {_md_inline(m)} | {figure(r)} |" for m, r in self.speed]
-        out += ["", "| question | model | answer | tokens/s ratio |", "|---|---|---|---|"]
-        out += [f"| {_md_inline(r['preset_id'])} | {_md_inline(r['model'])} | {r['change']} | {figure(r['tps_ratio'])} |"
-                for r in self.rows]
+               "Models matched: " + ", ".join(f"{_md_inline(a)} ↔ {_md_inline(b)}" for a, b in self.mapping), ""]
+        out += markdown_table(SPEED_HEADER, [[_md_inline(m), figure(r)] for m, r in self.speed])
+        out += [""] + markdown_table(CHANGE_HEADER, [[_md_inline(r['preset_id']), _md_inline(r['model']), r['change'],
+                                                       figure(r['tps_ratio'])] for r in self.rows])
         out += [""] + ([f"- {_md_inline(f['preset_id'])}, {_md_inline(f['pair'])}: {_md_inline(f['before'])} → "
                         f"{_md_inline(f['after'])}" for f in self.flips] or ["No judge verdict changed."])
         return "\n".join(out)

@@ -257,6 +257,19 @@ def build_pairs(run_id: str, config: dict, answers: list[dict]) -> list[dict]:
 ProgressCallback = Callable[[Progress], None]
 
 
+def _ready_models(models: list[str] | None, statuses: dict) -> list[str]:
+    """The models a run asks: those named, all ready; or, when none are named, every ready model."""
+    if models:
+        not_ready = [statuses[m] for m in models if statuses[m].state != "ready"]
+        if not_ready:
+            raise BatchError("; ".join(f"model {s.id} is not ready: {s.describe()}" for s in not_ready))
+        return models
+    models = [s.id for s in statuses.values() if s.state == "ready"]
+    if not models:
+        raise BatchError("no model is ready; see each model's status (python -m arena models prepare)")
+    return models
+
+
 class BatchRunner:
     """Runs a Plan against a running Supervisor and stores everything in the Store."""
 
@@ -301,14 +314,7 @@ class BatchRunner:
             refused = config.get("grader_refused")
         self.check_known(models, judge)
         statuses = {s.id: s for s in self.supervisor.statuses()}
-        if models:
-            not_ready = [statuses[m] for m in models if statuses[m].state != "ready"]
-            if not_ready:
-                raise BatchError("; ".join(f"model {s.id} is not ready: {s.describe()}" for s in not_ready))
-        else:
-            models = [s.id for s in statuses.values() if s.state == "ready"]
-            if not models:
-                raise BatchError("no model is ready; see each model's status (python -m arena models prepare)")
+        models = _ready_models(models, statuses)
         if len(set(models)) != len(models):
             raise BatchError("a model is listed twice in --models")
         if not resume:  # a multi-turn preset (MT-Bench) is asked turn by turn: one preset per turn
@@ -316,7 +322,20 @@ class BatchRunner:
         if settings.repeats < 1 or settings.batch_size < 1 or settings.max_new_tokens < 1:
             raise BatchError("--repeats, --batch-size and --max-new-tokens must be at least 1")
         named = judge not in (None, "none")
-        needs_grader = method != "assert" and (len(models) >= 2 or method in ("auto", "reference"))
+        judge = self._grader(judge, method, len(models), statuses)
+        if method == "auto" and (reason := G.refused_grader(judge)):
+            refused, judge = {"grader": judge, "reason": reason}, None  # the rules decide alone
+        plan = Plan(run_id=resume or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], models=models,
+                    presets=presets, settings=settings, judge=judge, resume=bool(resume), fresh=fresh,
+                    method=method, margin=G.default_margin(method) if margin is None else float(margin),
+                    refused=refused)
+        plan._named_judge = named
+        return plan
+
+    def _grader(self, judge: str | None, method: str, n_models: int, statuses: dict) -> str | None:
+        """The grader model a run uses: the one named, the default one (None: the local model with the largest
+        weights among the ready ones) or no model ("none", or a method that needs none)."""
+        needs_grader = method != "assert" and (n_models >= 2 or method in ("auto", "reference"))
         if judge is None and needs_grader:
             judge = choose_judge(list(self.catalog().values()),
                                  {s.id for s in statuses.values() if s.state == "ready"})
@@ -329,14 +348,7 @@ class BatchRunner:
             raise BatchError(f"grader {judge} is not ready: {statuses[judge].describe()}")
         if judge is None and method in ("reference", "pairwise", "generate"):
             raise BatchError(f"--method {method} needs a grader model: name one with --judge ID")
-        if method == "auto" and (reason := G.refused_grader(judge)):
-            refused, judge = {"grader": judge, "reason": reason}, None  # the rules decide alone
-        plan = Plan(run_id=resume or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], models=models,
-                    presets=presets, settings=settings, judge=judge, resume=bool(resume), fresh=fresh,
-                    method=method, margin=G.default_margin(method) if margin is None else float(margin),
-                    refused=refused)
-        plan._named_judge = named
-        return plan
+        return judge
 
     # -- work ---------------------------------------------------------------------------------------
     def pending_answers(self, plan: Plan) -> list[tuple[str, Prompt, int, str, str]]:

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -163,44 +163,77 @@ def fit(engine: ChatEngine, messages: list[dict], params: GenerationParams, cont
     return fitted.messages, replace(params, max_new_tokens=fitted.max_new_tokens), notice
 
 
-def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: str | None = None,
-               context_length: int | None = None, versions: dict | None = None) -> FastAPI:
-    """Wrap ``engine`` in the OpenAI chat protocol. One answer is generated at a time.
+def _error(message: str, kind: str, status: int) -> JSONResponse:
+    """An error in OpenAI's shape, which every OpenAI client can show."""
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
 
-    With ``api_key`` the /v1 routes require ``Authorization: Bearer <key>``: the supervisor gives every worker
-    a fresh random key (any page in a browser on this machine could otherwise find the port and hold the
-    model's generation lock), and a worker served to other machines as an ``engine: openai`` model takes the
-    key it is given. A POST must say it is JSON: a browser sends a cross-origin form or ``text/plain`` without
-    asking the server first, ``application/json`` never.
-    """
-    app = FastAPI(title=f"arena worker: {model_id}")
-    generation_lock = threading.Lock()
 
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _key_guard(api_key: str | None):
+    """The middleware in front of every route: the key on /v1 routes, and JSON bodies only (see create_app)."""
     expected = f"Bearer {api_key}".encode() if api_key else b""
 
-    @app.middleware("http")
     async def check_key(request: Request, call_next):
         # compare_digest: how long the check takes must not tell how much of a guessed key was right
         if api_key and request.url.path.startswith("/v1/") and \
                 not hmac.compare_digest(request.headers.get("authorization", "").encode(), expected):
-            return JSONResponse({"error": {"message": "invalid API key", "type": "authentication_error"}},
-                                status_code=401)
+            return _error("invalid API key", "authentication_error", 401)
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if request.method == "POST" and kind != "application/json":
-            return JSONResponse({"error": {"message": f"send the body as application/json (got {kind or 'none'!r})",
-                                           "type": "invalid_request_error"}}, status_code=415)
+            return _error(f"send the body as application/json (got {kind or 'none'!r})", "invalid_request_error", 415)
         return await call_next(request)
+    return check_key
 
-    params_count = n_params(engine)
 
-    @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "model": model_id, "load_seconds": round(load_seconds, 3), "pid": os.getpid(),
-                "n_params": params_count, "batch_decoding": hasattr(engine, "batch_chat"),
-                "scoring": hasattr(engine, "score_tokens"), "versions": versions or {}}
+class _Completion:
+    """One chat completion's identity and the SSE chunks of its stream. ``extensions`` are our own fields
+    (arena_notice, arena_started), which other OpenAI clients ignore."""
 
-    @app.post("/v1/arena/batch")
-    async def batch(request: Request):
+    def __init__(self, model_id: str) -> None:
+        self.head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_id}
+
+    def chunk(self, delta: dict, finish: str | None = None, usage: Usage | None = None, **extensions: dict) -> str:
+        payload: dict[str, Any] = {**self.head, "object": "chat.completion.chunk", **extensions,
+                                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if usage is not None:
+            payload["usage"] = _usage_json(usage)
+        return _sse(payload)
+
+
+def _usage_json(usage: Usage) -> dict:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+
+
+class _Served:
+    """One engine behind the worker's routes. One answer is generated at a time: the page's answers, batch
+    groups and scoring all take ``lock``."""
+
+    def __init__(self, engine: ChatEngine, model_id: str, load_seconds: float, context_length: int | None,
+                 versions: dict | None) -> None:
+        self.engine, self.model_id, self.context_length = engine, model_id, context_length
+        self.lock = threading.Lock()
+        self.info = {"status": "ok", "model": model_id, "load_seconds": round(load_seconds, 3), "pid": os.getpid(),
+                     "n_params": n_params(engine), "batch_decoding": hasattr(engine, "batch_chat"),
+                     "scoring": hasattr(engine, "score_tokens"), "versions": versions or {}}
+
+    def health(self) -> dict:
+        return self.info
+
+    def models(self) -> dict:
+        return {"object": "list", "data": [{"id": self.model_id, "object": "model", "owned_by": "arena"}]}
+
+    async def locked(self, work: Callable[[], Any]) -> Any:
+        """``work`` in a thread, holding the generation lock."""
+        def run() -> Any:
+            with self.lock:
+                return work()
+        return await asyncio.to_thread(run)
+
+    async def batch(self, request: Request):
         """Several conversations in, one JSON reply out: text, usage and timings per answer."""
         try:
             body = await request.json()
@@ -211,58 +244,43 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
                         for r in raw]
             params = _params({**body, "logprobs": body.get("logprobs") or body.get("top_logprobs") is not None})
         except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": {"message": f"bad request: {exc!r}", "type": "invalid_request_error"}},
-                                status_code=400)
-
-        def work() -> tuple[list[BatchAnswer], bool]:
-            with generation_lock:  # the page's single answers wait for this batch group, and vice versa
-                return run_fitted_batch(engine, requests, params, context_length)
-
-        try:
-            answers, together = await asyncio.to_thread(work)
+            return _error(f"bad request: {exc!r}", "invalid_request_error", 400)
+        try:  # the page's single answers wait for this batch group, and vice versa
+            answers, together = await self.locked(
+                lambda: run_fitted_batch(self.engine, requests, params, self.context_length))
         except LogprobsUnsupported as exc:
-            return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error"}}, status_code=400)
+            return _error(str(exc), "invalid_request_error", 400)
         except Exception as exc:
-            return JSONResponse({"error": {"message": f"{type(exc).__name__}: {exc}", "type": "engine_error"}},
-                                status_code=500)
-        return {"model": model_id, "batched": together, "batch_size": len(requests), "results": [
+            return _error(f"{type(exc).__name__}: {exc}", "engine_error", 500)
+        return {"model": self.model_id, "batched": together, "batch_size": len(requests), "results": [
             {"text": a.text, "error": a.error, "ttft_s": a.ttft_s, "total_s": a.total_s,
              "prompt_tokens": a.usage.prompt_tokens if a.usage else 0,
              "completion_tokens": a.usage.completion_tokens if a.usage else 0,
              "finish_reason": a.usage.finish_reason if a.usage else "error",
              "logprobs": logprobs_json(a.logprobs)} for a in answers]}
 
-    @app.post("/v1/arena/logits")
-    async def logits(request: Request):
+    async def logits(self, request: Request):
         """Teacher forcing over a token sequence (``python -m arena quality``): at every position the top
         log-probabilities and ``tail`` samples from the rest, or with ``gather`` the log-probabilities at the
-        given token ids; the log-sum-exp, the next token's log-probability and the argmax. The weights stay here; the caller gets kilobytes per position."""
-        if not hasattr(engine, "score_tokens"):
-            return JSONResponse({"error": {"message": f"the {type(engine).__name__} engine cannot score a text",
-                                           "type": "invalid_request_error"}}, status_code=400)
+        given token ids; the log-sum-exp, the next token's log-probability and the argmax. The weights stay
+        here; the caller gets kilobytes per position."""
+        if not hasattr(self.engine, "score_tokens"):
+            return _error(f"the {type(self.engine).__name__} engine cannot score a text", "invalid_request_error", 400)
         try:
             ids, top, gather, tail = _score_request(await request.json())
         except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}},
-                                status_code=400)
+            return _error(f"bad request: {exc}", "invalid_request_error", 400)
 
         def work() -> tuple[dict, float]:
-            with generation_lock:
-                started = time.perf_counter()
-                return engine.score_tokens(ids, top, gather, tail), time.perf_counter() - started
-
+            started = time.perf_counter()
+            return self.engine.score_tokens(ids, top, gather, tail), time.perf_counter() - started
         try:
-            positions, seconds = await asyncio.to_thread(work)
+            positions, seconds = await self.locked(work)
         except Exception as exc:
-            return JSONResponse({"error": {"message": f"{type(exc).__name__}: {exc}", "type": "engine_error"}},
-                                status_code=500)
-        return {"model": model_id, "seconds": round(seconds, 3), "positions": positions}
+            return _error(f"{type(exc).__name__}: {exc}", "engine_error", 500)
+        return {"model": self.model_id, "seconds": round(seconds, 3), "positions": positions}
 
-    @app.get("/v1/models")
-    def models() -> dict:
-        return {"object": "list", "data": [{"id": model_id, "object": "model", "owned_by": "arena"}]}
-
-    async def generate(messages: list[dict], params: GenerationParams
+    async def generate(self, messages: list[dict], params: GenerationParams
                        ) -> AsyncIterator[str | Usage | Started | Exception]:
         """Run the blocking engine in a thread; stop it as soon as the consumer goes away. Yields
         ``Started`` once the engine takes the request (another answer or a batch group may hold it)."""
@@ -273,10 +291,10 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
         asked = time.perf_counter()
 
         def produce() -> None:
-            with generation_lock:
+            with self.lock:
                 loop.call_soon_threadsafe(queue.put_nowait, Started(round(time.perf_counter() - asked, 3)))
                 try:
-                    for item in engine.stream_chat(messages, params):
+                    for item in self.engine.stream_chat(messages, params):
                         if cancelled.is_set():
                             break
                         loop.call_soon_threadsafe(queue.put_nowait, item)
@@ -292,104 +310,108 @@ def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: 
         finally:
             cancelled.set()
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
+    async def chat(self, request: Request):
+        """OpenAI's chat completions: streamed (SSE) or whole, with log-probabilities when asked."""
         try:
             body = await request.json()
             messages = body["messages"]
             params = _params(body)
         except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": {"message": f"bad request: {exc!r}", "type": "invalid_request_error"}},
-                                status_code=400)
+            return _error(f"bad request: {exc!r}", "invalid_request_error", 400)
         try:
-            messages, params, notice = await asyncio.to_thread(fit, engine, messages, params, context_length)
+            messages, params, notice = await asyncio.to_thread(fit, self.engine, messages, params, self.context_length)
         except ContextOverflow as exc:
-            return JSONResponse({"error": {"message": str(exc), "type": "context_length_exceeded"}}, status_code=400)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
+            return _error(str(exc), "context_length_exceeded", 400)
+        completion = _Completion(self.model_id)
         if params.top_logprobs is not None:
-            return await with_logprobs(messages, params, bool(body.get("stream")), completion_id, created)
-
-        def chunk(delta: dict, finish: str | None = None, usage: Usage | None = None, **extensions: dict) -> str:
-            """One SSE event; ``extensions`` are our own fields (arena_notice, arena_started), which other
-            OpenAI clients ignore."""
-            payload: dict[str, Any] = {
-                "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                **extensions, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            if usage is not None:
-                payload["usage"] = {"prompt_tokens": usage.prompt_tokens,
-                                    "completion_tokens": usage.completion_tokens,
-                                    "total_tokens": usage.prompt_tokens + usage.completion_tokens}
-            return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
+            return await self.with_logprobs(messages, params, bool(body.get("stream")), completion)
         if not body.get("stream"):
-            text, usage = [], None
-            async for item in generate(messages, params):
-                if isinstance(item, Exception):
-                    return JSONResponse({"error": {"message": str(item), "type": "engine_error"}}, status_code=500)
-                if isinstance(item, Started):
-                    continue
-                if isinstance(item, Usage):
-                    usage = item
-                else:
-                    text.append(item)
-            return {"id": completion_id, "object": "chat.completion", "created": created, "model": model_id,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
-                                 "finish_reason": usage.finish_reason if usage else "stop"}],
-                    "usage": {"prompt_tokens": usage.prompt_tokens if usage else 0,
-                              "completion_tokens": usage.completion_tokens if usage else 0}}
+            return await self.whole(messages, params, completion)
+        return StreamingResponse(self.events(messages, params, notice, completion), media_type="text/event-stream")
 
-        async def events() -> AsyncIterator[str]:
-            yield chunk({"role": "assistant", "content": ""},
-                        **({"arena_notice": notice.__dict__} if notice is not None else {}))
-            async for item in generate(messages, params):
-                if isinstance(item, Exception):
-                    error = {"error": {"message": f"{type(item).__name__}: {item}", "type": "engine_error"}}
-                    yield f"data: {json.dumps(error, ensure_ascii=False)}\n\n"
-                    break
-                if isinstance(item, Started):
-                    yield chunk({}, arena_started={"queue_s": item.queue_s})
-                    continue
-                if isinstance(item, Usage):
-                    yield chunk({}, finish=item.finish_reason, usage=item)
-                else:
-                    yield chunk({"content": item})
-            yield "data: [DONE]\n\n"
+    async def whole(self, messages: list[dict], params: GenerationParams, completion: _Completion):
+        """A completion sent in one reply (``stream: false``)."""
+        text, usage = [], None
+        async for item in self.generate(messages, params):
+            if isinstance(item, Exception):
+                return _error(str(item), "engine_error", 500)
+            if isinstance(item, Started):
+                continue
+            if isinstance(item, Usage):
+                usage = item
+            else:
+                text.append(item)
+        return {**completion.head, "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+                             "finish_reason": usage.finish_reason if usage else "stop"}],
+                "usage": {"prompt_tokens": usage.prompt_tokens if usage else 0,
+                          "completion_tokens": usage.completion_tokens if usage else 0}}
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+    async def events(self, messages: list[dict], params: GenerationParams, notice: Notice | None,
+                     completion: _Completion) -> AsyncIterator[str]:
+        """The SSE stream: the role (and the context notice), when the engine started, the text, the usage."""
+        yield completion.chunk({"role": "assistant", "content": ""},
+                               **({"arena_notice": notice.__dict__} if notice is not None else {}))
+        async for item in self.generate(messages, params):
+            if isinstance(item, Exception):
+                yield _sse({"error": {"message": f"{type(item).__name__}: {item}", "type": "engine_error"}})
+                break
+            if isinstance(item, Started):
+                yield completion.chunk({}, arena_started={"queue_s": item.queue_s})
+                continue
+            if isinstance(item, Usage):
+                yield completion.chunk({}, finish=item.finish_reason, usage=item)
+            else:
+                yield completion.chunk({"content": item})
+        yield "data: [DONE]\n\n"
 
-    async def with_logprobs(messages: list[dict], params: GenerationParams, stream: bool, completion_id: str,
-                            created: int):
+    async def with_logprobs(self, messages: list[dict], params: GenerationParams, stream: bool,
+                            completion: _Completion):
         """A completion with each token's log-probability and its best alternatives: decoded through the
         engine's batch path (one request), then sent whole, or streamed as one content chunk and the usage."""
-        def work() -> BatchAnswer:
-            with generation_lock:
-                return run_batch(engine, [BatchRequest(messages, params.seed)], params)[0][0]
         try:
-            answer = await asyncio.to_thread(work)
+            answer = await self.locked(
+                lambda: run_batch(self.engine, [BatchRequest(messages, params.seed)], params)[0][0])
         except LogprobsUnsupported as exc:
-            return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error"}}, status_code=400)
+            return _error(str(exc), "invalid_request_error", 400)
         if answer.error:
-            return JSONResponse({"error": {"message": answer.error, "type": "engine_error"}}, status_code=500)
+            return _error(answer.error, "engine_error", 500)
         usage = answer.usage or Usage(0, 0)
         logprobs = {"content": logprobs_json(answer.logprobs)}
-        counts = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                  "total_tokens": usage.prompt_tokens + usage.completion_tokens}
-        head = {"id": completion_id, "created": created, "model": model_id}
+        counts = _usage_json(usage)
         if not stream:
-            return {**head, "object": "chat.completion", "usage": counts, "choices": [
+            return {**completion.head, "object": "chat.completion", "usage": counts, "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": answer.text}, "logprobs": logprobs,
                  "finish_reason": usage.finish_reason}]}
 
         async def events() -> AsyncIterator[str]:
-            chunk = {**head, "object": "chat.completion.chunk"}
+            chunk = {**completion.head, "object": "chat.completion.chunk"}
             for choice, extra in (({"delta": {"role": "assistant", "content": answer.text}, "logprobs": logprobs,
                                     "finish_reason": None}, {}),
                                   ({"delta": {}, "finish_reason": usage.finish_reason}, {"usage": counts})):
-                yield f"data: {json.dumps({**chunk, **extra, 'choices': [{'index': 0, **choice}]}, ensure_ascii=False)}\n\n"
+                yield _sse({**chunk, **extra, 'choices': [{'index': 0, **choice}]})
             yield "data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream")
 
+
+def create_app(engine: ChatEngine, model_id: str, load_seconds: float, api_key: str | None = None,
+               context_length: int | None = None, versions: dict | None = None) -> FastAPI:
+    """Wrap ``engine`` in the OpenAI chat protocol. One answer is generated at a time.
+
+    With ``api_key`` the /v1 routes require ``Authorization: Bearer <key>``: the supervisor gives every worker
+    a fresh random key (any page in a browser on this machine could otherwise find the port and hold the
+    model's generation lock), and a worker served to other machines as an ``engine: openai`` model takes the
+    key it is given. A POST must say it is JSON: a browser sends a cross-origin form or ``text/plain`` without
+    asking the server first, ``application/json`` never.
+    """
+    served = _Served(engine, model_id, load_seconds, context_length, versions)
+    app = FastAPI(title=f"arena worker: {model_id}")
+    app.middleware("http")(_key_guard(api_key))
+    app.get("/health")(served.health)
+    app.get("/v1/models")(served.models)
+    app.post("/v1/arena/batch")(served.batch)
+    app.post("/v1/arena/logits")(served.logits)
+    app.post("/v1/chat/completions")(served.chat)
     return app
 
 

@@ -171,9 +171,47 @@ def _write_runtime_outs_to(directory: Path) -> None:
     neural_speed.Model.arena_runtime_outs = str(directory.resolve())
 
 
+def _hf_config(model: ModelConfig, hf_dir: Path):
+    """The model's transformers config; a model that ships its own code is refused until the catalog trusts it."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(hf_dir, trust_remote_code=model.trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) and not model.trust_remote_code:
+            raise RuntimeError(f"{model.id} ships its own Python code (as ChatGLM3 and Qwen-7B do): set "
+                               f"'trust_remote_code: true' in models.yaml line {model.line} if you trust it") from None
+        raise
+
+
+def _stoppable_streamer(engine: "ItrexEngine", base: type) -> type:
+    """``base`` (transformers' TextIteratorStreamer), bound to ``engine``'s stop event and token limit."""
+
+    class StoppableStreamer(base):
+        """ITREX forces 1024 new tokens for neural-speed and cannot be stopped: this streamer
+        aborts the C++ loop at the limit or when the consumer goes away."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            engine._streamer = self
+
+        def put(self, value):
+            if engine._stop.is_set() or engine._tokens >= engine._limit:
+                self.end()
+                raise RuntimeError("generation stopped")
+            engine._tokens += 1
+            super().put(value)
+
+        def end(self):
+            super().end()
+            engine._done.set()
+
+    return StoppableStreamer
+
+
 class ItrexEngine:
     def __init__(self, model: ModelConfig, hf_dir: Path, threads: int, cache_dir: Path):
-        from arena.serving.memory import count_params, expect
+        from arena.serving.memory import count_params
         from arena.serving.sources import source_identity
 
         recipe = model.quantize or ITREX_DEFAULT_RECIPE
@@ -187,57 +225,42 @@ class ItrexEngine:
 
         import intel_extension_for_transformers.neural_chat.models.model_utils as model_utils
         import neural_speed
-        from intel_extension_for_transformers.neural_chat import PipelineConfig, build_chatbot
-        from intel_extension_for_transformers.neural_chat.config import LoadingModelConfig
-        from intel_extension_for_transformers.transformers import RtnConfig
         from neural_speed import _get_model_type
-        from transformers import AutoConfig, TextIteratorStreamer
+        from transformers import TextIteratorStreamer
 
-        try:
-            config = AutoConfig.from_pretrained(hf_dir, trust_remote_code=model.trust_remote_code)
-        except ValueError as exc:
-            if "trust_remote_code" in str(exc) and not model.trust_remote_code:
-                raise RuntimeError(f"{model.id} ships its own Python code (as ChatGLM3 and Qwen-7B do): set "
-                                   f"'trust_remote_code: true' in models.yaml line {model.line} if you trust it") from None
-            raise
-        ns_type = _get_model_type(config)
+        ns_type = _get_model_type(_hf_config(model, hf_dir))
         identity = source_identity(model, hf_dir)
         f32_dir, self.cache = cache_dirs(cache_dir.resolve(), identity, recipe, library_versions())
         params = count_params(hf_dir)
-        quant_bins = lambda: list((self.cache / "runtime_outs").glob(f"ne_{ns_type}_q_*.bin"))  # noqa: E731
 
         # ITREX sets generation_config.pad_token_id on Qwen models; neural_speed.Model has none.
         if not hasattr(neural_speed.Model, "generation_config"):
             neural_speed.Model.generation_config = types.SimpleNamespace(pad_token_id=None)
 
-        engine = self
-
-        class StoppableStreamer(TextIteratorStreamer):
-            """ITREX forces 1024 new tokens for neural-speed and cannot be stopped: this streamer
-            aborts the C++ loop at the limit or when the consumer goes away."""
-
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                engine._streamer = self
-
-            def put(self, value):
-                if engine._stop.is_set() or engine._tokens >= engine._limit:
-                    self.end()
-                    raise RuntimeError("generation stopped")
-                engine._tokens += 1
-                super().put(value)
-
-            def end(self):
-                super().end()
-                engine._done.set()
-
-        model_utils.TextIteratorStreamer = StoppableStreamer
+        model_utils.TextIteratorStreamer = _stoppable_streamer(self, TextIteratorStreamer)
         self._stop, self._done = threading.Event(), threading.Event()
         self._tokens, self._limit = 0, 0
-        # One builder per recipe entry (another worker or arena building the same one waits); the lock is
-        # released however the build ends.
+        self.cached = self._build(hf_dir, f32_dir, ns_type, identity, params)
+        self._utils = model_utils
+        self._tokenizer = model_utils.MODELS[str(hf_dir)]["tokenizer"]
+        self._ns_model = model_utils.MODELS[str(hf_dir)]["model"]
+
+    def _quant_bins(self, ns_type: str) -> list[Path]:
+        return list((self.cache / "runtime_outs").glob(f"ne_{ns_type}_q_*.bin"))
+
+    def _build(self, hf_dir: Path, f32_dir: Path, ns_type: str, identity: dict, params: int | None) -> bool:
+        """ITREX's chatbot over this recipe's cache entry, quantizing first unless the entry is complete. Returns
+        whether it was. One builder per recipe entry (another worker or arena building the same one waits); the
+        lock is released however the build ends."""
+        from intel_extension_for_transformers.neural_chat import PipelineConfig, build_chatbot
+        from intel_extension_for_transformers.neural_chat.config import LoadingModelConfig
+        from intel_extension_for_transformers.transformers import RtnConfig
+
+        from arena.serving.memory import expect
+
+        recipe = self.recipe
         with exclusive(self.cache.parent, f".lock-{self.cache.name}"):
-            cached = is_complete(self.cache) and bool(quant_bins())
+            cached = is_complete(self.cache) and bool(self._quant_bins(ns_type))
             if not cached:  # nothing, or an interrupted run: start this recipe over
                 shutil.rmtree(self.cache, ignore_errors=True)
                 (self.cache / "runtime_outs").mkdir(parents=True)
@@ -260,15 +283,12 @@ class ItrexEngine:
                 from intel_extension_for_transformers.neural_chat.utils.error_utils import get_latest_error
                 raise RuntimeError(f"ITREX build_chatbot failed (error code {get_latest_error()})")
             if not cached:
-                if not quant_bins():
+                if not self._quant_bins(ns_type):
                     raise RuntimeError(f"ITREX finished without writing a quantized file in "
                                        f"{self.cache / 'runtime_outs'}")
                 mark_complete(self.cache, recipe=recipe_fields(recipe), source=identity, versions=library_versions(),
                               model_type=ns_type, seconds=round(time.perf_counter() - started, 1))
-        self.cached = cached
-        self._utils = model_utils
-        self._tokenizer = model_utils.MODELS[str(hf_dir)]["tokenizer"]
-        self._ns_model = model_utils.MODELS[str(hf_dir)]["model"]
+        return cached
 
     def logprob_chat(self, messages: list[dict], params: GenerationParams) -> BatchAnswer:
         """An answer with each token's log-probability and its best alternatives, decoded here token by token

@@ -208,11 +208,36 @@ class LlamaCppEngine:
         return in_groups(requests, MAX_BATCH, lambda group: self._decode_group(group, params))
 
     def _decode_group(self, requests: list[BatchRequest], params: GenerationParams) -> list[BatchAnswer]:
-        import llama_cpp
-        from llama_cpp._internals import LlamaBatch
-
+        """One group of requests decoded together: their prompts prefilled (a prefix already in a sequence's cache
+        is reused), then one token per unfinished sequence per step, finished ones leaving the batch."""
         started = time.perf_counter()
         answers = [BatchAnswer() for _ in requests]
+        prompts = self._group_prompts(requests, answers)
+        if not prompts:
+            return answers
+        limit = {i: min(params.max_new_tokens, self.context_length - len(t)) for i, t in prompts.items()}
+        ctx = self._context(len(prompts), max(len(prompts[i]) + limit[i] for i in prompts))
+        seqs, cached = self._reuse(ctx, prompts)  # seq_id s answers request seqs[s]
+        self._kv_tokens = {}  # unknown until this call ends well
+        group = _Group(self, ctx, requests, params, answers, prompts, limit, seqs, started)
+        try:
+            group.run(cached)
+            self._kv_tokens = {s: prompts[i] + group.generated[i][:group.fed[i]] for s, i in enumerate(seqs)}
+        except Exception as exc:
+            group.fail(exc)
+        finally:
+            group.batch.close()
+        for i in seqs:
+            answer = answers[i]
+            answer.text = complete_utf8(self.llm.detokenize(group.generated[i]))
+            answer.usage = Usage(len(prompts[i]), len(group.generated[i]), group.finish.get(i, "error"))
+            if answer.total_s is None:
+                answer.total_s = time.perf_counter() - started
+        return answers
+
+    def _group_prompts(self, requests: list[BatchRequest], answers: list[BatchAnswer]) -> dict[int, list[int]]:
+        """Each request's prompt tokens, by request index; a prompt that can't be built or can't fit the context
+        leaves its answer with the error instead."""
         prompts: dict[int, list[int]] = {}
         for i, request in enumerate(requests):
             try:
@@ -225,87 +250,7 @@ class LlamaCppEngine:
                                     f"{self.context_length} tokens")
                 continue
             prompts[i] = tokens
-        if not prompts:
-            return answers
-        limit = {i: min(params.max_new_tokens, self.context_length - len(t)) for i, t in prompts.items()}
-        per_seq = max(len(prompts[i]) + limit[i] for i in prompts)
-        ctx = self._context(len(prompts), per_seq)
-        seqs, cached = self._reuse(ctx, prompts)  # seq_id s answers request seqs[s]
-        self._kv_tokens = {}  # unknown until this call ends well
-        fed = dict.fromkeys(seqs, 0)  # generated tokens decoded into the cache, per request
-        n_batch = llama_cpp.llama_n_batch(ctx.ctx)
-        vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
-        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        rngs = {i: np.random.default_rng(requests[i].seed if requests[i].seed is not None else 0) for i in seqs}
-        generated: dict[int, list[int]] = {i: [] for i in seqs}
-        finish: dict[int, str] = {}
-        batch = LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
-        try:
-            def decode(entries: list[tuple[int, int, int, bool]]) -> None:
-                """entries: (seq_id, position, token, wants_logits); len(entries) <= n_batch."""
-                assert len(entries) <= n_batch  # a larger batch would abort the process inside ggml
-                b = batch.batch
-                for j, (s, pos, tok, want) in enumerate(entries):
-                    b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = tok, pos, 1, want
-                    b.seq_id[j][0] = s
-                b.n_tokens = len(entries)
-                rc = llama_cpp.llama_decode(ctx.ctx, b)
-                if rc != 0:
-                    raise RuntimeError(f"llama_decode returned {rc}")
-
-            def take(j: int, i: int) -> None:
-                """Sample request i's next token from output row j; note first-token and finish times (and,
-                asked for, the token's log-probability and its best alternatives)."""
-                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx.ctx, j), shape=(n_vocab,))
-                token = sample_token(logits, generated[i], params, rngs[i])
-                if params.top_logprobs is not None:
-                    _, top, logprobs = top_logprobs(logits, params.top_logprobs, self.token_text)
-                    answers[i].logprobs = (answers[i].logprobs or []) + [
-                        TokenLogprob(self.token_text(token), float(logprobs[token]), top)]
-                now = time.perf_counter() - started
-                if answers[i].ttft_s is None:
-                    answers[i].ttft_s = now
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    finish[i] = "stop"
-                else:
-                    generated[i].append(token)
-                    if len(generated[i]) >= limit[i]:
-                        finish[i] = "length"
-                if i in finish:
-                    answers[i].total_s = now
-
-            # Prefill: every prompt, in chunks of at most n_batch tokens; logits only for each prompt's last token.
-            # A prefix already in this sequence's cache (see _reuse) is not decoded again.
-            flat = [(s, pos, tok, pos == len(prompts[i]) - 1)
-                    for s, i in enumerate(seqs) for pos, tok in enumerate(prompts[i]) if pos >= cached[i]]
-            for at in range(0, len(flat), n_batch):
-                chunk = flat[at:at + n_batch]
-                decode(chunk)
-                for j, (s, _, _, want) in enumerate(chunk):
-                    if want:
-                        take(j, seqs[s])
-            # Decode: one token per unfinished sequence per step; finished ones leave the batch.
-            while active := [s for s, i in enumerate(seqs) if i not in finish]:
-                decode([(s, len(prompts[seqs[s]]) + len(generated[seqs[s]]) - 1, generated[seqs[s]][-1], True)
-                        for s in active])
-                for j, s in enumerate(active):
-                    fed[seqs[s]] += 1
-                    take(j, seqs[s])
-            self._kv_tokens = {s: prompts[i] + generated[i][:fed[i]] for s, i in enumerate(seqs)}
-        except Exception as exc:
-            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx.ctx), True)
-            for i in seqs:
-                if i not in finish:
-                    answers[i].error = f"batch decoding failed: {type(exc).__name__}: {exc}"
-        finally:
-            batch.close()
-        for i in seqs:
-            answer = answers[i]
-            answer.text = complete_utf8(self.llm.detokenize(generated[i]))
-            answer.usage = Usage(len(prompts[i]), len(generated[i]), finish.get(i, "error"))
-            if answer.total_s is None:
-                answer.total_s = time.perf_counter() - started
-        return answers
+        return prompts
 
     # -- scoring a text (python -m arena quality) --------------------------------------------------
     def score_tokens(self, ids: list[int], top: int, gather: list[list[int]] | None, tail: int = 0) -> dict:
@@ -342,3 +287,93 @@ class LlamaCppEngine:
         finally:
             batch.close()
             ctx.close()
+
+
+class _Group:
+    """The state of one batch group while llama.cpp decodes it: the sequences' generated tokens, their finish
+    reasons and the answers' timings. ``seqs[s]`` is the request that sequence ``s`` answers."""
+
+    def __init__(self, engine: "LlamaCppEngine", ctx, requests: list[BatchRequest], params: GenerationParams,
+                 answers: list[BatchAnswer], prompts: dict[int, list[int]], limit: dict[int, int], seqs: list[int],
+                 started: float):
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch
+
+        self.engine, self.ctx, self.params, self.answers = engine, ctx, params, answers
+        self.prompts, self.limit, self.seqs = prompts, limit, seqs
+        self.started = started  # the answers' stopwatch, from when the group was handed over
+        self.fed = dict.fromkeys(seqs, 0)  # generated tokens decoded into the cache, per request
+        self.n_batch = llama_cpp.llama_n_batch(ctx.ctx)
+        self.vocab = llama_cpp.llama_model_get_vocab(engine.llm._model.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.rngs = {i: np.random.default_rng(requests[i].seed if requests[i].seed is not None else 0) for i in seqs}
+        self.generated: dict[int, list[int]] = {i: [] for i in seqs}
+        self.finish: dict[int, str] = {}
+        self.batch = LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=False)
+
+    def run(self, cached: dict[int, int]) -> None:
+        """Prefill every prompt in chunks of at most n_batch tokens, with logits only for each prompt's last token
+        (a prefix already in this sequence's cache, ``cached``, is not decoded again); then decode one token per
+        unfinished sequence per step."""
+        seqs, prompts, generated = self.seqs, self.prompts, self.generated
+        flat = [(s, pos, tok, pos == len(prompts[i]) - 1)
+                for s, i in enumerate(seqs) for pos, tok in enumerate(prompts[i]) if pos >= cached[i]]
+        for at in range(0, len(flat), self.n_batch):
+            chunk = flat[at:at + self.n_batch]
+            self.decode(chunk)
+            for j, (s, _, _, want) in enumerate(chunk):
+                if want:
+                    self.take(j, seqs[s])
+        while active := [s for s, i in enumerate(seqs) if i not in self.finish]:
+            self.decode([(s, len(prompts[seqs[s]]) + len(generated[seqs[s]]) - 1, generated[seqs[s]][-1], True)
+                         for s in active])
+            for j, s in enumerate(active):
+                self.fed[seqs[s]] += 1
+                self.take(j, seqs[s])
+
+    def decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
+        """entries: (seq_id, position, token, wants_logits); len(entries) <= n_batch."""
+        import llama_cpp
+
+        assert len(entries) <= self.n_batch  # a larger batch would abort the process inside ggml
+        b = self.batch.batch
+        for j, (s, pos, tok, want) in enumerate(entries):
+            b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = tok, pos, 1, want
+            b.seq_id[j][0] = s
+        b.n_tokens = len(entries)
+        rc = llama_cpp.llama_decode(self.ctx.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+
+    def take(self, j: int, i: int) -> None:
+        """Sample request i's next token from output row j; note first-token and finish times (and, asked for,
+        the token's log-probability and its best alternatives)."""
+        import llama_cpp
+
+        params, answer, generated = self.params, self.answers[i], self.generated[i]
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx.ctx, j), shape=(self.n_vocab,))
+        token = sample_token(logits, generated, params, self.rngs[i])
+        if params.top_logprobs is not None:
+            _, top, logprobs = top_logprobs(logits, params.top_logprobs, self.engine.token_text)
+            answer.logprobs = (answer.logprobs or []) + [
+                TokenLogprob(self.engine.token_text(token), float(logprobs[token]), top)]
+        now = time.perf_counter() - self.started
+        if answer.ttft_s is None:
+            answer.ttft_s = now
+        if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+            self.finish[i] = "stop"
+        else:
+            generated.append(token)
+            if len(generated) >= self.limit[i]:
+                self.finish[i] = "length"
+        if i in self.finish:
+            answer.total_s = now
+
+    def fail(self, exc: Exception) -> None:
+        """A failed decode: the cache is cleared and every unfinished answer says why."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx.ctx), True)
+        for i in self.seqs:
+            if i not in self.finish:
+                self.answers[i].error = f"batch decoding failed: {type(exc).__name__}: {exc}"

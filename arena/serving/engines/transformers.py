@@ -289,20 +289,10 @@ class TransformersEngine:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        tokenizer = self.tokenizer
         started = time.perf_counter()
-        texts = [tokenizer.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False)
-                 for r in requests]
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "left"  # generation continues from the right edge of every row
-        try:
-            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tokenizer.padding_side = side
-        width = int(inputs["input_ids"].shape[1])
+        inputs = self._left_padded(requests)
         configured = self.hf_model.generation_config.eos_token_id
-        eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None}
+        eos = {self.tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])} - {None}
         first: list[float] = []
         finished_at: dict[int, float] = {}
 
@@ -316,44 +306,70 @@ class TransformersEngine:
                         finished_at[row] = now
                 return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
-        sample = params.temperature > 0
-        options = {"max_new_tokens": params.max_new_tokens, "do_sample": sample, "pad_token_id": pad,
-                   "stopping_criteria": StoppingCriteriaList([_Clock()])}
-        if params.top_logprobs is not None:  # the raw logits of every step (before any sampling settings)
-            options.update(output_logits=True, return_dict_in_generate=True)
-        if sample:
-            options.update(temperature=params.temperature, top_p=params.top_p)
-            if params.top_k:
-                options["top_k"] = params.top_k
-            seed = requests[0].seed
-            torch.manual_seed(seed if seed is not None else 0)
-        if params.repeat_penalty:
-            options["repetition_penalty"] = params.repeat_penalty
+        options = self._generate_options(params, requests[0].seed)
+        options["stopping_criteria"] = StoppingCriteriaList([_Clock()])
         try:
             with torch.no_grad():
                 out = self.hf_model.generate(**inputs, **options)
         except Exception as exc:
             return [BatchAnswer(error=f"batched generate failed: {type(exc).__name__}: {exc}") for _ in requests]
         end = time.perf_counter() - started
-        sequences = out.sequences if params.top_logprobs is not None else out
         answers = []
         for row in range(len(requests)):
-            tokens = sequences[row, width:].tolist()
-            stop = next((k for k, t in enumerate(tokens) if t in eos), None)
-            kept = tokens if stop is None else tokens[:stop]
-            prompt_tokens = int(inputs["attention_mask"][row].sum())
-            logprobs = None
-            if params.top_logprobs is not None:  # every step up to and including the end-of-turn token
-                logprobs = []
-                for step, token in enumerate(tokens[:len(kept) + (stop is not None)]):
-                    _, top, all_logprobs = top_logprobs(out.logits[step][row].float().numpy(), params.top_logprobs,
-                                                        self.token_text)
-                    logprobs.append(TokenLogprob(self.token_text(token), float(all_logprobs[token]), top))
-            answers.append(BatchAnswer(
-                text=tokenizer.decode(kept, skip_special_tokens=True),
-                usage=Usage(prompt_tokens, len(kept), "stop" if stop is not None else "length"),
-                ttft_s=first[0] if first else None, total_s=finished_at.get(row, end), logprobs=logprobs))
+            answer = self._row_answer(out, row, inputs, params, eos)
+            answer.ttft_s, answer.total_s = first[0] if first else None, finished_at.get(row, end)
+            answers.append(answer)
         return answers
+
+    def _left_padded(self, requests: list[BatchRequest]):
+        """The requests' chat prompts as one left-padded tensor batch: generation continues from the right edge
+        of every row."""
+        tokenizer = self.tokenizer
+        texts = [tokenizer.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False)
+                 for r in requests]
+        side = tokenizer.padding_side
+        tokenizer.padding_side = "left"
+        try:
+            return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tokenizer.padding_side = side
+
+    def _generate_options(self, params: GenerationParams, seed: int | None) -> dict:
+        """``generate``'s settings for ``params``; sampling is seeded by the group's first request."""
+        import torch
+
+        tokenizer = self.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        sample = params.temperature > 0
+        options = {"max_new_tokens": params.max_new_tokens, "do_sample": sample, "pad_token_id": pad}
+        if params.top_logprobs is not None:  # the raw logits of every step (before any sampling settings)
+            options.update(output_logits=True, return_dict_in_generate=True)
+        if sample:
+            options.update(temperature=params.temperature, top_p=params.top_p)
+            if params.top_k:
+                options["top_k"] = params.top_k
+            torch.manual_seed(seed if seed is not None else 0)
+        if params.repeat_penalty:
+            options["repetition_penalty"] = params.repeat_penalty
+        return options
+
+    def _row_answer(self, out, row: int, inputs, params: GenerationParams, eos: set[int]) -> BatchAnswer:
+        """One row of a batched ``generate``: its text up to the end-of-turn token, its usage and (asked for)
+        the log-probabilities of every step up to and including that token."""
+        sequences = out.sequences if params.top_logprobs is not None else out
+        tokens = sequences[row, int(inputs["input_ids"].shape[1]):].tolist()
+        stop = next((k for k, t in enumerate(tokens) if t in eos), None)
+        kept = tokens if stop is None else tokens[:stop]
+        logprobs = None
+        if params.top_logprobs is not None:
+            logprobs = []
+            for step, token in enumerate(tokens[:len(kept) + (stop is not None)]):
+                _, top, all_logprobs = top_logprobs(out.logits[step][row].float().numpy(), params.top_logprobs,
+                                                    self.token_text)
+                logprobs.append(TokenLogprob(self.token_text(token), float(all_logprobs[token]), top))
+        return BatchAnswer(text=self.tokenizer.decode(kept, skip_special_tokens=True),
+                           usage=Usage(int(inputs["attention_mask"][row].sum()), len(kept),
+                                       "stop" if stop is not None else "length"), logprobs=logprobs)
 
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token], skip_special_tokens=False)
