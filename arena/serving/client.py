@@ -158,6 +158,16 @@ async def stream_chat(base_url: str, model: str, messages: list[dict], params: G
     yield usage if usage and usage.completion_tokens else Usage(0, pieces, usage.finish_reason if usage else "stop")
 
 
+def _reply(url: str, response: httpx.Response, schema: type, what: str):
+    """A whole JSON reply checked against ``schema``: an HTTP error or a malformed reply is an EndpointError."""
+    if response.status_code != 200:
+        raise _http_error(url, response.status_code, response.text)
+    try:
+        return schema.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise EndpointError(f"{url} sent a malformed {what} ({_first_problem(exc)})") from None
+
+
 @dataclass
 class BatchReply:
     """Answers of one batch call, in request order, and how they were produced."""
@@ -189,12 +199,7 @@ def batch_chat(base_url: str, model: str, requests: list[BatchRequest], params: 
     if response.status_code in (404, 405):
         return BatchReply(_one_at_a_time(base_url, model, requests, params, api_key, concurrency), False,
                           f"{concurrency} requests at a time (server has no batch endpoint)")
-    if response.status_code != 200:
-        raise _http_error(url, response.status_code, response.text)
-    try:
-        data = BatchResponse.model_validate_json(response.content)
-    except ValidationError as exc:
-        raise EndpointError(f"{url} sent a malformed batch reply ({_first_problem(exc)})") from None
+    data = _reply(url, response, BatchResponse, "batch reply")
     if len(data.results) != len(requests):
         raise EndpointError(f"{url} returned {len(data.results)} answers for {len(requests)} requests")
     answers = [BatchAnswer(text=r.text or "", error=r.error, ttft_s=r.ttft_s, total_s=r.total_s,
@@ -218,12 +223,7 @@ async def chat_once(base_url: str, model: str, messages: list[dict], params: Gen
     with network_errors(url, f"after {timeout:.0f} s"):
         async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), verify=_tls()) as http:
             response = await http.post(target, json=body, headers=auth_headers(api_key))
-    if response.status_code != 200:
-        raise _http_error(url, response.status_code, response.text)
-    try:
-        data = Completion.model_validate_json(response.content)
-    except ValidationError as exc:
-        raise EndpointError(f"{url} sent a malformed completion ({_first_problem(exc)})") from None
+    data = _reply(url, response, Completion, "completion")
     choice = data.choices[0]
     logprobs = _logprobs(choice.logprobs.content if choice.logprobs else None)
     if params.top_logprobs is not None and logprobs is None:

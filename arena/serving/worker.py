@@ -27,7 +27,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from arena.core.generation import MAX_TOP_LOGPROBS, GenerationParams, Notice, Started, TokenLogprob, Usage, with_seed
 from arena.serving.engines.base import (
-    ENGINE_LIBRARIES,
     ERROR_PREFIX,
     AnswerCollector,
     BatchAnswer,
@@ -451,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from arena.core.config import load_models
-    from arena.serving.engines.registry import load_engine
+    from arena.serving.engines.registry import ENGINES, load_engine
 
     try:
         model = next(m for m in load_models(args.models) if m.id == args.model)
@@ -468,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{ERROR_PREFIX}could not load {args.weights}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         sys.exit(3)
     app = create_app(engine, model.id, load_seconds, api_key, model.context_length,
-                     installed_versions(ENGINE_LIBRARIES.get(model.engine, ())))
+                     installed_versions(ENGINES[model.engine].libraries if model.engine in ENGINES else ()))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

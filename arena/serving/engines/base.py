@@ -177,14 +177,6 @@ class TokenScorer(Protocol):
         """Next-token statistics at every position of ``ids`` (serving/scoring.py's JSON)."""
 
 
-# The libraries each engine's figures depend on, recorded with quality results (read in the worker's own env).
-ENGINE_LIBRARIES = {
-    "llamacpp": ("llama-cpp-python", "numpy"),
-    "transformers": ("transformers", "torch", "torchao", "optimum-quanto", "numpy"),
-    "itrex": ("intel-extension-for-transformers", "neural-speed", "transformers", "torch", "numpy"),
-}
-
-
 def installed_versions(names: "tuple[str, ...] | list[str]") -> dict[str, str | None]:
     """Installed version of each distribution in this interpreter (None: not installed)."""
     from importlib import metadata

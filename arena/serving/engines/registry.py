@@ -42,6 +42,9 @@ class EngineSpec:
     # (interpreter, model, prepared weights, port, threads, key's environment variable) -> the command of a
     # server that speaks the plain OpenAI protocol; None: an arena worker (arena.worker) serves the model
     serve: Callable[[Path, ModelConfig, Path, int, int, str], list[str]] | None = None
+    # (model, weights, threads, cache directory, rebuild) -> the engine, inside the worker's process
+    load: Callable[[ModelConfig, Path, int, Path, bool], ChatEngine] | None = None
+    libraries: tuple[str, ...] = ()  # the distributions its figures depend on, recorded with quality results
 
 
 def _main_python() -> Path:
@@ -183,11 +186,32 @@ def _vllm_command(python: Path, model: ModelConfig, weights: Path, port: int, th
     return serve_command(python, model, weights, port, threads, key_env)
 
 
+def _load_llamacpp(model: ModelConfig, weights: Path, threads: int, data_dir: Path, rebuild: bool) -> ChatEngine:
+    from arena.serving.engines.llamacpp import LlamaCppEngine
+    return LlamaCppEngine(weights, threads=threads, context_length=model.context_length)
+
+
+def _load_transformers(model: ModelConfig, weights: Path, threads: int, data_dir: Path, rebuild: bool) -> ChatEngine:
+    from arena.serving.engines.transformers import TransformersEngine
+    return TransformersEngine(model, weights, threads=threads, cache_dir=data_dir / "int4-cache", rebuild=rebuild)
+
+
+def _load_itrex(model: ModelConfig, weights: Path, threads: int, data_dir: Path, rebuild: bool) -> ChatEngine:
+    from arena.serving.engines.itrex import ItrexEngine  # only inside the ITREX virtualenv
+    return ItrexEngine(model, weights, threads=threads, cache_dir=data_dir / "itrex")
+
+
+# Every local engine, and all the arena needs to know to run it. Adding an engine: its module beside this one,
+# an entry here, and its name in core/config.py (what models.yaml may say); README "Architecture".
 ENGINES: dict[str, EngineSpec] = {
-    "llamacpp": EngineSpec("llamacpp", SOURCE_KINDS["llamacpp"], _main_python, "", _prepare_llamacpp),
-    "transformers": EngineSpec("transformers", SOURCE_KINDS["transformers"], _main_python, "", _prepare_transformers),
+    "llamacpp": EngineSpec("llamacpp", SOURCE_KINDS["llamacpp"], _main_python, "", _prepare_llamacpp,
+                           load=_load_llamacpp, libraries=("llama-cpp-python", "numpy")),
+    "transformers": EngineSpec("transformers", SOURCE_KINDS["transformers"], _main_python, "", _prepare_transformers,
+                               load=_load_transformers,
+                               libraries=("transformers", "torch", "torchao", "optimum-quanto", "numpy")),
     "itrex": EngineSpec("itrex", SOURCE_KINDS["itrex"], _itrex_interpreter, "scripts/install-itrex.sh",
-                        _prepare_itrex),
+                        _prepare_itrex, load=_load_itrex,
+                        libraries=("intel-extension-for-transformers", "neural-speed", "transformers", "torch", "numpy")),
     "vllm": EngineSpec("vllm", SOURCE_KINDS["vllm"], _vllm_interpreter, "scripts/install-vllm.sh", _prepare_vllm,
                        _vllm_command),
 }
@@ -201,16 +225,9 @@ def engine_spec(name: str) -> EngineSpec:
 
 
 def load_engine(model: ModelConfig, weights: Path, threads: int, data_dir: Path | None = None,
-                rebuild: bool = False) -> "ChatEngine":
+                rebuild: bool = False) -> ChatEngine:
     """Load ``model`` from its resolved ``weights``; ``data_dir`` holds caches (the INT4 cache)."""
-    if model.engine == "llamacpp":
-        from arena.serving.engines.llamacpp import LlamaCppEngine
-        return LlamaCppEngine(weights, threads=threads, context_length=model.context_length)
-    if model.engine == "transformers":
-        from arena.serving.engines.transformers import TransformersEngine
-        return TransformersEngine(model, weights, threads=threads, cache_dir=(data_dir or weights.parent) / "int4-cache",
-                                  rebuild=rebuild)
-    if model.engine == "itrex":  # only inside the ITREX virtualenv
-        from arena.serving.engines.itrex import ItrexEngine
-        return ItrexEngine(model, weights, threads=threads, cache_dir=(data_dir or weights.parent) / "itrex")
-    raise ValueError(f"engine {model.engine!r} has no in-process loader")
+    spec = ENGINES.get(model.engine)
+    if spec is None or spec.load is None:
+        raise ValueError(f"engine {model.engine!r} has no in-process loader")
+    return spec.load(model, weights, threads, data_dir or weights.parent, rebuild)
