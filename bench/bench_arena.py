@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 from arena.core.config import load_models, load_prompts  # noqa: E402
 from arena.rounds.rules import Arena, Settings  # noqa: E402
 from arena.serving.sources import resolve  # noqa: E402
-from arena.storage.store import Store  # noqa: E402
 from arena.serving.supervisor import Supervisor, free_port  # noqa: E402
+from arena.storage.store import Store  # noqa: E402
 
 STORY = "Write a long, detailed story about a lighthouse keeper and a storm."
 

@@ -100,8 +100,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, help="new tokens per answer (default: 128 llama.cpp, 64 torchao)")
     parser.add_argument("--sizes", help="comma-separated batch sizes (default: 8,16 llama.cpp; 8 torchao)")
     args = parser.parse_args()
-    from arena.serving.engines.base import BatchRequest
     from arena.core.generation import GenerationParams
+    from arena.serving.engines.base import BatchRequest
 
     plans = {"llamacpp": {"tokens": 128, "sizes": [8, 16]}, "torchao": {"tokens": 64, "sizes": [8]}}
     results = []

@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from arena.core.generation import GenerationParams  # noqa: E402
 from arena.serving.client import batch_chat  # noqa: E402
 from arena.serving.engines.base import BatchRequest  # noqa: E402
-from arena.core.generation import GenerationParams  # noqa: E402
 from tests.stub_openai import StubOpenAI  # noqa: E402
 
 

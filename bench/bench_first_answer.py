@@ -23,9 +23,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arena.serving import client  # noqa: E402
 from arena.core.config import DEFAULT_MODELS_FILE, load_models  # noqa: E402
 from arena.core.generation import GenerationParams, Usage  # noqa: E402
+from arena.serving import client  # noqa: E402
 from arena.serving.sources import resolve  # noqa: E402
 from arena.serving.supervisor import free_port  # noqa: E402
 

@@ -32,12 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from arena.core.config import load_models, load_prompts  # noqa: E402
+from arena.core.outcomes import Winner  # noqa: E402
 from arena.grading import grades as G  # noqa: E402
 from arena.grading import judge as J  # noqa: E402
-from arena.serving.client import batch_chat  # noqa: E402
-from arena.core.config import load_models, load_prompts  # noqa: E402
 from arena.grading.grader import ASSERTIONS, Gradable, assertion_rows, pairwise_grades, reference_grades  # noqa: E402
-from arena.core.outcomes import Winner  # noqa: E402
+from arena.serving.client import batch_chat  # noqa: E402
 from arena.storage.store import Store  # noqa: E402
 
 LABELLED = ROOT / "bench" / "labelled"

@@ -83,8 +83,8 @@ class GroupSampler:
 
 
 def measure(base_url: str, tokens: int, api_key: str | None = None) -> dict:
-    from arena.serving import client
     from arena.core.generation import GenerationParams, Usage
+    from arena.serving import client
 
     async def run():
         start, first, usage = time.perf_counter(), None, None
@@ -144,8 +144,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed answers per model (median)")
     parser.add_argument("--data-dir", type=Path, help="default: a fresh temporary directory (first load from scratch)")
     args = parser.parse_args()
-    from arena.serving import memory
     from arena.core.config import load_models
+    from arena.serving import memory
     from arena.serving.engines.itrex import itrex_python
     from arena.serving.sources import resolve
 

@@ -63,11 +63,11 @@ def cross_agreement(pairs: list[dict], x: dict[str, J.Verdict], y: dict[str, J.V
 
 def main() -> None:
     from arena.batch.runner import build_pairs, judge_batch, judge_params, judge_pending
-    from arena.serving.client import batch_chat
     from arena.core.config import load_models, load_prompts
     from arena.grading.judge_file import read_pairs, with_references
-    from arena.storage.store import Store
+    from arena.serving.client import batch_chat
     from arena.serving.supervisor import Supervisor
+    from arena.storage.store import Store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)

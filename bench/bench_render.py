@@ -101,15 +101,14 @@ def serve() -> None:
     """The app on a stub model server, in this process, with two endpoints for the measurement: /lag_reset
     (the event loop's longest stall since the last call, from a monitor task on that loop) and /bench_send (the
     page's own send event, made public: Handlers.send, its rendering and Gradio's postprocessing)."""
-    from arena.web.access import AdminAccess, session_of
     from arena.app import build_arena, preload_for_serving, serve_parser
-    from arena.web.downloads import Downloads
     from arena.core.records import Settings
     from arena.serving.supervisor import free_port
-    from arena.web.page import CSS
+    from arena.web.access import AdminAccess, session_of
+    from arena.web.downloads import Downloads
     from arena.web.handlers import ARENA_OUTPUTS, Handlers
     from arena.web.i18n import I18N
-    from arena.web.page import layout
+    from arena.web.page import CSS, layout
     from tests.stub_openai import StubOpenAI
 
     stub = StubOpenAI(piece_delay=0.15)

@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from arena.serving import client  # noqa: E402
 from arena.core.config import DEFAULT_MODELS_FILE, load_models, load_prompts  # noqa: E402
-from arena.serving.engines.base import BatchRequest  # noqa: E402
 from arena.core.generation import GenerationParams, Usage  # noqa: E402
+from arena.serving import client  # noqa: E402
+from arena.serving.engines.base import BatchRequest  # noqa: E402
 from arena.serving.supervisor import Supervisor  # noqa: E402
 
 VLLM, LLAMACPP = "qwen2.5-coder-0.5b-vllm", "qwen2.5-coder-0.5b-q4km"

@@ -67,8 +67,8 @@ def spawn_smol_worker(models: Path, weights: Path, threads: int) -> tuple[subpro
 
 def collect(base_url: str, messages: list[dict], params, model: str = "smol-a", **kwargs) -> tuple[str, object]:
     """One whole answer of ``model`` from an OpenAI-compatible endpoint (base_url ends in /v1)."""
-    from arena.serving import client
     from arena.core.generation import Usage
+    from arena.serving import client
 
     async def run():
         text, usage = "", None

@@ -8,10 +8,10 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from arena.web.access import AdminAccess, address_of, session_of
-from arena.web.downloads import Downloads
 from arena.core.redact import redact_url, without_credentials
 from arena.storage.store import StoreUnavailable, database_url
+from arena.web.access import AdminAccess, address_of, session_of
+from arena.web.downloads import Downloads
 
 
 def request(peer="127.0.0.1", headers=None, session_hash="abc"):

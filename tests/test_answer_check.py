@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arena.grading.answer_check import chinese_number, check, conclusion, final_span, numbers
+from arena.grading.answer_check import check, chinese_number, conclusion, final_span, numbers
 
 _CN = "零一二三四五六七八九"
 

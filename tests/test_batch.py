@@ -3,8 +3,8 @@
 local model. Covers storage, timings, resume, refusals before any work, the report in Chromium,
 the background service, and the Batch tab through gradio_client."""
 import html
-import re
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -14,16 +14,16 @@ import threading
 import httpx
 import pytest
 
-from arena.core.assertion_spec import parse as parse_assertions
+from arena.batch.report import MEMORY_HEADING, write_report
 from arena.batch.runner import BatchError, BatchRunner, BatchSettings, choose_judge
 from arena.batch.service import BatchService, judge_leaderboard
-from arena.serving.client import batch_chat
+from arena.core.assertion_spec import parse as parse_assertions
 from arena.core.config import Prompt, load_models
-from arena.serving.engines.base import BatchRequest
 from arena.core.generation import GenerationParams
-from arena.batch.report import MEMORY_HEADING, write_report
-from arena.storage.store import Store
+from arena.serving.client import batch_chat
+from arena.serving.engines.base import BatchRequest
 from arena.serving.supervisor import Supervisor
+from arena.storage.store import Store
 
 from .conftest import ARTIFACTS, CHROMIUM_ARGS, ROOT, smol_catalog, wait_for
 
@@ -267,9 +267,9 @@ def test_batch_tab_starts_a_run_shows_progress_and_offers_the_report(running):
     import httpx
     from gradio_client import Client
 
-    from arena.web.access import address_of
     from arena.rounds.rules import Arena
     from arena.web import batch_panel
+    from arena.web.access import address_of
     from arena.web.handlers import Handlers
 
     supervisor, store, tmp = running

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from arena.core.config import ModelConfig, ModelSource, QuantizeConfig
-from arena.serving.engines.base import BatchRequest
 from arena.core.generation import GenerationParams
-from arena.serving.engines.registry import load_engine
+from arena.serving.engines.base import BatchRequest
 from arena.serving.engines.llamacpp import complete_utf8, sample_token
+from arena.serving.engines.registry import load_engine
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -18,16 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arena.storage import exports
-from arena.ratings import leaderboard
-from arena.ratings import style_control
 from arena.core import topics
 from arena.core.config import Prompt, load_models, started_by_default
 from arena.core.outcomes import Winner
 from arena.core.records import RoundRecord, SideAnswer, Turn
-from arena.rounds.rules import Arena, Limits
-from arena.storage.store import Store
+from arena.ratings import leaderboard, style_control
 from arena.ratings.style import features
+from arena.rounds.rules import Arena, Limits
+from arena.storage import exports
+from arena.storage.store import Store
 
 from .conftest import ROOT
 from .test_rounds import FakeSupervisor, answered

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from playwright.sync_api import expect
 
-from arena.web import http_guard
 from arena.app import launch
-from arena.web.safe_markdown import safe_markdown
+from arena.web import http_guard
 from arena.web.components import answer_pane, text_panel
+from arena.web.safe_markdown import safe_markdown
 
 from .markdown_grammar import documents
 

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from arena.grading import assertions as A
-from arena.grading import grades as G
 from arena.core.config import ConfigError, load_prompts
 from arena.core.generation import TokenLogprob
-from arena.grading.grader import Gradable, _calls, assertion_rows
 from arena.core.outcomes import Winner
+from arena.grading import assertions as A
+from arena.grading import grades as G
+from arena.grading.grader import Gradable, _calls, assertion_rows
 
 
 def checks(*entries):

@@ -13,10 +13,10 @@ import pytest
 
 from arena.core.config import load_models
 from arena.core.generation import GenerationParams
-from arena.serving.engines.itrex import INSTALL_COMMAND, itrex_python
 from arena.rounds.rules import Arena, Settings
-from arena.storage.store import Store
+from arena.serving.engines.itrex import INSTALL_COMMAND, itrex_python
 from arena.serving.supervisor import Supervisor
+from arena.storage.store import Store
 
 from .conftest import ROOT, collect, final_view, smol_catalog, wait_for
 

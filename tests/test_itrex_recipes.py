@@ -6,10 +6,10 @@ import struct
 import pytest
 
 from arena.core.config import ITREX_DEFAULT_RECIPE, SUPPORTED_QUANTIZATION, ConfigError, QuantizeConfig, load_models
+from arena.core.texts import say
 from arena.serving.engines.itrex import cache_dirs, is_complete, mark_complete, native_reason
 from arena.serving.engines.registry import itrex_hf_dir
 from arena.serving.memory import GB, InsufficientMemory, count_params, estimate, preflight
-from arena.core.texts import say
 
 ENTRY = """models:
   - id: q

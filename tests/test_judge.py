@@ -5,12 +5,12 @@ import math
 
 import pytest
 
+from arena.batch.runner import BatchSettings, answer_key, build_pairs, judge_batch, settings_hash
+from arena.core.config import ModelConfig, ModelSource
 from arena.core.language import language_of
 from arena.grading import judge as J
-from arena.batch.runner import answer_key, build_pairs, judge_batch, settings_hash, BatchSettings
-from arena.core.config import ModelConfig, ModelSource
-from arena.serving.engines.base import BatchAnswer
 from arena.grading.judge_file import BattleFileError, read_pairs
+from arena.serving.engines.base import BatchAnswer
 
 
 # -- strict parsing ---------------------------------------------------------------------------------

@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from arena.serving import client
 from arena.core.config import load_models
-from arena.serving.engines.base import BatchRequest
 from arena.core.generation import GenerationParams
 from arena.rounds.rules import Arena, ArenaError, Settings
-from arena.storage.store import Store
+from arena.serving import client
+from arena.serving.engines.base import BatchRequest
 from arena.serving.supervisor import Supervisor
+from arena.storage.store import Store
 
 from .conftest import ROOT, collect, smol_catalog, spawn_smol_worker, wait_for
 

@@ -8,12 +8,12 @@ import sys
 import httpx
 import pytest
 
-from arena.serving import client
 from arena.core.config import ConfigError, load_models
 from arena.core.generation import GenerationParams
 from arena.rounds.rules import Arena, Settings
-from arena.storage.store import Store
+from arena.serving import client
 from arena.serving.supervisor import Supervisor, free_port
+from arena.storage.store import Store
 
 from .conftest import ROOT, collect, final_view, smol_catalog, wait_for
 
@@ -22,10 +22,11 @@ KEY = "s3cret-test-key"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, smol_weights):
-    """A SmolLM2 worker acting as someone else's OpenAI-compatible server, guarded by a key."""
+    """A SmolLM2 worker acting as someone else's OpenAI-compatible server, guarded by a key, started with the
+    README's command for a worker on another machine (``python -m arena.worker``)."""
     models = smol_catalog(tmp_path_factory.mktemp("remote") / "models.yaml")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "arena.serving.worker", "--models", str(models), "--model", "smol-a",
+    proc = subprocess.Popen([sys.executable, "-m", "arena.worker", "--models", str(models), "--model", "smol-a",
                              "--weights", str(smol_weights), "--port", str(port), "--threads", "1",
                              "--api-key-env", "REMOTE_KEY"], cwd=ROOT, env={**os.environ, "REMOTE_KEY": KEY})
     base = f"http://127.0.0.1:{port}/v1"

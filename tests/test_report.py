@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from arena.ratings import leaderboard
 from arena.batch import report
 from arena.batch.runner import build_pairs
+from arena.ratings import leaderboard
 from arena.storage.store import Store
 
 EVIL = '<script>alert(1)</script> ![tracker](http://evil.example/x.png) <img src="http://evil.example/y.png"> ```'
@@ -247,8 +247,8 @@ def test_a_verdict_line_says_agreement_with_the_human_apart_from_the_judges_cons
     """Before, a graded verdict was written with "status": "agreed" beside a human vote it contradicted ("agreed"
     meant the generative judge's two orders). Now agreement with the human is its own field, consistency is the
     generative judge's only, and no field is called status."""
-    from arena.grading import judge as J
     from arena.batch.cli import verdict_line
+    from arena.grading import judge as J
 
     pair = {"id": "p", "model_a": "x", "model_b": "y", "human_winner": "model_b"}
     graded = verdict_line(pair, J.Verdict("model_a", None, "agreed"), {"basis": "grader"}, {}, "g", "auto")

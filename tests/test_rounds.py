@@ -11,17 +11,16 @@ from dataclasses import replace
 
 import pytest
 
-from arena.rounds.battle import run_turn
-from arena.serving.client import EndpointError
 from arena.core.config import ModelConfig, ModelSource, Prompt
 from arena.core.generation import Started, Usage
 from arena.core.outcomes import Winner
-from arena.core.records import RoundRecord, SideAnswer, Turn
-from arena.rounds.rules import Arena, ArenaError, Limits, RoundState, Settings, _RateLimiter, address_key
-from arena.core.records import identity_words
-from arena.storage.store import Store
-from arena.serving.supervisor import ModelStatus, ModelUnavailable
+from arena.core.records import RoundRecord, SideAnswer, Turn, identity_words
 from arena.core.textcheck import clean_model_text
+from arena.rounds.battle import run_turn
+from arena.rounds.rules import Arena, ArenaError, Limits, RoundState, Settings, _RateLimiter, address_key
+from arena.serving.client import EndpointError
+from arena.serving.supervisor import ModelStatus, ModelUnavailable
+from arena.storage.store import Store
 
 MODELS = {m.id: m for m in (
     ModelConfig("qwen-x", "Qwen2.5 X", "llamacpp", ModelSource(file="/x"), "Q4", "MIT"),
@@ -489,8 +488,9 @@ def test_regenerate_twice_then_vote_keeps_every_attempt_and_votes_on_the_last(ar
     """Both panes answer the last question again with a new seed (the same for both), same settings, same history;
     the stored round keeps every attempt with its seed and timings; the vote applies to the answers shown, and
     the FastChat export carries those, with the attempt count in our part."""
-    from arena.storage.exports import battle_json, parse_battle
     import json
+
+    from arena.storage.exports import battle_json, parse_battle
 
     requests = seeded_models(arena)
     first = asyncio.run(drain(arena.ask("s1", "Q1?", mode="named", model_a="qwen-x", model_b="smol-y")))

@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from arena.storage import exports
-from arena.ratings import leaderboard
-from arena.storage import store as arena_store
 from arena.core.records import ModelInfo, RoundRecord, Settings, SideAnswer, Turn
+from arena.ratings import leaderboard
+from arena.storage import exports
+from arena.storage import store as arena_store
 from arena.storage.store import Store
 
 
@@ -204,10 +204,10 @@ def test_every_kind_of_round_the_arena_writes_it_can_import(tmp_path, make_store
     text-direction override and a control character (cleaned on the way in)."""
     from types import SimpleNamespace
 
-    from arena.web.access import session_of
     from arena.core.config import Prompt
     from arena.core.generation import Notice, Started, Usage
     from arena.rounds.rules import Arena, Limits, Settings
+    from arena.web.access import session_of
 
     from .test_rounds import FakeSupervisor
 

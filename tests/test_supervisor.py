@@ -154,10 +154,10 @@ def test_a_workers_phase_reaches_the_page_in_its_language(tmp_path, capsys):
     """Workers write what they are doing as a phrase (a text key and its values, engines.phase); the supervisor
     reads it from the log, adds neural-speed's tensor count, and the page says it in Chinese or English. Names and
     files stay as they are; a line from an older worker (plain text) is shown as it is."""
+    from arena.core.texts import phrase, say
     from arena.serving.engines.base import phase
     from arena.serving.memory import expect
     from arena.serving.supervisor import with_notes
-    from arena.core.texts import phrase, say
     from arena.web.render import describe_status
 
     models = load_models(smol_catalog(tmp_path / "models.yaml"))

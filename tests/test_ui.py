@@ -7,12 +7,12 @@ import gradio as gr
 import pytest
 from matplotlib.figure import Figure
 
-from arena.ratings import charts
 from arena.core.generation import Started, Usage
-from arena.rounds.rules import Arena, ArenaError, Limits, Settings, SideView, TurnView
-from arena.storage.store import Store
-from arena.serving.supervisor import ModelStatus
 from arena.core.texts import TEXTS, language_of, t
+from arena.ratings import charts
+from arena.rounds.rules import Arena, ArenaError, Limits, Settings, SideView, TurnView
+from arena.serving.supervisor import ModelStatus
+from arena.storage.store import Store
 from arena.web import render
 from arena.web.handlers import Handlers
 from arena.web.page import RELABEL, relabel

@@ -18,20 +18,28 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from arena.serving import client
-from arena.serving import memory
-from arena.quality import measures as quality
 from arena.core.config import load_models
-from arena.serving.engines.base import BatchRequest
 from arena.core.generation import GenerationParams
-from arena.serving.engines.vllm import vllm_python
 from arena.grading.grader import Gradable, reference_grades
+from arena.quality import measures as quality
 from arena.rounds.rules import Arena, Settings
-from arena.storage.store import Store
+from arena.serving import client, memory
+from arena.serving.engines.base import BatchRequest
+from arena.serving.engines.vllm import vllm_python
 from arena.serving.supervisor import Supervisor
+from arena.storage.store import Store
 
-from .conftest import (ROOT, SMOL_FP32, collect, copy_reference_cache, final_view, run_quality, smol_catalog, start_app,
-                       wait_for)
+from .conftest import (
+    ROOT,
+    SMOL_FP32,
+    collect,
+    copy_reference_cache,
+    final_view,
+    run_quality,
+    smol_catalog,
+    start_app,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -265,7 +265,7 @@ class Prompt:
     reference: str
     source: str
     language: str
-    assertions: tuple[Assertion, ...] = ()  # prompts.yaml ``assert:`` (assertions.py)
+    assertions: tuple[Assertion, ...] = ()  # prompts.yaml ``assert:`` (assertion_spec.py)
     followups: tuple[str, ...] = ()  # later turns (MT-Bench), asked in the same round after the answers
     follows: str | None = None       # batch runs: the preset whose question and answer come before this turn
 
