@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from arena.core import assertion_spec as spec
 from arena.core.config import ConfigError, load_prompts
 from arena.core.generation import TokenLogprob
 from arena.core.outcomes import Winner
@@ -15,7 +16,7 @@ from arena.grading.grader import Gradable, _calls, assertion_rows
 
 
 def checks(*entries):
-    return A.parse(list(entries))
+    return spec.parse(list(entries))
 
 
 @pytest.mark.parametrize("entry, text, passed", [
@@ -51,8 +52,8 @@ def test_a_hostile_pattern_fails_its_assertion_in_bounded_time():
     ([], "non-empty list"),
 ])
 def test_bad_assertions_are_refused_naming_the_entry(entries, problem):
-    with pytest.raises(A.AssertionConfigError, match=problem):
-        A.parse(entries)
+    with pytest.raises(spec.AssertionConfigError, match=problem):
+        spec.parse(entries)
 
 
 def test_prompts_yaml_assertions_load_and_a_bad_one_names_file_and_line(tmp_path):
