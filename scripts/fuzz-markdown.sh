@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 export ARENA_FUZZ_EXAMPLES="${1:-50000}" ARENA_FUZZ_BROWSER_EXAMPLES="${2:-20000}" ARENA_FUZZ_SEED=random
 exec "${ARENA_VENV:-.venv}/bin/python" -m pytest -p no:cacheprovider -q -o addopts="" --timeout 0 \
   -W ignore::hypothesis.errors.HypothesisWarning \
-  tests/test_safe_markdown.py tests/test_browser_security.py -k grammar
+  tests/web/test_safe_markdown.py tests/web/test_browser_security.py -k grammar

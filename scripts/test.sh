@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --test
-# vLLM's CPU build, for the real-server tests (tests/test_vllm.py): there its absence fails instead of skipping
+# vLLM's CPU build, for the real-server tests (tests/serving/test_vllm.py): there its absence fails instead of skipping
 scripts/install-vllm.sh
 export ARENA_REQUIRE_VLLM=1
 # The linter first: a shadowed or unused name, a mutable default (pyflakes, bugbear) fails the run.

@@ -4,8 +4,8 @@ Texts are built from the constructs the browser's Markdown reader acts on, neste
 cells hold code spans of one or more backticks with escaped pipes, emphasis, links and images in every form
 (inline, titled, angle-bracketed, reference, shortcut, autolink), raw HTML (SVG, forms, event handlers,
 comments), entities, fences (mermaid among them), indented code, blockquotes, lists, headings, math and
-reference definitions with hostile destinations. Shared by tests/test_safe_markdown.py (markdown-it reads the
-output back), tests/test_browser.py (Chromium reads it through the page's own components) and
+reference definitions with hostile destinations. Shared by tests/web/test_safe_markdown.py (markdown-it reads the
+output back), tests/web/test_browser.py (Chromium reads it through the page's own components) and
 scripts/fuzz-markdown.sh (the long run).
 """
 from __future__ import annotations

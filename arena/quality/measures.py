@@ -6,7 +6,7 @@ candidate, and at every position their next-token distributions are compared. Th
 top ``TOP_K`` log-probabilities, ``TAIL_SAMPLES`` tokens drawn from the rest and the log-sum-exp per position
 (about 2 MB for 2,048 tokens instead of 1.2 GB of logits); a candidate returns its own log-probabilities at
 those same token ids. KL(reference ‖ candidate) is exact over the top tokens, with the rest as one tail bucket
-plus a sampled estimate of the divergence inside it (``kl_divergence``), which tests/test_quality.py checks
+plus a sampled estimate of the divergence inside it (``kl_divergence``), which tests/quality/test_quality.py checks
 against the exact full-vocabulary KL.
 
 Figures per candidate (each mean over positions with a 95% interval):
@@ -120,7 +120,7 @@ def kl_divergence(reference: Positions, candidate: Positions) -> np.ndarray:
     rest of the vocabulary as one tail bucket (a lower bound: grouping never raises KL), plus the divergence
     inside that tail estimated from the reference's tail samples (importance sampling, clipped at zero as the
     true value is). On SmolLM2 the bucket alone is 4.6% low; with the samples, 0.14% off
-    (tests/test_quality.py, BENCHMARKS.md §14)."""
+    (tests/quality/test_quality.py, BENCHMARKS.md §14)."""
     k = reference.top_ids.shape[1]
     p_lp = reference.top_logprobs.astype(np.float64)
     q_lp = candidate.top_logprobs[:, :k].astype(np.float64)

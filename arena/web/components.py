@@ -5,7 +5,7 @@ Gradio's Markdown reader has two block extensions that write their text into the
 (LaTeX, on by default) and a fenced ``mermaid`` block. The LaTeX one also looks for its closing ``$$`` anywhere
 ahead, even inside code, and then skips that many characters of the text, out of step with the rest of the parse:
 escapes and code spans written by safe_markdown.py land in the wrong places and markup comes alive (found by
-tests/test_browser_security.py). So the page renders no LaTeX (``latex_delimiters=[]``), and safe_markdown
+tests/web/test_browser_security.py). So the page renders no LaTeX (``latex_delimiters=[]``), and safe_markdown
 turns every ``mermaid`` fence into a plain code block.
 """
 from __future__ import annotations

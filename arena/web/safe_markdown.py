@@ -21,8 +21,8 @@ agree on, each rule found by the grammar tests and named where it is applied: en
 backslashes for '<', '>' and '`' (and for brackets inside a link's text); no bare URL left for GFM to
 autolink; every '|' in a table cell escaped, in code too; single-backtick code spans only; no '*' or
 '~~' pairing across a code span; code fences on a line of their own with a plain language name.
-tests/test_safe_markdown.py reads the output for texts drawn from a grammar of hostile Markdown back
-with markdown-it, and tests/test_browser_security.py with the page's own components in Chromium.
+tests/web/test_safe_markdown.py reads the output for texts drawn from a grammar of hostile Markdown back
+with markdown-it, and tests/web/test_browser_security.py with the page's own components in Chromium.
 
 No backtracking regular expression touches the text, and the cost is linear in its length. A streaming
 answer is rendered by live_markdown.LiveMarkdown.

@@ -29,7 +29,7 @@ from arena.serving.engines.vllm import vllm_python
 from arena.serving.supervisor import Supervisor
 from arena.storage.store import Store
 
-from .conftest import (
+from ..conftest import (
     ROOT,
     SMOL_FP32,
     collect,

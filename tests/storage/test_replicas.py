@@ -9,8 +9,8 @@ from gradio_client.exceptions import AppError
 
 from arena.storage.store import Store
 
-from .conftest import start_app
-from .test_durability import LIMITS
+from ..conftest import start_app
+from ..storage.test_durability import LIMITS
 
 SESSIONS, ROUNDS_EACH = 6, 4
 CHOICES = {"A better": "model_a", "B better": "model_b"}

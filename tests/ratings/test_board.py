@@ -28,8 +28,8 @@ from arena.rounds.rules import Arena, Limits
 from arena.storage import exports
 from arena.storage.store import Store
 
-from .conftest import ROOT
-from .test_rounds import FakeSupervisor, answered
+from ..conftest import ROOT
+from ..rounds.test_rounds import FakeSupervisor, answered
 
 FEATURES_ZERO = {"length": 0, "headers": 0, "lists": 0, "bold": 0}
 

@@ -15,7 +15,7 @@ from arena.serving import client
 from arena.serving.supervisor import Supervisor, free_port
 from arena.storage.store import Store
 
-from .conftest import ROOT, collect, final_view, smol_catalog, wait_for
+from ..conftest import ROOT, collect, final_view, smol_catalog, wait_for
 
 KEY = "s3cret-test-key"
 
@@ -191,7 +191,7 @@ def test_a_server_without_the_batch_endpoint_gets_concurrent_requests_and_one_fa
     server's own batching can work), and the one request the server fails is the only answer with an error."""
     from arena.serving.engines.base import BatchRequest
 
-    from .stub_openai import StubOpenAI
+    from ..stub_openai import StubOpenAI
 
     stub = StubOpenAI(piece_delay=0.05)
     try:

@@ -13,7 +13,7 @@ from arena.core.generation import GenerationParams, Usage
 from arena.serving.engines.registry import load_engine
 from arena.serving.sources import SourceError, resolve
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with the number only."}]
 pytestmark = pytest.mark.timeout(900)  # reading the Qwen GGUF into fp32 takes minutes on a busy host

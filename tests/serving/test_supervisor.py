@@ -15,7 +15,7 @@ import pytest
 from arena.core.config import load_models
 from arena.serving.supervisor import Catalog, Supervisor, WorkerProcesses
 
-from .conftest import ROOT, smol_catalog, spawn_smol_worker, wait_for
+from ..conftest import ROOT, smol_catalog, spawn_smol_worker, wait_for
 
 
 class _Server:

@@ -20,7 +20,7 @@ from arena.quality import measures as quality
 from arena.serving import scoring
 from arena.serving.vocabularies import fingerprint
 
-from .conftest import QUALITY_TOKENS, ROOT, SMOL, copy_reference_cache, quality_catalog, run_quality
+from ..conftest import QUALITY_TOKENS, ROOT, SMOL, copy_reference_cache, quality_catalog, run_quality
 
 QWEN_GGUF = ROOT / "data" / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"  # prepared by scripts/install.sh
 
@@ -323,7 +323,7 @@ def test_a_vllm_style_server_is_scored_top_20_approximate(tmp_path, smol_fp32, s
     from arena.quality.run import QualityError, QualityRun
     from arena.storage.store import Store
 
-    from .stub_openai import StubOpenAI
+    from ..stub_openai import StubOpenAI
 
     model, _, tokenizer = smol_fp32
 

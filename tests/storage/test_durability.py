@@ -11,7 +11,7 @@ from gradio_client.exceptions import AppError
 
 from arena.serving.supervisor import free_port
 
-from .conftest import RunningApp, start_app
+from ..conftest import RunningApp, start_app
 
 LIMITS = ("--questions-per-minute", "100000", "--votes-per-minute", "100000",
           "--questions-per-minute-per-address", "100000", "--votes-per-minute-per-address", "100000")

@@ -5,7 +5,7 @@ import pytest
 
 from arena.core.config import ConfigError, load_models, load_prompts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = """models:
   - id: m1
     name: M1

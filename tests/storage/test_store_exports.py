@@ -209,7 +209,7 @@ def test_every_kind_of_round_the_arena_writes_it_can_import(tmp_path, make_store
     from arena.rounds.rules import Arena, Limits, Settings
     from arena.web.access import session_of
 
-    from .test_rounds import FakeSupervisor
+    from ..rounds.test_rounds import FakeSupervisor
 
     source = make_store()
     arena = Arena(FakeSupervisor(), source, [Prompt("p1", "c", "Preset?", "Ref.", "s", "en")],

@@ -161,7 +161,7 @@ def test_memory_preflight_refuses_or_warns_with_numbers(monkeypatch):
 
 def test_the_itrex_catalog_opens_with_two_recipes_of_the_same_weights():
     """models-itrex.yaml's default pair is two ITREX entries of one source under clearly different recipes."""
-    from .conftest import ROOT
+    from ..conftest import ROOT
 
     a, b = load_models(ROOT / "models-itrex.yaml")[:2]
     assert a.engine == b.engine == "itrex" and a.source == b.source
@@ -174,7 +174,7 @@ def test_the_report_catalog_loads_and_refuses_chatglm_under_transformers(tmp_pat
     from arena.serving.engines.registry import _prepare_transformers
     from arena.serving.sources import SourceError
 
-    from .conftest import ROOT
+    from ..conftest import ROOT
 
     models = {m.id: m for m in load_models(ROOT / "models-report.yaml")}
     assert models["chatglm3-6b-itrex-int4"].trust_remote_code and models["qwen-7b-chat-itrex-int4"].engine == "itrex"

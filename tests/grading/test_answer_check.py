@@ -106,7 +106,7 @@ def test_the_check_agrees_with_a_persons_reading_of_120_answers_it_was_not_writt
 
     from arena.grading.answer_check import check
 
-    lines = (Path(__file__).resolve().parent.parent / "bench" / "numeric" / "answers.jsonl").read_text(
+    lines = (Path(__file__).resolve().parents[2] / "bench" / "numeric" / "answers.jsonl").read_text(
         encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in lines]
     assert len(rows) == 120 and sum(r["correct"] for r in rows) == 42

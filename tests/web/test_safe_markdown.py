@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from arena.web.live_markdown import LIVE_PARSE_LIMIT, LiveMarkdown, _EscapedTail
 from arena.web.safe_markdown import escape_text, normalise, pieces, safe_markdown
 
-from .markdown_grammar import READER, dangers, documents
+from ..markdown_grammar import READER, dangers, documents
 
 # CI draws this many texts from the grammar; scripts/fuzz-markdown.sh sets more.
 GRAMMAR_EXAMPLES = int(os.environ.get("ARENA_FUZZ_EXAMPLES", "3000"))

@@ -133,7 +133,7 @@ def _cli(*args, cwd=None):
     import subprocess
     import sys
 
-    from .conftest import ROOT
+    from ..conftest import ROOT
     return subprocess.run([sys.executable, "-m", "arena", *args], cwd=cwd or ROOT, capture_output=True, text=True,
                           timeout=120)
 
@@ -207,7 +207,7 @@ def test_cli_judge_judges_a_battle_file_with_a_real_model(tmp_path, method):
     file's human votes is printed; a second run finds nothing left to grade and prints the same."""
     import json
 
-    from .conftest import smol_catalog
+    from ..conftest import smol_catalog
 
     catalog = smol_catalog(tmp_path / "models.yaml")
     battles = tmp_path / "battles.jsonl"

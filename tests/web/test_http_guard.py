@@ -11,7 +11,7 @@ import stat
 
 import httpx
 
-from .conftest import start_app, wait_for
+from ..conftest import start_app, wait_for
 
 EXPORT = {"data": ["csv", ""]}
 

@@ -19,7 +19,7 @@ from arena.serving.engines.base import BatchRequest
 from arena.serving.supervisor import Supervisor
 from arena.storage.store import Store
 
-from .conftest import ROOT, collect, smol_catalog, spawn_smol_worker, wait_for
+from ..conftest import ROOT, collect, smol_catalog, spawn_smol_worker, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +270,7 @@ def test_log_probabilities_through_the_batch_endpoint_and_a_stream(worker):
 def test_a_server_without_log_probabilities_is_named(tmp_path):
     """A grader asks a server that answers but sends no logprobs (an old Ollama): the error names the server
     and the way out, instead of a grade of nothing."""
-    from .stub_openai import StubOpenAI
+    from ..stub_openai import StubOpenAI
 
     stub = StubOpenAI()
     try:

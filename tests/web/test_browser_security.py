@@ -25,7 +25,7 @@ from arena.web import http_guard
 from arena.web.components import answer_pane, text_panel
 from arena.web.safe_markdown import safe_markdown
 
-from .markdown_grammar import documents
+from ..markdown_grammar import documents
 
 BROWSER_EXAMPLES = int(os.environ.get("ARENA_FUZZ_BROWSER_EXAMPLES", "1500"))
 PER_BATCH = 100  # chat messages per page update (each its own Markdown rendering)
@@ -160,7 +160,7 @@ def test_an_injected_inline_handler_script_or_javascript_link_does_not_run(brows
     response's nonce): markup that did get into the page, as the review's table XSS did, runs nothing. The page
     itself works under it: a round, a vote, an export link, the Leaderboard with its charts and the Batch tab raise
     no violation (a gr.HTML panel did: Gradio renders those through new Function)."""
-    from .test_browser import ask
+    from ..web.test_browser import ask
 
     page = browser.new_page()
     page.add_init_script("window.__violations = [];"
@@ -251,7 +251,7 @@ def test_a_remote_servers_model_ids_and_headers_reach_the_status_panel_as_text(b
     """Model ids from a server's /v1/models and its Content-Type are shown in every visitor's status panel: as
     the text they are, no image loaded, no link made (before, only HTML was escaped, so a Markdown image and a
     "Re-enter the admin token" link were rendered, refreshed each second)."""
-    from .conftest import start_app
+    from ..conftest import start_app
 
     hostile = HostileModelServer()
     app = start_app(tmp_path_factory, "hostile", catalog=stub.catalog() + hostile.catalog()).ready()

@@ -17,7 +17,7 @@ from arena.web import render
 from arena.web.handlers import Handlers
 from arena.web.page import RELABEL, relabel
 
-from .test_rounds import FakeSupervisor, answered
+from ..rounds.test_rounds import FakeSupervisor, answered
 
 
 def turn_view(**changes) -> TurnView:

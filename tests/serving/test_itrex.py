@@ -18,7 +18,7 @@ from arena.serving.engines.itrex import INSTALL_COMMAND, itrex_python
 from arena.serving.supervisor import Supervisor
 from arena.storage.store import Store
 
-from .conftest import ROOT, collect, final_view, smol_catalog, wait_for
+from ..conftest import ROOT, collect, final_view, smol_catalog, wait_for
 
 pytestmark = pytest.mark.timeout(1200)  # converting and quantizing for ITREX takes minutes
 needs_itrex = pytest.mark.skipif(itrex_python() is None, reason=f"ITREX env not installed (run {INSTALL_COMMAND})")

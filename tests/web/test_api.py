@@ -144,7 +144,7 @@ def test_off_loopback_exports_imports_and_batches_need_the_token_and_files_go_on
     the data directory is readable through Gradio's file route, by the name exports had before or any other."""
     from gradio_client import handle_file
 
-    from .conftest import start_app
+    from ..conftest import start_app
 
     running = start_app(tmp_path_factory, "admin", catalog=stub.catalog(), args=("--host", "0.0.0.0"),
                         env={"ARENA_ADMIN_TOKEN": "s3cret"}).ready()
@@ -193,7 +193,7 @@ def test_a_request_through_a_proxy_needs_a_token_even_on_loopback(app):
 def test_rate_limits_per_session_and_per_address_and_the_turn_cap(tmp_path_factory, stub):
     """Through the API: a round takes at most --max-turns questions; a session's question limit; a
     fresh session does not reset the per-address limit; the vote limit."""
-    from .conftest import start_app
+    from ..conftest import start_app
 
     args = ("--questions-per-minute", "3", "--questions-per-minute-per-address", "4", "--max-turns", "2",
             "--votes-per-minute", "1")

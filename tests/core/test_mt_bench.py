@@ -15,8 +15,8 @@ from arena.core.generation import Usage
 from arena.rounds.rules import Arena, Limits
 from arena.storage.store import Store
 
-from .test_batch import running  # noqa: F401  (the module's real SmolLM2 workers)
-from .test_rounds import FakeSupervisor
+from ..batch.test_batch import running  # noqa: F401  (the module's real SmolLM2 workers)
+from ..rounds.test_rounds import FakeSupervisor
 
 QUESTIONS = [
     {"question_id": 81, "category": "writing", "turns": ["Write one sentence about Hawaii.",

@@ -25,7 +25,7 @@ from arena.serving.engines.base import BatchRequest
 from arena.serving.supervisor import Supervisor
 from arena.storage.store import Store
 
-from .conftest import ARTIFACTS, CHROMIUM_ARGS, ROOT, smol_catalog, wait_for
+from ..conftest import ARTIFACTS, CHROMIUM_ARGS, ROOT, smol_catalog, wait_for
 
 PROMPTS = [
     Prompt("cap", "geo", "What is the capital of France? Answer in one word.", "Paris", "test", "en",

@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from arena.core.texts import TEXTS
 
-from .conftest import ARTIFACTS, SMOL_FP32, default_pair_catalog, start_app, wait_for
+from ..conftest import ARTIFACTS, SMOL_FP32, default_pair_catalog, start_app, wait_for
 
 LONG = "Write a long story about a dragon who learns to cook. Use many paragraphs."
 METRICS = re.compile(r"Time to first token \d+\.\d+ s · total \d+\.\d+ s · tokens \d+ · \d+\.\d+ tokens/s")
@@ -689,7 +689,7 @@ def test_leaderboard_shows_what_int4_costs_after_a_quality_run(page, app, smol_q
     against its fp32 transformers copy, which the page never offered), then opens the Leaderboard tab and
     refreshes: the quality table lists both with their figures, and the quality × speed × memory chart is drawn.
     The reference's scores come from smol_quality_run's cache, as they would from an earlier run."""
-    from .conftest import QUALITY_TOKENS, copy_reference_cache, run_quality
+    from ..conftest import QUALITY_TOKENS, copy_reference_cache, run_quality
 
     assert_picker_offers(page, "^Smol A", not_offered="^Smol fp32")  # autostart: false
     copy_reference_cache(smol_quality_run, app.tmp / "data")
@@ -712,8 +712,8 @@ def test_leaderboard_shows_what_int4_costs_after_a_quality_run(page, app, smol_q
 def board_app(tmp_path_factory):
     """An app whose catalog retires 'old-md' (and has never heard of 'gone-plain'), with 24 battles between the
     two imported from a battle file with --trust-import, as a person brings an older arena's votes."""
-    from .conftest import ROOT
-    from .test_board import battle_file, write_prompts
+    from ..conftest import ROOT
+    from ..ratings.test_board import battle_file, write_prompts
 
     retired = """
   - id: old-md
