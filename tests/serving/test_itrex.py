@@ -173,7 +173,7 @@ def test_a_converter_dies_with_its_worker_when_the_app_is_killed(tmp_path):
     catalog = tiny_llama_catalog(tmp_path)
     model_dir = tmp_path / "tiny-llama"
     script = ("import sys, time; sys.path.insert(0, %r)\n"
-              "from arena.serving.supervisor import Supervisor\nfrom arena.config import load_models\n"
+              "from arena.serving.supervisor import Supervisor\nfrom arena.core.config import load_models\n"
               "from pathlib import Path\nm = Path(%r)\ns = Supervisor(load_models(m), m, Path(%r), threads=1)\n"
               "s.start(); time.sleep(600)\n" % (str(ROOT), str(catalog), str(tmp_path / "data")))
     app = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)

@@ -157,7 +157,7 @@ def test_workers_do_not_outlive_a_killed_app(supervised):
     assert all(pids)
     # simulate the app dying without cleanup: the workers notice their parent is gone
     script = ("import sys, time; sys.path.insert(0, %r)\n"
-              "from arena.serving.supervisor import Supervisor\nfrom arena.config import load_models\n"
+              "from arena.serving.supervisor import Supervisor\nfrom arena.core.config import load_models\n"
               "from pathlib import Path\nm = Path(%r)\ns = Supervisor(load_models(m)[:1], m, Path(%r), threads=1)\n"
               "s.start(); s.wait_until_settled(60); print(s.pid('smol-a'), flush=True); time.sleep(60)\n"
               % (str(ROOT), str(supervised.models_file), str(supervised.data_dir)))

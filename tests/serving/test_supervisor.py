@@ -133,7 +133,7 @@ def test_workers_lead_their_own_group_with_normal_scheduling(tmp_path):
     catalog = smol_catalog(tmp_path / "models.yaml")
     script = ("import os, sys, time; sys.path.insert(0, %r)\n"
               "os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))\n"
-              "from arena.serving.supervisor import Supervisor\nfrom arena.config import load_models\n"
+              "from arena.serving.supervisor import Supervisor\nfrom arena.core.config import load_models\n"
               "from pathlib import Path\nm = Path(%r)\ns = Supervisor(load_models(m)[:1], m, Path(%r), threads=1)\n"
               "s.start(); s.wait_until_settled(60); print(s.pid('smol-a'), flush=True); time.sleep(60)\n"
               % (str(ROOT), str(catalog), str(tmp_path / "data")))

@@ -308,7 +308,7 @@ def test_vllm_process_group_dies_with_a_killed_arena(tmp_path):
     """Proves no orphans when the arena is killed outright (SIGKILL: no stop() runs): the parent the supervisor
     starts in vLLM's environment notices and kills its whole process group, where vLLM's API server and engine
     core live (here a child that would otherwise sleep on)."""
-    child = ("import subprocess, time\nfrom arena.engines import exit_with_parent\nexit_with_parent()\n"
+    child = ("import subprocess, time\nfrom arena.serving.engines.base import exit_with_parent\nexit_with_parent()\n"
              "subprocess.Popen(['sleep', '300'])\ntime.sleep(300)\n")
     arena = ("import subprocess, sys, time\n"
              f"p = subprocess.Popen([{str(vllm_python())!r}, '-c', {child!r}], start_new_session=True)\n"
