@@ -1,4 +1,5 @@
-"""What a round is made of, as the arena keeps and stores it: frozen types only.
+"""What a round is made of, as the arena keeps and stores it: frozen types, and the checks that read them (does
+an answer name its model, for blind battles and imported ones alike).
 
 A ``RoundRecord`` is replaced, never changed in place, so a snapshot handed to a database thread
 can't change under it. Dicts appear only at the edges: ``to_json``/``from_json`` for the database's
