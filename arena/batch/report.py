@@ -326,7 +326,7 @@ def _against_humans(h: J.JudgeQuality, who: str, which_pairs: str) -> list[str]:
 
 
 def refused_words(refused: dict) -> str:
-    """Why a run's grader did not decide pass/fail (grading.refused_grader), for the CLI and the report."""
+    """Why a run's grader did not decide pass/fail (grades.refused_grader), for the CLI and the report."""
     return (f"The grader {refused['grader']} is not used for pass/fail: {refused['reason']}. Verdicts come from "
             "the assertions and the reference checks only; answers neither decides are not graded (run with "
             f"--method reference --judge {refused['grader']} to grade them anyway).")

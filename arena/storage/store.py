@@ -129,7 +129,7 @@ BATCH_RUNS = Table(
 )
 BATCH_ANSWERS = Table(
     "batch_answers", metadata,
-    _text("key", primary_key=True),                        # batch.answer_key(run, model, preset, settings, seed, repeat)
+    _text("key", primary_key=True),                        # batch/runner.py answer_key(run, model, preset, settings, seed, repeat)
     _text("run_id", nullable=False),
     _text("model", nullable=False),
     _text("preset_id", nullable=False),
@@ -186,7 +186,7 @@ JUDGMENTS = Table(
 GRADES = Table(
     "grades", metadata,
     _text("id", primary_key=True),                         # digest of grader, method, prompt version, answer digest
-    _text("answer_digest", nullable=False),                # grading.answer_digest(question, reference, text)
+    _text("answer_digest", nullable=False),                # grading/grader.py answer_digest(question, reference, text)
     _text("grader", nullable=False),                       # model id, or 'assertions'
     _text("method", CheckConstraint("method IN ('assert', 'reference', 'rubric')"), nullable=False),
     _text("prompt_version", nullable=False),
