@@ -194,9 +194,12 @@ class _Completion:
     def __init__(self, model_id: str) -> None:
         self.head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_id}
 
-    def chunk(self, delta: dict, finish: str | None = None, usage: Usage | None = None, **extensions: dict) -> str:
-        payload: dict[str, Any] = {**self.head, "object": "chat.completion.chunk", **extensions,
-                                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    def chunk(self, delta: dict, finish: str | None = None, usage: Usage | None = None, logprobs: dict | None = None,
+              **extensions: dict) -> str:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        payload: dict[str, Any] = {**self.head, "object": "chat.completion.chunk", **extensions, "choices": [choice]}
         if usage is not None:
             payload["usage"] = _usage_json(usage)
         return _sse(payload)
@@ -377,18 +380,14 @@ class _Served:
             return _error(answer.error, "engine_error", 500)
         usage = answer.usage or Usage(0, 0)
         logprobs = {"content": logprobs_json(answer.logprobs)}
-        counts = _usage_json(usage)
         if not stream:
-            return {**completion.head, "object": "chat.completion", "usage": counts, "choices": [
+            return {**completion.head, "object": "chat.completion", "usage": _usage_json(usage), "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": answer.text}, "logprobs": logprobs,
                  "finish_reason": usage.finish_reason}]}
 
         async def events() -> AsyncIterator[str]:
-            chunk = {**completion.head, "object": "chat.completion.chunk"}
-            for choice, extra in (({"delta": {"role": "assistant", "content": answer.text}, "logprobs": logprobs,
-                                    "finish_reason": None}, {}),
-                                  ({"delta": {}, "finish_reason": usage.finish_reason}, {"usage": counts})):
-                yield _sse({**chunk, **extra, 'choices': [{'index': 0, **choice}]})
+            yield completion.chunk({"role": "assistant", "content": answer.text}, logprobs=logprobs)
+            yield completion.chunk({}, finish=usage.finish_reason, usage=usage)
             yield "data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream")
 
