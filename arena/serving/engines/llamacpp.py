@@ -299,6 +299,7 @@ class _Group:
         import llama_cpp
         from llama_cpp._internals import LlamaBatch
 
+        self.lib = llama_cpp  # imported once here, not per sampled token
         self.engine, self.ctx, self.params, self.answers = engine, ctx, params, answers
         self.prompts, self.limit, self.seqs = prompts, limit, seqs
         self.started = started  # the answers' stopwatch, from when the group was handed over
@@ -333,25 +334,21 @@ class _Group:
 
     def decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
         """entries: (seq_id, position, token, wants_logits); len(entries) <= n_batch."""
-        import llama_cpp
-
         assert len(entries) <= self.n_batch  # a larger batch would abort the process inside ggml
         b = self.batch.batch
         for j, (s, pos, tok, want) in enumerate(entries):
             b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = tok, pos, 1, want
             b.seq_id[j][0] = s
         b.n_tokens = len(entries)
-        rc = llama_cpp.llama_decode(self.ctx.ctx, b)
+        rc = self.lib.llama_decode(self.ctx.ctx, b)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
 
     def take(self, j: int, i: int) -> None:
         """Sample request i's next token from output row j; note first-token and finish times (and, asked for,
         the token's log-probability and its best alternatives)."""
-        import llama_cpp
-
         params, answer, generated = self.params, self.answers[i], self.generated[i]
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx.ctx, j), shape=(self.n_vocab,))
+        logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx.ctx, j), shape=(self.n_vocab,))
         token = sample_token(logits, generated, params, self.rngs[i])
         if params.top_logprobs is not None:
             _, top, logprobs = top_logprobs(logits, params.top_logprobs, self.engine.token_text)
@@ -360,7 +357,7 @@ class _Group:
         now = time.perf_counter() - self.started
         if answer.ttft_s is None:
             answer.ttft_s = now
-        if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+        if self.lib.llama_vocab_is_eog(self.vocab, token):
             self.finish[i] = "stop"
         else:
             generated.append(token)
@@ -371,9 +368,7 @@ class _Group:
 
     def fail(self, exc: Exception) -> None:
         """A failed decode: the cache is cleared and every unfinished answer says why."""
-        import llama_cpp
-
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx.ctx), True)
+        self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx.ctx), True)
         for i in self.seqs:
             if i not in self.finish:
                 self.answers[i].error = f"batch decoding failed: {type(exc).__name__}: {exc}"
