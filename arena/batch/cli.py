@@ -156,39 +156,33 @@ def _shown_on(bar):
     return show
 
 
-class _Refused(Exception):
-    """What a command refuses before any worker starts; the message says what to do."""
-
-
 def _needed_models(args: argparse.Namespace, catalog: list[ModelConfig], prompts: list, store,
                    models: list[str] | None) -> set[str] | None:
     """The models a batch run will load (None: every model started by default), after refusing, without a model,
-    everything that can be refused: unknown or retired ids, a run to resume that is not stored, no presets."""
+    everything that can be refused (BatchError): unknown or retired ids, a run to resume that is not stored, no
+    presets."""
     from arena.batch.runner import BatchError, choose_judge, select_presets
 
     known = {m.id for m in catalog}
     retired = {m.id for m in catalog if m.retired}
     for model_id in (models or []) + ([args.judge] if args.judge and args.judge != "none" else []):
         if model_id not in known:
-            raise _Refused(f"unknown model id {model_id!r}; known: {', '.join(known)}")
+            raise BatchError(f"unknown model id {model_id!r}; known: {', '.join(known)}")
         if model_id in retired:
-            raise _Refused(f"{model_id} is retired (models.yaml 'retired: true'); remove the flag to run it again")
+            raise BatchError(f"{model_id} is retired (models.yaml 'retired: true'); remove the flag to run it again")
     if args.resume:
         run = store.batch_run(args.resume)
         if run is None:
-            raise _Refused(f"no batch run {args.resume!r} to resume")
+            raise BatchError(f"no batch run {args.resume!r} to resume")
         return set(run["config"]["models"]) | ({run["config"]["judge"]} if run["config"].get("judge") else set())
-    try:
-        select_presets(prompts, args.preset, args.category)
-    except BatchError as exc:
-        raise _Refused(str(exc)) from None
+    select_presets(prompts, args.preset, args.category)
     if args.judge is None and args.method != "assert":  # the grader, picked from the files: load only it
         args.judge = choose_judge(catalog) or "none"
     return set(models) | ({args.judge} - {"none"}) if models else None
 
 
 def batch_command(args: argparse.Namespace) -> int:
-    from arena.batch.runner import BatchSettings
+    from arena.batch.runner import BatchError, BatchSettings
 
     catalog = load_models(args.models)
     prompts = load_prompts(args.prompts)
@@ -198,7 +192,7 @@ def batch_command(args: argparse.Namespace) -> int:
         return _fail("--models is empty; name at least one model id")
     try:
         needed = _needed_models(args, catalog, prompts, store, models)
-    except _Refused as exc:
+    except BatchError as exc:
         return _fail(str(exc))
     settings = BatchSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                              seed=args.seed, repeats=args.repeats, system_prompt=args.system_prompt,
