@@ -7,6 +7,7 @@
     python -m arena judge FILE.jsonl      judge a FastChat-format battle file (agreement with its votes)
     python -m arena report RUN_ID         write a batch run's report (HTML + Markdown)
     python -m arena quality --models A,B  what INT4 costs: KL divergence to a full-precision reference
+    python -m arena grader-check          grader models against labelled answers: per-language threshold, margin
     python -m arena export --format csv   write votes (csv) or battles (jsonl)
     python -m arena import FILE.jsonl     merge battles from another arena or a FastChat log
 """
@@ -109,11 +110,18 @@ def _import(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from arena.batch.cli import add_batch_commands, batch_command, judge_command, report_command
+    from arena.batch.cli import (
+        add_batch_commands,
+        batch_command,
+        grader_check_command,
+        judge_command,
+        report_command,
+    )
     from arena.quality.run import quality_command
 
     commands = {"models": _prepare, "leaderboard": _leaderboard, "export": _export, "import": _import,
-                "batch": batch_command, "judge": judge_command, "report": report_command, "quality": quality_command}
+                "batch": batch_command, "judge": judge_command, "report": report_command, "quality": quality_command,
+                "grader-check": grader_check_command}
     if not argv or argv[0] not in commands:
         serve(argv)
         return 0

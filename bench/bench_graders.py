@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from arena.core.config import load_models, load_prompts  # noqa: E402
 from arena.core.outcomes import Winner  # noqa: E402
+from arena.grading import calibration as C  # noqa: E402
 from arena.grading import grades as G  # noqa: E402
 from arena.grading import judge as J  # noqa: E402
 from arena.grading.grader import ASSERTIONS, Gradable, assertion_rows, pairwise_grades, reference_grades  # noqa: E402
@@ -41,7 +42,6 @@ from arena.serving.client import batch_chat  # noqa: E402
 from arena.storage.store import Store  # noqa: E402
 
 LABELLED = ROOT / "bench" / "labelled"
-RANK = {"correct": 2, "partly correct": 1, "wrong": 0}
 
 
 def load_set() -> tuple[list[dict], dict[str, str], dict[str, str]]:
@@ -59,17 +59,11 @@ def label_pairs(answers: list[dict], labels: dict[str, str]) -> list[dict]:
         by_preset.setdefault(a["preset_id"], []).append(a)
     for preset, group in by_preset.items():
         for x, y in itertools.combinations(group, 2):
-            rx, ry = RANK[labels[x["id"]]], RANK[labels[y["id"]]]
-            winner = Winner.A if rx > ry else Winner.B if ry > rx else Winner.TIE if rx else Winner.BOTH_BAD
+            winner = C.label_verdict(labels[x["id"]], labels[y["id"]])
             pairs.append({"id": f"{x['id']}-{y['id']}", "preset_id": preset, "a": x, "b": y, "label": winner,
                           "question": x["question"], "answer_a": x["answer"], "answer_b": y["answer"],
                           "language": x["language"], "reference": x["reference"]})
     return pairs
-
-
-def kappa_and_accuracy(truth: list[bool], guess: list[bool]) -> tuple[float, float]:
-    acc = sum(t == g for t, g in zip(truth, guess)) / len(truth) if truth else math.nan
-    return J.cohen_kappa([str(t) for t in truth], [str(g) for g in guess]), acc
 
 
 def start_graders(ids: list[str]):
@@ -98,7 +92,7 @@ def main() -> None:
     shared = [i for i in second if i in labels]
     k3 = J.cohen_kappa([labels[i] for i in shared], [second[i] for i in shared])
     same = sum(labels[i] == second[i] for i in shared) / len(shared)
-    kb, accb = kappa_and_accuracy([labels[i] == "correct" for i in shared], [second[i] == "correct" for i in shared])
+    kb, accb = C.kappa_accuracy([labels[i] == "correct" for i in shared], [second[i] == "correct" for i in shared])
     print(f"\nLabels: {len(answers)} answers; {sum(v == 'correct' for v in labels.values())} correct, "
           f"{sum(v == 'partly correct' for v in labels.values())} partly, {sum(v == 'wrong' for v in labels.values())} "
           f"wrong. Second pass on {len(shared)}: same label {same:.0%}, kappa {k3:.2f} (3 classes); "
@@ -167,7 +161,7 @@ def report(answers, labels, pairs, sample, gradables, graders, store, timings) -
           "seconds per answer |")
     print("|---|---|---|---|---|---|---|---|")
     asserted = [i for i in ids if (ASSERTIONS, digests[i]) in by]
-    kappa, acc = kappa_and_accuracy([labels[i] == "correct" for i in asserted],
+    kappa, acc = C.kappa_accuracy([labels[i] == "correct" for i in asserted],
                                     [by[(ASSERTIONS, digests[i])]["probability"] == 1.0 for i in asserted])
     print(f"| assertions | assert | {len(asserted)} of {len(ids)} (13 presets) | {acc:.0%} | {kappa:.2f} | – | – | 0 |")
     length = [len(a["answer"]) for a in answers]
@@ -177,7 +171,7 @@ def report(answers, labels, pairs, sample, gradables, graders, store, timings) -
     for grader in graders:
         p = {i: by.get((grader, plain_digests[i]), {}).get("probability") for i in ids}
         graded = [i for i in ids if p[i] is not None]
-        kappa, acc = kappa_and_accuracy([labels[i] == "correct" for i in graded], [p[i] >= G.PASS_THRESHOLD for i in graded])
+        kappa, acc = C.kappa_accuracy([labels[i] == "correct" for i in graded], [p[i] >= G.PASS_THRESHOLD for i in graded])
         auc = G.roc_auc([p[i] for i in graded], [labels[i] == "correct" for i in graded])
         auc_partly = G.roc_auc([p[i] for i in graded], [labels[i] != "wrong" for i in graded])
         secs = timings.get(f"{grader} reference")
@@ -186,14 +180,14 @@ def report(answers, labels, pairs, sample, gradables, graders, store, timings) -
         per_answer[f"{grader} reference"] = p
         sweep = []
         for threshold in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
-            kappa_t, acc_t = kappa_and_accuracy([labels[i] == "correct" for i in graded],
+            kappa_t, acc_t = C.kappa_accuracy([labels[i] == "correct" for i in graded],
                                                 [p[i] >= threshold for i in graded])
             sweep.append(f"{threshold}: passes {sum(p[i] >= threshold for i in graded)}, accuracy {acc_t:.0%}, "
                          f"kappa {kappa_t:.2f}")
         print(f"|  (pass threshold on P(yes): {'; '.join(sweep)}) | | | | | | | |")
         auto = {i: (by[(ASSERTIONS, digests[i])]["probability"] if (ASSERTIONS, digests[i]) in by else p[i]) for i in ids}
         graded = [i for i in ids if auto[i] is not None]
-        kappa, acc = kappa_and_accuracy([labels[i] == "correct" for i in graded], [auto[i] >= G.PASS_THRESHOLD for i in graded])
+        kappa, acc = C.kappa_accuracy([labels[i] == "correct" for i in graded], [auto[i] >= G.PASS_THRESHOLD for i in graded])
         print(f"| {grader} | auto (assertions, else reference) | {len(graded)} of {len(ids)} | {acc:.0%} | "
               f"{kappa:.2f} | {G.roc_auc([auto[i] for i in graded], [labels[i] == 'correct' for i in graded]):.2f} | "
               f"{G.roc_auc([auto[i] for i in graded], [labels[i] != 'wrong' for i in graded]):.2f} | – |")

@@ -34,11 +34,12 @@ def add_batch_commands(sub: argparse._SubParsersAction) -> list[argparse.Argumen
     _add_batch_parser(sub)
     judge = _add_judge_parser(sub)
     _add_quality_parser(sub)
+    check = _add_grader_check_parser(sub)
     report = sub.add_parser("report", help="write a batch run's report (HTML + Markdown)")
     report.add_argument("run_id")
     report.add_argument("--compare", metavar="OTHER_RUN", help="also show per-question changes against this run")
     report.add_argument("--out", type=Path, help="directory (default: <data dir>/reports)")
-    return [judge, report]
+    return [judge, report, check]
 
 
 def _add_batch_parser(sub: argparse._SubParsersAction) -> None:
@@ -98,6 +99,21 @@ def _add_judge_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     judge.add_argument("--threads", type=int, default=None)
     judge.add_argument("--load-timeout", type=float, default=900.0)
     return judge
+
+
+def _add_grader_check_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    check = sub.add_parser("grader-check", help="measure grader models against labelled answers (bench/heldout and "
+                                                "--labels), and fit their pass threshold and margin per language")
+    check.add_argument("--graders", metavar="ID,ID",
+                       help="grader model ids (default: the local model with the largest weights on disk)")
+    check.add_argument("--labels", type=Path, metavar="FILE",
+                       help="your own labelled answers, JSONL: question, reference, answer, label (correct, partly "
+                            "correct or wrong), and optionally language, model, question_id")
+    check.add_argument("--without-heldout", action="store_true",
+                       help="measure on your own labels only (the review's and --labels), not bench/heldout's")
+    check.add_argument("--threads", type=int, default=None)
+    check.add_argument("--load-timeout", type=float, default=900.0)
+    return check
 
 
 def _add_quality_parser(sub: argparse._SubParsersAction) -> None:
@@ -374,3 +390,47 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def grader_check_command(args: argparse.Namespace) -> int:
+    """Grade every labelled answer that no rule decides with each grader, then print the per-language figures."""
+    from arena.batch import grader_check as GC
+    from arena.batch.runner import BatchRunner, choose_judge
+    from arena.grading.calibration import load_labels
+
+    catalog = load_models(args.models)
+    known = {m.id for m in catalog}
+    graders = [g.strip() for g in (args.graders or "").split(",") if g.strip()] or [choose_judge(catalog)]
+    if graders == [None]:
+        return _fail("no local model can grade; name one with --graders ID")
+    if unknown := [g for g in graders if g not in known]:
+        return _fail(f"unknown grader {', '.join(unknown)}; known: {', '.join(known)}")
+    store = open_store(args)
+    try:
+        groups = {"the Batch tab's review": GC.model_graded(GC.stored(store)),
+                  str(args.labels): GC.model_graded(load_labels(args.labels)) if args.labels else [],
+                  "bench/heldout": [] if args.without_heldout else GC.model_graded(GC.heldout())}
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot read the labels: {exc}")
+    items = [item for group in groups.values() for item in group]
+    if not items:
+        return _fail("no labelled answer that a grader decides: review a batch run in the Batch tab, or pass --labels")
+    signal.signal(signal.SIGTERM, _interrupt)
+    supervisor = _start_workers(catalog, set(graders), args)
+    try:
+        runner = BatchRunner(supervisor, store, [])
+        for grader in graders:
+            status = next(s for s in supervisor.statuses() if s.id == grader)
+            if status.state != "ready":
+                print(f"skipped {grader}: {status.describe()}", file=sys.stderr)
+                continue
+            print(f"grading {len(items)} labelled answers with {grader} (stored grades are reused) …",
+                  file=sys.stderr, flush=True)
+            scores = GC.grade(runner.ask_grader(grader), items, grader, store)
+            print(GC.table(grader, GC.fits(items, scores), GC.sources({k: len(v) for k, v in groups.items()})) + "\n")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; stored grades are kept and the same command continues", file=sys.stderr)
+        return 130
+    finally:
+        supervisor.stop()

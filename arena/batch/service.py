@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from arena.batch import report
+from arena.batch import report, review
 from arena.batch.runner import BatchError, BatchRunner, BatchSettings, Plan, Progress
 from arena.core.config import Prompt
 from arena.ratings import leaderboard
@@ -111,6 +111,18 @@ class BatchService:
         if thread is not None:
             thread.join(timeout)
         return self.progress()
+
+    # -- reviewing grades --------------------------------------------------------------------------------
+    def review_runs(self) -> list[tuple[str, str]]:
+        """(label, run id) of every stored run, newest first, for the review's run list."""
+        runs = sorted(self.store.batch_runs(), key=lambda r: r["created"], reverse=True)
+        return [(f"{r['id']} · {', '.join(r['config'].get('models') or [])} · {r['status']}", r["id"]) for r in runs]
+
+    def review_items(self, run_id: str) -> list[review.ReviewItem]:
+        return review.items(self.store, run_id)
+
+    def review_label(self, run_id: str, key: str, label: str) -> review.ReviewItem:
+        return review.label(self.store, run_id, key, label)
 
     # -- the Leaderboard tab's second table -------------------------------------------------------------
     def judge_leaderboard(self, judge: str | None = None) -> pd.DataFrame:

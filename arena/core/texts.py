@@ -298,6 +298,26 @@ BATCH: dict[str, dict[str, str]] = {
         "judge_table": "Graders' verdicts on batch pairs (Bradley-Terry, 95% CI). Not human votes: each batch "
                        "report says how far its grader can be trusted.",
         "judge_rates": "Pass rates of graded batch answers (all runs): overall, by category and by language",
+        "review_intro": "### Review grades\nThe graders are small and often wrong. Go through a run's answers: each "
+                        "shows the grade that counted and what decided it. Mark whether the answer reaches the "
+                        "reference's conclusion. Your labels are stored; `python -m arena grader-check` measures "
+                        "every grader against them and fits its pass threshold per language.",
+        "review_run": "Run to review", "review_next": "Next answer", "review_correct": "✓ Correct",
+        "review_partly": "◐ Partly correct", "review_wrong": "✗ Wrong",
+        "review_pick": "Pick a run to review, then press “Next answer”.",
+        "review_no_answer": "No answer is shown: pick a run and press “Next answer” first.",
+        "review_tally": "**{labelled} of {total}** answers with a reference reviewed; the grade agreed with you on "
+                        "{agreed} of the {both} that were graded.",
+        "review_done": "Every answer of this run with a reference is reviewed. `python -m arena grader-check` measures "
+                       "the graders against your labels.",
+        "review_saved": "Saved: {label}.",
+        "review_item": "**{model}** · preset `{preset}` · {language}\n\n**Question**\n\n{question}\n\n"
+                       "**Reference**\n\n{reference}\n\n**Answer**\n\n{answer}\n\n**Grade:** {verdict} — {basis}",
+        "review_passed": "passed", "review_failed": "failed", "review_ungraded": "not graded",
+        "basis_check": "the exact reference check read {found} where the reference says {expected}",
+        "basis_assertions": "the preset's assertions", "basis_none": "no grader decided it",
+        "basis_model": "{grader} gave P(yes) {p} (it passes at {threshold})",
+        "label_correct": "correct", "label_partly correct": "partly correct", "label_wrong": "wrong",
     },
     "zh": {
         "tab_batch": "批量",
@@ -316,6 +336,23 @@ BATCH: dict[str, dict[str, str]] = {
         "batch_eta": "预计还需 {minutes} 分 {seconds} 秒。",
         "judge_table": "评分器对批量回答对的判定（Bradley-Terry，95% 置信区间）。这不是人工投票：每份批量报告都说明了评分器的可信程度。",
         "judge_rates": "已评分批量回答的通过率（所有运行）：总体、按类别、按语言",
+        "review_intro": "### 复核评分\n评分模型很小，常会判错。逐个查看一次运行的回答：每个回答都显示计入的评分以及它的依据。"
+                        "请标注回答是否得出了参考答案的结论。你的标注会被保存；`python -m arena grader-check` "
+                        "用它们衡量每个评分器，并按语言拟合通过阈值。",
+        "review_run": "要复核的运行", "review_next": "下一个回答", "review_correct": "✓ 正确",
+        "review_partly": "◐ 部分正确", "review_wrong": "✗ 错误",
+        "review_pick": "请选择要复核的运行，然后点击“下一个回答”。",
+        "review_no_answer": "当前没有显示回答：请先选择运行并点击“下一个回答”。",
+        "review_tally": "已复核 **{labelled} / {total}** 个有参考答案的回答；在其中已评分的 {both} 个里，评分与你一致的有 {agreed} 个。",
+        "review_done": "这次运行中有参考答案的回答都已复核。`python -m arena grader-check` 会用你的标注衡量各评分器。",
+        "review_saved": "已保存：{label}。",
+        "review_item": "**{model}** · 预设 `{preset}` · {language}\n\n**问题**\n\n{question}\n\n"
+                       "**参考答案**\n\n{reference}\n\n**回答**\n\n{answer}\n\n**评分：**{verdict}——{basis}",
+        "review_passed": "通过", "review_failed": "未通过", "review_ungraded": "未评分",
+        "basis_check": "参考答案精确核对：回答给出 {found}，参考答案为 {expected}",
+        "basis_assertions": "预设问题的断言", "basis_none": "没有评分器给出评分",
+        "basis_model": "{grader} 判定“是”的概率为 {p}（达到 {threshold} 即通过）",
+        "label_correct": "正确", "label_partly correct": "部分正确", "label_wrong": "错误",
     },
 }
 _merge(BATCH)

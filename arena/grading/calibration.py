@@ -59,7 +59,8 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _labelled(row: dict, label: str, where: str) -> Labelled:
+def labelled(row: dict, label: str, where: str) -> Labelled:
+    """One labelled answer from a dict with its question, reference and answer (``where`` names it in errors)."""
     if label not in LABELS:
         raise ValueError(f"{where}: label {label!r} is not one of {', '.join(LABELS)}")
     missing = [k for k in ("question", "reference", "answer") if not str(row.get(k) or "").strip()]
@@ -74,14 +75,14 @@ def _labelled(row: dict, label: str, where: str) -> Labelled:
 def load_labels(path: Path) -> list[Labelled]:
     """A labels file where each line carries its answer: question, reference, answer, label (and optionally id,
     question_id, language, model). This is what the arena's review exports and what ``--labels`` reads."""
-    return [_labelled(row, str(row.get("label")), f"{path}:{n}") for n, row in enumerate(_read_jsonl(path), 1)]
+    return [labelled(row, str(row.get("label")), f"{path}:{n}") for n, row in enumerate(_read_jsonl(path), 1)]
 
 
 def load_set(answers: Path, labels: Path) -> list[Labelled]:
     """A labelled set kept as two files (bench/heldout): the answers, and one labelling pass keyed by answer id.
     Only labelled answers are returned."""
     given = {r["id"]: r["label"] for r in _read_jsonl(labels)}
-    return [_labelled(row, given[row["id"]], f"{answers}:{row['id']}") for row in _read_jsonl(answers)
+    return [labelled(row, given[row["id"]], f"{answers}:{row['id']}") for row in _read_jsonl(answers)
             if row["id"] in given]
 
 

@@ -197,14 +197,15 @@ def verdict_rows(pairs: list[dict], gradables: dict[str, tuple[Gradable, Gradabl
         ga, gb = grades.get(a.digest()), grades.get(b.digest())
         pa, pb = (ga or {}).get("probability"), (gb or {}).get("probability")
         winner = G.verdict_from_grades(pa, pb, margin)
-        basis = f"{_basis(ga)} vs {_basis(gb)}"
+        basis = f"{basis_of(ga)} vs {basis_of(gb)}"
         rows.append({"pair_id": pair["id"], "grader": grader, "method": method,
                      "winner": winner.value if winner else None, "margin": margin, "basis": basis,
                      "created": time.time()})
     return rows
 
 
-def _basis(grade: dict | None) -> str:
+def basis_of(grade: dict | None) -> str:
+    """What decided a grade, in a few words: 'reference check pass', 'assertions fail', 'P(yes) 0.91', 'ungraded'."""
     if grade is None:
         return "ungraded"
     if grade["method"] == "assert":  # a rule: the preset's assertions, or the exact check of the reference

@@ -219,6 +219,25 @@ PAIR_VERDICTS = Table(
     _text("basis", nullable=False, default="''"),         # e.g. 'assertions', 'P(yes) 0.91 vs 0.12'
     _real("created", nullable=False),
 )
+# A person's correction of a graded batch answer (the Batch tab's review): the answer with what it was held
+# against, the label, and the grade it corrects. One row per answer digest: a second review replaces the first.
+# python -m arena grader-check measures the graders against these.
+ANSWER_LABELS = Table(
+    "answer_labels", metadata,
+    _text("answer_digest", primary_key=True),              # grading/grader.py answer_digest(question, reference, text)
+    _text("run_id", nullable=False),
+    _text("answer_key", nullable=False),                   # batch_answers.key
+    _text("model", nullable=False),
+    _text("preset_id", nullable=False),
+    _text("language", nullable=False),
+    _text("question", nullable=False),
+    _text("reference", nullable=False),
+    _text("answer", nullable=False),
+    _text("label", CheckConstraint("label IN ('correct', 'partly correct', 'wrong')"), nullable=False),
+    _text("grader"),                                       # who graded it: a model id, 'assertions', 'reference-check'
+    _real("grade"),                                        # the grade it had: P(yes), or 1/0 for a rule; NULL: none
+    _real("created", nullable=False),
+)
 
 # What a model's quantization costs against its full-precision reference (python -m arena quality): one row
 # per (model, reference, text, tokens), replaced by the latest measurement. The reference has a row of its own
@@ -644,6 +663,14 @@ class Store:
 
     def batch_runs(self) -> list[dict]:
         return [self._decoded_run(r) for r in self._select(BATCH_RUNS)]
+
+    def save_answer_label(self, row: dict) -> None:
+        """Store a person's label of a batch answer, replacing an earlier label of the same answer."""
+        self._put(ANSWER_LABELS, [row], replace=True)
+
+    def answer_labels(self, run_id: str | None = None) -> list[dict]:
+        """Stored labels, of one run if given, oldest first."""
+        return self._select(ANSWER_LABELS, *([ANSWER_LABELS.c.run_id == run_id] if run_id else []))
 
     def save_batch_answers(self, answers: list[dict]) -> None:
         """Insert or overwrite answers by key (``--fresh`` overwrites; resume never re-asks a stored one)."""

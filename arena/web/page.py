@@ -12,7 +12,7 @@ import gradio as gr
 
 from arena.core.records import Settings
 from arena.core.texts import LANGUAGES, language_of, t
-from arena.web import api, batch_panel, render
+from arena.web import api, batch_panel, render, review_panel
 from arena.web.access import AdminAccess, address_of, session_of
 from arena.web.components import answer_pane, text_panel
 from arena.web.downloads import Downloads
@@ -150,11 +150,13 @@ def layout(handlers: Handlers, upload_max_age_s: float = 900) -> tuple[gr.Blocks
             if handlers.batch is not None:
                 with gr.Tab(I18N("tab_batch"), id="batch") as c["tab_batch"]:
                     c.update(batch_panel.batch_panel(handlers.batch, handlers.access.token_required))
+                    c.update(review_panel.review_panel(handlers.batch))
             with gr.Tab(I18N("tab_export"), id="export") as c["tab_export"]:
                 c.update(export_panel(handlers.access.token_required))
         wire(handlers, c, demo)
         if handlers.batch is not None:
             batch_panel.wire(handlers, c)
+            review_panel.wire(handlers, c)
         api.register(handlers)
     return demo, c
 
@@ -188,7 +190,9 @@ RELABEL = {  # component -> (property, text key) changed by the language switch
     "batch_models": ("label", "batch_models"), "batch_presets": ("label", "batch_presets"),
     "batch_repeats": ("label", "batch_repeats"), "batch_judge": ("label", "batch_judge"),
     "batch_start": ("value", "batch_start"), "batch_stop": ("value", "batch_stop"),
-    "batch_refresh": ("value", "batch_refresh"),
+    "batch_refresh": ("value", "batch_refresh"), "review_intro": ("value", "review_intro"),
+    "review_run": ("label", "review_run"), "review_next": ("value", "review_next"),
+    **{name: ("value", name) for name in review_panel.LABEL_BUTTONS},
     **{name: ("value", name) for name in VOTE_KEYS.values()},
 }
 

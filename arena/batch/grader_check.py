@@ -1,0 +1,87 @@
+"""``python -m arena grader-check``: each grader model measured against labels people gave, per language.
+
+The labels are the held-out set (bench/heldout: team-written questions, labelled answers) plus a user's own
+file (``--labels``, the format of calibration.load_labels). A grader's P(yes) is only asked where no rule
+decides (a reference that concludes in a number, choice or yes/no is checked exactly), so it is measured on
+those answers alone. For each language this prints how well P(yes) ranks right above wrong answers, the
+pass threshold and pair margin that agree best with the labels, and whether it clears the bars that let a
+grader decide pass/fail (grades.TRUST_AUC, TRUST_KAPPA).
+"""
+from __future__ import annotations
+
+import math
+
+from arena.core.config import PROJECT_DIR
+from arena.grading import calibration as C
+from arena.grading import grades as G
+from arena.grading.grader import Ask, Gradable, reference_grades
+from arena.storage.store import Store
+
+HELDOUT = PROJECT_DIR / "bench" / "heldout"
+
+
+def heldout() -> list[C.Labelled]:
+    """The held-out set's answers with their first labelling pass."""
+    return C.load_set(HELDOUT / "answers.jsonl", HELDOUT / "labels-pass1.jsonl")
+
+
+def stored(store: Store) -> list[C.Labelled]:
+    """The labels people gave in the Batch tab's review."""
+    return [C.labelled({**r, "id": r["answer_digest"], "question_id": r["preset_id"]}, r["label"],
+                       f"review of run {r['run_id']}") for r in store.answer_labels()]
+
+
+def gradable(item: C.Labelled) -> Gradable:
+    return Gradable(item.question, item.answer, item.language, item.reference)
+
+
+def model_graded(items: list[C.Labelled]) -> list[C.Labelled]:
+    """The answers a grader model is asked about: those no rule decides."""
+    return [item for item in items if not gradable(item).rule_decides]
+
+
+def grade(ask: Ask, items: list[C.Labelled], grader: str, store: Store, batch_size: int = 8) -> list[float | None]:
+    """The grader's P(yes) of each answer against its reference: stored grades are reused (they are keyed by the
+    question, reference and answer), the rest are asked and stored. None where a call failed."""
+    digests = [gradable(item).digest() for item in items]
+    have = {r["answer_digest"] for r in store.grades(digests, grader)}
+    todo = [gradable(item) for item, d in zip(items, digests) if d not in have]
+    reference_grades(ask, list({g.digest(): g for g in todo}.values()), grader, store.save_grades, batch_size)
+    found = {r["answer_digest"]: r["probability"] for r in store.grades(digests, grader)}
+    return [found.get(d) for d in digests]
+
+
+def fits(items: list[C.Labelled], scores: list[float | None]) -> list[C.Fit]:
+    """One fit per language present, Chinese first."""
+    return [C.fit(items, scores, language) for language in sorted({i.language for i in items}, reverse=True)]
+
+
+def _decides(f: C.Fit) -> str:
+    if f.positives == 0 or f.positives == f.n:
+        return "unknown: the labels are all one class"
+    measured = G.Measured(f.auc, f.kappa, "these labels")
+    return f"no: {measured.shortfall()}" if measured.shortfall() else "yes"
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return "–" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def table(grader: str, found: list[C.Fit], sources: str) -> str:
+    """The per-language figures as a Markdown table, with what they rest on."""
+    lines = [f"{grader}: P(yes) on {sum(f.n for f in found)} labelled answers that no rule decides ({sources})", "",
+             "| language | answers | correct | questions | ROC-AUC (95% CI) | within a question | pass threshold | "
+             "kappa | accuracy | pair margin | may decide pass/fail |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f in found:
+        lines.append(f"| {f.language} | {f.n} | {f.positives} | {f.questions} | {_num(f.auc)} ({_num(f.auc_ci[0])}–"
+                     f"{_num(f.auc_ci[1])}) | {_num(f.auc_within)} | {f.threshold:.2f} | {_num(f.kappa)} | "
+                     f"{_num(f.accuracy * 100, 0)}% | {f.margin:.2f} | {_decides(f)} |")
+    lines += ["", "The threshold and margin are fitted on these labels, so their kappa and accuracy are in-sample; "
+              f"the arena's defaults are threshold {G.PASS_THRESHOLD} and margin {G.DEFAULT_MARGIN}."]
+    return "\n".join(lines)
+
+
+def sources(counts: dict[str, int]) -> str:
+    """Where the labels came from, for the table's heading."""
+    return ", ".join(f"{n} from {where}" for where, n in counts.items() if n) or "none"
