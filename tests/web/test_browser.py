@@ -761,3 +761,50 @@ def test_leaderboard_by_category_and_language_with_style_control_and_retired_mod
     pick(page, "board-language", "All")
     expect(page.locator("#board-note")).to_contain_text("24 rated battle(s)", timeout=30_000)
     page.context.close()
+
+
+def test_review_labels_graded_answers_and_grader_check_measures_them(page, app):
+    """A person reviews a stored run's grades in the Batch tab: each answer shows the grade that counted and what
+    decided it, a model's HTML stays text, the four labels are stored, and `grader-check` then measures a real
+    grader (SmolLM2, started for it) against the two labels it is asked about (the checkable ones are the rule's)."""
+    from arena.storage.store import Store
+
+    from ..batch.test_review import PRESETS, stored_run
+
+    answers = {("m1", "sky"): 'Air scatters blue light most. <img src=x onerror="window.pwned=1">',
+               ("m2", "sky"): "The sea reflects onto it.", ("m1", "times"): "6 × 7 = \\boxed{42}",
+               ("m2", "times"): "It is 48."}
+    store = Store(app.tmp / "data" / "arena.db")
+    stored_run(store, "review-run", PRESETS[:2], answers)
+    page.get_by_role("tab", name="Batch").click()
+    pick(page, "review-run", "review-run")
+    card = page.locator("#review-card")
+    expect(card).to_contain_text("0 of 4")
+    shot(page, "batch-review")
+    verdicts = {"light most": ("review-correct", "correct"), "sea reflects": ("review-wrong", "wrong"),
+                "= 42": ("review-correct", "correct"), "It is 48": ("review-wrong", "wrong")}
+    for done in range(1, 5):
+        shown = card.inner_text()
+        cue = next(c for c in verdicts if c in shown.replace("\\", "").replace("boxed{42}", "42"))
+        if cue == "It is 48":
+            assert "read 48 where the reference says 42" in shown
+        if cue == "sea reflects":
+            assert "no grader decided it" in shown
+        page.locator(f"#{verdicts[cue][0]}").click()
+        expect(card).to_contain_text(f"{done} of 4")
+        expect(card).to_contain_text(f"Saved: {verdicts[cue][1]}")
+    expect(card).to_contain_text("Every answer of this run with a reference is reviewed")
+    assert page.evaluate("window.pwned") is None and card.locator("img").count() == 0
+    page.get_by_role("radio", name="中文").check()
+    expect(page.locator("#review-next")).to_have_text("下一个回答")
+    page.locator("#review-next").click()
+    expect(card).to_contain_text("这次运行中有参考答案的回答都已复核")
+    labels = {r["answer"]: r["label"] for r in store.answer_labels("review-run")}
+    store.close()
+    assert labels == {text: verdicts[next(c for c in verdicts if c in text.replace("\\boxed{42}", "42"))][1]
+                      for text in answers.values()}
+    checked = subprocess.run([sys.executable, "-m", "arena", "grader-check", "--graders", "smol-a", "--without-heldout",
+                              "--models", str(app.models_file), "--data-dir", str(app.tmp / "data")],
+                             capture_output=True, text=True, timeout=600)
+    assert checked.returncode == 0, checked.stderr
+    assert "2 from the Batch tab's review" in checked.stdout and "| en | 2 | 1 | 1 |" in checked.stdout, checked.stdout
