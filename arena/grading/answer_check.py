@@ -148,7 +148,9 @@ def _value(match: re.Match) -> tuple[Fraction, bool] | None:
 
 
 # -- final answers ------------------------------------------------------------------------------------------
-_CHOICE = re.compile(r"(?<![A-Za-z])\(?([A-E])\)?(?![A-Za-z])")
+# A letter after "°" is a unit, not a choice: NFKC turns ℃ into °C ("A. 90℃" answers A, not C; found on
+# bench/heldout, BENCHMARKS.md §17).
+_CHOICE = re.compile(r"(?<![A-Za-z°])\(?([A-E])\)?(?![A-Za-z])")
 _YES = ("yes", "true", "是", "对", "正确", "能", "会", "可以")
 _NO = ("no", "false", "否", "不是", "不对", "错", "错误", "不能", "不会", "不可以")
 # Phrases that announce the final answer; the text after the last one is where it is.

@@ -113,3 +113,11 @@ def test_the_check_agrees_with_a_persons_reading_of_120_answers_it_was_not_writt
     wrong = [(r["model"], r["question_id"], check(r["answer"], r["reference"]).describe())
              for r in rows if check(r["answer"], r["reference"]).passed != r["correct"]]
     assert wrong == []
+
+
+def test_a_temperature_unit_is_not_a_choice():
+    """NFKC turns ℃ into °C; the C of a unit is not the answer's choice (found on bench/heldout: four answers of
+    'A. 90℃' or 'B. 95℃' passed against the reference C before this)."""
+    for answer, found in (("A. 90℃", "A"), ("B. 95℃。", "B"), ("C. 100℃", "C"), ("答案是 C（100°C）", "C")):
+        result = check(answer, "C")
+        assert result.found == found and result.passed == (found == "C"), (answer, result)
