@@ -2,11 +2,13 @@
 
     python bench/bench_heldout.py collect --data-dir DIR RUN_ID [RUN_ID ...]   # batch runs -> answers.jsonl
     python bench/bench_heldout.py sheet [--ids FILE] [--sample N]              # answers to label, models hidden
+    python bench/bench_heldout.py [--graders ID,ID] grade                      # grade every answer (cached), only
     python bench/bench_heldout.py [--graders ID,ID]                            # grade, then print every table
 
 The answers come from ``python -m arena batch --prompts bench/heldout/question.jsonl --judge none`` runs
-(bench/heldout/README.md lists them). Grades are cached in bench/results/heldout-grades.db; every figure
-is printed with a 95% interval from a bootstrap over questions (arena/grading/calibration.py).
+(bench/heldout/README.md lists them). Grades are cached in bench/results/heldout-grades.db and written, every one
+with its raw top tokens, to bench/results/heldout-grades.jsonl; every figure is printed with a 95% interval from a
+bootstrap over questions (arena/grading/calibration.py). BENCHMARKS.md §17 quotes the output.
 """
 from __future__ import annotations
 
@@ -239,6 +241,11 @@ def grade_all(items: list[C.Labelled], graders: list[str], db: Path) -> dict[str
             print(f"{grader}: graded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         finally:
             supervisor.stop()
+    rows = store.grades(sorted({GC.gradable(i).digest() for i in items}))
+    with open(db.parent / "heldout-grades.jsonl", "w", encoding="utf-8") as fh:  # every grade, to recompute from
+        fh.writelines(json.dumps({k: r[k] for k in ("answer_digest", "grader", "method", "prompt_version", "probability",
+                                                    "seconds", "details")}, ensure_ascii=False) + "\n"
+                      for r in sorted(rows, key=lambda r: (r["grader"], r["answer_digest"])))
     return graded
 
 

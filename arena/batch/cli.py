@@ -390,8 +390,6 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def grader_check_command(args: argparse.Namespace) -> int:
     """Grade every labelled answer that no rule decides with each grader, then print the per-language figures."""
     from arena.batch import grader_check as GC
