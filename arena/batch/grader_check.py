@@ -2,9 +2,8 @@
 
 The labels are the ones people gave in the Batch tab's review (review.py), a user's own file (``--labels``, the
 format of calibration.load_labels) and the held-out set (bench/heldout: team-written questions, labelled
-answers). A grader's P(yes) is only asked where no rule
-decides (a reference that concludes in a number, choice or yes/no is checked exactly), so it is measured on
-those answers alone. For each language this prints how well P(yes) ranks right above wrong answers, the
+answers). A grader's P(yes) is only asked where no rule decides (a reference that concludes in a number, choice
+or yes/no is checked exactly), so it is measured on those answers alone. For each language this prints how well P(yes) ranks right above wrong answers, the
 pass threshold and pair margin that agree best with the labels, and whether it clears the bars that let a
 grader decide pass/fail (grades.TRUST_AUC, TRUST_KAPPA).
 """

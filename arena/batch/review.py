@@ -79,19 +79,20 @@ def next_item(found: list[ReviewItem], after: str | None = None) -> ReviewItem |
     return None
 
 
-def label(store: Store, run_id: str, key: str, value: str) -> ReviewItem:
-    """Store a person's label of one answer of the run; returns the answer as labelled."""
+def label(store: Store, run_id: str, key: str, value: str) -> list[ReviewItem]:
+    """Store a person's label of one answer of the run; returns the run's answers as they now stand (the page
+    shows the next one and the tally from them, without reading the run again)."""
     if value not in LABELS:
         raise ReviewError(f"label {value!r} is not one of {', '.join(LABELS)}")
-    found = {i.key: i for i in items(store, run_id)}
-    if key not in found:
+    found = items(store, run_id)
+    item = next((i for i in found if i.key == key), None)
+    if item is None:
         raise ReviewError(f"run {run_id} has no answer {key!r} with a reference to review")
-    item = found[key]
     store.save_answer_label({"answer_digest": item.digest, "run_id": run_id, "answer_key": key, "model": item.model,
                              "preset_id": item.preset_id, "language": item.language, "question": item.question,
                              "reference": item.reference, "answer": item.answer, "label": value,
                              "grader": item.grader, "grade": item.grade, "created": time.time()})
-    return ReviewItem(**{**item.__dict__, "label": value})
+    return [ReviewItem(**{**i.__dict__, "label": value}) if i.digest == item.digest else i for i in found]
 
 
 @dataclass(frozen=True)

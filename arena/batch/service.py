@@ -121,7 +121,7 @@ class BatchService:
     def review_items(self, run_id: str) -> list[review.ReviewItem]:
         return review.items(self.store, run_id)
 
-    def review_label(self, run_id: str, key: str, label: str) -> review.ReviewItem:
+    def review_label(self, run_id: str, key: str, label: str) -> list[review.ReviewItem]:
         return review.label(self.store, run_id, key, label)
 
     # -- the Leaderboard tab's second table -------------------------------------------------------------

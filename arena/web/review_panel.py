@@ -48,6 +48,12 @@ def item_markdown(item: ReviewItem | None, counts: Tally, lang: str) -> str:
     return f"{head}\n\n---\n\n{body}"
 
 
+def _card(found: list[ReviewItem], after: str | None, lang: str) -> tuple[str, str | None]:
+    """The card of the next answer to review after ``after``, and its key."""
+    item = next_item(found, after)
+    return item_markdown(item, tally(found), lang), item.key if item else None
+
+
 def show_next(h: Handlers, run_id: str | None, after: str | None, token: str | None, lang: str,
               request) -> tuple[str, str | None]:
     """The next answer of the run still to review (after the one shown), as the card and its key."""
@@ -55,11 +61,9 @@ def show_next(h: Handlers, run_id: str | None, after: str | None, token: str | N
     if not run_id:
         return t("review_pick", lang), None
     try:
-        found = h.batch.review_items(run_id)
+        return _card(h.batch.review_items(run_id), after, lang)
     except ReviewError as exc:
         raise page_error(str(exc), duration=10) from None
-    item = next_item(found, after)
-    return item_markdown(item, tally(found), lang), item.key if item else None
 
 
 def mark(h: Handlers, run_id: str | None, key: str | None, label: str, token: str | None, lang: str,
@@ -69,10 +73,9 @@ def mark(h: Handlers, run_id: str | None, key: str | None, label: str, token: st
     if not run_id or not key:
         raise page_error(t("review_no_answer", lang), duration=10)
     try:
-        h.batch.review_label(run_id, key, label)
+        card, following = _card(h.batch.review_label(run_id, key, label), key, lang)
     except ReviewError as exc:
         raise page_error(str(exc), duration=10) from None
-    card, following = show_next(h, run_id, key, token, lang, request)
     return f"{t('review_saved', lang, label=t('label_' + label, lang))}\n\n{card}", following
 
 

@@ -74,7 +74,8 @@ def test_a_label_is_stored_replaced_and_skipped_by_next(store):
     first = review.next_item(found)
     assert first.key == found[0].key
     review.label(store, "r", first.key, "wrong")
-    review.label(store, "r", first.key, "correct")  # a second look replaces the first
+    returned = review.label(store, "r", first.key, "correct")  # a second look replaces the first
+    assert returned == review.items(store, "r")  # what the page shows next is what a fresh read gives
     (row,) = store.answer_labels("r")
     assert row["label"] == "correct" and row["answer"] == first.answer and row["reference"] == first.reference
     again = review.items(store, "r")
