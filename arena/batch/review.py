@@ -61,7 +61,7 @@ def items(store: Store, run_id: str) -> list[ReviewItem]:
             continue
         grade = counting.get(g.digest())
         p = grade["probability"] if grade else None
-        passed = None if p is None else p >= (1.0 if grade["method"] == "assert" else G.PASS_THRESHOLD)
+        passed = None if p is None else p >= G.PASS_THRESHOLD  # as the report counts it (a rule's grade is 1 or 0)
         out.append(ReviewItem(a["key"], a["model"], a["preset_id"], g.language, g.question, g.reference, g.text,
                               grade["grader"] if grade else None, p, (grade or {}).get("details", {}).get("check"),
                               passed, None))
