@@ -242,7 +242,9 @@ def _run_batch(args: argparse.Namespace, supervisor, store, prompts: list, model
               + (" (also a contestant: self-grading is flagged in the report)" if plan.judge in plan.models else ""),
               file=sys.stderr, flush=True)
         if plan.refused:
-            print(report.refused_words(plan.refused), file=sys.stderr, flush=True)
+            print(report.refused_words(plan.refused, graded_elsewhere=bool(plan.judge)), file=sys.stderr, flush=True)
+        for line in report.calibration_words(plan.calibration):
+            print(line, file=sys.stderr, flush=True)
         bar = _bar(0)
         status = runner.run(plan, _shown_on(bar))
         bar.close()
@@ -322,8 +324,8 @@ def judge_command(args: argparse.Namespace) -> int:
         margin = G.default_margin(args.method) if args.margin is None else args.margin
         gradables, answers = pair_gradables_of(pairs, {p.id: p for p in prompts})
         try:
-            BatchRunner(supervisor, store, []).grade_pairs(pairs, gradables, answers, judge_id, args.method, margin,
-                                                           progress, _shown_on(bar), threading.Event())
+            BatchRunner(supervisor, store, []).grade_pairs(pairs, gradables, answers, judge_id, args.method,
+                                                           G.Cutoffs(margin), progress, _shown_on(bar), threading.Event())
         except KeyboardInterrupt:
             bar.close()
             print("\ninterrupted; stored grades are kept and the same command continues", file=sys.stderr)
@@ -405,12 +407,13 @@ def grader_check_command(args: argparse.Namespace) -> int:
         return _fail(f"unknown grader {', '.join(unknown)}; known: {', '.join(known)}")
     store = open_store(args)
     try:
-        groups = {"the Batch tab's review": GC.model_graded(GC.stored(store)),
-                  str(args.labels): GC.model_graded(load_labels(args.labels)) if args.labels else [],
-                  "bench/heldout": [] if args.without_heldout else GC.model_graded(GC.heldout())}
+        mine = {"the Batch tab's review": GC.model_graded(GC.stored(store)),
+                str(args.labels): GC.model_graded(load_labels(args.labels)) if args.labels else []}
+        groups = {**mine, "bench/heldout": [] if args.without_heldout else GC.model_graded(GC.heldout())}
     except (OSError, ValueError) as exc:
         return _fail(f"cannot read the labels: {exc}")
-    items = [item for group in groups.values() for item in group]
+    own = [item for group in mine.values() for item in group]  # a person's own labels: calibrations rest on these
+    items = own + groups["bench/heldout"]
     if not items:
         return _fail("no labelled answer that a grader decides: review a batch run in the Batch tab, or pass --labels")
     signal.signal(signal.SIGTERM, _interrupt)
@@ -426,6 +429,10 @@ def grader_check_command(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
             scores = GC.grade(runner.ask_grader(grader), items, grader, store)
             print(GC.table(grader, GC.fits(items, scores), GC.sources({k: len(v) for k, v in groups.items()})) + "\n")
+            own_fits = GC.fits(own, scores[:len(own)])  # items start with the person's own labels
+            saved = GC.calibrations(grader, own_fits, GC.sources({k: len(v) for k, v in mine.items()}))
+            store.save_calibrations(saved)
+            print("\n".join(GC.calibration_lines(grader, own_fits, saved)) + "\n")
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted; stored grades are kept and the same command continues", file=sys.stderr)

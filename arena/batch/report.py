@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from arena.batch.runner import build_pairs, counting_grades, run_gradables
+from arena.batch.runner import build_pairs, counting_grades, cutoffs_of, run_gradables
 from arena.batch.tables import html_table, markdown_table
 from arena.core.language import language_of
 from arena.grading import grades as G
@@ -77,6 +77,10 @@ class RunData:
     def grader(self) -> str:
         return self.config.get("judge") or ASSERTIONS
 
+    @property
+    def cutoffs(self) -> G.Cutoffs:
+        return cutoffs_of(self.config)
+
     def name(self, model_id: str) -> str:
         entry = self.run["environment"].get("models", {}).get(model_id, {}).get("entry", {})
         return entry.get("name") or model_id
@@ -103,7 +107,7 @@ def load(store: Store, run_id: str) -> RunData:
         data.human_verdicts = {r["pair_id"]: _verdict(r) for r in store.pair_verdicts(
             [p["id"] for p in data.human_pairs], data.grader) if r["method"] == method}
     gradables = run_gradables(run["config"], answers)
-    counting = counting_grades(store, list(gradables.values()), method, judge)
+    counting = counting_grades(store, list(gradables.values()), method, judge, data.cutoffs.refused)
     data.grades = {key: counting[g.digest()] for key, g in gradables.items() if g.digest() in counting}
     quality = quality_board.latest_comparison(store.quality_results(), set(run["config"]["models"]))
     data.quality = quality if any(r["figures"] for r in quality) else []
@@ -136,20 +140,16 @@ class PassRate:
 
 
 def pass_rates(data: RunData, by: str | None = None) -> dict[tuple[str, str], PassRate]:
-    """Per (model, group) the answers whose grade passed (P(yes) ≥ ½, or every assertion), out of those graded;
-    ``by``: None (one group), 'category' or 'language' of the preset."""
+    """Per (model, group) the answers whose grade passed (a rule, or P(yes) at or above the pass threshold of the
+    question's language), out of those graded; ``by``: None (one group), 'category' or 'language' of the preset."""
     presets = {p["id"]: p for p in data.config["presets"]}
     counts: dict[tuple[str, str], list[int]] = {}
     for a in data.answers:
         preset = presets.get(a["preset_id"])
         if preset is None:
             continue
-        if by is None:
-            group = "all"
-        elif by == "language":
-            group = language_of(preset["question"], preset.get("language"))
-        else:
-            group = str(preset.get(by))
+        language = language_of(preset["question"], preset.get("language"))
+        group = "all" if by is None else language if by == "language" else str(preset.get(by))
         grade = data.grades.get((a["model"], a["preset_id"], a["repeat"]))
         p = grade["probability"] if grade else None
         c = counts.setdefault((a["model"], group), [0, 0, 0])
@@ -157,7 +157,7 @@ def pass_rates(data: RunData, by: str | None = None) -> dict[tuple[str, str], Pa
             c[2] += 1
         else:
             c[1] += 1
-            c[0] += p >= G.PASS_THRESHOLD
+            c[0] += data.cutoffs.passes(p, language)
     return {k: PassRate(*v) for k, v in counts.items()}
 
 
@@ -170,7 +170,8 @@ def pass_rate_table(store: Store, names: dict[str, str] | None = None):
     for run in store.batch_runs():
         data = RunData(run, store.batch_answers(run["id"]), [], {}, {}, [], {})
         gradables = run_gradables(run["config"], data.answers)
-        counting = counting_grades(store, list(gradables.values()), data.method, run["config"].get("judge"))
+        counting = counting_grades(store, list(gradables.values()), data.method, run["config"].get("judge"),
+                                   data.cutoffs.refused)
         data.grades = {k: counting[g.digest()] for k, g in gradables.items() if g.digest() in counting}
         for by in (None, "category", "language"):
             for (model, group), rate in pass_rates(data, by).items():
@@ -204,8 +205,8 @@ def verdict_sentences(data: RunData) -> list[str]:
     return lines
 
 
-def grade_words(grade: dict | None) -> str:
-    """One answer's grade for people: its assertions, or the grader's P(yes)."""
+def grade_words(grade: dict | None, threshold: float = G.PASS_THRESHOLD) -> str:
+    """One answer's grade for people: its assertions, or the grader's P(yes) against the pass ``threshold``."""
     if grade is None:
         return "not graded"
     p = grade["probability"]
@@ -220,7 +221,12 @@ def grade_words(grade: dict | None) -> str:
     if p is None:
         return f"{grade['grader']}: neither yes nor no among its likely first words (not graded)"
     against = "the rubric" if grade["method"] == "rubric" else "the reference"
-    return f"{grade['grader']}: P(agrees with {against}) {p:.2f}, " + ("pass" if p >= G.PASS_THRESHOLD else "fail")
+    return f"{grade['grader']}: P(agrees with {against}) {p:.2f}, " + ("pass" if p >= threshold else "fail")
+
+def _answer_grade(data: RunData, model: str, preset: dict, repeat: int) -> str:
+    language = language_of(preset["question"], preset.get("language"))
+    return grade_words(data.grades.get((model, preset["id"], repeat)), data.cutoffs.threshold_for(language))
+
 
 def _stats(values: list[float | None]) -> tuple[float, float] | None:
     vals = [v for v in values if v is not None]
@@ -325,11 +331,29 @@ def _against_humans(h: J.JudgeQuality, who: str, which_pairs: str) -> list[str]:
     return lines
 
 
-def refused_words(refused: dict) -> str:
-    """Why a run's grader did not decide pass/fail (grades.refused_grader), for the CLI and the report."""
-    return (f"The grader {refused['grader']} is not used for pass/fail: {refused['reason']}. Verdicts come from "
-            "the assertions and the reference checks only; answers neither decides are not graded (run with "
-            f"--method reference --judge {refused['grader']} to grade them anyway).")
+def refused_words(refused: dict, graded_elsewhere: bool = False) -> str:
+    """Why a run's grader did not decide pass/fail (runner.refusal), for the CLI and the report;
+    ``graded_elsewhere``: it still decides the run's other languages."""
+    where = f" in {', '.join(refused.get('languages') or [])}" if graded_elsewhere else ""
+    return (f"The grader {refused['grader']} is not used for pass/fail{where}: {refused['reason']}. Verdicts "
+            f"{'there ' if where else ''}come from the assertions and the reference checks only; answers neither "
+            f"decides are not graded (run with --method reference --judge {refused['grader']} to grade them anyway, "
+            "or label more answers in the Batch tab's review and run python -m arena grader-check).")
+
+
+def calibration_words(calibration: dict[str, dict]) -> list[str]:
+    """The person's own calibrations a run used, language by language, with what each rests on."""
+    lines = []
+    for language, c in sorted(calibration.items(), reverse=True):
+        auc = "unknown" if c["auc"] is None else f"{c['auc']:.2f} ({c['auc_low']:.2f}–{c['auc_high']:.2f})"
+        kappa = "unknown" if c["kappa"] is None else f"{c['kappa']:.2f}"
+        lines.append(f"In {language}, pass threshold {c['threshold']:.2f} and pair margin {c['margin']:.2f} from your own "
+                     f"calibration (python -m arena grader-check, {time.strftime('%Y-%m-%d', time.localtime(c['created']))}"
+                     f"): {c['labels']} labelled answers to {c['questions']} questions ({c['positives']} correct; "
+                     f"{c['sources']}); its P(yes) there has ROC-AUC {auc} and kappa {kappa} cross-validated over "
+                     "questions; " + (f"it may not decide pass/fail ({c['refused']})." if c["refused"] else
+                                      "it clears the bars to decide pass/fail."))
+    return lines
 
 
 def grading_block(data: RunData) -> list[str]:
@@ -356,7 +380,8 @@ def grading_block(data: RunData) -> list[str]:
                 f"A verdict only when the averaged probability is further than {margin:.2f} from ½; otherwise the "
                 "pair abstains.")]
     if refused := cfg.get("grader_refused"):
-        lines.append(f"**{_md_inline(refused_words(refused))}**")
+        lines.append(f"**{_md_inline(refused_words(refused, graded_elsewhere=bool(grader)))}**")
+    lines += [_md_inline(line) for line in calibration_words(cfg.get("calibration") or {})]
     if grader and cfg.get("self_judging"):
         lines.append(f"**Self-grading:** the grader is also a contestant; treat `{grader}`'s own grades with care.")
     graded = sum(1 for g in data.grades.values() if g.get("probability") is not None)
@@ -656,7 +681,7 @@ def _question_html(data: RunData, q: dict) -> str:
     for model, a in q["answers"]:
         body = "<p>not answered yet</p>" if a is None else \
             f"<pre>{_h(a['text'])}</pre><div class=\"timing{' bad' if a['error'] else ''}\">{_h(_timing(a))}</div>" \
-            f"<div class=\"grade\">{_h(grade_words(data.grades.get((model, p['id'], q['repeat']))))}</div>"
+            f"<div class=\"grade\">{_h(_answer_grade(data, model, p, q['repeat']))}</div>"
         parts.append(f'<div class="answer"><strong>{_h(data.name(model))}</strong>{body}</div>')
     parts.append("</div>")
     for pair in q["pairs"]:
@@ -712,7 +737,7 @@ def write_markdown(data: RunData, compare: "Comparison | None" = None) -> str:
             out += [f"**{_md_inline(data.name(model))}**", ""]
             out += ["not answered yet", ""] if a is None else [
                 _fence(a["text"]), "", f"*{_md_inline(_timing(a))}*", "",
-                f"Grade: {_md_inline(grade_words(data.grades.get((model, p['id'], q['repeat']))))}", ""]
+                f"Grade: {_md_inline(_answer_grade(data, model, p, q['repeat']))}", ""]
         for pair in q["pairs"]:
             out += [f"**{_md_inline(_verdict_title(data, pair))}:** "
                     f"{_md_inline(_final(data.verdicts.get(pair['id']), pair) + _basis_words(data, pair))}", ""]

@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from arena.batch.runner import counting_grades, run_gradables
-from arena.grading import grades as G
+from arena.batch.runner import counting_grades, cutoffs_of, run_gradables
 from arena.grading.calibration import LABELS
 from arena.grading.grader import Gradable, answer_digest
 from arena.storage.store import Store
@@ -37,6 +36,7 @@ class ReviewItem:
     grade: float | None  # P(yes), or 1/0 for a rule
     check: dict | None   # for an exact reference check, what it read: rule, expected, found
     passed: bool | None  # the grade's pass/fail; None: ungraded
+    threshold: float     # the pass threshold of a grader model's P(yes) in this run and language
     label: str | None    # a person's label, if reviewed
 
     @property
@@ -52,8 +52,9 @@ def items(store: Store, run_id: str) -> list[ReviewItem]:
         raise ReviewError(f"no batch run {run_id!r}")
     answers = [a for a in store.batch_answers(run_id) if not a["error"]]
     gradables = run_gradables(run["config"], answers)
+    cutoffs = cutoffs_of(run["config"])
     counting = counting_grades(store, list(gradables.values()), run["config"].get("method", "auto"),
-                               run["config"].get("judge"))
+                               run["config"].get("judge"), cutoffs.refused)
     out = []
     for a in answers:
         g: Gradable | None = gradables.get((a["model"], a["preset_id"], a["repeat"]))
@@ -61,10 +62,10 @@ def items(store: Store, run_id: str) -> list[ReviewItem]:
             continue
         grade = counting.get(g.digest())
         p = grade["probability"] if grade else None
-        passed = None if p is None else p >= G.PASS_THRESHOLD  # as the report counts it (a rule's grade is 1 or 0)
+        passed = None if p is None else cutoffs.passes(p, g.language)  # as the report counts it
         out.append(ReviewItem(a["key"], a["model"], a["preset_id"], g.language, g.question, g.reference, g.text,
                               grade["grader"] if grade else None, p, (grade or {}).get("details", {}).get("check"),
-                              passed, None))
+                              passed, cutoffs.threshold_for(g.language), None))
     labels = {r["answer_digest"]: r["label"] for r in store.answer_labels(run_id)}
     return [ReviewItem(**{**i.__dict__, "label": labels.get(i.digest)}) for i in out]
 

@@ -203,7 +203,10 @@ class Plan:
     fresh: bool = False
     method: str = "auto"        # grader.METHODS
     margin: float = G.DEFAULT_MARGIN  # for a new run: G.default_margin(method) unless --margin
-    refused: dict | None = None  # {"grader", "reason"}: the grader auto would have used, and why it may not
+    refused: dict | None = None  # {"grader", "reason", "languages"}: the grader auto would have used, where and
+    # why it may not decide (refusal)
+    calibration: dict = field(default_factory=dict)  # language -> a person's own calibration of the grader (storage
+    # grader_calibrations), copied when the run was planned so that a later fit does not change its report
 
     def config(self) -> dict:
         return {"models": self.models, "presets": [p.to_json() for p in self.presets],
@@ -211,6 +214,7 @@ class Plan:
                 "margin": self.margin, "grade_prompt": G.PAIRWISE_V1 if self.method == "pairwise" else
                 J.PROMPT_VERSION if self.method == "generate" else G.REFERENCE_V1,
                 "self_judging": self.judge in self.models if self.judge else False, "grader_refused": self.refused,
+                "calibration": self.calibration,
                 "judge_rule": "named with --judge" if self.judge and self._named_judge else
                 "the local model with the largest weights on disk"}
 
@@ -270,6 +274,45 @@ def _ready_models(models: list[str] | None, statuses: dict) -> list[str]:
     return models
 
 
+_CALIBRATION_KEYS = ("threshold", "margin", "labels", "positives", "questions", "auc", "auc_low", "auc_high", "kappa",
+                     "accuracy", "refused", "sources", "created")
+
+
+def own_calibration(row: dict, margin: float | None) -> dict:
+    """A stored calibration as a run keeps it; a margin named for the run (--margin) overrides the fitted one."""
+    kept = {k: row[k] for k in _CALIBRATION_KEYS}
+    return kept if margin is None else {**kept, "margin": float(margin)}
+
+
+def refusal(grader: str | None, languages: set[str], calibration: dict[str, dict]) -> dict | None:
+    """Which of a run's languages ``grader`` may not decide pass/fail in under auto, and why: where a person's own
+    calibration exists, what it measured; elsewhere what the arena measured (grades.MEASURED_GRADERS). None when it
+    may decide every language (or there is no grader)."""
+    if grader is None:
+        return None
+    reasons = {}
+    for language in sorted(languages, reverse=True):
+        own = calibration.get(language)
+        if reason := own["refused"] if own else G.refused_grader(grader):
+            reasons[language] = reason
+    if not reasons:
+        return None
+    if len(set(reasons.values())) == 1 and len(reasons) == len(languages):
+        reason = next(iter(reasons.values()))
+    else:
+        reason = "; ".join(f"in {language}, {why}" for language, why in reasons.items())
+    return {"grader": grader, "reason": reason, "languages": list(reasons)}
+
+
+def cutoffs_of(config: dict) -> G.Cutoffs:
+    """The pass thresholds and pair margins a run decides with (its margin, its own calibration per language), and
+    the languages its grader model may not decide."""
+    calibration = config.get("calibration") or {}
+    return G.Cutoffs(margin=config.get("margin", G.DEFAULT_MARGIN),
+                     calibrated={lang: (row["threshold"], row["margin"]) for lang, row in calibration.items()},
+                     refused=frozenset((config.get("grader_refused") or {}).get("languages", ())))
+
+
 class BatchRunner:
     """Runs a Plan against a running Supervisor and stores everything in the Store."""
 
@@ -297,7 +340,7 @@ class BatchRunner:
         (then ``method`` auto still grades by assertions). ``method``: grader.METHODS."""
         if method not in METHODS:
             raise BatchError(f"unknown grading method {method!r}; use one of {', '.join(METHODS)}")
-        refused = None
+        refused, calibration = None, {}
         if resume:
             run = self.store.batch_run(resume)
             if run is None:
@@ -311,7 +354,7 @@ class BatchRunner:
             judge = config.get("judge") or "none"  # the run's grader, so its report stays one grader's
             method = config.get("method", "generate")  # runs before grading had only the generative judge
             margin = config.get("margin", margin)
-            refused = config.get("grader_refused")
+            refused, calibration = config.get("grader_refused"), config.get("calibration") or {}
         self.check_known(models, judge)
         statuses = {s.id: s for s in self.supervisor.statuses()}
         models = _ready_models(models, statuses)
@@ -323,12 +366,17 @@ class BatchRunner:
             raise BatchError("--repeats, --batch-size and --max-new-tokens must be at least 1")
         named = judge not in (None, "none")
         judge = self._grader(judge, method, len(models), statuses)
-        if method == "auto" and (reason := G.refused_grader(judge)):
-            refused, judge = {"grader": judge, "reason": reason}, None  # the rules decide alone
+        languages = {language_of(p.question, p.language) for p in presets}
+        if judge and method in ("auto", "reference") and not resume:
+            calibration = {lang: own_calibration(row, margin) for lang, row in self.store.calibrations(judge).items()
+                           if lang in languages}
+        if method == "auto" and (refused_now := refusal(judge, languages, calibration)):
+            refused = refused_now
+            judge = None if set(refused["languages"]) >= languages else judge  # none left: the rules decide alone
         plan = Plan(run_id=resume or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], models=models,
                     presets=presets, settings=settings, judge=judge, resume=bool(resume), fresh=fresh,
                     method=method, margin=G.default_margin(method) if margin is None else float(margin),
-                    refused=refused)
+                    refused=refused, calibration=calibration)
         plan._named_judge = named
         return plan
 
@@ -501,18 +549,19 @@ class BatchRunner:
         self.store.save_judge_pairs(pairs)
         pair_gradables = {p["id"]: (gradables[(p["model_a"], p["preset_id"], p["repeat"])],
                                     gradables[(p["model_b"], p["preset_id"], p["repeat"])]) for p in pairs}
-        return self.grade_pairs(pairs, pair_gradables, list(gradables.values()), plan.judge, plan.method, plan.margin,
-                                progress, report, stop, plan.fresh, plan.settings.judge_max_tokens,
-                                plan.settings.batch_size)
+        return self.grade_pairs(pairs, pair_gradables, list(gradables.values()), plan.judge, plan.method,
+                                cutoffs_of(run["config"]), progress, report, stop, plan.fresh,
+                                plan.settings.judge_max_tokens, plan.settings.batch_size)
 
     def grade_pairs(self, pairs: list[dict], pair_gradables: dict[str, tuple[Gradable, Gradable]],
-                    answers: list[Gradable], grader: str | None, method: str, margin: float, progress: Progress,
+                    answers: list[Gradable], grader: str | None, method: str, cutoffs: G.Cutoffs, progress: Progress,
                     report: ProgressCallback, stop: threading.Event, fresh: bool = False,
                     judge_max_tokens: int = JUDGE_MAX_TOKENS, batch_size: int = 8) -> bool:
         """Grade ``answers`` (each alone) and ``pairs``, and store each pair's verdict for ``grader``/``method``.
         Grades already stored (same grader, method, prompt version and answer) are reused unless ``fresh``.
         ``auto``: assertions where the preset has them, else the grader's P(yes) against the reference; a pair
-        with no reference is graded pairwise. False if stopped (what was graded is stored)."""
+        with no reference is graded pairwise, and the grader model is not asked about answers in the languages
+        ``cutoffs`` refuses it. False if stopped (what was graded is stored)."""
         verdicts: list[dict] = []
         if method == "generate":
             progress.total += 2 * len(pairs)
@@ -536,12 +585,12 @@ class BatchRunner:
                 # is on another scale than a difference of grades.
                 verdicts += grader_module.pairwise_verdict_rows(
                     pairwise, self.store.pair_grades([p["id"] for p in pairwise], grader), grader,
-                    margin if method == "pairwise" else G.PAIRWISE_MARGIN, method)
+                    cutoffs.margin if method == "pairwise" else G.PAIRWISE_MARGIN, method)
             if method in ("auto", "assert"):
                 self.store.save_grades(grader_module.assertion_rows(answers) + grader_module.check_rows(answers))
             if grader and method in ("auto", "reference"):
                 by_model = [g if method == "auto" else dataclasses.replace(g, assertions=()) for g in answers
-                            if method == "reference" or not g.rule_decides]
+                            if method == "reference" or not (g.rule_decides or g.language in cutoffs.refused)]
                 graded = set() if fresh else {r["answer_digest"] for r in
                                               self.store.grades([g.digest() for g in by_model], grader)}
                 todo = [g for g in by_model if g.basis and g.digest() not in graded]
@@ -552,9 +601,9 @@ class BatchRunner:
                                                       batch_size, lambda n: _advance(progress, report, n), stop):
                     return False
             one_by_one = [p for p in pairs if p not in pairwise]
-            counting = counting_grades(self.store, answers, method, grader)
+            counting = counting_grades(self.store, answers, method, grader, cutoffs.refused)
             verdicts += grader_module.verdict_rows(one_by_one, pair_gradables, counting,
-                                                   grader or grader_module.ASSERTIONS, method, margin)
+                                                   grader or grader_module.ASSERTIONS, method, cutoffs)
         self.store.save_pair_verdicts(verdicts)
         return True
 
@@ -607,17 +656,18 @@ def pair_gradables_of(pairs: list[dict], presets: dict[str, Prompt]
     return by_pair, answers
 
 
-def counting_grades(store: Store, gradables: list[Gradable], method: str, grader: str | None) -> dict[str, dict]:
+def counting_grades(store: Store, gradables: list[Gradable], method: str, grader: str | None,
+                    refused: frozenset[str] = frozenset()) -> dict[str, dict]:
     """The grade that counts for each answer (by answer digest), by the run's method: ``auto`` takes a rule
     where one decides (the preset's assertions, else the exact check of a reference that concludes in a
-    number, a choice or yes/no) and the grader model's P(yes) elsewhere; ``assert`` only the rules;
-    ``reference`` only the grader model's (against the reference, rules aside)."""
+    number, a choice or yes/no) and the grader model's P(yes) elsewhere, except in the ``refused`` languages;
+    ``assert`` only the rules; ``reference`` only the grader model's (against the reference, rules aside)."""
     if method in ("pairwise", "generate"):
         return {}
-    digests = {}
+    digests, languages = {}, {}
     for g in gradables:
         plain = dataclasses.replace(g, assertions=()) if method == "reference" else g
-        digests[g.digest()] = plain.digest()
+        digests[g.digest()], languages[g.digest()] = plain.digest(), g.language
     rows = store.grades(sorted(set(digests) | set(digests.values())))
     by = {(r["answer_digest"], r["grader"]): r for r in rows}
     counting = {}
@@ -625,7 +675,7 @@ def counting_grades(store: Store, gradables: list[Gradable], method: str, grader
         found = None
         if method in ("auto", "assert"):
             found = by.get((digest, grader_module.ASSERTIONS)) or by.get((digest, grader_module.REFERENCE_CHECK))
-        if found is None and method in ("auto", "reference") and grader:
+        if found is None and method in ("auto", "reference") and grader and languages[digest] not in refused:
             found = by.get((plain, grader))
         if found is not None:
             counting[digest] = found

@@ -9,6 +9,9 @@ Why these statistics:
 - **The threshold and margin are fitted per language**, because a small grader's P(yes) is not calibrated the
   same in Chinese and English (BENCHMARKS.md §17). A fit is only as good as the labels it rests on, so each
   carries how many labels and positives it saw.
+- **Whether a fit may be trusted is judged on questions it was not fitted on.** A threshold chosen on the
+  labels agrees with them better than it will with the next question (the in-sample kappa); the
+  cross-validated kappa decides each question's answers at the threshold fitted on the other questions.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from arena.grading.judge import cohen_kappa
 LABELS = ("correct", "partly correct", "wrong")
 RANK = {"correct": 2, "partly correct": 1, "wrong": 0}
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95, the pass thresholds tried
+MIN_OWN_LABELS = 50  # a person's own labels in one language before batch runs use the fit made from them
+FOLDS = 5  # question folds of the cross-validated kappa
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,12 @@ class Fit:
     kappa: float      # at that threshold (in-sample: it was chosen on these labels)
     accuracy: float
     margin: float     # the pair margin with the best 3-class kappa on these labels' pair verdicts
+    kappa_cv: float   # each question decided at the threshold fitted on the other questions (cross_validated)
+    accuracy_cv: float
+
+    def measured(self, where: str) -> G.Measured:
+        """These figures as the bars see them: ROC-AUC (no fitting) and the cross-validated kappa."""
+        return G.Measured(self.auc, self.kappa_cv, where)
 
 
 def best_threshold(scores: Sequence[float], truth: Sequence[bool]) -> tuple[float, float, float]:
@@ -174,6 +185,26 @@ def best_threshold(scores: Sequence[float], truth: Sequence[bool]) -> tuple[floa
     return best
 
 
+def cross_validated(values: Sequence[float], truth: Sequence[bool], groups: Sequence[str], folds: int = FOLDS,
+                    seed: int = 2026) -> tuple[float, float]:
+    """Kappa and accuracy of the fitted pass threshold on questions it was not fitted on: the questions are
+    shuffled and dealt into ``folds`` folds, and each fold's answers are decided at the threshold that fits the
+    other folds best. (NaN, NaN) with fewer than two questions."""
+    keys = sorted(set(groups))
+    if len(keys) < 2:
+        return math.nan, math.nan
+    random.Random(seed).shuffle(keys)
+    fold_of = {key: n % folds for n, key in enumerate(keys)}
+    decided = [False] * len(values)
+    for fold in set(fold_of.values()):
+        rest = [i for i, g in enumerate(groups) if fold_of[g] != fold]
+        threshold = best_threshold([values[i] for i in rest], [truth[i] for i in rest])[0]
+        for i, g in enumerate(groups):
+            if fold_of[g] == fold:
+                decided[i] = values[i] >= threshold
+    return kappa_accuracy(truth, decided)
+
+
 def fit(items: Sequence[Labelled], scores: Sequence[float | None], language: str) -> Fit:
     """Measure and fit one language's labelled answers that have a grade (``scores[i]`` for ``items[i]``)."""
     kept = [(item, s) for item, s in zip(items, scores) if s is not None and item.language == language]
@@ -184,8 +215,9 @@ def fit(items: Sequence[Labelled], scores: Sequence[float | None], language: str
     threshold, kappa, accuracy = best_threshold(values, truth)
     pairs = label_pairs(sub)
     margin = G.calibrate_margin([v for _, _, v in pairs], [(values[i], values[j]) for i, j, _ in pairs])
+    kappa_cv, accuracy_cv = cross_validated(values, truth, groups)
     return Fit(language=language, n=len(sub), positives=sum(truth), questions=len(set(groups)),
                auc=G.roc_auc(values, truth),
                auc_ci=cluster_ci(groups, lambda idx: G.roc_auc([values[i] for i in idx], [truth[i] for i in idx])),
                auc_within=within_auc(values, truth, groups), threshold=threshold, kappa=kappa, accuracy=accuracy,
-               margin=margin)
+               margin=margin, kappa_cv=kappa_cv, accuracy_cv=accuracy_cv)

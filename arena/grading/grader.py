@@ -188,15 +188,17 @@ def pairwise_grades(ask: Ask, pairs: list[dict], grader: str, save: Save, batch_
 
 
 def verdict_rows(pairs: list[dict], gradables: dict[str, tuple[Gradable, Gradable]], grades: dict[str, dict],
-                 grader: str, method: str, margin: float) -> list[dict]:
+                 grader: str, method: str, cutoffs: G.Cutoffs) -> list[dict]:
     """Each pair's verdict from its two answers' grades (``gradables``: pair id -> (A, B); ``grades``: answer
-    digest -> the grade that counts for it). A pair with an ungraded answer gets no winner (NULL)."""
+    digest -> the grade that counts for it), at the margin and pass threshold of the question's language. A pair
+    with an ungraded answer gets no winner (NULL)."""
     rows = []
     for pair in pairs:
         a, b = gradables[pair["id"]]
         ga, gb = grades.get(a.digest()), grades.get(b.digest())
         pa, pb = (ga or {}).get("probability"), (gb or {}).get("probability")
-        winner = G.verdict_from_grades(pa, pb, margin)
+        margin = cutoffs.margin_for(a.language)
+        winner = G.verdict_from_grades(pa, pb, margin, cutoffs.threshold_for(a.language))
         basis = f"{basis_of(ga)} vs {basis_of(gb)}"
         rows.append({"pair_id": pair["id"], "grader": grader, "method": method,
                      "winner": winner.value if winner else None, "margin": margin, "basis": basis,

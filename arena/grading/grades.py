@@ -19,7 +19,8 @@ Why per answer, by probability (BENCHMARKS.md §13 measures it):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from arena.core.generation import TokenLogprob
 from arena.core.outcomes import Winner
@@ -96,11 +97,39 @@ class Measured:
     where: str
 
     def shortfall(self) -> str | None:
-        """Why these figures do not clear the bars, or None when they do."""
-        low = [f"ROC-AUC {self.auc:.2f} (needs {TRUST_AUC:.2f})"] if self.auc < TRUST_AUC else []
-        if self.kappa is not None and self.kappa < TRUST_KAPPA:
-            low.append(f"kappa {self.kappa:.2f} at its pass threshold (needs {TRUST_KAPPA:.2f})")
+        """Why these figures do not clear the bars, or None when they do. A figure that could not be measured
+        (NaN: labels all of one class) does not clear them."""
+        low = [] if self.auc >= TRUST_AUC else [f"ROC-AUC {_figure(self.auc)} (needs {TRUST_AUC:.2f})"]
+        if self.kappa is not None and not self.kappa >= TRUST_KAPPA:
+            low.append(f"kappa {_figure(self.kappa)} at its pass threshold (needs {TRUST_KAPPA:.2f})")
         return f"{' and '.join(low)} on {self.where}" if low else None
+
+
+def _figure(x: float) -> str:
+    return "unknown" if math.isnan(x) else f"{x:.2f}"
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Where a run's grades pass, and how far apart two must be to decide a pair, per language: the defaults,
+    or a person's own calibration where one was fitted (python -m arena grader-check). A rule's grade is 1 or
+    0, so only a grader model's P(yes) is moved by them. ``refused``: languages whose answers the grader model
+    may not decide, because its own calibration there fails the bars."""
+
+    margin: float = DEFAULT_MARGIN
+    threshold: float = PASS_THRESHOLD
+    calibrated: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # language -> (threshold, margin)
+    refused: frozenset[str] = frozenset()
+
+    def threshold_for(self, language: str) -> float:
+        return self.calibrated[language][0] if language in self.calibrated else self.threshold
+
+    def margin_for(self, language: str) -> float:
+        return self.calibrated[language][1] if language in self.calibrated else self.margin
+
+    def passes(self, grade: float, language: str) -> bool:
+        return grade >= self.threshold_for(language)
+
 
 
 MEASURED_GRADERS: dict[str, Measured] = {

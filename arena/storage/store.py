@@ -238,6 +238,24 @@ ANSWER_LABELS = Table(
     _real("grade"),                                        # the grade it had: P(yes), or 1/0 for a rule; NULL: none
     _real("created", nullable=False),
 )
+# A grader model's pass threshold and pair margin fitted to a person's own labels in one language (python -m
+# arena grader-check, once there are grading/calibration.py MIN_OWN_LABELS of them), with what they rest on. Batch
+# runs graded by the grader copy it into their config; a newer fit replaces the row, never a run's copy.
+GRADER_CALIBRATIONS = Table(
+    "grader_calibrations", metadata,
+    _text("grader", primary_key=True),
+    _text("language", primary_key=True),
+    _real("threshold", nullable=False),
+    _real("margin", nullable=False),
+    _int("labels", nullable=False),
+    _int("positives", nullable=False),
+    _int("questions", nullable=False),
+    _real("auc"), _real("auc_low"), _real("auc_high"),     # NULL: not measurable (labels all of one class)
+    _real("kappa"), _real("accuracy"),                    # cross-validated (calibration.cross_validated)
+    _text("refused"),                                      # why it may not decide pass/fail (grades.Measured); NULL: it may
+    _text("sources", nullable=False),                      # where the labels came from
+    _real("created", nullable=False),
+)
 
 # What a model's quantization costs against its full-precision reference (python -m arena quality): one row
 # per (model, reference, text, tokens), replaced by the latest measurement. The reference has a row of its own
@@ -671,6 +689,14 @@ class Store:
     def answer_labels(self, run_id: str | None = None) -> list[dict]:
         """Stored labels, of one run if given, oldest first."""
         return self._select(ANSWER_LABELS, *([ANSWER_LABELS.c.run_id == run_id] if run_id else []))
+
+    def save_calibrations(self, rows: list[dict]) -> None:
+        """Store fitted calibrations, replacing the grader's earlier fit in the same language."""
+        self._put(GRADER_CALIBRATIONS, rows, replace=True)
+
+    def calibrations(self, grader: str) -> dict[str, dict]:
+        """The grader's stored calibrations by language."""
+        return {r["language"]: r for r in self._select(GRADER_CALIBRATIONS, GRADER_CALIBRATIONS.c.grader == grader)}
 
     def save_batch_answers(self, answers: list[dict]) -> None:
         """Insert or overwrite answers by key (``--fresh`` overwrites; resume never re-asks a stored one)."""

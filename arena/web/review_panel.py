@@ -11,7 +11,6 @@ import gradio as gr
 from arena.batch.review import ReviewError, ReviewItem, Tally, next_item, tally
 from arena.batch.service import BatchService
 from arena.core.texts import t
-from arena.grading import grades as G
 from arena.grading.grader import ASSERTIONS, REFERENCE_CHECK
 from arena.web.components import text_panel
 from arena.web.handlers import Handlers, page_error
@@ -31,7 +30,7 @@ def basis_text(item: ReviewItem, lang: str) -> str:
                  expected=plain(item.check.get("expected") or "—"))
     if item.grader == ASSERTIONS:
         return t("basis_assertions", lang)
-    return t("basis_model", lang, grader=plain(item.grader), p=f"{item.grade:.2f}", threshold=G.PASS_THRESHOLD)
+    return t("basis_model", lang, grader=plain(item.grader), p=f"{item.grade:.2f}", threshold=item.threshold)
 
 
 def item_markdown(item: ReviewItem | None, counts: Tally, lang: str) -> str:

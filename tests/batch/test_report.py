@@ -314,6 +314,7 @@ def test_a_numeric_reference_is_checked_exactly_and_a_refused_grader_is_named(tm
     import threading
 
     from arena.batch.runner import BatchRunner, Progress, run_gradables
+    from arena.grading import grades as G
 
     store = Store(tmp_path / "a.db")
     question = "小明有3袋苹果，每袋6个，他一共有多少个苹果？"
@@ -339,7 +340,7 @@ def test_a_numeric_reference_is_checked_exactly_and_a_refused_grader_is_named(tm
     store.save_judge_pairs(pairs)
     sides = {p["id"]: (gradables[(p["model_a"], "apples", 0)], gradables[(p["model_b"], "apples", 0)]) for p in pairs}
     progress = Progress("r", 0, 0, "", time.time())
-    assert BatchRunner(None, store, []).grade_pairs(pairs, sides, list(gradables.values()), None, "auto", 0.35,
+    assert BatchRunner(None, store, []).grade_pairs(pairs, sides, list(gradables.values()), None, "auto", G.Cutoffs(0.35),
                                                     progress, lambda _: None, threading.Event())
     (verdict,) = store.pair_verdicts(grader="assertions")
     winner = {"model_a": pairs[0]["model_a"], "model_b": pairs[0]["model_b"]}[verdict["winner"]]

@@ -9,6 +9,7 @@ from arena.batch import grader_check as GC
 from arena.batch import review
 from arena.batch.runner import BatchRunner, Progress, build_pairs, run_gradables
 from arena.core.texts import t
+from arena.grading import grades as G
 from arena.storage.store import Store
 from arena.web.review_panel import basis_text, item_markdown
 
@@ -43,7 +44,7 @@ def stored_run(store: Store, run_id: str = "r", presets: list[dict] = PRESETS, a
     store.save_judge_pairs(pairs)
     sides = {q["id"]: (gradables[(q["model_a"], q["preset_id"], 0)], gradables[(q["model_b"], q["preset_id"], 0)])
              for q in pairs}
-    BatchRunner(None, store, []).grade_pairs(pairs, sides, list(gradables.values()), None, "auto", 0.35,
+    BatchRunner(None, store, []).grade_pairs(pairs, sides, list(gradables.values()), None, "auto", G.Cutoffs(0.35),
                                              Progress(run_id, 0, 0, "", time.time()), lambda _: None,
                                              threading.Event())
     store.set_batch_run_status(run_id, "done", time.time())
