@@ -7,7 +7,7 @@ import pytest
 
 from arena.batch import grader_check as GC
 from arena.batch import review
-from arena.batch.runner import BatchRunner, Progress, build_pairs, run_gradables
+from arena.batch.runner import BatchRunner, Progress, build_pairs, cutoffs_of, run_gradables
 from arena.core.texts import t
 from arena.grading import grades as G
 from arena.storage.store import Store
@@ -25,11 +25,14 @@ ANSWERS = {("m1", "sky"): "Because air scatters blue light most.", ("m2", "sky")
            ("m1", "no-ref"): "Hello!", ("m2", "no-ref"): "Hi."}
 
 
-def stored_run(store: Store, run_id: str = "r", presets: list[dict] = PRESETS, answers: dict = ANSWERS) -> None:
-    """A finished run graded by the rules only (no grader model), as `batch --judge none` leaves it."""
-    config = {"models": ["m1", "m2"], "presets": presets, "judge": None, "method": "auto", "margin": 0.35,
+def stored_run(store: Store, run_id: str = "r", presets: list[dict] = PRESETS, answers: dict = ANSWERS,
+               judge: str | None = None, extra: dict | None = None, probabilities: dict | None = None) -> None:
+    """A finished run graded by the rules only (no grader model), as `batch --judge none` leaves it; or, with
+    ``judge``, by that grader model too, whose P(yes) of each answer is ``probabilities[(model, preset)]`` (stored
+    before grading, so no model is asked). ``extra``: more of the run's config (a calibration, a refusal)."""
+    config = {"models": ["m1", "m2"], "presets": presets, "judge": judge, "method": "auto", "margin": 0.35,
               "settings": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64, "seed": 0, "repeats": 1,
-                           "system_prompt": "", "batch_size": 8, "judge_max_tokens": 64}}
+                           "system_prompt": "", "batch_size": 8, "judge_max_tokens": 64}, **(extra or {})}
     store.create_batch_run(run_id, time.time(), config, {"models": {}})
     questions = {p["id"]: p["question"] for p in presets}
     store.save_batch_answers([
@@ -40,13 +43,17 @@ def stored_run(store: Store, run_id: str = "r", presets: list[dict] = PRESETS, a
         for (m, p), text in answers.items()])
     stored = store.batch_answers(run_id)
     gradables = run_gradables(config, stored)
+    store.save_grades([{"id": f"{judge}-{m}-{p}", "answer_digest": gradables[(m, p, 0)].digest(), "grader": judge,
+                        "method": "reference", "prompt_version": G.REFERENCE_V1, "probability": value,
+                        "details": "{}", "seconds": 0.1, "created": time.time()}
+                       for (m, p), value in (probabilities or {}).items()])
     pairs = build_pairs(run_id, config, stored)
     store.save_judge_pairs(pairs)
     sides = {q["id"]: (gradables[(q["model_a"], q["preset_id"], 0)], gradables[(q["model_b"], q["preset_id"], 0)])
              for q in pairs}
-    BatchRunner(None, store, []).grade_pairs(pairs, sides, list(gradables.values()), None, "auto", G.Cutoffs(0.35),
-                                             Progress(run_id, 0, 0, "", time.time()), lambda _: None,
-                                             threading.Event())
+    BatchRunner(None, store, []).grade_pairs(pairs, sides, list(gradables.values()), judge, "auto",
+                                             cutoffs_of(config), Progress(run_id, 0, 0, "", time.time()),
+                                             lambda _: None, threading.Event())
     store.set_batch_run_status(run_id, "done", time.time())
 
 

@@ -108,3 +108,34 @@ def test_load_labels_reads_a_users_file_and_refuses_bad_lines(tmp_path):
     broken.write_text("{not json\n")
     with pytest.raises(ValueError, match=r"broken.jsonl:1: not JSON"):
         C.load_labels(broken)
+
+
+def test_cross_validated_kappa_is_what_an_overfitted_threshold_earns_on_new_questions():
+    """Scores that are noise fit some threshold well by luck: in-sample kappa looks like agreement, while each
+    question decided at the threshold fitted on the others agrees no better than chance. A grader that truly
+    separates keeps its kappa under cross-validation."""
+    groups = [f"q{i}" for i in range(30) for _ in range(3)]
+    in_sample, held = [], []
+    for seed in range(20):
+        rng = random.Random(seed)
+        truth = [rng.random() < 0.4 for _ in groups]
+        noise = [round(rng.random(), 2) for _ in groups]
+        in_sample.append(C.best_threshold(noise, truth)[1])
+        held.append(C.cross_validated(noise, truth, groups)[0])
+    assert sum(in_sample) / 20 - sum(held) / 20 > 0.05 and abs(sum(held) / 20) < 0.06  # chance is 0
+    separating = [0.9 if t else 0.3 for t in truth]
+    assert C.cross_validated(separating, truth, groups) == (1.0, 1.0)
+    assert all(math.isnan(x) for x in C.cross_validated([0.5], [True], ["q1"]))  # one question: nothing held out
+
+
+def test_a_fit_is_trusted_by_its_auc_and_cross_validated_kappa_and_never_when_unmeasurable():
+    """The bars read the cross-validated kappa, not the in-sample one, and a fit whose labels are all one class
+    (ROC-AUC undefined) does not clear them by default."""
+    items = [item(f"q{q}", label, n=n) for q in range(10) for n, label in enumerate(("correct", "wrong"))]
+    good = C.fit(items, [0.9, 0.2] * 10, "en")
+    assert good.measured("x").shortfall() is None
+    assert C.fit(items, [0.9, 0.9] * 10, "en").measured("x").shortfall().startswith("ROC-AUC 0.50 (needs 0.70)")
+    wrong_only = [item(f"q{q}", "wrong", n=q) for q in range(10)]
+    one_class = C.fit(wrong_only, [0.1 * q for q in range(10)], "en")
+    assert math.isnan(one_class.auc)
+    assert "ROC-AUC unknown (needs 0.70)" in one_class.measured("10 labels").shortfall()
