@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 import pytest
@@ -193,6 +194,43 @@ def test_interrupted_run_resumes_without_re_asking(running):
     after = {a["key"]: a for a in store.batch_answers(plan.run_id)}
     assert len(after) == 4 and totals[0] == 3
     assert after[first[0]["key"]]["created"] == first[0]["created"]
+
+
+def test_a_stored_own_calibration_is_what_the_next_run_grades_with(running):
+    """What grader-check stores is what the next batch run grades with, with a real SmolLM2 grader: a calibration
+    of smol-b in English that clears the bars is copied into the plan, smol-b's P(yes) decides the open preset,
+    passes at the calibrated threshold and the pair is decided at the calibrated margin, and the report says so.
+    Once a newer fit fails the bars, the next plan refuses smol-b in English (the run's only language), so no
+    grader model is used; the earlier run keeps the calibration it was graded with."""
+    from arena.batch import report
+
+    supervisor, store, tmp = running
+    runner = BatchRunner(supervisor, store, PROMPTS)
+    row = {"grader": "smol-b", "language": "en", "threshold": 0.05, "margin": 0.1, "labels": 60, "positives": 18,
+           "questions": 20, "auc": 0.8, "auc_low": 0.7, "auc_high": 0.9, "kappa": 0.5, "accuracy": 0.8,
+           "refused": None, "sources": "60 from the Batch tab's review", "created": time.time()}
+    store.save_calibrations([row])
+    try:
+        plan = runner.plan(["smol-a", "smol-b"], ["color"], settings=FAST, judge="smol-b")
+        assert plan.judge == "smol-b" and plan.refused is None and plan.calibration["en"]["threshold"] == 0.05
+        assert runner.run(plan) == "done"
+        data = report.load(store, plan.run_id)
+        grades = [g["probability"] for g in data.grades.values()]
+        assert len(grades) == 2 and all(g["grader"] == "smol-b" for g in data.grades.values())
+        passed = sum(r.passed for r in report.pass_rates(data).values())
+        assert passed == sum(p is not None and p >= 0.05 for p in grades)
+        (verdict,) = store.pair_verdicts([p["id"] for p in data.pairs], "smol-b")
+        assert verdict["margin"] == 0.1
+        assert "In en, pass threshold 0.05 and pair margin 0.10 from your own calibration" in \
+            "\n".join(report.grading_block(data))
+        store.save_calibrations([{**row, "refused": "ROC-AUC 0.55 (needs 0.70) on 60 of your own labels in en"}])
+        refused = runner.plan(["smol-a", "smol-b"], ["color"], settings=FAST, judge="smol-b")
+        assert refused.judge is None and refused.refused["languages"] == ["en"]
+        assert "ROC-AUC 0.55" in refused.refused["reason"]
+        assert store.batch_run(plan.run_id)["config"]["calibration"]["en"]["refused"] is None
+    finally:  # the module's other runs grade with smol-b under the defaults
+        with sqlite3.connect(tmp / "data" / "arena.db") as conn:
+            conn.execute("DELETE FROM grader_calibrations")
 
 
 def test_bad_input_stops_before_any_work(running):

@@ -763,10 +763,48 @@ def test_leaderboard_by_category_and_language_with_style_control_and_retired_mod
     page.context.close()
 
 
-def test_review_labels_graded_answers_and_grader_check_measures_them(page, app):
+FACTS = [("Why does ice float on water?", "Ice is less dense than liquid water.", "Ice is less dense than water.",
+          "Ice is heavier than water."),
+         ("Why do we see lightning before we hear thunder?", "Light travels much faster than sound.",
+          "Light is faster than sound.", "Thunder happens later than the lightning strike."),
+         ("Why is the sea salty?", "Rivers carry dissolved minerals from rocks into the sea.",
+          "Rivers wash dissolved minerals from rocks into it.", "Fish make the water salty."),
+         ("What makes leaves green?", "Chlorophyll, which absorbs red and blue light.", "Chlorophyll.",
+          "They reflect the colour of the sky."),
+         ("Why do metals feel cold to the touch?", "They conduct heat away from the skin quickly.",
+          "Metal conducts heat away from your hand fast.", "Metals are always colder than the air."),
+         ("What causes the seasons on Earth?", "The tilt of Earth's axis.", "Earth's axis is tilted.",
+          "Earth is closer to the Sun in summer."),
+         ("Why does bread rise?", "Yeast makes carbon dioxide gas that gets trapped in the dough.",
+          "Yeast gives off carbon dioxide that the dough traps.", "The oven pulls the dough upwards."),
+         ("Why does a spoon look bent in water?", "Light refracts as it passes from water into air.",
+          "Refraction of light between water and air.", "The water softens the metal."),
+         ("What keeps the Moon in orbit?", "Earth's gravity.", "The gravity of the Earth.",
+          "The Moon's own engines."),
+         ("Why do onions make people cry?", "They release a sulfur compound that irritates the eyes.",
+          "A sulfur gas from the cut onion irritates the eyes.", "Onions are sad.")]
+
+
+def own_labels(path) -> int:
+    """A person's labels file of open answers (no rule decides them): per fact two right and three wrong."""
+    rows = []
+    for n, (question, reference, right, wrong) in enumerate(FACTS):
+        for k, (answer, label) in enumerate([(right, "correct"), (f"In short: {right}", "correct"), (wrong, "wrong"),
+                                             (f"In short: {wrong}", "wrong"), ("I am not sure.", "wrong")]):
+            rows.append({"id": f"f{n}-{k}", "question_id": f"fact-{n}", "language": "en", "question": question,
+                         "reference": reference, "answer": answer, "label": label})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return len(rows)
+
+
+def test_review_labels_graded_answers_and_grader_check_measures_them(page, app, tmp_path):
     """A person reviews a stored run's grades in the Batch tab: each answer shows the grade that counted and what
     decided it, a model's HTML stays text, the four labels are stored, and `grader-check` then measures a real
-    grader (SmolLM2, started for it) against the two labels it is asked about (the checkable ones are the rule's)."""
+    grader (SmolLM2, started for it) against the two labels it is asked about (the checkable ones are the rule's):
+    too few to calibrate with. With 50 more of the person's labels from a file it fits and stores the calibration
+    that the next batch runs graded by it use (test_batch.py, test_calibrated_runs.py)."""
+    import sqlite3
+
     from arena.storage.store import Store
 
     from ..batch.test_review import PRESETS, stored_run
@@ -808,3 +846,19 @@ def test_review_labels_graded_answers_and_grader_check_measures_them(page, app):
                              capture_output=True, text=True, timeout=600)
     assert checked.returncode == 0, checked.stderr
     assert "2 from the Batch tab's review" in checked.stdout and "| en | 2 | 1 | 1 |" in checked.stdout, checked.stdout
+    assert "en: 2 of your own labels graded by smol-a; 48 more" in checked.stdout
+    data = tmp_path / "data"  # a copy (with what is still in the write-ahead log): the app's runs keep the defaults
+    data.mkdir()
+    with sqlite3.connect(app.tmp / "data" / "arena.db") as source, sqlite3.connect(data / "arena.db") as copy:
+        source.backup(copy)
+    n = own_labels(tmp_path / "labels.jsonl")
+    checked = subprocess.run([sys.executable, "-m", "arena", "grader-check", "--graders", "smol-a", "--without-heldout",
+                              "--labels", str(tmp_path / "labels.jsonl"), "--models", str(app.models_file),
+                              "--data-dir", str(data)], capture_output=True, text=True, timeout=600)
+    assert checked.returncode == 0, checked.stderr
+    assert f"en: stored your calibration of smol-a from {n + 2} labels" in checked.stdout, checked.stdout
+    store = Store(data / "arena.db")
+    stored = store.calibrations("smol-a")["en"]
+    store.close()
+    assert (stored["labels"], stored["positives"], stored["questions"]) == (n + 2, 21, 11)
+    assert ("it decides pass/fail there" in checked.stdout) == (stored["refused"] is None)
