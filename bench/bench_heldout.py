@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -211,6 +212,48 @@ def pass_rates(items: list[C.Labelled], ms: list[Method]) -> str:
     return "\n".join(lines)
 
 
+def wrong_pairs(items: list[C.Labelled]) -> list[tuple[int, int]]:
+    """Every pair of different answers to one question that are both labelled not correct (both fail in truth)."""
+    by: dict[str, list[int]] = {}
+    for k, i in enumerate(items):
+        if not i.correct:
+            by.setdefault(i.question_id, []).append(k)
+    return [(a, b) for ks in by.values() for a, b in itertools.combinations(ks, 2)
+            if items[a].answer.strip() != items[b].answer.strip()]
+
+
+def closer_row(name: str, scores: list[float | None], margin: float, items: list[C.Labelled],
+               pairs: list[tuple[int, int]]) -> str:
+    """A method's "both wrong; A closer" calls: a call where its scores differ by at least ``margin``. It is right
+    when the answer it calls closer is labelled partly correct and the other wrong; every call between two
+    answers with the same label, or the reverse, is wrong. Precision over questions, with its interval."""
+    kept = [(a, b) for a, b in pairs if scores[a] is not None and scores[b] is not None]
+    differ = [(a, b) for a, b in kept if items[a].label != items[b].label]
+    called = [(a, b) for a, b in kept if abs(scores[a] - scores[b]) >= margin and scores[a] != scores[b]]
+    right = [C.RANK[items[a].label] - C.RANK[items[b].label] == (1 if scores[a] > scores[b] else -1)
+             for a, b in called]
+    groups = [items[a].question_id for a, _ in called]
+    precision = _ci(groups, lambda idx: sum(right[k] for k in idx) / len(idx) if idx else math.nan)
+    return (f"| {name} | {margin:.2f} | {len(kept)} ({len(differ)} partly vs wrong) | {len(called)} | {sum(right)} | "
+            f"{precision} | {sum(right)} of {len(differ)} |")
+
+
+def closer_table(items: list[C.Labelled], graded: dict[str, list[float | None]]) -> str:
+    """Issue L's "two wrong answers are not always a tie", measured: when both answers fail, how often a method's
+    call of the closer one agrees with the labels (partly correct beats wrong; equal labels are both bad)."""
+    pairs = wrong_pairs(items)
+    lines = [f"\n### Both wrong: which is closer ({len(pairs)} pairs of different answers to one question, both "
+             "labelled not correct; not the grader's own answers)\n",
+             "| method | margin | pairs scored | calls \"closer\" | calls the labels agree with | precision (95% CI) "
+             "| partly-vs-wrong pairs found |", "|---|---|---|---|---|---|---|"]
+    lines.append(closer_row("the longer answer", [float(len(i.answer.strip())) for i in items], 0.0, items, pairs))
+    lines.append(closer_row("keyword overlap", [overlap(i.answer, i.reference) for i in items], 0.1, items, pairs))
+    for grader, p in graded.items():
+        for margin in (0.1, 0.2, G.DEFAULT_MARGIN):
+            lines.append(closer_row(f"{grader} P(yes)", p, margin, items, pairs))
+    return "\n".join(lines)
+
+
 def label_agreement(first: list[C.Labelled], second_path: Path) -> str:
     """The two labelling passes on the answers both labelled: agreement and kappa, 3 classes and pass/fail."""
     second = {r["id"]: r["label"] for r in map(json.loads, open(second_path, encoding="utf-8"))}
@@ -280,6 +323,8 @@ def report(graders: list[str], db: Path) -> None:
     shown = [m for m in ms if m.threshold is not None and "every answer" not in m.name]
     print(pass_rates([i for i in items if others(i)], [Method(m.name, [m.scores[k] for k, i in enumerate(items)
                                                                        if others(i)], m.threshold) for m in shown]))
+    mine = [k for k, i in enumerate(items) if others(i)]
+    print(closer_table([items[k] for k in mine], {g: [p[k] for k in mine] for g, p in graded.items()}))
     for grader, scores in graded.items():
         asked = [(i, p) for i, p in zip(items, scores) if i in rule and others(i)]
         fits = GC.fits([i for i, _ in asked], [p for _, p in asked])

@@ -26,7 +26,7 @@ from arena.batch.tables import html_table, markdown_table
 from arena.core.language import language_of
 from arena.grading import grades as G
 from arena.grading import judge as J
-from arena.grading.grader import ASSERTIONS, REFERENCE_CHECK
+from arena.grading.grader import ASSERTIONS, BOTH_WRONG, REFERENCE_CHECK
 from arena.quality import board as quality_board
 from arena.ratings import charts
 from arena.storage.store import Store
@@ -390,8 +390,11 @@ def grading_block(data: RunData) -> list[str]:
         lines.append("Who decided each grade: " + ", ".join(f"{n} by {who}" for who, n in sorted(deciders.items()))
                      + " (each answer's grade below says what was read).")
     outcomes = [v.winner for v in data.verdicts.values()]
+    closer = sum(b.startswith(BOTH_WRONG) for b in data.bases.values())
     lines.append(f"On this run: {graded} of {len(data.answers)} answer(s) graded; of {len(data.pairs)} pair(s), "
-                 f"{sum(w in ('model_a', 'model_b') for w in outcomes)} decisive verdict(s), "
+                 f"{sum(w in ('model_a', 'model_b') for w in outcomes)} decisive verdict(s)"
+                 + (f" ({closer} between two failing answers, the closer one winning: \"{BOTH_WRONG}; A closer\")"
+                    if closer else "") + ", "
                  f"{outcomes.count('tie')} tie(s), {outcomes.count('tie (bothbad)')} \"both bad\", "
                  f"{outcomes.count(None)} without a verdict.")
     h = J.quality(data.human_pairs, data.human_verdicts)

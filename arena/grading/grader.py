@@ -33,6 +33,7 @@ REFERENCE_CHECK = "reference-check"  # the grader name of exact checks against t
 # both are rules, stored with the method 'assert'
 CHECK_V1 = "check-v1"
 METHODS = ("auto", "assert", "reference", "pairwise", "generate")
+BOTH_WRONG = "both wrong"  # how a verdict's basis starts when both grades fail and one is closer by the margin
 
 
 def _digest(*parts: object) -> str:
@@ -197,9 +198,11 @@ def verdict_rows(pairs: list[dict], gradables: dict[str, tuple[Gradable, Gradabl
         a, b = gradables[pair["id"]]
         ga, gb = grades.get(a.digest()), grades.get(b.digest())
         pa, pb = (ga or {}).get("probability"), (gb or {}).get("probability")
-        margin = cutoffs.margin_for(a.language)
-        winner = G.verdict_from_grades(pa, pb, margin, cutoffs.threshold_for(a.language))
+        margin, threshold = cutoffs.margin_for(a.language), cutoffs.threshold_for(a.language)
+        winner = G.verdict_from_grades(pa, pb, margin, threshold)
         basis = f"{basis_of(ga)} vs {basis_of(gb)}"
+        if winner in (Winner.A, Winner.B) and max(pa, pb) < threshold:  # a win between two failing answers
+            basis = f"{BOTH_WRONG}; {'A' if winner is Winner.A else 'B'} closer: {basis}"
         rows.append({"pair_id": pair["id"], "grader": grader, "method": method,
                      "winner": winner.value if winner else None, "margin": margin, "basis": basis,
                      "created": time.time()})

@@ -118,3 +118,18 @@ def test_grader_check_stores_a_fit_only_from_enough_own_labels_and_a_run_copies_
     assert cutoffs.threshold_for("zh") == G.PASS_THRESHOLD and cutoffs.margin_for("zh") == 0.35
     store.save_calibrations([{**row, "threshold": 0.5}])  # a new fit replaces the old one
     assert store.calibrations("g")["en"]["threshold"] == 0.5 and not math.isnan(stored["auc"])
+
+
+def test_two_failing_answers_far_apart_are_both_wrong_with_the_closer_one_winning(store):
+    """Two wrong answers are not always a tie: both below the pass threshold, but one's P(yes) higher by the margin
+    (0.70 vs 0.20), is counted as the closer one's win and said as such; closer than the margin (0.50 vs 0.40) they
+    are both bad. (BENCHMARKS.md §17 measures how seldom the shipped graders' "closer" agrees with labels.)"""
+    stored_run(store, "closer", PRESETS, ANSWERS, judge="g",
+               probabilities={("m1", "sky"): 0.7, ("m2", "sky"): 0.2, ("m1", "tian"): 0.5, ("m2", "tian"): 0.4})
+    data = report.load(store, "closer")
+    by = {p["preset_id"]: p["id"] for p in data.pairs}
+    assert data.verdicts[by["sky"]].winner == "model_a" and data.verdicts[by["tian"]].winner == "tie (bothbad)"
+    assert data.bases[by["sky"]] == "both wrong; A closer: P(yes) 0.70 vs P(yes) 0.20"
+    assert not data.bases[by["tian"]].startswith("both wrong")
+    assert "1 decisive verdict(s) (1 between two failing answers" in "\n".join(report.grading_block(data))
+    assert "both wrong; A closer: P(yes) 0.70 vs P(yes) 0.20" in report.write_markdown(data)
