@@ -10,6 +10,7 @@ inline SVG, so it opens offline in any browser.
 """
 from __future__ import annotations
 
+import functools
 import html
 import io
 import math
@@ -77,8 +78,9 @@ class RunData:
     def grader(self) -> str:
         return self.config.get("judge") or ASSERTIONS
 
-    @property
+    @functools.cached_property
     def cutoffs(self) -> G.Cutoffs:
+        """The run's pass thresholds and margins per language (read once: pass_rates asks for every answer)."""
         return cutoffs_of(self.config)
 
     def name(self, model_id: str) -> str:
@@ -222,6 +224,7 @@ def grade_words(grade: dict | None, threshold: float = G.PASS_THRESHOLD) -> str:
         return f"{grade['grader']}: neither yes nor no among its likely first words (not graded)"
     against = "the rubric" if grade["method"] == "rubric" else "the reference"
     return f"{grade['grader']}: P(agrees with {against}) {p:.2f}, " + ("pass" if p >= threshold else "fail")
+
 
 def _answer_grade(data: RunData, model: str, preset: dict, repeat: int) -> str:
     language = language_of(preset["question"], preset.get("language"))
