@@ -145,13 +145,14 @@ def methods(items: list[C.Labelled], graded: dict[str, list[float | None]]) -> l
            Method("reference check (rules only)", rule, 1.0)]
     for grader, p in graded.items():
         out.append(Method(f"{grader} P(yes), every answer", p, G.PASS_THRESHOLD))
-        mixed = [r if r is not None else q for r, q in zip(rule, p)]
-        shipped = "auto as shipped (grader refused: rules only)" if G.refused_grader(grader) else f"auto with {grader}"
-        if G.refused_grader(grader):
-            out.append(Method(f"{grader} {shipped}", rule, 1.0))
-            out.append(Method(f"auto if {grader} were trusted", mixed, G.PASS_THRESHOLD))
-        else:
-            out.append(Method(shipped, mixed, G.PASS_THRESHOLD))
+        refused = sorted({i.language for i in items if G.refused_grader(grader, i.language)}, reverse=True)
+        shipped = [r if r is not None else None if G.refused_grader(grader, i.language) else q
+                   for r, q, i in zip(rule, p, items)]
+        out.append(Method(f"auto as shipped with {grader}" + (f" (refused in {', '.join(refused)})" if refused else ""),
+                          shipped, G.PASS_THRESHOLD))
+        if refused:
+            out.append(Method(f"auto if {grader} were trusted everywhere",
+                              [r if r is not None else q for r, q in zip(rule, p)], G.PASS_THRESHOLD))
     return out
 
 

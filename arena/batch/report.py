@@ -359,6 +359,18 @@ def calibration_words(calibration: dict[str, dict]) -> list[str]:
     return lines
 
 
+def measured_words(grader: str, languages: set[str]) -> list[str]:
+    """What the arena measured of ``grader`` held out, in the languages where it decides with the defaults."""
+    measured = G.MEASURED_GRADERS.get(grader, {})
+    return [f"Measured held out in {language}, where it decides: ROC-AUC {m.auc:.2f} and kappa {m.kappa:.2f} at the "
+            f"pass threshold {G.PASS_THRESHOLD}, on {m.where}." for language in sorted(languages, reverse=True)
+            if (m := measured.get(language))]
+
+
+def _languages(data: RunData) -> set[str]:
+    return {language_of(p["question"], p.get("language")) for p in data.config["presets"]}
+
+
 def grading_block(data: RunData) -> list[str]:
     """How the run's answers were graded, what came of it, and how well the grader measured (README, Grading)."""
     cfg, method, grader = data.config, data.method, data.config.get("judge")
@@ -385,6 +397,8 @@ def grading_block(data: RunData) -> list[str]:
     if refused := cfg.get("grader_refused"):
         lines.append(f"**{_md_inline(refused_words(refused, graded_elsewhere=bool(grader)))}**")
     lines += [_md_inline(line) for line in calibration_words(cfg.get("calibration") or {})]
+    if grader and method in ("auto", "reference"):
+        lines += measured_words(grader, _languages(data) - set(cfg.get("calibration") or {}) - data.cutoffs.refused)
     if grader and cfg.get("self_judging"):
         lines.append(f"**Self-grading:** the grader is also a contestant; treat `{grader}`'s own grades with care.")
     graded = sum(1 for g in data.grades.values() if g.get("probability") is not None)

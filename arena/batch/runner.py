@@ -293,12 +293,12 @@ def refusal(grader: str | None, languages: set[str], calibration: dict[str, dict
     reasons = {}
     for language in sorted(languages, reverse=True):
         own = calibration.get(language)
-        if reason := own["refused"] if own else G.refused_grader(grader):
+        if reason := own["refused"] if own else G.refused_grader(grader, language):
             reasons[language] = reason
     if not reasons:
         return None
-    if len(set(reasons.values())) == 1 and len(reasons) == len(languages):
-        reason = next(iter(reasons.values()))
+    if len(reasons) == 1 or len(set(reasons.values())) == 1:
+        reason = next(iter(reasons.values()))  # one reason: its language is named where it is shown
     else:
         reason = "; ".join(f"in {language}, {why}" for language, why in reasons.items())
     return {"grader": grader, "reason": reason, "languages": list(reasons)}

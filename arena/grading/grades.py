@@ -131,22 +131,25 @@ class Cutoffs:
         return grade >= self.threshold_for(language)
 
 
-
-MEASURED_GRADERS: dict[str, Measured] = {
-    # Held out (bench/heldout's open answers, where auto would ask it); in-sample on the 176 labelled answers of
-    # BENCHMARKS.md §13 it had ROC-AUC 0.41. It passes none of the 217 at 0.8, so kappa is 0.
-    "qwen2.5-coder-0.5b-q4km": Measured(0.38, 0.0, "217 answers to 31 open questions written after the grading was "
-                                                   "frozen (bench/heldout, BENCHMARKS.md §17)"),
-    # Held out, where auto asks it (answers no rule decides): bench/heldout's open questions. Before, on 60 public
-    # word problems (BENCHMARKS.md §15): ROC-AUC 0.87, kappa 0.27.
-    "qwen2.5-coder-1.5b-q4km": Measured(0.71, 0.25, "217 answers to 31 open questions written after the grading was "
-                                                    "frozen (bench/heldout, BENCHMARKS.md §17)"),
+_HELDOUT = "open questions written after the grading was frozen (bench/heldout, BENCHMARKS.md §17)"
+# What the arena measured of its graders, per language, where auto asks them: bench/heldout's answers that no rule
+# decides (not the grader's own), at the frozen pass threshold 0.8. Measured per language because a small grader's
+# P(yes) is not calibrated alike in both (issue L): the 1.5B's English kappa is 0.4008, at the bar (95% CI
+# 0.15-0.62; one label either way can move it), and its Chinese kappa 0.19 (it passes 58 answers, 10 of them
+# correct). Before: pooled over both languages on the first 217 of these answers, ROC-AUC 0.71 and kappa 0.25; on
+# 60 public word problems (§15) kappa 0.27; in-sample on the labelled set (§13) the 0.5B's ROC-AUC was 0.41.
+MEASURED_GRADERS: dict[str, dict[str, Measured]] = {
+    "qwen2.5-coder-0.5b-q4km": {"zh": Measured(0.62, 0.0, f"144 answers to 16 Chinese {_HELDOUT}"),
+                                "en": Measured(0.62, 0.0, f"135 answers to 15 English {_HELDOUT}")},
+    "qwen2.5-coder-1.5b-q4km": {"zh": Measured(0.84, 0.19, f"144 answers to 16 Chinese {_HELDOUT}"),
+                                "en": Measured(0.76, 0.40, f"135 answers to 15 English {_HELDOUT}")},
 }
 
 
-def refused_grader(grader: str | None) -> str | None:
-    """Why ``grader`` may not decide pass/fail (MEASURED_GRADERS), or None when it may."""
-    measured = MEASURED_GRADERS.get(grader or "")
+def refused_grader(grader: str | None, language: str) -> str | None:
+    """Why ``grader`` may not decide pass/fail on answers in ``language`` (MEASURED_GRADERS), or None when it may
+    (also when it was never measured there: the report then says it is unmeasured)."""
+    measured = MEASURED_GRADERS.get(grader or "", {}).get(language)
     return measured.shortfall() if measured else None
 
 

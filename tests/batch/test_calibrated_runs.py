@@ -28,7 +28,7 @@ P_YES = {("m1", "sky"): 0.9, ("m2", "sky"): 0.85, ("m1", "tian"): 0.97, ("m2", "
 ZH = {"threshold": 0.95, "margin": 0.05, "labels": 64, "positives": 20, "questions": 21, "auc": 0.82, "auc_low": 0.7,
       "auc_high": 0.91, "kappa": 0.47, "accuracy": 0.8, "refused": None, "sources": "64 from the Batch tab's review",
       "created": 1.79e9}
-EN_REFUSED = {"grader": "g", "reason": "in en, ROC-AUC 0.61 (needs 0.70) on 55 of your own labels in en",
+EN_REFUSED = {"grader": "g", "reason": "ROC-AUC 0.61 (needs 0.70) on 55 of your own labels in en",
               "languages": ["en"]}
 
 
@@ -66,7 +66,7 @@ def test_a_calibration_sets_its_languages_threshold_and_margin_and_a_refused_lan
     margins = {r["margin"] for r in store.pair_verdicts(grader="g")}
     assert margins == {0.05, 0.35}  # zh at its own margin, en at the run's
     block = "\n".join(report.grading_block(data))
-    assert "not used for pass/fail in en: in en, ROC-AUC 0.61" in block
+    assert "not used for pass/fail in en: ROC-AUC 0.61" in block
     assert "In zh, pass threshold 0.95 and pair margin 0.05 from your own calibration" in block
     assert "64 labelled answers to 21 questions (20 correct" in block and "kappa 0.47 cross-validated" in block
     page = report.write_html(data)
@@ -77,16 +77,21 @@ def test_a_calibration_sets_its_languages_threshold_and_margin_and_a_refused_lan
 
 
 def test_refusal_is_decided_per_language_by_own_calibration_first():
-    """The 1.5B is refused by what the arena measured in every language with no calibration of the person's own;
-    where they calibrated it and it cleared the bars, it decides; where their calibration fails, that is the reason
-    given. An unmeasured grader with no calibration decides everywhere."""
-    big = "qwen2.5-coder-1.5b-q4km"
-    everywhere = refusal(big, {"zh", "en"}, {})
-    assert everywhere["languages"] == ["zh", "en"] and everywhere["reason"] == G.refused_grader(big)
-    partly = refusal(big, {"zh", "en"}, {"zh": ZH})
-    assert partly["languages"] == ["en"] and partly["reason"].startswith("in en, kappa 0.25")
+    """Without a calibration of the person's own, what the arena measured decides per language: the 1.5B is refused
+    in Chinese and decides English, the 0.5B is refused in both. Where they calibrated it and it cleared the bars, it
+    decides; where their calibration fails, that is the reason given, even in a language the arena trusts it in. An
+    unmeasured grader with no calibration decides everywhere."""
+    big, small = "qwen2.5-coder-1.5b-q4km", "qwen2.5-coder-0.5b-q4km"
+    measured = refusal(big, {"zh", "en"}, {})
+    assert measured == {"grader": big, "reason": G.refused_grader(big, "zh"), "languages": ["zh"]}
+    both = refusal(small, {"zh", "en"}, {})
+    assert both["languages"] == ["zh", "en"] and both["reason"].startswith("in zh, ROC-AUC 0.62")
+    assert "; in en, ROC-AUC 0.62" in both["reason"]
+    assert refusal(big, {"zh", "en"}, {"zh": ZH}) is None
+    failing_en = {"en": {**ZH, "refused": "ROC-AUC 0.55 (needs 0.70) on 50 of your own labels in en"}}
+    assert refusal(big, {"en"}, failing_en)["reason"].startswith("ROC-AUC 0.55")
     own_fails = refusal("g", {"zh", "en"}, {"zh": {**ZH, "refused": "kappa 0.12 at its pass threshold"}})
-    assert own_fails == {"grader": "g", "reason": "in zh, kappa 0.12 at its pass threshold", "languages": ["zh"]}
+    assert own_fails == {"grader": "g", "reason": "kappa 0.12 at its pass threshold", "languages": ["zh"]}
     assert refusal("g", {"zh", "en"}, {}) is None and refusal(None, {"en"}, {}) is None
 
 
@@ -133,3 +138,16 @@ def test_two_failing_answers_far_apart_are_both_wrong_with_the_closer_one_winnin
     assert not data.bases[by["tian"]].startswith("both wrong")
     assert "1 decisive verdict(s) (1 between two failing answers" in "\n".join(report.grading_block(data))
     assert "both wrong; A closer: P(yes) 0.70 vs P(yes) 0.20" in report.write_markdown(data)
+
+
+def test_the_report_quotes_the_held_out_figures_of_the_languages_the_grader_decides(store):
+    """A run planned with the 1.5B (refused in Chinese, runner.refusal): its English answers are graded by it and
+    the report quotes the English held-out measurement, not a figure for Chinese, where the rules decide alone."""
+    big = "qwen2.5-coder-1.5b-q4km"
+    stored_run(store, "big", PRESETS, ANSWERS, judge=big, probabilities=P_YES,
+               extra={"grader_refused": refusal(big, {"zh", "en"}, {})})
+    rates, data = _rates(store, "big")
+    assert rates == {("m1", "en"): (1, 1), ("m2", "en"): (1, 1), ("m1", "zh"): (0, 0), ("m2", "zh"): (0, 0)}
+    block = "\n".join(report.grading_block(data))
+    assert "Measured held out in en, where it decides: ROC-AUC 0.76 and kappa 0.40" in block
+    assert "Measured held out in zh" not in block and "not used for pass/fail in zh: kappa 0.19 at its pass threshold" in block

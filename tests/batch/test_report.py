@@ -354,11 +354,14 @@ def test_a_numeric_reference_is_checked_exactly_and_a_refused_grader_is_named(tm
 
 
 def test_graders_measured_below_the_bars_are_refused_with_the_figures():
-    """The 0.5B (ROC-AUC 0.38) and the 1.5B (kappa 0.25 on held-out open answers) may not decide pass/fail;
-    a grader never measured may, and nothing invents figures for it."""
+    """Per language, held out: the 0.5B (ROC-AUC 0.62, passes nothing) is refused in both languages; the 1.5B is
+    refused in Chinese (kappa 0.19: over-confident) and decides English (ROC-AUC 0.76, kappa 0.40, at the bar); a
+    grader never measured may decide, and nothing invents figures for it."""
     from arena.grading import grades as G
 
-    assert "ROC-AUC 0.38 (needs 0.70)" in G.refused_grader("qwen2.5-coder-0.5b-q4km")
-    assert "kappa 0.25" in G.refused_grader("qwen2.5-coder-1.5b-q4km")
-    assert G.refused_grader("smol-a") is None and G.refused_grader(None) is None
+    small, big = "qwen2.5-coder-0.5b-q4km", "qwen2.5-coder-1.5b-q4km"
+    assert "ROC-AUC 0.62 (needs 0.70)" in G.refused_grader(small, "en") and G.refused_grader(small, "zh")
+    assert "kappa 0.19" in G.refused_grader(big, "zh") and "Chinese" in G.refused_grader(big, "zh")
+    assert G.refused_grader(big, "en") is None
+    assert G.refused_grader("smol-a", "en") is None and G.refused_grader(None, "zh") is None
     assert G.Measured(0.75, 0.45, "x").shortfall() is None

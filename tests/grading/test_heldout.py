@@ -21,7 +21,7 @@ def test_the_held_out_questions_load_thirty_per_language_each_with_a_reference()
 
 
 def test_every_held_out_answer_is_labelled_and_grader_check_reads_them():
-    """Proves the labelled set is whole: each of the 480 answers has exactly one first-pass label by the written
+    """Proves the labelled set is whole: each of the 600 answers has exactly one first-pass label by the written
     rule, the second pass labels a subset of them, and grader-check's loader joins them with nothing dropped."""
     import json
 
@@ -33,9 +33,9 @@ def test_every_held_out_answer_is_labelled_and_grader_check_reads_them():
     first = [json.loads(line) for line in open(folder / "labels-pass1.jsonl", encoding="utf-8")]
     second = [json.loads(line) for line in open(folder / "labels-pass2.jsonl", encoding="utf-8")]
     ids = {a["id"] for a in answers}
-    assert len(answers) == len(ids) == 480 and {a["question_id"] for a in answers} == {p.id for p in load_mt_bench(HELDOUT)}
+    assert len(answers) == len(ids) == 600 and {a["question_id"] for a in answers} == {p.id for p in load_mt_bench(HELDOUT)}
     assert sorted(r["id"] for r in first) == sorted(ids) and all(r["label"] in LABELS for r in first + second)
     assert {r["id"] for r in second} <= ids and len(second) == 80
     items = GC.heldout()
-    assert len(items) == 480 and sum(i.correct for i in items) == sum(r["label"] == "correct" for r in first)
-    assert 0 < len(GC.model_graded(items)) < 480  # the open answers only: a rule checks the others
+    assert len(items) == 600 and sum(i.correct for i in items) == sum(r["label"] == "correct" for r in first)
+    assert 0 < len(GC.model_graded(items)) < 600  # the open answers only: a rule checks the others
