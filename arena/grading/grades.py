@@ -114,7 +114,8 @@ class Cutoffs:
     """Where a run's grades pass, and how far apart two must be to decide a pair, per language: the defaults,
     or a person's own calibration where one was fitted (python -m arena grader-check). A rule's grade is 1 or
     0, so only a grader model's P(yes) is moved by them. ``refused``: languages whose answers the grader model
-    may not decide, because its own calibration there fails the bars."""
+    may not decide, because what was measured of it there (a person's calibration, else MEASURED_GRADERS) fails
+    the bars."""
 
     margin: float = DEFAULT_MARGIN
     threshold: float = PASS_THRESHOLD
