@@ -118,12 +118,11 @@ class Cutoffs:
     the bars."""
 
     margin: float = DEFAULT_MARGIN
-    threshold: float = PASS_THRESHOLD
     calibrated: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # language -> (threshold, margin)
     refused: frozenset[str] = frozenset()
 
     def threshold_for(self, language: str) -> float:
-        return self.calibrated[language][0] if language in self.calibrated else self.threshold
+        return self.calibrated[language][0] if language in self.calibrated else PASS_THRESHOLD
 
     def margin_for(self, language: str) -> float:
         return self.calibrated[language][1] if language in self.calibrated else self.margin
