@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from arena.batch.runner import build_pairs, counting_grades, cutoffs_of, run_gradables
+from arena.batch.runner import build_pairs, cutoffs_of, run_gradables, run_grades
 from arena.batch.tables import html_table, markdown_table
 from arena.core.language import language_of
 from arena.grading import grades as G
@@ -108,9 +108,7 @@ def load(store: Store, run_id: str) -> RunData:
         data.bases = {r["pair_id"]: r["basis"] for r in mine}
         data.human_verdicts = {r["pair_id"]: _verdict(r) for r in store.pair_verdicts(
             [p["id"] for p in data.human_pairs], data.grader) if r["method"] == method}
-    gradables = run_gradables(run["config"], answers)
-    counting = counting_grades(store, list(gradables.values()), method, judge, data.cutoffs.refused)
-    data.grades = {key: counting[g.digest()] for key, g in gradables.items() if g.digest() in counting}
+    data.grades = run_grades(store, run["config"], run_gradables(run["config"], answers), method)
     quality = quality_board.latest_comparison(store.quality_results(), set(run["config"]["models"]))
     data.quality = quality if any(r["figures"] for r in quality) else []
     return data
@@ -171,10 +169,7 @@ def pass_rate_table(store: Store, names: dict[str, str] | None = None):
     counts: dict[tuple[str, str], list[int]] = {}
     for run in store.batch_runs():
         data = RunData(run, store.batch_answers(run["id"]), [], {}, {}, [], {})
-        gradables = run_gradables(run["config"], data.answers)
-        counting = counting_grades(store, list(gradables.values()), data.method, run["config"].get("judge"),
-                                   data.cutoffs.refused)
-        data.grades = {k: counting[g.digest()] for k, g in gradables.items() if g.digest() in counting}
+        data.grades = run_grades(store, run["config"], run_gradables(run["config"], data.answers), data.method)
         for by in (None, "category", "language"):
             for (model, group), rate in pass_rates(data, by).items():
                 c = counts.setdefault((model, group if by else "all"), [0, 0])
@@ -397,8 +392,8 @@ def grading_block(data: RunData) -> list[str]:
     if refused := cfg.get("grader_refused"):
         lines.append(f"**{_md_inline(refused_words(refused, graded_elsewhere=bool(grader)))}**")
     lines += [_md_inline(line) for line in calibration_words(cfg.get("calibration") or {})]
-    if grader and method in ("auto", "reference"):
-        lines += measured_words(grader, _languages(data) - set(cfg.get("calibration") or {}) - data.cutoffs.refused)
+    if grader and method in ("auto", "reference"):  # languages on the defaults: neither calibrated nor refused
+        lines += measured_words(grader, _languages(data) - set(data.cutoffs.calibrated) - data.cutoffs.refused)
     if grader and cfg.get("self_judging"):
         lines.append(f"**Self-grading:** the grader is also a contestant; treat `{grader}`'s own grades with care.")
     graded = sum(1 for g in data.grades.values() if g.get("probability") is not None)

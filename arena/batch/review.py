@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from arena.batch.runner import counting_grades, cutoffs_of, run_gradables
+from arena.batch.runner import cutoffs_of, run_gradables, run_grades
 from arena.grading.calibration import LABELS
 from arena.grading.grader import Gradable, answer_digest
 from arena.storage.store import Store
@@ -53,14 +53,14 @@ def items(store: Store, run_id: str) -> list[ReviewItem]:
     answers = [a for a in store.batch_answers(run_id) if not a["error"]]
     gradables = run_gradables(run["config"], answers)
     cutoffs = cutoffs_of(run["config"])
-    counting = counting_grades(store, list(gradables.values()), run["config"].get("method", "auto"),
-                               run["config"].get("judge"), cutoffs.refused)
+    grades = run_grades(store, run["config"], gradables, run["config"].get("method", "auto"))
     out = []
     for a in answers:
-        g: Gradable | None = gradables.get((a["model"], a["preset_id"], a["repeat"]))
+        key = (a["model"], a["preset_id"], a["repeat"])
+        g: Gradable | None = gradables.get(key)
         if g is None or not g.reference:
             continue
-        grade = counting.get(g.digest())
+        grade = grades.get(key)
         p = grade["probability"] if grade else None
         passed = None if p is None else cutoffs.passes(p, g.language)  # as the report counts it
         out.append(ReviewItem(a["key"], a["model"], a["preset_id"], g.language, g.question, g.reference, g.text,

@@ -682,6 +682,16 @@ def counting_grades(store: Store, gradables: list[Gradable], method: str, grader
     return counting
 
 
+def run_grades(store: Store, config: dict, gradables: dict[tuple[str, str, int], Gradable], method: str
+               ) -> dict[tuple[str, str, int], dict]:
+    """The grade that counts for each of a run's answers (keyed as run_gradables), by ``method`` with the run's
+    grader, leaving out the languages it was refused in: what the report, the leaderboard's pass rates and the
+    review all count."""
+    counting = counting_grades(store, list(gradables.values()), method, config.get("judge"),
+                               cutoffs_of(config).refused)
+    return {key: counting[g.digest()] for key, g in gradables.items() if g.digest() in counting}
+
+
 def generate_verdict_rows(pairs: list[dict], judgments: list[dict], grader: str) -> list[dict]:
     """The generative judge's verdicts (both orders aggregated, judge.aggregate) as pair-verdict rows."""
     verdicts = J.verdicts_by_pair(judgments, grader)
